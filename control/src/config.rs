@@ -1,0 +1,563 @@
+//! The gate's TOML config: interfaces, segments, assets and their services.
+//!
+//! Loading collects every error before failing and reports each with
+//! `file:line:column`, the thing named, and a hint (nearest existing name,
+//! the allowed range). A config that loads becomes a [`Snapshot`] for the dp
+//! cores; nothing else of the file reaches the hot path.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+
+use dataplane::snapshot::{Endpoint, Ipv4Net, LinkSpec, Protocol, SegmentSpec, Side, Snapshot};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Every error of one load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gate: Spanned<RawGate>,
+    #[serde(default)]
+    segment: Vec<Spanned<RawSegment>>,
+    #[serde(default)]
+    asset: Vec<Spanned<RawAsset>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    overlay: Spanned<String>,
+    north_interface: Spanned<String>,
+    north_address: Spanned<String>,
+    north_gateway: Option<Spanned<String>>,
+    north_vlan: Option<Spanned<u16>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSegment {
+    name: Spanned<String>,
+    overlay: Spanned<String>,
+    south_interface: Spanned<String>,
+    south_address: Spanned<String>,
+    south_gateway: Option<Spanned<String>>,
+    vlan: Option<Spanned<u16>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAsset {
+    name: Spanned<String>,
+    segment: Spanned<String>,
+    overlay: Spanned<String>,
+    underlay: Spanned<String>,
+    #[serde(default)]
+    service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    protocol: Spanned<String>,
+    port: Spanned<u16>,
+    asset_port: Option<Spanned<u16>>,
+}
+
+/// A loaded, validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Interface names by link index (0 = north).
+    pub interfaces: Vec<String>,
+    pub snapshot: Snapshot,
+}
+
+/// Reads and validates `path`.
+///
+/// # Errors
+/// Every problem found, each with its position.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse(&file, &text)
+}
+
+struct Errors<'a> {
+    file: &'a str,
+    text: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.list.push(ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+/// Parses config text; `file` names it in errors.
+///
+/// # Errors
+/// Every problem found, each with its position.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+        ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }])
+    })?;
+    let mut err = Errors {
+        file,
+        text,
+        list: Vec::new(),
+    };
+
+    let gate = raw.gate.get_ref();
+    let overlay = prefix(&mut err, &gate.overlay, "gate overlay");
+    if let Some(o) = overlay {
+        if !Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 10).is_some_and(|cgnat| cgnat.covers(o)) {
+            err.at(gate.overlay.span(), format!("overlay {o} is outside 100.64.0.0/10 (the shared address space reserved for overlays; the lab uses 100.64.0.0/16)"));
+        }
+    }
+    let north_address = prefix(&mut err, &gate.north_address, "north address");
+    if let (Some(o), Some(n)) = (overlay, north_address) {
+        if o.contains(n.addr) {
+            err.at(gate.north_address.span(), format!("north address {} is inside the overlay {o}; it must be an underlay address users can reach", n.addr));
+        }
+    }
+    let north_gateway = gate
+        .north_gateway
+        .as_ref()
+        .and_then(|g| address(&mut err, g, "north gateway"));
+    let north_vlan = gate.north_vlan.as_ref().and_then(|v| vlan(&mut err, v));
+    let north_if = gate.north_interface.get_ref().clone();
+    if north_if.is_empty() {
+        err.at(gate.north_interface.span(), "north_interface is empty");
+    }
+
+    let mut interfaces = vec![north_if.clone()];
+    let mut links = vec![LinkSpec {
+        name: north_if.clone(),
+        side: Side::North,
+    }];
+    let mut segments = Vec::new();
+    let mut seg_index: HashMap<String, usize> = HashMap::new();
+    for s in &raw.segment {
+        let s = s.get_ref();
+        let name = s.name.get_ref().clone();
+        if seg_index.contains_key(&name) {
+            err.at(s.name.span(), format!("segment {name:?} is defined twice"));
+            continue;
+        }
+        let seg_overlay = prefix(&mut err, &s.overlay, "segment overlay");
+        if let (Some(o), Some(so)) = (overlay, seg_overlay) {
+            if !o.covers(so) {
+                err.at(
+                    s.overlay.span(),
+                    format!("segment {name:?} overlay {so} is outside the gate overlay {o}"),
+                );
+            }
+        }
+        if let Some(so) = seg_overlay {
+            if let Some(other) = segments
+                .iter()
+                .find(|x: &&SegmentSpec| x.overlay.covers(so) || so.covers(x.overlay))
+            {
+                err.at(
+                    s.overlay.span(),
+                    format!(
+                        "segment {name:?} overlay {so} overlaps segment {:?} ({})",
+                        other.name, other.overlay
+                    ),
+                );
+            }
+        }
+        let south_address = prefix(&mut err, &s.south_address, "south address");
+        if let (Some(o), Some(sa)) = (overlay, south_address) {
+            if o.contains(sa.addr) {
+                err.at(
+                    s.south_address.span(),
+                    format!("south address {} is inside the overlay {o}", sa.addr),
+                );
+            }
+        }
+        let south_gateway = s
+            .south_gateway
+            .as_ref()
+            .and_then(|g| address(&mut err, g, "south gateway"));
+        let seg_vlan = s.vlan.as_ref().and_then(|v| vlan(&mut err, v));
+        let ifname = s.south_interface.get_ref().clone();
+        if ifname == north_if && north_vlan == seg_vlan {
+            err.at(s.south_interface.span(), format!("segment {name:?} uses the north interface {ifname:?} without a VLAN of its own; north and south must be separate links or VLANs"));
+        }
+        let link = match interfaces.iter().position(|i| *i == ifname) {
+            Some(0) if ifname == north_if => {
+                // Same NIC as north, separated by VLAN: not supported by this build.
+                err.at(s.south_interface.span(), "north and south on one interface (VLAN-separated) is not supported yet; use a separate south interface");
+                0
+            }
+            Some(i) => i,
+            None => {
+                interfaces.push(ifname.clone());
+                links.push(LinkSpec {
+                    name: ifname,
+                    side: Side::South,
+                });
+                interfaces.len() - 1
+            }
+        };
+        if let (Some(o), Some(sa)) = (seg_overlay, south_address) {
+            seg_index.insert(name.clone(), segments.len());
+            segments.push(SegmentSpec {
+                name,
+                overlay: o,
+                south_link: link,
+                south_address: sa,
+                south_gateway,
+                south_vlan: seg_vlan,
+            });
+        } else {
+            seg_index.insert(name, usize::MAX);
+        }
+    }
+    if raw.segment.is_empty() {
+        err.at(
+            raw.gate.span(),
+            "no [[segment]] defined: the gate would have nothing to protect",
+        );
+    }
+
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    let mut asset_names = HashSet::new();
+    let mut endpoint_spans: HashMap<(Ipv4Addr, u16), String> = HashMap::new();
+    for a in &raw.asset {
+        let a = a.get_ref();
+        let name = a.name.get_ref().clone();
+        if !asset_names.insert(name.clone()) {
+            err.at(a.name.span(), format!("asset {name:?} is defined twice"));
+        }
+        let seg_name = a.segment.get_ref();
+        let seg = match seg_index.get(seg_name) {
+            Some(&i) => Some(i),
+            None => {
+                let hint = nearest(seg_name, seg_index.keys().map(String::as_str))
+                    .map_or(String::new(), |n| format!(" (did you mean {n:?}?)"));
+                err.at(
+                    a.segment.span(),
+                    format!("asset {name:?}: segment {seg_name:?} is not defined{hint}"),
+                );
+                None
+            }
+        };
+        let ov = address(&mut err, &a.overlay, "asset overlay address");
+        let un = address(&mut err, &a.underlay, "asset underlay address");
+        if let (Some(i), Some(ov)) = (seg, ov) {
+            if let Some(spec) = segments.get(i) {
+                if !spec.overlay.contains(ov) {
+                    err.at(
+                        a.overlay.span(),
+                        format!(
+                            "asset {name:?}: overlay address {ov} is outside its segment {:?} ({})",
+                            spec.name, spec.overlay
+                        ),
+                    );
+                } else if ov == spec.overlay.network()
+                    || (spec.overlay.len < 31
+                        && u32::from(ov) | (u32::MAX >> spec.overlay.len) == u32::from(ov))
+                {
+                    err.at(
+                        a.overlay.span(),
+                        format!(
+                            "asset {name:?}: {ov} is the network or broadcast address of {}",
+                            spec.overlay
+                        ),
+                    );
+                }
+            }
+        }
+        if a.service.is_empty() {
+            err.at(
+                a.name.span(),
+                format!("asset {name:?} has no [[asset.service]]: nothing to connect to"),
+            );
+        }
+        let mut service_names = HashSet::new();
+        for svc in &a.service {
+            let svc = svc.get_ref();
+            if !service_names.insert(svc.name.get_ref().clone()) {
+                err.at(
+                    svc.name.span(),
+                    format!(
+                        "asset {name:?}: service {:?} is defined twice",
+                        svc.name.get_ref()
+                    ),
+                );
+            }
+            let protocol = match svc.protocol.get_ref().parse::<Protocol>() {
+                Ok(p) => Some(p),
+                Err(()) => {
+                    let p = svc.protocol.get_ref();
+                    let hint = nearest(p, ["modbus", "s7", "dnp3", "enip", "tcp"].into_iter())
+                        .map_or(String::new(), |n| format!(" (did you mean {n:?}?)"));
+                    err.at(
+                        svc.protocol.span(),
+                        format!(
+                            "unknown protocol {p:?}{hint}; expected modbus, s7, dnp3, enip or tcp"
+                        ),
+                    );
+                    None
+                }
+            };
+            let port = *svc.port.get_ref();
+            if port == 0 {
+                err.at(svc.port.span(), "port 0 is not a TCP port");
+            }
+            let asset_port = svc.asset_port.as_ref().map_or(port, |p| *p.get_ref());
+            if asset_port == 0 {
+                err.at(
+                    svc.asset_port
+                        .as_ref()
+                        .map_or(svc.port.span(), Spanned::span),
+                    "asset_port 0 is not a TCP port",
+                );
+            }
+            if let Some(ov) = ov {
+                if let Some(prev) = endpoint_spans.insert((ov, port), name.clone()) {
+                    err.at(
+                        svc.port.span(),
+                        format!("endpoint {ov}:{port} is already used by asset {prev:?}"),
+                    );
+                }
+            }
+            if let (Some(segment), Some(ov), Some(un), Some(protocol)) = (seg, ov, un, protocol) {
+                if segment != usize::MAX && port != 0 && asset_port != 0 {
+                    endpoints.push(Endpoint {
+                        asset: name.clone(),
+                        service: svc.name.get_ref().clone(),
+                        segment,
+                        overlay: SocketAddrV4::new(ov, port),
+                        underlay: SocketAddrV4::new(un, asset_port),
+                        protocol,
+                    });
+                }
+            }
+        }
+    }
+
+    if !err.list.is_empty() {
+        err.list.sort_by_key(|e| (e.line, e.column));
+        return Err(ConfigErrors(err.list));
+    }
+    let mut snapshot = Snapshot::default();
+    snapshot.overlay = overlay;
+    snapshot.north_address = north_address;
+    snapshot.north_gateway = north_gateway;
+    snapshot.north_vlan = north_vlan;
+    snapshot.links = links;
+    snapshot.segments = segments;
+    snapshot.endpoints = endpoints;
+    let snapshot = snapshot.index();
+    Ok(Config {
+        interfaces,
+        snapshot,
+    })
+}
+
+fn prefix(err: &mut Errors<'_>, s: &Spanned<String>, what: &str) -> Option<Ipv4Net> {
+    match s.get_ref().parse::<Ipv4Net>() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            err.at(s.span(), format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+fn address(err: &mut Errors<'_>, s: &Spanned<String>, what: &str) -> Option<Ipv4Addr> {
+    match s.get_ref().parse::<Ipv4Addr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            err.at(
+                s.span(),
+                format!("{what}: {:?} is not an IPv4 address", s.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+fn vlan(err: &mut Errors<'_>, v: &Spanned<u16>) -> Option<u16> {
+    let id = *v.get_ref();
+    if (1..=4094).contains(&id) {
+        Some(id)
+    } else {
+        err.at(v.span(), format!("VLAN id {id} is out of range 1..=4094"));
+        None
+    }
+}
+
+/// The closest name within edit distance 2, for "did you mean" hints.
+pub fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAB: &str = include_str!("../../config/lab.toml");
+
+    #[test]
+    fn lab_config_loads() {
+        let c = parse("lab.toml", LAB).unwrap();
+        assert_eq!(c.interfaces, ["north0", "south0"]);
+        let s = &c.snapshot;
+        assert_eq!(s.segments.len(), 1);
+        let e = s
+            .endpoint_at(Ipv4Addr::new(100, 64, 3, 7), 502)
+            .expect("plc-7 endpoint");
+        assert_eq!(s.endpoints[e].underlay, "198.19.3.7:502".parse().unwrap());
+        assert_eq!(s.endpoints[e].asset, "plc-7");
+        assert!(s.endpoint_at(Ipv4Addr::new(100, 64, 3, 7), 503).is_none());
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let bad = LAB
+            .replace("segment = \"line3\"", "segment = \"line4\"")
+            .replace("overlay = \"100.64.3.7\"", "overlay = \"100.64.9.7\"")
+            .replace("protocol = \"modbus\"", "protocol = \"modbsu\"")
+            .replace(
+                "south_address = \"198.19.3.1/24\"",
+                "south_address = \"198.19.3.1/33\"",
+            );
+        let errs = parse("lab.toml", &bad).unwrap_err();
+        let text = errs.to_string();
+        assert_eq!(errs.0.len(), 3, "{text}");
+        let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        assert!(
+            text.contains(&format!("lab.toml:{}:", line_of("line4"))),
+            "{text}"
+        );
+        assert!(
+            text.contains("segment \"line4\" is not defined (did you mean \"line3\"?)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("lab.toml:{}:", line_of("modbsu"))),
+            "{text}"
+        );
+        assert!(text.contains("did you mean \"modbus\""), "{text}");
+        assert!(
+            text.contains(&format!("lab.toml:{}:", line_of("/33"))),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn duplicate_endpoints_and_bad_addresses() {
+        let dup = format!("{LAB}\n[[asset]]\nname = \"plc-8\"\nsegment = \"line3\"\noverlay = \"100.64.3.7\"\nunderlay = \"198.19.3.8\"\n[[asset.service]]\nname = \"modbus\"\nprotocol = \"modbus\"\nport = 502\n");
+        let text = parse("x.toml", &dup).unwrap_err().to_string();
+        assert!(
+            text.contains("endpoint 100.64.3.7:502 is already used by asset \"plc-7\""),
+            "{text}"
+        );
+        let outside = LAB.replace("overlay = \"100.64.0.0/16\"", "overlay = \"10.0.0.0/16\"");
+        let text = parse("x.toml", &outside).unwrap_err().to_string();
+        assert!(text.contains("outside 100.64.0.0/10"), "{text}");
+        let bcast = LAB.replace("overlay = \"100.64.3.7\"", "overlay = \"100.64.3.255\"");
+        assert!(parse("x.toml", &bcast)
+            .unwrap_err()
+            .to_string()
+            .contains("broadcast"));
+    }
+
+    #[test]
+    fn syntax_and_unknown_keys_have_positions() {
+        let e = parse("x.toml", "[gate]\noverlay = \n").unwrap_err();
+        assert_eq!(e.0[0].line, 2, "{e}");
+        let e = parse("x.toml", &LAB.replace("north_interface", "north_iface")).unwrap_err();
+        assert!(e.to_string().contains("north_iface"), "{e}");
+        assert!(e.0[0].line > 0);
+    }
+}

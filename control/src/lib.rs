@@ -1,0 +1,184 @@
+//! Access Gate's control plane: everything that touches files and the
+//! outside world, none of which may run on a dp core.
+//!
+//! - [`config`]: the TOML config, validated with every error at once.
+//! - [`Control`]: the control thread's state: publishes snapshots through
+//!   `ArcSwap` (reload = parse + validate + store, a bad file keeps the old
+//!   snapshot), sums the cores' counters, drains their session events into
+//!   the log, and answers the management socket ([`api`]).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use crossbeam::queue::ArrayQueue;
+use dataplane::core::SessionEvent;
+use dataplane::counters::{CoreCounters, CounterTotals};
+use dataplane::snapshot::{SharedSnapshot, Snapshot};
+
+pub use config::{Config, ConfigError, ConfigErrors};
+
+/// Session events a core may queue before the control thread drains them.
+pub const EVENT_QUEUE: usize = 4096;
+
+/// The control thread's view of the running gate.
+pub struct Control {
+    path: Option<PathBuf>,
+    shared: SharedSnapshot,
+    cores: Vec<(Arc<CoreCounters>, Arc<ArrayQueue<SessionEvent>>)>,
+    reload_failures: u64,
+}
+
+/// Why a reload was refused (the running snapshot stays).
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file has errors.
+    Invalid(ConfigErrors),
+    /// The file changes what the running cores were built with.
+    NeedsRestart(String),
+    /// The gate was started without a config file.
+    NoFile,
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(e) => write!(f, "{e}"),
+            Self::NeedsRestart(what) => write!(
+                f,
+                "{what} changed: that needs a restart (the running config is kept)"
+            ),
+            Self::NoFile => write!(
+                f,
+                "the gate runs on an embedded config; there is no file to reload"
+            ),
+        }
+    }
+}
+
+impl Control {
+    /// Starts from a loaded config (generation 1).
+    pub fn new(path: Option<PathBuf>, config: &Config) -> Self {
+        let mut snap = config.snapshot.clone();
+        snap.generation = 1;
+        Self {
+            path,
+            shared: Arc::new(ArcSwap::from_pointee(snap)),
+            cores: Vec::new(),
+            reload_failures: 0,
+        }
+    }
+
+    /// The snapshot handle the cores load from.
+    pub fn shared(&self) -> SharedSnapshot {
+        self.shared.clone()
+    }
+
+    /// The snapshot in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.load_full()
+    }
+
+    /// Registers a core's counters and event queue; returns them for the core.
+    pub fn add_core(&mut self) -> (Arc<CoreCounters>, Arc<ArrayQueue<SessionEvent>>) {
+        let pair = (
+            Arc::new(CoreCounters::default()),
+            Arc::new(ArrayQueue::new(EVENT_QUEUE)),
+        );
+        self.cores.push(pair.clone());
+        pair
+    }
+
+    /// Counters summed over cores, plus the control thread's own.
+    pub fn totals(&self) -> CounterTotals {
+        CounterTotals::sum(self.cores.iter().map(|(c, _)| c.as_ref()))
+    }
+
+    /// Reload failures since start.
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures
+    }
+
+    /// Re-reads the config file and publishes it if valid and compatible.
+    ///
+    /// # Errors
+    /// The file is invalid or changes the structure; the old snapshot stays.
+    pub fn reload(&mut self) -> Result<u64, ReloadError> {
+        let Some(path) = self.path.clone() else {
+            return Err(ReloadError::NoFile);
+        };
+        let result = config::load(&path)
+            .map_err(ReloadError::Invalid)
+            .and_then(|c| self.publish(c.snapshot));
+        if let Err(e) = &result {
+            self.reload_failures += 1;
+            log::error!("reload of {} refused: {e}", path.display());
+        }
+        result
+    }
+
+    /// Publishes `snap` as the next generation if it keeps links and segments.
+    ///
+    /// # Errors
+    /// Links or segments differ from the running ones.
+    pub fn publish(&mut self, mut snap: Snapshot) -> Result<u64, ReloadError> {
+        let old = self.shared.load();
+        if snap.links != old.links {
+            return Err(ReloadError::NeedsRestart("the set of interfaces".into()));
+        }
+        if snap.segments != old.segments
+            || snap.north_address != old.north_address
+            || snap.north_vlan != old.north_vlan
+        {
+            return Err(ReloadError::NeedsRestart(
+                "a segment or the north addressing".into(),
+            ));
+        }
+        snap.generation = old.generation + 1;
+        let generation = snap.generation;
+        self.shared.store(Arc::new(snap));
+        log::info!("config generation {generation} published");
+        Ok(generation)
+    }
+
+    /// Drains the cores' session events, handing each to `sink`.
+    pub fn drain_events(&self, mut sink: impl FnMut(&SessionEvent)) -> usize {
+        let mut n = 0;
+        for (_, q) in &self.cores {
+            while let Some(ev) = q.pop() {
+                sink(&ev);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// The log line for a session event.
+pub fn describe(ev: &SessionEvent) -> String {
+    match ev {
+        SessionEvent::Opened {
+            id,
+            client,
+            endpoint,
+            asset,
+        } => {
+            format!("session {id:#x} open: {client} -> {endpoint} -> asset {asset}")
+        }
+        SessionEvent::Closed {
+            id,
+            reason,
+            bytes_up,
+            bytes_down,
+            micros,
+        } => format!(
+            "session {id:#x} closed: {} ({bytes_up} bytes up, {bytes_down} bytes down, {:.3} s)",
+            reason.as_str(),
+            *micros as f64 / 1e6
+        ),
+    }
+}

@@ -1,0 +1,776 @@
+//! The per-core loop: receive a batch on every port, classify, run the
+//! segment stacks, move session bytes, transmit, and idle when there is
+//! nothing to do.
+//!
+//! A [`Core`] owns its ports, stacks, sessions and counters outright: nothing
+//! here is shared with another core, so nothing is locked. The only shared
+//! inputs are the policy/config snapshot (an `ArcSwap`, loaded once per loop)
+//! and the stop flag; the only shared outputs are the single-writer counters
+//! and a bounded queue of session events for the control thread.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam::queue::ArrayQueue;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+
+use crate::classify::{classify, Disposition, DropReason};
+use crate::counters::{bump, set, CoreCounters};
+use crate::io::{self, FramePort, BATCH, MAX_FRAME};
+use crate::session::{CloseReason, Flow, Session, Step};
+use crate::snapshot::{SharedSnapshot, Side, Snapshot};
+use crate::stack::{Stack, StackAddressing, TxStats};
+
+/// How a core waits when there is no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleMode {
+    /// Poll forever (a dedicated core; lowest latency, 100% CPU).
+    Busy,
+    /// Keep polling for `spin_us` after the last work, then block in `poll()`
+    /// on the ports' fds until a frame arrives or a TCP timer is due.
+    Adaptive { spin_us: u64 },
+}
+
+impl Default for IdleMode {
+    fn default() -> Self {
+        Self::Adaptive { spin_us: 200 }
+    }
+}
+
+impl std::str::FromStr for IdleMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "busy" => Ok(Self::Busy),
+            "adaptive" => Ok(Self::default()),
+            other => Err(format!(
+                "unknown idle mode {other:?} (expected busy or adaptive)"
+            )),
+        }
+    }
+}
+
+/// Sizes and timers of a core.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreOptions {
+    pub idle: IdleMode,
+    /// Per-socket TCP buffer (each session has four: user rx/tx, asset rx/tx).
+    pub socket_buffer: usize,
+    /// Listening sockets kept ready per endpoint (the accept backlog).
+    pub backlog: usize,
+    /// Frames a stack's receive ring holds between classification and poll.
+    pub ring: usize,
+    /// How long the gate waits for the asset to accept a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for CoreOptions {
+    fn default() -> Self {
+        Self {
+            idle: IdleMode::default(),
+            socket_buffer: 8192,
+            backlog: 4,
+            ring: 2 * BATCH,
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Something the control thread should know about (logged; the audit issue
+/// turns these into signed records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    Opened {
+        id: u64,
+        client: SocketAddrV4,
+        endpoint: SocketAddrV4,
+        asset: SocketAddrV4,
+    },
+    Closed {
+        id: u64,
+        reason: CloseReason,
+        bytes_up: u64,
+        bytes_down: u64,
+        micros: u64,
+    },
+}
+
+/// Monotonic time in smoltcp's units.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(std::time::Instant);
+
+impl Clock {
+    pub fn new() -> Self {
+        Self(std::time::Instant::now())
+    }
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.0.elapsed().as_micros() as i64)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A socket that is listening, or was and has not yet become a session.
+struct Listener {
+    endpoint: SocketAddrV4,
+    handle: SocketHandle,
+}
+
+/// One overlay segment's pair of stacks and its sessions.
+struct Segment {
+    north: Stack,
+    south: Stack,
+    south_address: Ipv4Addr,
+    listeners: Vec<Listener>,
+    sessions: Vec<Session>,
+    /// Closed sockets waiting out TIME-WAIT: (north side?, handle).
+    lingering: Vec<(bool, SocketHandle)>,
+    next_port: u16,
+    /// Connection requests in this batch: listeners to have ready before
+    /// smoltcp sees them (it answers a SYN no socket listens for with RST).
+    syn_burst: usize,
+}
+
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+/// Most listening sockets one endpoint keeps (its SYN backlog).
+pub const MAX_LISTENERS: usize = 256;
+
+/// One dp core.
+pub struct Core {
+    id: usize,
+    ports: Vec<Box<dyn FramePort>>,
+    sides: Vec<Side>,
+    segments: Vec<Segment>,
+    shared: SharedSnapshot,
+    snap: Arc<Snapshot>,
+    counters: Arc<CoreCounters>,
+    events: Arc<ArrayQueue<SessionEvent>>,
+    opts: CoreOptions,
+    clock: Clock,
+    scratch: Box<[u8; MAX_FRAME]>,
+    next_session: u64,
+    tx: TxStats,
+}
+
+/// What went wrong building a core.
+#[derive(Debug)]
+pub enum CoreError {
+    /// The snapshot names a link with no port.
+    MissingPort(usize),
+    /// The snapshot has no north address.
+    NoNorthAddress,
+}
+
+impl std::fmt::Display for CoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::MissingPort(i) => write!(f, "no frame port for link #{i}"),
+            Self::NoNorthAddress => write!(f, "the config has no north address"),
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}
+
+impl Core {
+    /// Builds a core over `ports` (index = link index of the snapshot).
+    ///
+    /// # Errors
+    /// The snapshot and the ports disagree.
+    pub fn new(
+        id: usize,
+        ports: Vec<Box<dyn FramePort>>,
+        shared: SharedSnapshot,
+        counters: Arc<CoreCounters>,
+        events: Arc<ArrayQueue<SessionEvent>>,
+        opts: CoreOptions,
+    ) -> Result<Self, CoreError> {
+        let snap = shared.load_full();
+        let clock = Clock::new();
+        let now = clock.now();
+        let north_address = snap.north_address.ok_or(CoreError::NoNorthAddress)?;
+        let north_port = ports.first().ok_or(CoreError::MissingPort(0))?;
+        let north_mac = north_port.mac();
+        let mut segments = Vec::with_capacity(snap.segments.len());
+        for (i, seg) in snap.segments.iter().enumerate() {
+            let south_port = ports
+                .get(seg.south_link)
+                .ok_or(CoreError::MissingPort(seg.south_link))?;
+            let seed = (id as u64) << 32 | i as u64;
+            let north = Stack::new(
+                0,
+                snap.north_vlan,
+                &StackAddressing {
+                    mac: north_mac,
+                    address: north_address,
+                    gateway: snap.north_gateway,
+                    any_ip: Some(seg.overlay),
+                },
+                opts.ring,
+                seed ^ 0x9e37_79b9,
+                now,
+            );
+            let south = Stack::new(
+                seg.south_link,
+                seg.south_vlan,
+                &StackAddressing {
+                    mac: south_port.mac(),
+                    address: seg.south_address,
+                    gateway: seg.south_gateway,
+                    any_ip: None,
+                },
+                opts.ring,
+                seed ^ 0x7f4a_7c15,
+                now,
+            );
+            segments.push(Segment {
+                north,
+                south,
+                south_address: seg.south_address.addr,
+                listeners: Vec::new(),
+                sessions: Vec::new(),
+                lingering: Vec::new(),
+                next_port: *EPHEMERAL.start() + ((id as u16).wrapping_mul(4099) % 8192),
+                syn_burst: 0,
+            });
+        }
+        let sides = snap.links.iter().map(|l| l.side).collect();
+        let mut core = Self {
+            id,
+            ports,
+            sides,
+            segments,
+            shared,
+            snap: snap.clone(),
+            counters,
+            events,
+            opts,
+            clock,
+            scratch: Box::new([0u8; MAX_FRAME]),
+            next_session: 0,
+            tx: TxStats::default(),
+        };
+        core.reconcile(&snap);
+        Ok(core)
+    }
+
+    /// The counters this core writes.
+    pub fn counters(&self) -> &Arc<CoreCounters> {
+        &self.counters
+    }
+
+    /// Runs until `stop` is set, then resets every session.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let mut last_work = std::time::Instant::now();
+        let mut fds = Vec::with_capacity(self.ports.len());
+        while !stop.load(Ordering::Relaxed) {
+            if self.poll_once() > 0 {
+                last_work = std::time::Instant::now();
+                continue;
+            }
+            let IdleMode::Adaptive { spin_us } = self.opts.idle else {
+                continue;
+            };
+            if last_work.elapsed().as_micros() < u128::from(spin_us) {
+                std::hint::spin_loop();
+                continue;
+            }
+            let now = self.clock.now();
+            let timer = self
+                .next_timer(now)
+                .map_or(50, |d| d.total_millis().min(50) as i32);
+            if timer == 0 {
+                continue;
+            }
+            fds.clear();
+            fds.extend(self.ports.iter().filter_map(|p| p.poll_fd()));
+            if self.ports.iter_mut().all(|p| p.arm_wakeup()) {
+                bump(&self.counters.sleeps, 1);
+                io::wait_readable(&fds, timer);
+            }
+            last_work = std::time::Instant::now();
+        }
+        self.shutdown();
+    }
+
+    /// One pass: receive, classify, poll stacks, move bytes, transmit.
+    /// Returns a measure of work done (frames + bytes + events); 0 means idle.
+    pub fn poll_once(&mut self) -> usize {
+        let now = self.clock.now();
+        let snap = self.shared.load();
+        if snap.generation != self.snap.generation {
+            let fresh = self.shared.load_full();
+            self.reconcile(&fresh);
+            self.snap = fresh;
+        }
+        let mut work = 0;
+
+        // 1. Receive and classify one batch per port.
+        let Self {
+            ports,
+            sides,
+            segments,
+            counters,
+            ..
+        } = self;
+        for (link, port) in ports.iter_mut().enumerate() {
+            let side = sides.get(link).copied().unwrap_or(Side::South);
+            let n = port
+                .rx_burst(BATCH, &mut |frame| {
+                    let disposition = classify(frame, side, link, &snap);
+                    let reason = match disposition {
+                        Disposition::North { segment, vlan, syn } => {
+                            if syn {
+                                if let Some(seg) = segments.get_mut(segment) {
+                                    seg.syn_burst += 1;
+                                }
+                            }
+                            admit(segments, segment, true, frame, vlan)
+                        }
+                        Disposition::South { segment, vlan } => {
+                            admit(segments, segment, false, frame, vlan)
+                        }
+                        Disposition::NorthAll { vlan } => {
+                            let mut r = None;
+                            for s in 0..segments.len() {
+                                r = r.or(admit(segments, s, true, frame, vlan));
+                            }
+                            r
+                        }
+                        Disposition::Drop(reason) => Some(reason),
+                    };
+                    if let Some(reason) = reason {
+                        bump(&counters.drops[reason as usize], 1);
+                    }
+                })
+                .unwrap_or(0);
+            work += n;
+            bump(&counters.rx_frames, n as u64);
+        }
+
+        // 2. Run each segment.
+        for s in 0..self.segments.len() {
+            work += self.run_segment(s, now);
+        }
+
+        // 3. Transmit.
+        for port in &mut self.ports {
+            let _ = port.flush();
+        }
+        bump(&self.counters.loops, 1);
+        if self.tx.sent + self.tx.dropped > 0 {
+            bump(&self.counters.tx_frames, self.tx.sent);
+            bump(&self.counters.tx_dropped, self.tx.dropped);
+            self.tx = TxStats::default();
+        }
+        work
+    }
+
+    fn run_segment(&mut self, s: usize, now: Instant) -> usize {
+        let seg = &mut self.segments[s];
+        let north_link = seg.north.link;
+        let south_link = seg.south.link;
+        let had_frames = !seg.north.rx.is_empty() || !seg.south.rx.is_empty();
+        if seg.syn_burst > 0 {
+            let burst = std::mem::take(&mut seg.syn_burst);
+            self.top_up_listeners(s, burst);
+        }
+        let Self {
+            ports,
+            segments,
+            scratch,
+            tx,
+            ..
+        } = self;
+        let seg = &mut segments[s];
+        seg.north.poll(now, ports[north_link].as_mut(), scratch, tx);
+        seg.south.poll(now, ports[south_link].as_mut(), scratch, tx);
+        let work = self.service(s, now);
+        if work > 0 || had_frames {
+            // Send what the sessions just queued without waiting a loop.
+            let Self {
+                ports,
+                segments,
+                scratch,
+                tx,
+                ..
+            } = self;
+            let seg = &mut segments[s];
+            seg.north.poll(now, ports[north_link].as_mut(), scratch, tx);
+            seg.south.poll(now, ports[south_link].as_mut(), scratch, tx);
+        }
+        work
+    }
+
+    /// Promotes accepted connections to sessions, steps sessions, keeps the
+    /// listener pools full and reaps TIME-WAIT sockets.
+    fn service(&mut self, s: usize, now: Instant) -> usize {
+        let mut work = 0;
+        let opts = self.opts;
+
+        // Accepted connections become sessions.
+        let mut i = 0;
+        while i < self.segments[s].listeners.len() {
+            let seg = &mut self.segments[s];
+            let Listener { endpoint, handle } = seg.listeners[i];
+            let sock = seg.north.sockets.get_mut::<tcp::Socket>(handle);
+            match sock.state() {
+                tcp::State::Listen | tcp::State::SynReceived => {
+                    i += 1;
+                    continue;
+                }
+                tcp::State::Established | tcp::State::CloseWait => {
+                    let client = sock
+                        .remote_endpoint()
+                        .and_then(v4)
+                        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+                    seg.listeners.swap_remove(i);
+                    self.open_session(s, endpoint, handle, client, now);
+                    work += 1;
+                }
+                _ => {
+                    seg.north.sockets.remove(handle);
+                    seg.listeners.swap_remove(i);
+                    bump(&self.counters.handshakes_failed, 1);
+                }
+            }
+        }
+
+        // Step sessions.
+        let seg = &mut self.segments[s];
+        let mut i = 0;
+        while i < seg.sessions.len() {
+            let sess = &mut seg.sessions[i];
+            let north = seg.north.sockets.get_mut::<tcp::Socket>(sess.north);
+            let south = seg.south.sockets.get_mut::<tcp::Socket>(sess.south);
+            let (up, down) = (sess.bytes_up, sess.bytes_down);
+            let step = sess.step(north, south, now);
+            bump(&self.counters.bytes_up, sess.bytes_up - up);
+            bump(&self.counters.bytes_down, sess.bytes_down - down);
+            match step {
+                Step::Running { moved } => {
+                    work += moved;
+                    i += 1;
+                }
+                Step::Closed(reason) => {
+                    let sess = seg.sessions.swap_remove(i);
+                    retire(seg, &sess);
+                    bump(&self.counters.closes[reason as usize], 1);
+                    set(
+                        &self.counters.sessions_active,
+                        self.segments.iter().map(|g| g.sessions.len() as u64).sum(),
+                    );
+                    let _ = self.events.push(SessionEvent::Closed {
+                        id: sess.id,
+                        reason,
+                        bytes_up: sess.bytes_up,
+                        bytes_down: sess.bytes_down,
+                        micros: (now - sess.opened).total_micros(),
+                    });
+                    work += 1;
+                    return work + self.service_rest(s, now, opts);
+                }
+            }
+        }
+        work + self.service_rest(s, now, opts)
+    }
+
+    fn service_rest(&mut self, s: usize, now: Instant, opts: CoreOptions) -> usize {
+        let _ = now;
+        let seg = &mut self.segments[s];
+        // Reap sockets whose TIME-WAIT ended.
+        seg.lingering.retain(|&(north, h)| {
+            let set = if north {
+                &mut seg.north.sockets
+            } else {
+                &mut seg.south.sockets
+            };
+            let sock = set.get::<tcp::Socket>(h);
+            // An aborted socket is Closed at once but still owes its RST:
+            // smoltcp forgets the remote endpoint only after sending it.
+            if sock.state() == tcp::State::Closed && sock.remote_endpoint().is_none() {
+                set.remove(h);
+                false
+            } else {
+                true
+            }
+        });
+        self.top_up_listeners(s, 0);
+        let _ = opts;
+        0
+    }
+
+    /// Keeps `backlog + burst` listeners ready per endpoint of segment `s`
+    /// (at most [`MAX_LISTENERS`]; SYNs past that get RST from smoltcp and
+    /// the client retries).
+    fn top_up_listeners(&mut self, s: usize, burst: usize) {
+        let opts = self.opts;
+        let seg = &mut self.segments[s];
+        let want = (opts.backlog + burst).min(MAX_LISTENERS);
+        for ep in self
+            .snap
+            .endpoints
+            .iter()
+            .filter(|e| e.segment == s)
+            .map(|e| e.overlay)
+        {
+            let ready = seg
+                .listeners
+                .iter()
+                .filter(|l| {
+                    l.endpoint == ep
+                        && seg.north.sockets.get::<tcp::Socket>(l.handle).state()
+                            == tcp::State::Listen
+                })
+                .count();
+            for _ in ready..want {
+                let mut sock = new_socket(opts.socket_buffer);
+                sock.set_timeout(Some(Duration::from_secs(5)));
+                if sock
+                    .listen(IpListenEndpoint {
+                        addr: Some(IpAddress::Ipv4(*ep.ip())),
+                        port: ep.port(),
+                    })
+                    .is_ok()
+                {
+                    let handle = seg.north.sockets.add(sock);
+                    seg.listeners.push(Listener {
+                        endpoint: ep,
+                        handle,
+                    });
+                }
+            }
+        }
+    }
+
+    fn open_session(
+        &mut self,
+        s: usize,
+        endpoint: SocketAddrV4,
+        north: SocketHandle,
+        client: SocketAddrV4,
+        now: Instant,
+    ) {
+        let Some(e) = self.snap.endpoint_at(*endpoint.ip(), endpoint.port()) else {
+            let seg = &mut self.segments[s];
+            seg.north.sockets.get_mut::<tcp::Socket>(north).abort();
+            seg.lingering.push((true, north));
+            bump(
+                &self.counters.closes[CloseReason::EndpointRemoved as usize],
+                1,
+            );
+            return;
+        };
+        let asset = self.snap.endpoints[e].underlay;
+        let opts = self.opts;
+        let seg = &mut self.segments[s];
+        seg.north
+            .sockets
+            .get_mut::<tcp::Socket>(north)
+            .set_timeout(None);
+        tune(seg.north.sockets.get_mut::<tcp::Socket>(north));
+        let mut sock = new_socket(opts.socket_buffer);
+        sock.set_timeout(Some(opts.connect_timeout));
+        let local_port = next_port(seg);
+        let remote = IpEndpoint::new(IpAddress::Ipv4(*asset.ip()), asset.port());
+        let local = IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(seg.south_address)),
+            port: local_port,
+        };
+        let connected = sock.connect(seg.south.iface.context(), remote, local);
+        let south = seg.south.sockets.add(sock);
+        self.next_session += 1;
+        let id = (self.id as u64) << 48 | self.next_session;
+        let flow = Flow {
+            client,
+            endpoint,
+            asset,
+        };
+        let session = Session::new(id, flow, (north, south), now, opts.connect_timeout);
+        bump(&self.counters.sessions_opened, 1);
+        let _ = self.events.push(SessionEvent::Opened {
+            id,
+            client,
+            endpoint,
+            asset,
+        });
+        if connected.is_err() {
+            let seg = &mut self.segments[s];
+            seg.north.sockets.get_mut::<tcp::Socket>(north).abort();
+            retire(seg, &session);
+            bump(
+                &self.counters.closes[CloseReason::AssetUnreachable as usize],
+                1,
+            );
+            let _ = self.events.push(SessionEvent::Closed {
+                id,
+                reason: CloseReason::AssetUnreachable,
+                bytes_up: 0,
+                bytes_down: 0,
+                micros: 0,
+            });
+            return;
+        }
+        self.segments[s].sessions.push(session);
+        set(
+            &self.counters.sessions_active,
+            self.segments.iter().map(|g| g.sessions.len() as u64).sum(),
+        );
+    }
+
+    /// Applies a new snapshot: listeners and sessions of endpoints that are
+    /// gone are closed; new endpoints get listeners on the next service pass.
+    fn reconcile(&mut self, snap: &Snapshot) {
+        set(&self.counters.generation, snap.generation);
+        for seg in &mut self.segments {
+            seg.listeners.retain(|l| {
+                let keep = snap
+                    .endpoint_at(*l.endpoint.ip(), l.endpoint.port())
+                    .is_some();
+                if !keep {
+                    seg.north.sockets.get_mut::<tcp::Socket>(l.handle).abort();
+                    seg.lingering.push((true, l.handle));
+                }
+                keep
+            });
+            let mut i = 0;
+            while i < seg.sessions.len() {
+                let ep = seg.sessions[i].flow.endpoint;
+                if snap.endpoint_at(*ep.ip(), ep.port()).is_some() {
+                    i += 1;
+                    continue;
+                }
+                let sess = seg.sessions.swap_remove(i);
+                seg.north.sockets.get_mut::<tcp::Socket>(sess.north).abort();
+                seg.south.sockets.get_mut::<tcp::Socket>(sess.south).abort();
+                retire(seg, &sess);
+                bump(
+                    &self.counters.closes[CloseReason::EndpointRemoved as usize],
+                    1,
+                );
+                let _ = self.events.push(SessionEvent::Closed {
+                    id: sess.id,
+                    reason: CloseReason::EndpointRemoved,
+                    bytes_up: sess.bytes_up,
+                    bytes_down: sess.bytes_down,
+                    micros: 0,
+                });
+            }
+        }
+        set(
+            &self.counters.sessions_active,
+            self.segments.iter().map(|g| g.sessions.len() as u64).sum(),
+        );
+    }
+
+    /// The earliest smoltcp timer over all stacks.
+    fn next_timer(&mut self, now: Instant) -> Option<Duration> {
+        self.segments
+            .iter_mut()
+            .flat_map(|seg| [seg.north.poll_delay(now), seg.south.poll_delay(now)])
+            .flatten()
+            .min()
+    }
+
+    /// Resets every session and sends the resets.
+    pub fn shutdown(&mut self) {
+        for seg in &mut self.segments {
+            for sess in seg.sessions.drain(..) {
+                seg.north.sockets.get_mut::<tcp::Socket>(sess.north).abort();
+                seg.south.sockets.get_mut::<tcp::Socket>(sess.south).abort();
+                bump(&self.counters.closes[CloseReason::Shutdown as usize], 1);
+                let _ = self.events.push(SessionEvent::Closed {
+                    id: sess.id,
+                    reason: CloseReason::Shutdown,
+                    bytes_up: sess.bytes_up,
+                    bytes_down: sess.bytes_down,
+                    micros: 0,
+                });
+            }
+        }
+        let now = self.clock.now();
+        let Self {
+            ports,
+            segments,
+            scratch,
+            tx,
+            ..
+        } = self;
+        for seg in segments.iter_mut() {
+            seg.north
+                .poll(now, ports[seg.north.link].as_mut(), scratch, tx);
+            seg.south
+                .poll(now, ports[seg.south.link].as_mut(), scratch, tx);
+        }
+        for port in ports.iter_mut() {
+            let _ = port.flush();
+        }
+        set(&self.counters.sessions_active, 0);
+    }
+}
+
+/// Copies an admitted frame into the target stack's ring.
+fn admit(
+    segments: &mut [Segment],
+    segment: usize,
+    north: bool,
+    frame: &[u8],
+    vlan: bool,
+) -> Option<DropReason> {
+    let seg = segments.get_mut(segment)?;
+    let stack = if north {
+        &mut seg.north
+    } else {
+        &mut seg.south
+    };
+    (!stack.rx.push(frame, vlan)).then_some(DropReason::Backlog)
+}
+
+/// Moves a finished session's sockets to the lingering list (closed ones are
+/// removed on the next reap).
+fn retire(seg: &mut Segment, sess: &Session) {
+    seg.lingering.push((true, sess.north));
+    seg.lingering.push((false, sess.south));
+}
+
+fn next_port(seg: &mut Segment) -> u16 {
+    let p = seg.next_port;
+    seg.next_port = if p >= *EPHEMERAL.end() {
+        *EPHEMERAL.start()
+    } else {
+        p + 1
+    };
+    p
+}
+
+fn new_socket(buffer: usize) -> tcp::Socket<'static> {
+    let mut sock = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0u8; buffer]),
+        tcp::SocketBuffer::new(vec![0u8; buffer]),
+    );
+    tune(&mut sock);
+    sock
+}
+
+/// Request/response traffic: no Nagle, no delayed ACK.
+fn tune(sock: &mut tcp::Socket<'_>) {
+    sock.set_nagle_enabled(false);
+    sock.set_ack_delay(None);
+}
+
+fn v4(ep: IpEndpoint) -> Option<SocketAddrV4> {
+    match ep.addr {
+        IpAddress::Ipv4(a) => Some(SocketAddrV4::new(a, ep.port)),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}

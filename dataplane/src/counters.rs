@@ -1,0 +1,149 @@
+//! Per-core counters: written by exactly one dp core, read by the control
+//! thread. Single writer, so a relaxed load + store (a plain `mov` on x86) is
+//! enough; no locked instructions on the hot path.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::classify::DropReason;
+use crate::session::CloseReason;
+
+/// Counters of one dp core.
+#[derive(Default)]
+pub struct CoreCounters {
+    pub rx_frames: AtomicU64,
+    pub tx_frames: AtomicU64,
+    /// Frames smoltcp built while the port had no transmit buffer.
+    pub tx_dropped: AtomicU64,
+    pub drops: [AtomicU64; DropReason::ALL.len()],
+    pub sessions_opened: AtomicU64,
+    pub sessions_active: AtomicU64,
+    pub closes: [AtomicU64; CloseReason::ALL.len()],
+    /// Payload bytes user -> asset.
+    pub bytes_up: AtomicU64,
+    /// Payload bytes asset -> user.
+    pub bytes_down: AtomicU64,
+    /// Handshakes that never completed (SYN without ACK, RST in SYN-RECEIVED).
+    pub handshakes_failed: AtomicU64,
+    pub loops: AtomicU64,
+    pub sleeps: AtomicU64,
+    /// Snapshot generation the core runs on.
+    pub generation: AtomicU64,
+}
+
+/// Adds `n` to a counter this thread alone writes.
+#[inline]
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// Sets a gauge this thread alone writes.
+#[inline]
+pub fn set(c: &AtomicU64, v: u64) {
+    c.store(v, Relaxed);
+}
+
+/// A plain copy of counters, summed over cores.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CounterTotals {
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub tx_dropped: u64,
+    pub drops: Vec<(DropReason, u64)>,
+    pub sessions_opened: u64,
+    pub sessions_active: u64,
+    pub closes: Vec<(CloseReason, u64)>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub handshakes_failed: u64,
+    pub loops: u64,
+    pub sleeps: u64,
+    pub generation: u64,
+}
+
+impl CounterTotals {
+    /// Sums the counters of every core.
+    pub fn sum<'a>(cores: impl IntoIterator<Item = &'a CoreCounters>) -> Self {
+        let mut t = Self {
+            drops: DropReason::ALL.iter().map(|r| (*r, 0)).collect(),
+            closes: CloseReason::ALL.iter().map(|r| (*r, 0)).collect(),
+            ..Self::default()
+        };
+        let mut first = true;
+        for c in cores {
+            t.rx_frames += c.rx_frames.load(Relaxed);
+            t.tx_frames += c.tx_frames.load(Relaxed);
+            t.tx_dropped += c.tx_dropped.load(Relaxed);
+            for (slot, v) in t.drops.iter_mut().zip(&c.drops) {
+                slot.1 += v.load(Relaxed);
+            }
+            for (slot, v) in t.closes.iter_mut().zip(&c.closes) {
+                slot.1 += v.load(Relaxed);
+            }
+            t.sessions_opened += c.sessions_opened.load(Relaxed);
+            t.sessions_active += c.sessions_active.load(Relaxed);
+            t.bytes_up += c.bytes_up.load(Relaxed);
+            t.bytes_down += c.bytes_down.load(Relaxed);
+            t.handshakes_failed += c.handshakes_failed.load(Relaxed);
+            t.loops += c.loops.load(Relaxed);
+            t.sleeps += c.sleeps.load(Relaxed);
+            let g = c.generation.load(Relaxed);
+            t.generation = if first { g } else { t.generation.min(g) };
+            first = false;
+        }
+        t
+    }
+
+    /// Frames dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    /// Sessions closed for `reason`.
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        self.closes
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    /// All frames dropped by classification.
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.iter().map(|(_, v)| v).sum()
+    }
+
+    /// One `name value` pair per line, stable order (for `ctl stats` and logs).
+    pub fn to_pairs(&self) -> Vec<(String, u64)> {
+        let mut out = vec![
+            ("generation".to_string(), self.generation),
+            ("rx_frames".into(), self.rx_frames),
+            ("tx_frames".into(), self.tx_frames),
+            ("tx_dropped".into(), self.tx_dropped),
+            ("drop_total".into(), self.dropped_total()),
+        ];
+        out.extend(
+            self.drops
+                .iter()
+                .map(|(r, v)| (format!("drop_{}", r.as_str()), *v)),
+        );
+        out.extend([
+            ("sessions_opened".into(), self.sessions_opened),
+            ("sessions_active".into(), self.sessions_active),
+            ("handshakes_failed".into(), self.handshakes_failed),
+        ]);
+        out.extend(
+            self.closes
+                .iter()
+                .map(|(r, v)| (format!("close_{}", r.as_str()), *v)),
+        );
+        out.extend([
+            ("bytes_up".into(), self.bytes_up),
+            ("bytes_down".into(), self.bytes_down),
+            ("loops".into(), self.loops),
+            ("sleeps".into(), self.sleeps),
+        ]);
+        out
+    }
+}

@@ -1,0 +1,169 @@
+//! Frame I/O: the one trait every backend implements, and the backends.
+//!
+//! A [`FramePort`] is one queue of one link: an AF_XDP socket bound to a NIC
+//! queue (`xsk`), an AF_PACKET socket bound to an interface (`packet`), or one
+//! end of an in-process pair (`memory`). The per-core loop owns its ports; a
+//! port is never shared between cores.
+//!
+//! Contract:
+//! - `rx_burst` hands each received frame to the sink as a slice borrowed from
+//!   the backend's own buffer (the UMEM frame for `xsk`), valid only for that
+//!   call; the frame is returned to the backend afterwards.
+//! - `tx_frame` reserves one transmit buffer of `len` bytes (the UMEM frame for
+//!   `xsk`), lets the caller fill it in place, and queues it. Frames are pushed
+//!   to the wire in batches by `flush`, which the core calls once per loop.
+//! - Nothing here panics on what arrives from the wire.
+
+use std::io;
+use std::os::fd::RawFd;
+
+pub mod memory;
+pub mod packet;
+#[cfg(feature = "xsk")]
+pub mod xsk;
+
+/// Largest frame any backend accepts or emits (Ethernet + 802.1Q, 1500 MTU).
+pub const MAX_FRAME: usize = 1518;
+
+/// Default receive/transmit batch size (DPDK l3fwd's burst).
+pub const BATCH: usize = 32;
+
+/// One queue of one link, owned by one dp core.
+pub trait FramePort: Send {
+    /// Receives up to `max` frames, calling `sink` once per frame with a slice
+    /// borrowed from the backend's buffer. Returns how many frames were seen.
+    ///
+    /// # Errors
+    /// An I/O error of the underlying socket; frames already delivered stay delivered.
+    fn rx_burst(&mut self, max: usize, sink: &mut dyn FnMut(&[u8])) -> io::Result<usize>;
+
+    /// Whether a transmit buffer is available right now.
+    fn tx_ready(&mut self) -> bool;
+
+    /// Queues one frame of `len` bytes, filled in place by `fill`. Returns
+    /// `false` (and does not call `fill`) when no transmit buffer is free or
+    /// `len` exceeds [`MAX_FRAME`].
+    fn tx_frame(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool;
+
+    /// Pushes queued frames to the wire (and kicks the kernel when it asks to
+    /// be woken). Reclaims completed transmit buffers.
+    ///
+    /// # Errors
+    /// An I/O error of the underlying socket.
+    fn flush(&mut self) -> io::Result<()>;
+
+    /// A file descriptor that becomes readable when frames arrive, for the
+    /// adaptive idle mode. `None` means the port cannot be waited on.
+    fn poll_fd(&self) -> Option<RawFd>;
+
+    /// Called before the core blocks in `poll()` on [`FramePort::poll_fd`].
+    /// Returns `false` when frames are already waiting (do not block). Kernel
+    /// backends need nothing here; the memory backend arms its eventfd.
+    fn arm_wakeup(&mut self) -> bool {
+        true
+    }
+
+    /// The link's MAC address.
+    fn mac(&self) -> [u8; 6];
+
+    /// A name for logs and counters (interface name, `mem:...`).
+    fn name(&self) -> &str;
+}
+
+/// Which backend drives a link, chosen per interface in the config or CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// AF_XDP through xsk-rs (generic/SKB or native mode).
+    Xsk,
+    /// AF_PACKET (TPACKET-less, plain `recvfrom`/`sendto` in batches).
+    Packet,
+    /// In-process pair (tests, benches, `accessgate demo`).
+    Memory,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "xsk" => Ok(Self::Xsk),
+            "packet" => Ok(Self::Packet),
+            "memory" => Ok(Self::Memory),
+            other => Err(format!(
+                "unknown frame I/O backend {other:?} (expected xsk, packet or memory)"
+            )),
+        }
+    }
+}
+
+/// Reads an interface's MAC address from sysfs.
+///
+/// # Errors
+/// The interface does not exist or its address is not a MAC.
+pub fn interface_mac(ifname: &str) -> io::Result<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))
+        .map_err(|e| io::Error::new(e.kind(), format!("interface {ifname}: {e}")))?;
+    parse_mac(text.trim()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("interface {ifname}: bad MAC {text:?}"),
+        )
+    })
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Opens a port on `ifname` with the chosen backend.
+///
+/// # Errors
+/// The backend could not bind to the interface (missing, no permission, no
+/// XDP support), or the backend was compiled out.
+pub fn open(backend: Backend, ifname: &str, queue: u32) -> io::Result<Box<dyn FramePort>> {
+    match backend {
+        #[cfg(feature = "xsk")]
+        Backend::Xsk => Ok(Box::new(xsk::XskPort::open(
+            ifname,
+            queue,
+            &xsk::XskOptions::default(),
+        )?)),
+        #[cfg(not(feature = "xsk"))]
+        Backend::Xsk => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this build has no AF_XDP support (feature `xsk`)",
+        )),
+        Backend::Packet => {
+            let _ = queue;
+            Ok(Box::new(packet::PacketPort::open(ifname)?))
+        }
+        Backend::Memory => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "memory ports are created in-process with memory::pair(), not opened by name",
+        )),
+    }
+}
+
+/// Blocks until one of `fds` is readable or `timeout_ms` passes (`poll(2)`).
+/// Returns whether any fd became readable. EINTR counts as a wakeup.
+pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> bool {
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 16];
+    let n = fds.len().min(pfds.len());
+    for (p, &fd) in pfds.iter_mut().zip(fds) {
+        p.fd = fd;
+        p.events = libc::POLLIN;
+    }
+    // SAFETY: `pfds` is a valid array of `n` initialised pollfd structs that
+    // outlives the call.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
+    rc != 0
+}

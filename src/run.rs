@@ -1,0 +1,189 @@
+//! `accessgate run`: the appliance on real links.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::api::Api;
+use control::Control;
+use dataplane::core::{Core, CoreOptions, IdleMode};
+use dataplane::io::{self, Backend, FramePort};
+
+/// Where `run` listens for `accessgate ctl` unless told otherwise.
+pub const DEFAULT_CTL: &str = "/run/accessgate/ctl.sock";
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The gate's TOML config (see config/lab.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Frame I/O: xsk (AF_XDP), packet (AF_PACKET, hosts without XDP).
+    #[arg(long, default_value = "xsk")]
+    backend: Backend,
+    /// CPU ids of the dp cores, one per NIC queue (queue i on the i-th core).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    cores: Vec<usize>,
+    /// busy: poll forever; adaptive: spin briefly, then sleep in poll(2).
+    #[arg(long, default_value = "adaptive")]
+    idle: IdleMode,
+    /// Management socket for `accessgate ctl`.
+    #[arg(long, default_value = DEFAULT_CTL)]
+    ctl: PathBuf,
+    /// Log the counters every N seconds (0: only at exit).
+    #[arg(long, default_value_t = 0)]
+    stats_every: u64,
+    /// TCP buffer per socket in bytes (a session has four).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    socket_buffer: u32,
+    /// How long to wait for an asset to accept, in milliseconds.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    connect_timeout_ms: u64,
+}
+
+pub fn run(args: &RunArgs) -> ExitCode {
+    match start(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("accessgate run: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(args: &RunArgs) -> Result<(), String> {
+    let config = control::config::load(&args.config)
+        .map_err(|e| format!("{} has errors:\n{e}", args.config.display()))?;
+    if args.backend == Backend::Memory {
+        return Err("the memory backend has no wire; use `accessgate demo`".into());
+    }
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    for c in &args.cores {
+        if !available.contains(c) {
+            return Err(format!(
+                "--cores: CPU {c} is not available to this process (available: {available:?})"
+            ));
+        }
+    }
+    let mut control = Control::new(Some(args.config.clone()), &config);
+    let opts = CoreOptions {
+        idle: args.idle,
+        socket_buffer: args.socket_buffer as usize,
+        connect_timeout: smoltcp::time::Duration::from_millis(args.connect_timeout_ms),
+        ..CoreOptions::default()
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .map_err(|e| format!("signal handler: {e}"))?;
+
+    let mut threads = Vec::new();
+    for (k, &cpu) in args.cores.iter().enumerate() {
+        let mut ports: Vec<Box<dyn FramePort>> = Vec::new();
+        for ifname in &config.interfaces {
+            let port = io::open(args.backend, ifname, k as u32)
+                .map_err(|e| format!("{ifname} queue {k}: {e}"))?;
+            log::info!(
+                "core {k}: {} on {ifname} queue {k} (mac {})",
+                backend_name(args.backend),
+                mac_text(port.mac())
+            );
+            ports.push(port);
+        }
+        let (counters, events) = control.add_core();
+        let mut core = Core::new(k, ports, control.shared(), counters, events, opts)
+            .map_err(|e| e.to_string())?;
+        let stop = stop.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("dp{k}"))
+            .spawn(move || {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    log::warn!("core {k}: could not pin to CPU {cpu}");
+                }
+                core.run(&stop);
+            })
+            .map_err(|e| format!("spawning core {k}: {e}"))?;
+        threads.push(t);
+    }
+    let api = Api::bind(&args.ctl)
+        .map_err(|e| format!("management socket {}: {e}", args.ctl.display()))?;
+    let snap = control.snapshot();
+    log::info!(
+        "gate up: {} segment(s), {} endpoint(s), {} core(s) on CPUs {:?}, idle {:?}, ctl {}",
+        snap.segments.len(),
+        snap.endpoints.len(),
+        args.cores.len(),
+        args.cores,
+        args.idle,
+        args.ctl.display()
+    );
+    for e in &snap.endpoints {
+        log::info!(
+            "endpoint {} -> {} {} ({})",
+            e.overlay,
+            e.asset,
+            e.underlay,
+            e.protocol.as_str()
+        );
+    }
+
+    let mut last_stats = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        control.drain_events(|ev| log::info!("{}", control::describe(ev)));
+        if reload.swap(false, Ordering::Relaxed) {
+            match control.reload() {
+                Ok(g) => log::info!("SIGHUP: config generation {g} in force"),
+                Err(e) => log::error!("SIGHUP: reload refused, running config kept:\n{e}"),
+            }
+        }
+        api.serve_pending(&mut control);
+        if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
+            last_stats = Instant::now();
+            log::info!("counters: {}", pairs(&control));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log::info!("stopping");
+    for t in threads {
+        let _ = t.join();
+    }
+    control.drain_events(|ev| log::info!("{}", control::describe(ev)));
+    log::info!("final counters: {}", pairs(&control));
+    Ok(())
+}
+
+fn pairs(control: &Control) -> String {
+    control
+        .totals()
+        .to_pairs()
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Xsk => "AF_XDP",
+        Backend::Packet => "AF_PACKET",
+        Backend::Memory => "memory",
+    }
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
