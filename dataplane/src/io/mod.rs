@@ -75,7 +75,7 @@ pub trait FramePort: Send {
 pub enum Backend {
     /// AF_XDP through xsk-rs (generic/SKB or native mode).
     Xsk,
-    /// AF_PACKET (TPACKET-less, plain `recvfrom`/`sendto` in batches).
+    /// AF_PACKET (`recvmmsg`/`sendmmsg` in batches).
     Packet,
     /// In-process pair (tests, benches, `accessgate demo`).
     Memory,
@@ -95,19 +95,14 @@ impl std::str::FromStr for Backend {
     }
 }
 
-/// Reads an interface's MAC address from sysfs.
+/// Reads an interface's MAC address (`SIOCGIFHWADDR`, answered for the
+/// calling thread's network namespace; sysfs would show the namespace it was
+/// mounted in).
 ///
 /// # Errors
-/// The interface does not exist or its address is not a MAC.
+/// The interface does not exist in this namespace.
 pub fn interface_mac(ifname: &str) -> io::Result<[u8; 6]> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))
-        .map_err(|e| io::Error::new(e.kind(), format!("interface {ifname}: {e}")))?;
-    parse_mac(text.trim()).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("interface {ifname}: bad MAC {text:?}"),
-        )
-    })
+    packet::link_mac(ifname)
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -305,6 +305,8 @@ impl PacketPort {
         let mut names: [libc::sockaddr_ll; SLOTS] = unsafe { mem::zeroed() };
         // SAFETY: as above.
         let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { mem::zeroed() };
+        // One base pointer for all slots (not a reborrow per slot).
+        let base = self.rx_buf.as_mut_ptr();
         for (i, ((io, name), msg)) in iov
             .iter_mut()
             .zip(names.iter_mut())
@@ -312,7 +314,8 @@ impl PacketPort {
             .enumerate()
             .take(want)
         {
-            io.iov_base = self.rx_buf[i * MAX_FRAME..].as_mut_ptr().cast();
+            // In bounds: i < SLOTS and rx_buf holds SLOTS * MAX_FRAME bytes.
+            io.iov_base = base.wrapping_add(i * MAX_FRAME).cast();
             io.iov_len = MAX_FRAME;
             msg.msg_hdr.msg_iov = io;
             msg.msg_hdr.msg_iovlen = 1;
@@ -425,9 +428,12 @@ impl FramePort for PacketPort {
             let mut iov: [libc::iovec; SLOTS] = unsafe { mem::zeroed() };
             // SAFETY: as above.
             let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { mem::zeroed() };
+            // The kernel only reads through these pointers.
+            let base = self.tx_buf.as_ptr();
             for (k, (io, msg)) in iov.iter_mut().zip(msgs.iter_mut()).enumerate().take(n) {
                 let slot = self.tx_head + k;
-                io.iov_base = self.tx_buf[slot * MAX_FRAME..].as_mut_ptr().cast();
+                // In bounds: slot < SLOTS and tx_buf holds SLOTS * MAX_FRAME bytes.
+                io.iov_base = base.wrapping_add(slot * MAX_FRAME).cast_mut().cast();
                 io.iov_len = self.tx_len[slot];
                 // No msg_name: the socket is bound, so frames go out on its
                 // interface.
