@@ -18,3 +18,4 @@ pub mod io;
 pub mod session;
 pub mod snapshot;
 pub mod stack;
+pub mod wire;

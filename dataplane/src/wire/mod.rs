@@ -1,0 +1,6 @@
+//! Wire formats: parse and emit bytes, nothing else (no policy, no I/O).
+//!
+//! Each module follows smoltcp's contract: untrusted input goes through a
+//! checked constructor or `parse`, after which no accessor panics.
+
+pub mod hello;
