@@ -15,13 +15,7 @@ impl log::Log for Stderr {
         if !self.enabled(r.metadata()) || r.target().starts_with("smoltcp") {
             return;
         }
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{} {:<5} {}",
-            timestamp(),
-            r.level(),
-            r.args()
-        );
+        let _ = writeln!(std::io::stderr().lock(), "{} {:<5} {}", timestamp(), r.level(), r.args());
     }
 
     fn flush(&self) {}
@@ -29,9 +23,7 @@ impl log::Log for Stderr {
 
 /// RFC 3339 UTC with milliseconds, from the system clock.
 pub fn timestamp() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

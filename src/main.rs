@@ -1,6 +1,7 @@
 //! `accessgate`: parse arguments and config, pin cores, spawn, wait.
 #![forbid(unsafe_code)]
 
+mod access;
 mod demo;
 mod logger;
 mod run;
@@ -24,6 +25,15 @@ enum Command {
     Run(run::RunArgs),
     /// The lab story in one process on memory links (no root, no NIC).
     Demo(demo::DemoArgs),
+    /// Log in at the gate (password + TOTP) and store a short-lived ticket.
+    Login(access::LoginArgs),
+    /// Open a local port that carries connections to an asset through the gate.
+    Connect(access::ConnectArgs),
+    /// Lab certificates: a CA and a gate certificate it signs.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
     /// Validate a config file: every error with file:line:column; exit 0 or 1.
     Check {
         /// The config file.
@@ -36,6 +46,18 @@ enum Command {
         socket: PathBuf,
         #[command(subcommand)]
         command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Write ca.crt, gate.crt and gate.key (0600) into DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Names in the gate certificate (DNS names or IP addresses).
+        #[arg(long = "name", default_values = ["gate.lab", "100.64.0.1"])]
+        names: Vec<String>,
     },
 }
 
@@ -53,6 +75,21 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::demo(&args),
+        Command::Login(args) => access::login(&args),
+        Command::Connect(args) => access::connect(&args),
+        Command::Cert { command: CertCommand::Init { dir, names } } => {
+            match control::pki::generate(&names).and_then(|p| control::pki::write(&dir, &p).map_err(|e| e.to_string()))
+            {
+                Ok(()) => {
+                    println!("wrote {0}/ca.crt, {0}/gate.crt, {0}/gate.key for {1}", dir.display(), names.join(", "));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("accessgate cert init: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config } => match control::config::load(&config) {
             Ok(c) => {
                 println!(

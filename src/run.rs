@@ -7,7 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::api::Api;
-use control::Control;
+use control::auth::AuthWorker;
+use control::identity::users::UserDb;
+use control::identity::Authenticator;
+use control::{Control, TlsSource};
+use crossbeam::sync::Parker;
+use dataplane::auth::AuthChannel;
 use dataplane::core::{Core, CoreOptions, IdleMode};
 use dataplane::io::{self, Backend, FramePort};
 
@@ -28,6 +33,21 @@ pub struct RunArgs {
     /// busy: poll forever; adaptive: spin briefly, then sleep in poll(2).
     #[arg(long, default_value = "adaptive")]
     idle: IdleMode,
+    /// Users: argon2id hashes, TOTP secrets, roles (mode 0600).
+    #[arg(long, default_value = "/etc/accessgate/secrets.toml")]
+    secrets: PathBuf,
+    /// The gate's TLS certificate chain (PEM).
+    #[arg(long, default_value = "/etc/accessgate/gate.crt")]
+    cert: PathBuf,
+    /// The gate's TLS private key (PEM: ECDSA P-256 or Ed25519).
+    #[arg(long, default_value = "/etc/accessgate/gate.key")]
+    key: PathBuf,
+    /// CA for optional client certificates (mTLS).
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Also accept TLS 1.2 (TLS 1.3 only by default).
+    #[arg(long)]
+    tls12: bool,
     /// Management socket for `accessgate ctl`.
     #[arg(long, default_value = DEFAULT_CTL)]
     ctl: PathBuf,
@@ -53,24 +73,30 @@ pub fn run(args: &RunArgs) -> ExitCode {
 }
 
 fn start(args: &RunArgs) -> Result<(), String> {
-    let config = control::config::load(&args.config)
-        .map_err(|e| format!("{} has errors:\n{e}", args.config.display()))?;
+    let config =
+        control::config::load(&args.config).map_err(|e| format!("{} has errors:\n{e}", args.config.display()))?;
     if args.backend == Backend::Memory {
         return Err("the memory backend has no wire; use `accessgate demo`".into());
     }
-    let available: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
     for c in &args.cores {
         if !available.contains(c) {
-            return Err(format!(
-                "--cores: CPU {c} is not available to this process (available: {available:?})"
-            ));
+            return Err(format!("--cores: CPU {c} is not available to this process (available: {available:?})"));
         }
     }
     let mut control = Control::new(Some(args.config.clone()), &config);
+    control
+        .set_tls(TlsSource {
+            certificate: args.cert.clone(),
+            key: args.key.clone(),
+            client_ca: args.client_ca.clone(),
+            tls12: args.tls12,
+        })
+        .map_err(|e| format!("TLS: {e}"))?;
+    let users = UserDb::load(&args.secrets).map_err(|e| format!("{e}"))?;
+    log::info!("{} user(s) from {}", users.len(), args.secrets.display());
+    let parker = Parker::new();
+    let mut channels = Vec::new();
     let opts = CoreOptions {
         idle: args.idle,
         socket_buffer: args.socket_buffer as usize,
@@ -81,8 +107,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("signal handler: {e}"))?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .map_err(|e| format!("signal handler: {e}"))?;
@@ -91,18 +116,15 @@ fn start(args: &RunArgs) -> Result<(), String> {
     for (k, &cpu) in args.cores.iter().enumerate() {
         let mut ports: Vec<Box<dyn FramePort>> = Vec::new();
         for ifname in &config.interfaces {
-            let port = io::open(args.backend, ifname, k as u32)
-                .map_err(|e| format!("{ifname} queue {k}: {e}"))?;
-            log::info!(
-                "core {k}: {} on {ifname} queue {k} (mac {})",
-                backend_name(args.backend),
-                mac_text(port.mac())
-            );
+            let port = io::open(args.backend, ifname, k as u32).map_err(|e| format!("{ifname} queue {k}: {e}"))?;
+            log::info!("core {k}: {} on {ifname} queue {k} (mac {})", backend_name(args.backend), mac_text(port.mac()));
             ports.push(port);
         }
         let (counters, events) = control.add_core();
-        let mut core = Core::new(k, ports, control.shared(), counters, events, opts)
-            .map_err(|e| e.to_string())?;
+        let channel = AuthChannel::new(Some(parker.unparker().clone())).map_err(|e| e.to_string())?;
+        channels.push(channel.clone());
+        let mut core =
+            Core::new(k, ports, control.shared(), counters, events, channel, opts).map_err(|e| e.to_string())?;
         let stop = stop.clone();
         let t = std::thread::Builder::new()
             .name(format!("dp{k}"))
@@ -115,8 +137,15 @@ fn start(args: &RunArgs) -> Result<(), String> {
             .map_err(|e| format!("spawning core {k}: {e}"))?;
         threads.push(t);
     }
-    let api = Api::bind(&args.ctl)
-        .map_err(|e| format!("management socket {}: {e}", args.ctl.display()))?;
+    let worker = AuthWorker::new(Arc::new(Authenticator::new(users)), control.shared(), channels);
+    let worker_stop = stop.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("auth".into())
+            .spawn(move || worker.run(parker, worker_stop))
+            .map_err(|e| format!("spawning the auth worker: {e}"))?,
+    );
+    let api = Api::bind(&args.ctl).map_err(|e| format!("management socket {}: {e}", args.ctl.display()))?;
     let snap = control.snapshot();
     log::info!(
         "gate up: {} segment(s), {} endpoint(s), {} core(s) on CPUs {:?}, idle {:?}, ctl {}",
@@ -128,13 +157,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
         args.ctl.display()
     );
     for e in &snap.endpoints {
-        log::info!(
-            "endpoint {} -> {} {} ({})",
-            e.overlay,
-            e.asset,
-            e.underlay,
-            e.protocol.as_str()
-        );
+        log::info!("endpoint {} -> {} {} ({})", e.overlay, e.asset, e.underlay, e.protocol.as_str());
     }
 
     let mut last_stats = Instant::now();
@@ -182,8 +205,5 @@ fn backend_name(b: Backend) -> &'static str {
 }
 
 fn mac_text(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }

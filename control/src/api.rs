@@ -32,10 +32,7 @@ impl Api {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
         listener.set_nonblocking(true)?;
-        Ok(Self {
-            listener,
-            path: path.to_path_buf(),
-        })
+        Ok(Self { listener, path: path.to_path_buf() })
     }
 
     /// Answers every connection waiting right now.
@@ -73,10 +70,7 @@ fn answer(stream: UnixStream, control: &mut Control) -> std::io::Result<()> {
             Ok(g) => writeln!(out, "ok generation {g}"),
             Err(e) => writeln!(out, "error\n{e}"),
         },
-        other => writeln!(
-            out,
-            "error\nunknown command {other:?} (expected stats or reload)"
-        ),
+        other => writeln!(out, "error\nunknown command {other:?} (expected stats or reload)"),
     }
 }
 
@@ -90,11 +84,7 @@ pub fn request(path: &Path, command: &str) -> std::io::Result<String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         std::io::Error::new(
             e.kind(),
-            format!(
-                "{}: {e} (is the gate running with --ctl {}?)",
-                path.display(),
-                path.display()
-            ),
+            format!("{}: {e} (is the gate running with --ctl {}?)", path.display(), path.display()),
         )
     })?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;

@@ -24,11 +24,7 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
     }
 }
 
@@ -68,6 +64,10 @@ struct RawGate {
     north_address: Spanned<String>,
     north_gateway: Option<Spanned<String>>,
     north_vlan: Option<Spanned<u16>>,
+    /// The gate's own login endpoint, `ip:port` (default: overlay .1, port 443).
+    login: Option<Spanned<String>>,
+    /// Lifetime of tickets minted at login (default 8 h, at most 7 days).
+    ticket_lifetime_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -97,8 +97,13 @@ struct RawAsset {
 struct RawService {
     name: Spanned<String>,
     protocol: Spanned<String>,
-    port: Spanned<u16>,
+    /// Port on the endpoint; defaults to the protocol's IANA secure port
+    /// (Modbus/TCP Security 802, DNP3-TLS 19999, EtherNet/IP-TLS 2221).
+    port: Option<Spanned<u16>>,
     asset_port: Option<Spanned<u16>>,
+    /// Roles allowed to open sessions to this service.
+    #[serde(default)]
+    roles: Vec<Spanned<String>>,
 }
 
 /// A loaded, validated config.
@@ -116,12 +121,7 @@ pub struct Config {
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: file.clone(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read: {e}"),
-        }])
+        ConfigErrors(vec![ConfigError { file: file.clone(), line: 0, column: 0, message: format!("cannot read: {e}") }])
     })?;
     parse(&file, &text)
 }
@@ -135,22 +135,14 @@ struct Errors<'a> {
 impl Errors<'_> {
     fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
         let (line, column) = line_col(self.text, span.start);
-        self.list.push(ConfigError {
-            file: self.file.to_string(),
-            line,
-            column,
-            message: message.into(),
-        });
+        self.list.push(ConfigError { file: self.file.to_string(), line, column, message: message.into() });
     }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
     (line, column)
 }
 
@@ -168,11 +160,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             message: e.message().trim().to_string(),
         }])
     })?;
-    let mut err = Errors {
-        file,
-        text,
-        list: Vec::new(),
-    };
+    let mut err = Errors { file, text, list: Vec::new() };
 
     let gate = raw.gate.get_ref();
     let overlay = prefix(&mut err, &gate.overlay, "gate overlay");
@@ -184,13 +172,16 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     let north_address = prefix(&mut err, &gate.north_address, "north address");
     if let (Some(o), Some(n)) = (overlay, north_address) {
         if o.contains(n.addr) {
-            err.at(gate.north_address.span(), format!("north address {} is inside the overlay {o}; it must be an underlay address users can reach", n.addr));
+            err.at(
+                gate.north_address.span(),
+                format!(
+                    "north address {} is inside the overlay {o}; it must be an underlay address users can reach",
+                    n.addr
+                ),
+            );
         }
     }
-    let north_gateway = gate
-        .north_gateway
-        .as_ref()
-        .and_then(|g| address(&mut err, g, "north gateway"));
+    let north_gateway = gate.north_gateway.as_ref().and_then(|g| address(&mut err, g, "north gateway"));
     let north_vlan = gate.north_vlan.as_ref().and_then(|v| vlan(&mut err, v));
     let north_if = gate.north_interface.get_ref().clone();
     if north_if.is_empty() {
@@ -198,10 +189,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     }
 
     let mut interfaces = vec![north_if.clone()];
-    let mut links = vec![LinkSpec {
-        name: north_if.clone(),
-        side: Side::North,
-    }];
+    let mut links = vec![LinkSpec { name: north_if.clone(), side: Side::North }];
     let mut segments = Vec::new();
     let mut seg_index: HashMap<String, usize> = HashMap::new();
     for s in &raw.segment {
@@ -214,39 +202,24 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
         let seg_overlay = prefix(&mut err, &s.overlay, "segment overlay");
         if let (Some(o), Some(so)) = (overlay, seg_overlay) {
             if !o.covers(so) {
-                err.at(
-                    s.overlay.span(),
-                    format!("segment {name:?} overlay {so} is outside the gate overlay {o}"),
-                );
+                err.at(s.overlay.span(), format!("segment {name:?} overlay {so} is outside the gate overlay {o}"));
             }
         }
         if let Some(so) = seg_overlay {
-            if let Some(other) = segments
-                .iter()
-                .find(|x: &&SegmentSpec| x.overlay.covers(so) || so.covers(x.overlay))
-            {
+            if let Some(other) = segments.iter().find(|x: &&SegmentSpec| x.overlay.covers(so) || so.covers(x.overlay)) {
                 err.at(
                     s.overlay.span(),
-                    format!(
-                        "segment {name:?} overlay {so} overlaps segment {:?} ({})",
-                        other.name, other.overlay
-                    ),
+                    format!("segment {name:?} overlay {so} overlaps segment {:?} ({})", other.name, other.overlay),
                 );
             }
         }
         let south_address = prefix(&mut err, &s.south_address, "south address");
         if let (Some(o), Some(sa)) = (overlay, south_address) {
             if o.contains(sa.addr) {
-                err.at(
-                    s.south_address.span(),
-                    format!("south address {} is inside the overlay {o}", sa.addr),
-                );
+                err.at(s.south_address.span(), format!("south address {} is inside the overlay {o}", sa.addr));
             }
         }
-        let south_gateway = s
-            .south_gateway
-            .as_ref()
-            .and_then(|g| address(&mut err, g, "south gateway"));
+        let south_gateway = s.south_gateway.as_ref().and_then(|g| address(&mut err, g, "south gateway"));
         let seg_vlan = s.vlan.as_ref().and_then(|v| vlan(&mut err, v));
         let ifname = s.south_interface.get_ref().clone();
         if ifname == north_if && north_vlan == seg_vlan {
@@ -261,10 +234,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             Some(i) => i,
             None => {
                 interfaces.push(ifname.clone());
-                links.push(LinkSpec {
-                    name: ifname,
-                    side: Side::South,
-                });
+                links.push(LinkSpec { name: ifname, side: Side::South });
                 interfaces.len() - 1
             }
         };
@@ -283,10 +253,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
         }
     }
     if raw.segment.is_empty() {
-        err.at(
-            raw.gate.span(),
-            "no [[segment]] defined: the gate would have nothing to protect",
-        );
+        err.at(raw.gate.span(), "no [[segment]] defined: the gate would have nothing to protect");
     }
 
     let mut endpoints: Vec<Endpoint> = Vec::new();
@@ -304,10 +271,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             None => {
                 let hint = nearest(seg_name, seg_index.keys().map(String::as_str))
                     .map_or(String::new(), |n| format!(" (did you mean {n:?}?)"));
-                err.at(
-                    a.segment.span(),
-                    format!("asset {name:?}: segment {seg_name:?} is not defined{hint}"),
-                );
+                err.at(a.segment.span(), format!("asset {name:?}: segment {seg_name:?} is not defined{hint}"));
                 None
             }
         };
@@ -324,36 +288,23 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
                         ),
                     );
                 } else if ov == spec.overlay.network()
-                    || (spec.overlay.len < 31
-                        && u32::from(ov) | (u32::MAX >> spec.overlay.len) == u32::from(ov))
+                    || (spec.overlay.len < 31 && u32::from(ov) | (u32::MAX >> spec.overlay.len) == u32::from(ov))
                 {
                     err.at(
                         a.overlay.span(),
-                        format!(
-                            "asset {name:?}: {ov} is the network or broadcast address of {}",
-                            spec.overlay
-                        ),
+                        format!("asset {name:?}: {ov} is the network or broadcast address of {}", spec.overlay),
                     );
                 }
             }
         }
         if a.service.is_empty() {
-            err.at(
-                a.name.span(),
-                format!("asset {name:?} has no [[asset.service]]: nothing to connect to"),
-            );
+            err.at(a.name.span(), format!("asset {name:?} has no [[asset.service]]: nothing to connect to"));
         }
         let mut service_names = HashSet::new();
         for svc in &a.service {
             let svc = svc.get_ref();
             if !service_names.insert(svc.name.get_ref().clone()) {
-                err.at(
-                    svc.name.span(),
-                    format!(
-                        "asset {name:?}: service {:?} is defined twice",
-                        svc.name.get_ref()
-                    ),
-                );
+                err.at(svc.name.span(), format!("asset {name:?}: service {:?} is defined twice", svc.name.get_ref()));
             }
             let protocol = match svc.protocol.get_ref().parse::<Protocol>() {
                 Ok(p) => Some(p),
@@ -363,32 +314,57 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
                         .map_or(String::new(), |n| format!(" (did you mean {n:?}?)"));
                     err.at(
                         svc.protocol.span(),
-                        format!(
-                            "unknown protocol {p:?}{hint}; expected modbus, s7, dnp3, enip or tcp"
-                        ),
+                        format!("unknown protocol {p:?}{hint}; expected modbus, s7, dnp3, enip or tcp"),
                     );
                     None
                 }
             };
-            let port = *svc.port.get_ref();
-            if port == 0 {
-                err.at(svc.port.span(), "port 0 is not a TCP port");
+            let port = match (&svc.port, protocol) {
+                (Some(p), _) => *p.get_ref(),
+                (None, Some(p)) => match secure_port(p) {
+                    Some(port) => port,
+                    None => {
+                        err.at(
+                            svc.name.span(),
+                            format!(
+                                "service {:?}: protocol {} has no standard secure port; set `port`",
+                                svc.name.get_ref(),
+                                p.as_str()
+                            ),
+                        );
+                        0
+                    }
+                },
+                (None, None) => 0,
+            };
+            let port_span = svc.port.as_ref().map_or(svc.name.span(), Spanned::span);
+            if port == 0 && svc.port.is_some() {
+                err.at(port_span.clone(), "port 0 is not a TCP port");
             }
-            let asset_port = svc.asset_port.as_ref().map_or(port, |p| *p.get_ref());
+            let Some(asset_port) = svc.asset_port.as_ref().map(|p| *p.get_ref()).or(protocol.and_then(plain_port))
+            else {
+                err.at(
+                    svc.name.span(),
+                    format!("service {:?}: set `asset_port` (the port the asset listens on)", svc.name.get_ref()),
+                );
+                continue;
+            };
             if asset_port == 0 {
                 err.at(
-                    svc.asset_port
-                        .as_ref()
-                        .map_or(svc.port.span(), Spanned::span),
+                    svc.asset_port.as_ref().map_or(port_span.clone(), Spanned::span),
                     "asset_port 0 is not a TCP port",
                 );
             }
+            let mut roles = Vec::new();
+            for r in &svc.roles {
+                if !valid_name(r.get_ref()) {
+                    err.at(r.span(), format!("role {:?}: use letters, digits, '-', '_' (1..=32)", r.get_ref()));
+                }
+                roles.push(r.get_ref().clone());
+            }
             if let Some(ov) = ov {
                 if let Some(prev) = endpoint_spans.insert((ov, port), name.clone()) {
-                    err.at(
-                        svc.port.span(),
-                        format!("endpoint {ov}:{port} is already used by asset {prev:?}"),
-                    );
+                    err.at(port_span.clone(), format!("endpoint {ov}:{port} is already used by asset {prev:?}"));
                 }
             }
             if let (Some(segment), Some(ov), Some(un), Some(protocol)) = (seg, ov, un, protocol) {
@@ -400,11 +376,48 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
                         overlay: SocketAddrV4::new(ov, port),
                         underlay: SocketAddrV4::new(un, asset_port),
                         protocol,
+                        roles,
                     });
                 }
             }
         }
     }
+
+    let login = match (&gate.login, overlay) {
+        (Some(l), _) => match l.get_ref().parse::<SocketAddrV4>() {
+            Ok(a) => Some((a, l.span())),
+            Err(_) => {
+                err.at(l.span(), format!("login: {:?} is not an ip:port", l.get_ref()));
+                None
+            }
+        },
+        (None, Some(o)) => Some((SocketAddrV4::new(Ipv4Addr::from(u32::from(o.network()) + 1), 443), raw.gate.span())),
+        (None, None) => None,
+    };
+    if let Some((l, span)) = &login {
+        if let Some(o) = overlay {
+            if !o.contains(*l.ip()) {
+                err.at(span.clone(), format!("login endpoint {l} is outside the overlay {o}"));
+            }
+        }
+        if let Some(seg) = segments.iter().find(|s| s.overlay.contains(*l.ip())) {
+            err.at(
+                span.clone(),
+                format!("login endpoint {l} is inside segment {:?}: give the gate an address of its own", seg.name),
+            );
+        }
+    }
+    let ticket_lifetime = match &gate.ticket_lifetime_secs {
+        Some(t) if !(60..=7 * 86_400).contains(t.get_ref()) => {
+            err.at(
+                t.span(),
+                format!("ticket_lifetime_secs {} is out of range 60..=604800 (1 minute to 7 days)", t.get_ref()),
+            );
+            0
+        }
+        Some(t) => *t.get_ref(),
+        None => 8 * 3600,
+    };
 
     if !err.list.is_empty() {
         err.list.sort_by_key(|e| (e.line, e.column));
@@ -418,11 +431,36 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     snapshot.links = links;
     snapshot.segments = segments;
     snapshot.endpoints = endpoints;
+    snapshot.login = login.map(|(l, _)| l);
+    snapshot.ticket_lifetime = ticket_lifetime;
     let snapshot = snapshot.index();
-    Ok(Config {
-        interfaces,
-        snapshot,
-    })
+    Ok(Config { interfaces, snapshot })
+}
+
+/// The IANA port of the protocol's TLS flavour, where there is one.
+fn secure_port(p: Protocol) -> Option<u16> {
+    match p {
+        Protocol::Modbus => Some(802),
+        Protocol::Dnp3 => Some(19999),
+        Protocol::Enip => Some(2221),
+        Protocol::S7 | Protocol::Tcp => None,
+    }
+}
+
+/// The port assets speak the protocol on, where there is a standard one.
+fn plain_port(p: Protocol) -> Option<u16> {
+    match p {
+        Protocol::Modbus => Some(502),
+        Protocol::Dnp3 => Some(20000),
+        Protocol::Enip => Some(44818),
+        Protocol::S7 => Some(102),
+        Protocol::Tcp => None,
+    }
+}
+
+/// User, role and service names: letters, digits, `-`, `_`, 1..=32.
+pub fn valid_name(s: &str) -> bool {
+    (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn prefix(err: &mut Errors<'_>, s: &Spanned<String>, what: &str) -> Option<Ipv4Net> {
@@ -439,10 +477,7 @@ fn address(err: &mut Errors<'_>, s: &Spanned<String>, what: &str) -> Option<Ipv4
     match s.get_ref().parse::<Ipv4Addr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            err.at(
-                s.span(),
-                format!("{what}: {:?} is not an IPv4 address", s.get_ref()),
-            );
+            err.at(s.span(), format!("{what}: {:?} is not an IPv4 address", s.get_ref()));
             None
         }
     }
@@ -460,11 +495,7 @@ fn vlan(err: &mut Errors<'_>, v: &Spanned<u16>) -> Option<u16> {
 
 /// The closest name within edit distance 2, for "did you mean" hints.
 pub fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, _)| *d <= 2)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+    candidates.map(|c| (edit_distance(word, c), c)).filter(|(d, _)| *d <= 2).min_by_key(|(d, _)| *d).map(|(_, c)| c)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -493,9 +524,7 @@ mod tests {
         assert_eq!(c.interfaces, ["north0", "south0"]);
         let s = &c.snapshot;
         assert_eq!(s.segments.len(), 1);
-        let e = s
-            .endpoint_at(Ipv4Addr::new(100, 64, 3, 7), 502)
-            .expect("plc-7 endpoint");
+        let e = s.endpoint_at(Ipv4Addr::new(100, 64, 3, 7), 502).expect("plc-7 endpoint");
         assert_eq!(s.endpoints[e].underlay, "198.19.3.7:502".parse().unwrap());
         assert_eq!(s.endpoints[e].asset, "plc-7");
         assert!(s.endpoint_at(Ipv4Addr::new(100, 64, 3, 7), 503).is_none());
@@ -507,49 +536,28 @@ mod tests {
             .replace("segment = \"line3\"", "segment = \"line4\"")
             .replace("overlay = \"100.64.3.7\"", "overlay = \"100.64.9.7\"")
             .replace("protocol = \"modbus\"", "protocol = \"modbsu\"")
-            .replace(
-                "south_address = \"198.19.3.1/24\"",
-                "south_address = \"198.19.3.1/33\"",
-            );
+            .replace("south_address = \"198.19.3.1/24\"", "south_address = \"198.19.3.1/33\"");
         let errs = parse("lab.toml", &bad).unwrap_err();
         let text = errs.to_string();
         assert_eq!(errs.0.len(), 3, "{text}");
         let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() + 1;
-        assert!(
-            text.contains(&format!("lab.toml:{}:", line_of("line4"))),
-            "{text}"
-        );
-        assert!(
-            text.contains("segment \"line4\" is not defined (did you mean \"line3\"?)"),
-            "{text}"
-        );
-        assert!(
-            text.contains(&format!("lab.toml:{}:", line_of("modbsu"))),
-            "{text}"
-        );
+        assert!(text.contains(&format!("lab.toml:{}:", line_of("line4"))), "{text}");
+        assert!(text.contains("segment \"line4\" is not defined (did you mean \"line3\"?)"), "{text}");
+        assert!(text.contains(&format!("lab.toml:{}:", line_of("modbsu"))), "{text}");
         assert!(text.contains("did you mean \"modbus\""), "{text}");
-        assert!(
-            text.contains(&format!("lab.toml:{}:", line_of("/33"))),
-            "{text}"
-        );
+        assert!(text.contains(&format!("lab.toml:{}:", line_of("/33"))), "{text}");
     }
 
     #[test]
     fn duplicate_endpoints_and_bad_addresses() {
         let dup = format!("{LAB}\n[[asset]]\nname = \"plc-8\"\nsegment = \"line3\"\noverlay = \"100.64.3.7\"\nunderlay = \"198.19.3.8\"\n[[asset.service]]\nname = \"modbus\"\nprotocol = \"modbus\"\nport = 502\n");
         let text = parse("x.toml", &dup).unwrap_err().to_string();
-        assert!(
-            text.contains("endpoint 100.64.3.7:502 is already used by asset \"plc-7\""),
-            "{text}"
-        );
+        assert!(text.contains("endpoint 100.64.3.7:502 is already used by asset \"plc-7\""), "{text}");
         let outside = LAB.replace("overlay = \"100.64.0.0/16\"", "overlay = \"10.0.0.0/16\"");
         let text = parse("x.toml", &outside).unwrap_err().to_string();
         assert!(text.contains("outside 100.64.0.0/10"), "{text}");
         let bcast = LAB.replace("overlay = \"100.64.3.7\"", "overlay = \"100.64.3.255\"");
-        assert!(parse("x.toml", &bcast)
-            .unwrap_err()
-            .to_string()
-            .contains("broadcast"));
+        assert!(parse("x.toml", &bcast).unwrap_err().to_string().contains("broadcast"));
     }
 
     #[test]

@@ -9,7 +9,11 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
+pub mod client;
 pub mod config;
+pub mod identity;
+pub mod pki;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,9 +32,37 @@ pub const EVENT_QUEUE: usize = 4096;
 /// The control thread's view of the running gate.
 pub struct Control {
     path: Option<PathBuf>,
+    tls_source: Option<TlsSource>,
+    tls: Option<dataplane::tls::TlsConfig>,
     shared: SharedSnapshot,
     cores: Vec<(Arc<CoreCounters>, Arc<ArrayQueue<SessionEvent>>)>,
     reload_failures: u64,
+}
+
+/// Where the gate's TLS material lives.
+#[derive(Debug, Clone)]
+pub struct TlsSource {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// CA for optional client certificates (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// Also accept TLS 1.2 (off by default).
+    pub tls12: bool,
+}
+
+impl TlsSource {
+    /// Reads and compiles the files.
+    ///
+    /// # Errors
+    /// A file is missing, unreadable or does not parse; the message names it.
+    pub fn load(&self) -> Result<dataplane::tls::TlsConfig, String> {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let cert = read(&self.certificate)?;
+        let key = read(&self.key)?;
+        let ca = self.client_ca.as_ref().map(read).transpose()?;
+        dataplane::tls::server_config(&cert, &key, ca.as_deref(), self.tls12)
+            .map_err(|e| format!("{} / {}: {e}", self.certificate.display(), self.key.display()))
+    }
 }
 
 /// Why a reload was refused (the running snapshot stays).
@@ -48,14 +80,8 @@ impl std::fmt::Display for ReloadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Invalid(e) => write!(f, "{e}"),
-            Self::NeedsRestart(what) => write!(
-                f,
-                "{what} changed: that needs a restart (the running config is kept)"
-            ),
-            Self::NoFile => write!(
-                f,
-                "the gate runs on an embedded config; there is no file to reload"
-            ),
+            Self::NeedsRestart(what) => write!(f, "{what} changed: that needs a restart (the running config is kept)"),
+            Self::NoFile => write!(f, "the gate runs on an embedded config; there is no file to reload"),
         }
     }
 }
@@ -67,10 +93,32 @@ impl Control {
         snap.generation = 1;
         Self {
             path,
+            tls_source: None,
+            tls: None,
             shared: Arc::new(ArcSwap::from_pointee(snap)),
             cores: Vec::new(),
             reload_failures: 0,
         }
+    }
+
+    /// Loads the TLS certificate and key (and client CA) and puts them in
+    /// force; a reload re-reads them.
+    ///
+    /// # Errors
+    /// A file is missing or does not parse.
+    pub fn set_tls(&mut self, source: TlsSource) -> Result<(), String> {
+        let config = source.load()?;
+        self.tls_source = Some(source);
+        self.set_tls_config(config);
+        Ok(())
+    }
+
+    /// Puts an already built TLS configuration in force (tests, demo).
+    pub fn set_tls_config(&mut self, config: dataplane::tls::TlsConfig) {
+        self.tls = Some(config);
+        let mut snap = (**self.shared.load()).clone();
+        snap.tls = self.tls.clone();
+        self.shared.store(Arc::new(snap));
     }
 
     /// The snapshot handle the cores load from.
@@ -85,10 +133,7 @@ impl Control {
 
     /// Registers a core's counters and event queue; returns them for the core.
     pub fn add_core(&mut self) -> (Arc<CoreCounters>, Arc<ArrayQueue<SessionEvent>>) {
-        let pair = (
-            Arc::new(CoreCounters::default()),
-            Arc::new(ArrayQueue::new(EVENT_QUEUE)),
-        );
+        let pair = (Arc::new(CoreCounters::default()), Arc::new(ArrayQueue::new(EVENT_QUEUE)));
         self.cores.push(pair.clone());
         pair
     }
@@ -111,9 +156,13 @@ impl Control {
         let Some(path) = self.path.clone() else {
             return Err(ReloadError::NoFile);
         };
-        let result = config::load(&path)
-            .map_err(ReloadError::Invalid)
-            .and_then(|c| self.publish(c.snapshot));
+        if let Some(source) = &self.tls_source {
+            match source.load() {
+                Ok(c) => self.tls = Some(c),
+                Err(e) => log::error!("reload: TLS material not reloaded, keeping the running certificate: {e}"),
+            }
+        }
+        let result = config::load(&path).map_err(ReloadError::Invalid).and_then(|c| self.publish(c.snapshot));
         if let Err(e) = &result {
             self.reload_failures += 1;
             log::error!("reload of {} refused: {e}", path.display());
@@ -130,15 +179,12 @@ impl Control {
         if snap.links != old.links {
             return Err(ReloadError::NeedsRestart("the set of interfaces".into()));
         }
-        if snap.segments != old.segments
-            || snap.north_address != old.north_address
-            || snap.north_vlan != old.north_vlan
+        if snap.segments != old.segments || snap.north_address != old.north_address || snap.north_vlan != old.north_vlan
         {
-            return Err(ReloadError::NeedsRestart(
-                "a segment or the north addressing".into(),
-            ));
+            return Err(ReloadError::NeedsRestart("a segment or the north addressing".into()));
         }
         snap.generation = old.generation + 1;
+        snap.tls = self.tls.clone();
         let generation = snap.generation;
         self.shared.store(Arc::new(snap));
         log::info!("config generation {generation} published");
@@ -158,26 +204,21 @@ impl Control {
     }
 }
 
-/// The log line for a session event.
+/// The log line for a session event (no secrets: user names and reasons only).
 pub fn describe(ev: &SessionEvent) -> String {
     match ev {
-        SessionEvent::Opened {
-            id,
-            client,
-            endpoint,
-            asset,
-        } => {
-            format!("session {id:#x} open: {client} -> {endpoint} -> asset {asset}")
-        }
-        SessionEvent::Closed {
-            id,
-            reason,
-            bytes_up,
-            bytes_down,
-            micros,
-        } => format!(
-            "session {id:#x} closed: {} ({bytes_up} bytes up, {bytes_down} bytes down, {:.3} s)",
+        SessionEvent::Accepted { id, client, endpoint } => format!("session {id:#x} accepted: {client} -> {endpoint}"),
+        SessionEvent::Opened { id, user, roles, client, endpoint, asset, tls, ticket } => format!(
+            "session {id:#x} open: user {user} (roles {}) {client} -> {endpoint} -> asset {asset} [{} {}]{}",
+            roles.join(","),
+            tls.0,
+            tls.1,
+            ticket.as_ref().map(|t| format!(" ticket {t}")).unwrap_or_default()
+        ),
+        SessionEvent::Closed { id, reason, bytes_up, bytes_down, micros, detail } => format!(
+            "session {id:#x} closed: {}{} ({bytes_up} bytes up, {bytes_down} bytes down, {:.3} s)",
             reason.as_str(),
+            detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default(),
             *micros as f64 / 1e6
         ),
     }

@@ -13,8 +13,8 @@
 use std::net::Ipv4Addr;
 
 use etherparse::{
-    ArpOperation, ArpPacketSlice, EtherType, Ethernet2HeaderSlice, IpNumber, Ipv4HeaderSlice,
-    SingleVlanHeaderSlice, TcpHeaderSlice,
+    ArpOperation, ArpPacketSlice, EtherType, Ethernet2HeaderSlice, IpNumber, Ipv4HeaderSlice, SingleVlanHeaderSlice,
+    TcpHeaderSlice,
 };
 
 use crate::snapshot::{Side, Snapshot};
@@ -24,11 +24,7 @@ use crate::snapshot::{Side, Snapshot};
 pub enum Disposition {
     /// To one segment's north (overlay) stack. `syn` marks a connection
     /// request (SYN without ACK), so the core can have a listener ready.
-    North {
-        segment: usize,
-        vlan: bool,
-        syn: bool,
-    },
+    North { segment: usize, vlan: bool, syn: bool },
     /// To every north stack: ARP replies to the gate's north address, so each
     /// segment learns the user's MAC from the one reply.
     NorthAll { vlan: bool },
@@ -80,11 +76,7 @@ pub fn classify(frame: &[u8], side: Side, link: usize, snap: &Snapshot) -> Dispo
             let Ok(tag) = SingleVlanHeaderSlice::from_slice(&frame[14..]) else {
                 return Disposition::Drop(DropReason::Malformed);
             };
-            (
-                tag.ether_type(),
-                Some(tag.vlan_identifier().value()),
-                &frame[18..],
-            )
+            (tag.ether_type(), Some(tag.vlan_identifier().value()), &frame[18..])
         }
         other => (other, None, &frame[14..]),
     };
@@ -100,16 +92,10 @@ pub fn classify(frame: &[u8], side: Side, link: usize, snap: &Snapshot) -> Dispo
             match ether_type {
                 EtherType::ARP => match arp_target(l3) {
                     Err(reason) => Disposition::Drop(reason),
-                    Ok((_, target)) if target != north.addr => {
-                        Disposition::Drop(DropReason::ArpNotForGate)
-                    }
+                    Ok((_, target)) if target != north.addr => Disposition::Drop(DropReason::ArpNotForGate),
                     // Requests go to one stack so exactly one reply leaves.
                     Ok((ArpOperation::REQUEST, _)) if !snap.segments.is_empty() => {
-                        Disposition::North {
-                            segment: 0,
-                            vlan,
-                            syn: false,
-                        }
+                        Disposition::North { segment: 0, vlan, syn: false }
                     }
                     Ok(_) if !snap.segments.is_empty() => Disposition::NorthAll { vlan },
                     Ok(_) => Disposition::Drop(DropReason::ArpNotForGate),
@@ -117,14 +103,14 @@ pub fn classify(frame: &[u8], side: Side, link: usize, snap: &Snapshot) -> Dispo
                 EtherType::IPV4 => match tcp_tuple(l3) {
                     Err(reason) => Disposition::Drop(reason),
                     Ok(t) => match snap.endpoint_at(t.dst, t.dst_port) {
-                        Some(e) => Disposition::North {
-                            segment: snap.endpoints[e].segment,
-                            vlan,
-                            syn: t.syn,
-                        },
-                        None if snap.overlay.is_some_and(|o| o.contains(t.dst))
-                            || t.dst == north.addr =>
+                        Some(e) => Disposition::North { segment: snap.endpoints[e].segment, vlan, syn: t.syn },
+                        // The login endpoint lives on the first segment's north stack.
+                        None if snap.login == Some(std::net::SocketAddrV4::new(t.dst, t.dst_port))
+                            && !snap.segments.is_empty() =>
                         {
+                            Disposition::North { segment: 0, vlan, syn: t.syn }
+                        }
+                        None if snap.overlay.is_some_and(|o| o.contains(t.dst)) || t.dst == north.addr => {
                             Disposition::Drop(DropReason::NoEndpoint)
                         }
                         None => Disposition::Drop(DropReason::NotForGate),
@@ -134,27 +120,22 @@ pub fn classify(frame: &[u8], side: Side, link: usize, snap: &Snapshot) -> Dispo
             }
         }
         Side::South => {
-            let mut on_link = snap
-                .segments
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.south_link == link && s.south_vlan == vlan_id);
+            let mut on_link =
+                snap.segments.iter().enumerate().filter(|(_, s)| s.south_link == link && s.south_vlan == vlan_id);
             match ether_type {
                 EtherType::ARP => match arp_target(l3) {
                     Err(reason) => Disposition::Drop(reason),
-                    Ok((_, target)) => {
-                        match on_link.find(|(_, s)| s.south_address.addr == target) {
-                            Some((segment, _)) => Disposition::South { segment, vlan },
-                            None if snap.segments.iter().any(|s| s.south_link == link) => {
-                                Disposition::Drop(if on_link_vlan_known(snap, link, vlan_id) {
-                                    DropReason::ArpNotForGate
-                                } else {
-                                    DropReason::WrongVlan
-                                })
-                            }
-                            None => Disposition::Drop(DropReason::ArpNotForGate),
+                    Ok((_, target)) => match on_link.find(|(_, s)| s.south_address.addr == target) {
+                        Some((segment, _)) => Disposition::South { segment, vlan },
+                        None if snap.segments.iter().any(|s| s.south_link == link) => {
+                            Disposition::Drop(if on_link_vlan_known(snap, link, vlan_id) {
+                                DropReason::ArpNotForGate
+                            } else {
+                                DropReason::WrongVlan
+                            })
                         }
-                    }
+                        None => Disposition::Drop(DropReason::ArpNotForGate),
+                    },
                 },
                 EtherType::IPV4 => match tcp_tuple(l3) {
                     Err(DropReason::NotTcp) | Err(DropReason::Fragment) => {
@@ -165,16 +146,10 @@ pub fn classify(frame: &[u8], side: Side, link: usize, snap: &Snapshot) -> Dispo
                     // request from an asset is asset-originated traffic.
                     Ok(t) if t.syn => Disposition::Drop(DropReason::AssetOriginated),
                     Ok(t) => match on_link.find(|(_, s)| s.south_address.addr == t.dst) {
-                        Some((segment, _))
-                            if snap
-                                .endpoint_for_asset(segment, t.src, t.src_port)
-                                .is_some() =>
-                        {
+                        Some((segment, _)) if snap.endpoint_for_asset(segment, t.src, t.src_port).is_some() => {
                             Disposition::South { segment, vlan }
                         }
-                        _ if !on_link_vlan_known(snap, link, vlan_id) => {
-                            Disposition::Drop(DropReason::WrongVlan)
-                        }
+                        _ if !on_link_vlan_known(snap, link, vlan_id) => Disposition::Drop(DropReason::WrongVlan),
                         _ => Disposition::Drop(DropReason::AssetOriginated),
                     },
                 },
@@ -185,18 +160,13 @@ pub fn classify(frame: &[u8], side: Side, link: usize, snap: &Snapshot) -> Dispo
 }
 
 fn on_link_vlan_known(snap: &Snapshot, link: usize, vlan: Option<u16>) -> bool {
-    snap.segments
-        .iter()
-        .any(|s| s.south_link == link && s.south_vlan == vlan)
+    snap.segments.iter().any(|s| s.south_link == link && s.south_vlan == vlan)
 }
 
 /// ARP for IPv4 over Ethernet: (operation, target protocol address).
 fn arp_target(l3: &[u8]) -> Result<(ArpOperation, Ipv4Addr), DropReason> {
     let arp = ArpPacketSlice::from_slice(l3).map_err(|_| DropReason::Malformed)?;
-    let target: [u8; 4] = arp
-        .target_protocol_addr()
-        .try_into()
-        .map_err(|_| DropReason::Malformed)?;
+    let target: [u8; 4] = arp.target_protocol_addr().try_into().map_err(|_| DropReason::Malformed)?;
     if arp.proto_addr_type() != EtherType::IPV4 {
         return Err(DropReason::Malformed);
     }
@@ -224,8 +194,7 @@ fn tcp_tuple(l3: &[u8]) -> Result<TcpTuple, DropReason> {
     if total < header_len || total > l3.len() {
         return Err(DropReason::Malformed);
     }
-    let tcp =
-        TcpHeaderSlice::from_slice(&l3[header_len..total]).map_err(|_| DropReason::Malformed)?;
+    let tcp = TcpHeaderSlice::from_slice(&l3[header_len..total]).map_err(|_| DropReason::Malformed)?;
     Ok(TcpTuple {
         src: ip.source_addr(),
         dst: ip.destination_addr(),
@@ -253,17 +222,12 @@ mod tests {
     fn lab() -> Snapshot {
         let mut s = Snapshot {
             generation: 1,
+            login: Some("100.64.0.1:443".parse().unwrap()),
             overlay: Some("100.64.0.0/16".parse().unwrap()),
             north_address: Some("198.18.0.1/24".parse().unwrap()),
             links: vec![
-                LinkSpec {
-                    name: "north0".into(),
-                    side: Side::North,
-                },
-                LinkSpec {
-                    name: "south0".into(),
-                    side: Side::South,
-                },
+                LinkSpec { name: "north0".into(), side: Side::North },
+                LinkSpec { name: "south0".into(), side: Side::South },
             ],
             segments: vec![
                 SegmentSpec {
@@ -293,6 +257,7 @@ mod tests {
                 overlay: "100.64.3.7:502".parse().unwrap(),
                 underlay: "198.19.3.7:502".parse().unwrap(),
                 protocol: Protocol::Modbus,
+                roles: vec![],
             },
             Endpoint {
                 asset: "plc-8".into(),
@@ -301,19 +266,13 @@ mod tests {
                 overlay: "100.64.4.8:502".parse().unwrap(),
                 underlay: "198.19.4.8:502".parse().unwrap(),
                 protocol: Protocol::Modbus,
+                roles: vec![],
             },
         ];
         s.index()
     }
 
-    fn tcp(
-        src: [u8; 4],
-        dst: [u8; 4],
-        sport: u16,
-        dport: u16,
-        syn: bool,
-        vlan: Option<u16>,
-    ) -> Vec<u8> {
+    fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, syn: bool, vlan: Option<u16>) -> Vec<u8> {
         let b = PacketBuilder::ethernet2(USER_MAC, GATE_MAC);
         let b = b.ipv4(src, dst, 64).tcp(sport, dport, 1000, 64240);
         let b = if syn { b.syn() } else { b.ack(1) };
@@ -378,33 +337,21 @@ mod tests {
                 tcp(USER, [100, 64, 3, 7], 40000, 502, true, None),
                 n,
                 0,
-                North {
-                    segment: 0,
-                    vlan: false,
-                    syn: true,
-                },
+                North { segment: 0, vlan: false, syn: true },
             ),
             (
                 "ACK to plc-7's endpoint",
                 tcp(USER, [100, 64, 3, 7], 40000, 502, false, None),
                 n,
                 0,
-                North {
-                    segment: 0,
-                    vlan: false,
-                    syn: false,
-                },
+                North { segment: 0, vlan: false, syn: false },
             ),
             (
                 "SYN to plc-8 (segment 2)",
                 tcp(USER, [100, 64, 4, 8], 40000, 502, true, None),
                 n,
                 0,
-                North {
-                    segment: 1,
-                    vlan: false,
-                    syn: true,
-                },
+                North { segment: 1, vlan: false, syn: true },
             ),
             (
                 "endpoint address, other port",
@@ -420,9 +367,17 @@ mod tests {
                 0,
                 Drop(R::NoEndpoint),
             ),
+            ("the gate's north address", tcp(USER, [198, 18, 0, 1], 40000, 22, true, None), n, 0, Drop(R::NoEndpoint)),
             (
-                "the gate's north address",
-                tcp(USER, [198, 18, 0, 1], 40000, 22, true, None),
+                "the gate's login endpoint",
+                tcp(USER, [100, 64, 0, 1], 40000, 443, true, None),
+                n,
+                0,
+                North { segment: 0, vlan: false, syn: true },
+            ),
+            (
+                "the gate's overlay address, other port",
+                tcp(USER, [100, 64, 0, 1], 40000, 80, true, None),
                 n,
                 0,
                 Drop(R::NoEndpoint),
@@ -434,13 +389,7 @@ mod tests {
                 0,
                 Drop(R::NotForGate),
             ),
-            (
-                "UDP to an endpoint",
-                udp(USER, [100, 64, 3, 7]),
-                n,
-                0,
-                Drop(R::NotTcp),
-            ),
+            ("UDP to an endpoint", udp(USER, [100, 64, 3, 7]), n, 0, Drop(R::NotTcp)),
             ("IPv4 fragment", fragment(), n, 0, Drop(R::Fragment)),
             ("IPv6", ipv6, n, 0, Drop(R::EtherType)),
             ("truncated TCP header", truncated, n, 0, Drop(R::Malformed)),
@@ -457,42 +406,17 @@ mod tests {
                 arp(1, USER, [198, 18, 0, 1], None),
                 n,
                 0,
-                North {
-                    segment: 0,
-                    vlan: false,
-                    syn: false,
-                },
+                North { segment: 0, vlan: false, syn: false },
             ),
-            (
-                "ARP reply to the north address",
-                arp(2, USER, [198, 18, 0, 1], None),
-                n,
-                0,
-                NorthAll { vlan: false },
-            ),
-            (
-                "ARP for someone else",
-                arp(1, USER, [198, 18, 0, 9], None),
-                n,
-                0,
-                Drop(R::ArpNotForGate),
-            ),
-            (
-                "ARP for an overlay address",
-                arp(1, USER, [100, 64, 3, 7], None),
-                n,
-                0,
-                Drop(R::ArpNotForGate),
-            ),
+            ("ARP reply to the north address", arp(2, USER, [198, 18, 0, 1], None), n, 0, NorthAll { vlan: false }),
+            ("ARP for someone else", arp(1, USER, [198, 18, 0, 9], None), n, 0, Drop(R::ArpNotForGate)),
+            ("ARP for an overlay address", arp(1, USER, [100, 64, 3, 7], None), n, 0, Drop(R::ArpNotForGate)),
             (
                 "PLC reply to the gate",
                 tcp(PLC, [198, 19, 3, 1], 502, 50000, false, None),
                 s,
                 1,
-                South {
-                    segment: 0,
-                    vlan: false,
-                },
+                South { segment: 0, vlan: false },
             ),
             (
                 "PLC from another port",
@@ -508,39 +432,15 @@ mod tests {
                 1,
                 Drop(R::AssetOriginated),
             ),
-            (
-                "PLC UDP broadcast",
-                udp(PLC, [198, 19, 3, 255]),
-                s,
-                1,
-                Drop(R::AssetOriginated),
-            ),
-            (
-                "PLC SYN to the gate",
-                tcp(PLC, [198, 19, 3, 1], 502, 22, true, None),
-                s,
-                1,
-                Drop(R::AssetOriginated),
-            ),
-            (
-                "ARP for the south address",
-                arp(1, PLC, [198, 19, 3, 1], None),
-                s,
-                1,
-                South {
-                    segment: 0,
-                    vlan: false,
-                },
-            ),
+            ("PLC UDP broadcast", udp(PLC, [198, 19, 3, 255]), s, 1, Drop(R::AssetOriginated)),
+            ("PLC SYN to the gate", tcp(PLC, [198, 19, 3, 1], 502, 22, true, None), s, 1, Drop(R::AssetOriginated)),
+            ("ARP for the south address", arp(1, PLC, [198, 19, 3, 1], None), s, 1, South { segment: 0, vlan: false }),
             (
                 "ARP for line4's address, tagged 40",
                 arp(2, [198, 19, 4, 8], [198, 19, 4, 1], Some(40)),
                 s,
                 1,
-                South {
-                    segment: 1,
-                    vlan: true,
-                },
+                South { segment: 1, vlan: true },
             ),
             (
                 "ARP for line4's address, untagged",
@@ -551,42 +451,19 @@ mod tests {
             ),
             (
                 "plc-8 reply tagged 40",
-                tcp(
-                    [198, 19, 4, 8],
-                    [198, 19, 4, 1],
-                    502,
-                    50000,
-                    false,
-                    Some(40),
-                ),
+                tcp([198, 19, 4, 8], [198, 19, 4, 1], 502, 50000, false, Some(40)),
                 s,
                 1,
-                South {
-                    segment: 1,
-                    vlan: true,
-                },
+                South { segment: 1, vlan: true },
             ),
             (
                 "plc-8 reply on an unknown VLAN",
-                tcp(
-                    [198, 19, 4, 8],
-                    [198, 19, 4, 1],
-                    502,
-                    50000,
-                    false,
-                    Some(41),
-                ),
+                tcp([198, 19, 4, 8], [198, 19, 4, 1], 502, 50000, false, Some(41)),
                 s,
                 1,
                 Drop(R::WrongVlan),
             ),
-            (
-                "ARP on an unknown VLAN",
-                arp(1, PLC, [198, 19, 3, 1], Some(99)),
-                s,
-                1,
-                Drop(R::WrongVlan),
-            ),
+            ("ARP on an unknown VLAN", arp(1, PLC, [198, 19, 3, 1], Some(99)), s, 1, Drop(R::WrongVlan)),
         ];
         for (what, frame, side, link, expected) in table {
             assert_eq!(classify(&frame, side, link, &snap), expected, "{what}");
@@ -600,11 +477,7 @@ mod tests {
         synack[14 + 20 + 13] |= 0x10; // + ACK
         assert_eq!(
             classify(&synack, Side::North, 0, &snap),
-            Disposition::North {
-                segment: 0,
-                vlan: false,
-                syn: false
-            }
+            Disposition::North { segment: 0, vlan: false, syn: false }
         );
     }
 
@@ -613,14 +486,7 @@ mod tests {
         let snap = lab();
         let frames = [
             tcp(USER, [100, 64, 3, 7], 40000, 502, true, None),
-            tcp(
-                [198, 19, 4, 8],
-                [198, 19, 4, 1],
-                502,
-                50000,
-                false,
-                Some(40),
-            ),
+            tcp([198, 19, 4, 8], [198, 19, 4, 1], 502, 50000, false, Some(40)),
             arp(1, USER, [198, 18, 0, 1], Some(5)),
         ];
         for f in &frames {

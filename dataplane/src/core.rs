@@ -18,12 +18,14 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 
+use crate::auth::{AuthChannel, AuthVerdict};
 use crate::classify::{classify, Disposition, DropReason};
 use crate::counters::{bump, set, CoreCounters};
 use crate::io::{self, FramePort, BATCH, MAX_FRAME};
-use crate::session::{CloseReason, Flow, Session, Step};
-use crate::snapshot::{SharedSnapshot, Side, Snapshot};
+use crate::session::{CloseReason, Flow, Kind, Next, Session, Step, Target, NO_ASSET};
+use crate::snapshot::{Ipv4Net, SharedSnapshot, Side, Snapshot};
 use crate::stack::{Stack, StackAddressing, TxStats};
+use crate::tls::Tls;
 
 /// How a core waits when there is no work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +49,7 @@ impl std::str::FromStr for IdleMode {
         match s {
             "busy" => Ok(Self::Busy),
             "adaptive" => Ok(Self::default()),
-            other => Err(format!(
-                "unknown idle mode {other:?} (expected busy or adaptive)"
-            )),
+            other => Err(format!("unknown idle mode {other:?} (expected busy or adaptive)")),
         }
     }
 }
@@ -84,19 +84,22 @@ impl Default for CoreOptions {
 /// turns these into signed records).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
+    /// A user connection was accepted on an endpoint (TLS not yet up).
+    Accepted { id: u64, client: SocketAddrV4, endpoint: SocketAddrV4 },
+    /// The user was authenticated and the asset connection is being opened.
     Opened {
         id: u64,
+        user: String,
+        roles: Vec<String>,
         client: SocketAddrV4,
         endpoint: SocketAddrV4,
         asset: SocketAddrV4,
+        /// TLS version and cipher suite.
+        tls: (String, String),
+        ticket: Option<String>,
     },
-    Closed {
-        id: u64,
-        reason: CloseReason,
-        bytes_up: u64,
-        bytes_down: u64,
-        micros: u64,
-    },
+    /// The session ended; `detail` says why a refusal or failure happened.
+    Closed { id: u64, reason: CloseReason, bytes_up: u64, bytes_down: u64, micros: u64, detail: Option<String> },
 }
 
 /// Monotonic time in smoltcp's units.
@@ -159,6 +162,8 @@ pub struct Core {
     scratch: Box<[u8; MAX_FRAME]>,
     next_session: u64,
     tx: TxStats,
+    auth: Arc<AuthChannel>,
+    plain: Box<[u8; 16 * 1024]>,
 }
 
 /// What went wrong building a core.
@@ -192,6 +197,7 @@ impl Core {
         shared: SharedSnapshot,
         counters: Arc<CoreCounters>,
         events: Arc<ArrayQueue<SessionEvent>>,
+        auth: Arc<AuthChannel>,
         opts: CoreOptions,
     ) -> Result<Self, CoreError> {
         let snap = shared.load_full();
@@ -202,9 +208,7 @@ impl Core {
         let north_mac = north_port.mac();
         let mut segments = Vec::with_capacity(snap.segments.len());
         for (i, seg) in snap.segments.iter().enumerate() {
-            let south_port = ports
-                .get(seg.south_link)
-                .ok_or(CoreError::MissingPort(seg.south_link))?;
+            let south_port = ports.get(seg.south_link).ok_or(CoreError::MissingPort(seg.south_link))?;
             let seed = (id as u64) << 32 | i as u64;
             let north = Stack::new(
                 0,
@@ -213,7 +217,14 @@ impl Core {
                     mac: north_mac,
                     address: north_address,
                     gateway: snap.north_gateway,
-                    any_ip: Some(seg.overlay),
+                    any_ip: if i == 0 {
+                        [Some(seg.overlay), snap.login.map(|l| Ipv4Net { addr: *l.ip(), len: 32 })]
+                            .into_iter()
+                            .flatten()
+                            .collect()
+                    } else {
+                        vec![seg.overlay]
+                    },
                 },
                 opts.ring,
                 seed ^ 0x9e37_79b9,
@@ -226,7 +237,7 @@ impl Core {
                     mac: south_port.mac(),
                     address: seg.south_address,
                     gateway: seg.south_gateway,
-                    any_ip: None,
+                    any_ip: Vec::new(),
                 },
                 opts.ring,
                 seed ^ 0x7f4a_7c15,
@@ -258,6 +269,8 @@ impl Core {
             scratch: Box::new([0u8; MAX_FRAME]),
             next_session: 0,
             tx: TxStats::default(),
+            auth,
+            plain: Box::new([0u8; 16 * 1024]),
         };
         core.reconcile(&snap);
         Ok(core)
@@ -285,17 +298,17 @@ impl Core {
                 continue;
             }
             let now = self.clock.now();
-            let timer = self
-                .next_timer(now)
-                .map_or(50, |d| d.total_millis().min(50) as i32);
+            let timer = self.next_timer(now).map_or(50, |d| d.total_millis().min(50) as i32);
             if timer == 0 {
                 continue;
             }
             fds.clear();
             fds.extend(self.ports.iter().filter_map(|p| p.poll_fd()));
-            if self.ports.iter_mut().all(|p| p.arm_wakeup()) {
+            fds.push(self.auth.doorbell.fd());
+            if self.ports.iter_mut().all(|p| p.arm_wakeup()) && self.auth.verdicts.is_empty() {
                 bump(&self.counters.sleeps, 1);
                 io::wait_readable(&fds, timer);
+                self.auth.doorbell.clear();
             }
             last_work = std::time::Instant::now();
         }
@@ -315,13 +328,7 @@ impl Core {
         let mut work = 0;
 
         // 1. Receive and classify one batch per port.
-        let Self {
-            ports,
-            sides,
-            segments,
-            counters,
-            ..
-        } = self;
+        let Self { ports, sides, segments, counters, .. } = self;
         for (link, port) in ports.iter_mut().enumerate() {
             let side = sides.get(link).copied().unwrap_or(Side::South);
             let n = port
@@ -336,9 +343,7 @@ impl Core {
                             }
                             admit(segments, segment, true, frame, vlan)
                         }
-                        Disposition::South { segment, vlan } => {
-                            admit(segments, segment, false, frame, vlan)
-                        }
+                        Disposition::South { segment, vlan } => admit(segments, segment, false, frame, vlan),
                         Disposition::NorthAll { vlan } => {
                             let mut r = None;
                             for s in 0..segments.len() {
@@ -357,12 +362,18 @@ impl Core {
             bump(&counters.rx_frames, n as u64);
         }
 
-        // 2. Run each segment.
+        // 2. Verdicts from the auth workers.
+        while let Some(v) = self.auth.verdicts.pop() {
+            self.apply_verdict(v, now);
+            work += 1;
+        }
+
+        // 3. Run each segment.
         for s in 0..self.segments.len() {
             work += self.run_segment(s, now);
         }
 
-        // 3. Transmit.
+        // 4. Transmit.
         for port in &mut self.ports {
             let _ = port.flush();
         }
@@ -384,26 +395,14 @@ impl Core {
             let burst = std::mem::take(&mut seg.syn_burst);
             self.top_up_listeners(s, burst);
         }
-        let Self {
-            ports,
-            segments,
-            scratch,
-            tx,
-            ..
-        } = self;
+        let Self { ports, segments, scratch, tx, .. } = self;
         let seg = &mut segments[s];
         seg.north.poll(now, ports[north_link].as_mut(), scratch, tx);
         seg.south.poll(now, ports[south_link].as_mut(), scratch, tx);
         let work = self.service(s, now);
         if work > 0 || had_frames {
             // Send what the sessions just queued without waiting a loop.
-            let Self {
-                ports,
-                segments,
-                scratch,
-                tx,
-                ..
-            } = self;
+            let Self { ports, segments, scratch, tx, .. } = self;
             let seg = &mut segments[s];
             seg.north.poll(now, ports[north_link].as_mut(), scratch, tx);
             seg.south.poll(now, ports[south_link].as_mut(), scratch, tx);
@@ -429,10 +428,8 @@ impl Core {
                     continue;
                 }
                 tcp::State::Established | tcp::State::CloseWait => {
-                    let client = sock
-                        .remote_endpoint()
-                        .and_then(v4)
-                        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+                    let client =
+                        sock.remote_endpoint().and_then(v4).unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
                     seg.listeners.swap_remove(i);
                     self.open_session(s, endpoint, handle, client, now);
                     work += 1;
@@ -446,42 +443,116 @@ impl Core {
         }
 
         // Step sessions.
-        let seg = &mut self.segments[s];
         let mut i = 0;
-        while i < seg.sessions.len() {
+        while i < self.segments[s].sessions.len() {
+            let Self { segments, plain, counters, id, .. } = self;
+            let seg = &mut segments[s];
             let sess = &mut seg.sessions[i];
             let north = seg.north.sockets.get_mut::<tcp::Socket>(sess.north);
-            let south = seg.south.sockets.get_mut::<tcp::Socket>(sess.south);
+            let south = sess.south.map(|h| seg.south.sockets.get_mut::<tcp::Socket>(h));
             let (up, down) = (sess.bytes_up, sess.bytes_down);
-            let step = sess.step(north, south, now);
-            bump(&self.counters.bytes_up, sess.bytes_up - up);
-            bump(&self.counters.bytes_down, sess.bytes_down - down);
+            let step = sess.step(*id, north, south, &mut plain[..], now);
+            bump(&counters.bytes_up, sess.bytes_up - up);
+            bump(&counters.bytes_down, sess.bytes_down - down);
             match step {
                 Step::Running { moved } => {
                     work += moved;
                     i += 1;
                 }
+                Step::Authenticate(req) => {
+                    i += 1;
+                    work += 1;
+                    if let Err(req) = self.auth.requests.push(*req) {
+                        // The workers are saturated: drop the session before
+                        // anything reached an asset, rather than wait unbounded.
+                        let seg = &mut self.segments[s];
+                        if let Some(k) = seg.sessions.iter().position(|x| x.id == req.session) {
+                            let sess = seg.sessions.swap_remove(k);
+                            seg.north.sockets.get_mut::<tcp::Socket>(sess.north).abort();
+                            self.finish(s, sess, CloseReason::AuthBusy, now);
+                            i = k;
+                        }
+                    } else if let Some(worker) = &self.auth.worker {
+                        worker.unpark();
+                    }
+                }
                 Step::Closed(reason) => {
                     let sess = seg.sessions.swap_remove(i);
-                    retire(seg, &sess);
-                    bump(&self.counters.closes[reason as usize], 1);
-                    set(
-                        &self.counters.sessions_active,
-                        self.segments.iter().map(|g| g.sessions.len() as u64).sum(),
-                    );
-                    let _ = self.events.push(SessionEvent::Closed {
-                        id: sess.id,
-                        reason,
-                        bytes_up: sess.bytes_up,
-                        bytes_down: sess.bytes_down,
-                        micros: (now - sess.opened).total_micros(),
-                    });
+                    self.finish(s, sess, reason, now);
                     work += 1;
-                    return work + self.service_rest(s, now, opts);
                 }
             }
         }
         work + self.service_rest(s, now, opts)
+    }
+
+    /// Accounts a finished session and retires its sockets.
+    fn finish(&mut self, s: usize, sess: Session, reason: CloseReason, now: Instant) {
+        let seg = &mut self.segments[s];
+        retire(seg, &sess);
+        bump(&self.counters.closes[reason as usize], 1);
+        self.update_active();
+        let _ = self.events.push(SessionEvent::Closed {
+            id: sess.id,
+            reason,
+            bytes_up: sess.bytes_up,
+            bytes_down: sess.bytes_down,
+            micros: (now - sess.opened).total_micros(),
+            detail: sess.detail,
+        });
+    }
+
+    fn update_active(&self) {
+        set(&self.counters.sessions_active, self.segments.iter().map(|g| g.sessions.len() as u64).sum());
+    }
+
+    /// Delivers an auth verdict to its session (if it is still there).
+    fn apply_verdict(&mut self, verdict: AuthVerdict, now: Instant) {
+        let id = verdict.session();
+        let Some((s, k)) = self
+            .segments
+            .iter()
+            .enumerate()
+            .find_map(|(s, seg)| seg.sessions.iter().position(|x| x.id == id).map(|k| (s, k)))
+        else {
+            return;
+        };
+        if self.segments[s].sessions[k].on_verdict(verdict) == Next::Connect {
+            self.connect_south(s, k, now);
+        }
+    }
+
+    /// Opens the asset connection of an authorised session.
+    fn connect_south(&mut self, s: usize, k: usize, now: Instant) {
+        let opts = self.opts;
+        let seg = &mut self.segments[s];
+        let asset = seg.sessions[k].flow.asset;
+        let mut sock = new_socket(opts.socket_buffer);
+        sock.set_timeout(Some(opts.connect_timeout));
+        let local_port = next_port(seg);
+        let remote = IpEndpoint::new(IpAddress::Ipv4(*asset.ip()), asset.port());
+        let local = IpListenEndpoint { addr: Some(IpAddress::Ipv4(seg.south_address)), port: local_port };
+        let connected = sock.connect(seg.south.iface.context(), remote, local);
+        let south = seg.south.sockets.add(sock);
+        seg.sessions[k].connecting(south, now);
+        if connected.is_err() {
+            // No route: the session step sees the closed socket and ends it
+            // as `asset_unreachable`.
+            seg.south.sockets.get_mut::<tcp::Socket>(south).abort();
+        }
+        let sess = &seg.sessions[k];
+        if let Some(grant) = sess.grant.as_deref() {
+            let _ = self.events.push(SessionEvent::Opened {
+                id: sess.id,
+                user: grant.user.clone(),
+                roles: grant.roles.clone(),
+                client: sess.flow.client,
+                endpoint: sess.flow.endpoint,
+                asset,
+                tls: sess.negotiated(),
+                ticket: grant.ticket_id.clone(),
+            });
+        }
     }
 
     fn service_rest(&mut self, s: usize, now: Instant, opts: CoreOptions) -> usize {
@@ -489,11 +560,7 @@ impl Core {
         let seg = &mut self.segments[s];
         // Reap sockets whose TIME-WAIT ended.
         seg.lingering.retain(|&(north, h)| {
-            let set = if north {
-                &mut seg.north.sockets
-            } else {
-                &mut seg.south.sockets
-            };
+            let set = if north { &mut seg.north.sockets } else { &mut seg.south.sockets };
             let sock = set.get::<tcp::Socket>(h);
             // An aborted socket is Closed at once but still owes its RST:
             // smoltcp forgets the remote endpoint only after sending it.
@@ -516,37 +583,21 @@ impl Core {
         let opts = self.opts;
         let seg = &mut self.segments[s];
         let want = (opts.backlog + burst).min(MAX_LISTENERS);
-        for ep in self
-            .snap
-            .endpoints
-            .iter()
-            .filter(|e| e.segment == s)
-            .map(|e| e.overlay)
-        {
+        let login = if s == 0 { self.snap.login } else { None };
+        for ep in self.snap.endpoints.iter().filter(|e| e.segment == s).map(|e| e.overlay).chain(login) {
             let ready = seg
                 .listeners
                 .iter()
                 .filter(|l| {
-                    l.endpoint == ep
-                        && seg.north.sockets.get::<tcp::Socket>(l.handle).state()
-                            == tcp::State::Listen
+                    l.endpoint == ep && seg.north.sockets.get::<tcp::Socket>(l.handle).state() == tcp::State::Listen
                 })
                 .count();
             for _ in ready..want {
                 let mut sock = new_socket(opts.socket_buffer);
                 sock.set_timeout(Some(Duration::from_secs(5)));
-                if sock
-                    .listen(IpListenEndpoint {
-                        addr: Some(IpAddress::Ipv4(*ep.ip())),
-                        port: ep.port(),
-                    })
-                    .is_ok()
-                {
+                if sock.listen(IpListenEndpoint { addr: Some(IpAddress::Ipv4(*ep.ip())), port: ep.port() }).is_ok() {
                     let handle = seg.north.sockets.add(sock);
-                    seg.listeners.push(Listener {
-                        endpoint: ep,
-                        handle,
-                    });
+                    seg.listeners.push(Listener { endpoint: ep, handle });
                 }
             }
         }
@@ -560,71 +611,41 @@ impl Core {
         client: SocketAddrV4,
         now: Instant,
     ) {
-        let Some(e) = self.snap.endpoint_at(*endpoint.ip(), endpoint.port()) else {
+        let login = self.snap.login == Some(endpoint);
+        let found = self.snap.endpoint_at(*endpoint.ip(), endpoint.port()).map(|e| &self.snap.endpoints[e]);
+        let tls = self.snap.tls.as_ref().map(Tls::new);
+        let (target, asset) = match (login, found) {
+            (true, _) => (Target { kind: Kind::Login, asset: String::new(), service: String::new() }, NO_ASSET),
+            (false, Some(e)) => {
+                (Target { kind: Kind::Asset, asset: e.asset.clone(), service: e.service.clone() }, e.underlay)
+            }
+            (false, None) => {
+                let seg = &mut self.segments[s];
+                seg.north.sockets.get_mut::<tcp::Socket>(north).abort();
+                seg.lingering.push((true, north));
+                bump(&self.counters.closes[CloseReason::EndpointRemoved as usize], 1);
+                return;
+            }
+        };
+        let Some(Ok(tls)) = tls else {
+            // No usable TLS configuration: nothing may pass in plaintext.
             let seg = &mut self.segments[s];
             seg.north.sockets.get_mut::<tcp::Socket>(north).abort();
             seg.lingering.push((true, north));
-            bump(
-                &self.counters.closes[CloseReason::EndpointRemoved as usize],
-                1,
-            );
+            bump(&self.counters.closes[CloseReason::TlsFailed as usize], 1);
             return;
         };
-        let asset = self.snap.endpoints[e].underlay;
-        let opts = self.opts;
         let seg = &mut self.segments[s];
-        seg.north
-            .sockets
-            .get_mut::<tcp::Socket>(north)
-            .set_timeout(None);
-        tune(seg.north.sockets.get_mut::<tcp::Socket>(north));
-        let mut sock = new_socket(opts.socket_buffer);
-        sock.set_timeout(Some(opts.connect_timeout));
-        let local_port = next_port(seg);
-        let remote = IpEndpoint::new(IpAddress::Ipv4(*asset.ip()), asset.port());
-        let local = IpListenEndpoint {
-            addr: Some(IpAddress::Ipv4(seg.south_address)),
-            port: local_port,
-        };
-        let connected = sock.connect(seg.south.iface.context(), remote, local);
-        let south = seg.south.sockets.add(sock);
+        let sock = seg.north.sockets.get_mut::<tcp::Socket>(north);
+        sock.set_timeout(None);
+        tune(sock);
         self.next_session += 1;
         let id = (self.id as u64) << 48 | self.next_session;
-        let flow = Flow {
-            client,
-            endpoint,
-            asset,
-        };
-        let session = Session::new(id, flow, (north, south), now, opts.connect_timeout);
+        let flow = Flow { client, endpoint, asset };
+        seg.sessions.push(Session::new(id, flow, target, north, tls, now, self.opts.connect_timeout));
         bump(&self.counters.sessions_opened, 1);
-        let _ = self.events.push(SessionEvent::Opened {
-            id,
-            client,
-            endpoint,
-            asset,
-        });
-        if connected.is_err() {
-            let seg = &mut self.segments[s];
-            seg.north.sockets.get_mut::<tcp::Socket>(north).abort();
-            retire(seg, &session);
-            bump(
-                &self.counters.closes[CloseReason::AssetUnreachable as usize],
-                1,
-            );
-            let _ = self.events.push(SessionEvent::Closed {
-                id,
-                reason: CloseReason::AssetUnreachable,
-                bytes_up: 0,
-                bytes_down: 0,
-                micros: 0,
-            });
-            return;
-        }
-        self.segments[s].sessions.push(session);
-        set(
-            &self.counters.sessions_active,
-            self.segments.iter().map(|g| g.sessions.len() as u64).sum(),
-        );
+        self.update_active();
+        let _ = self.events.push(SessionEvent::Accepted { id, client, endpoint });
     }
 
     /// Applies a new snapshot: listeners and sessions of endpoints that are
@@ -633,83 +654,57 @@ impl Core {
         set(&self.counters.generation, snap.generation);
         for seg in &mut self.segments {
             seg.listeners.retain(|l| {
-                let keep = snap
-                    .endpoint_at(*l.endpoint.ip(), l.endpoint.port())
-                    .is_some();
+                let keep = snap.is_endpoint(*l.endpoint.ip(), l.endpoint.port());
                 if !keep {
                     seg.north.sockets.get_mut::<tcp::Socket>(l.handle).abort();
                     seg.lingering.push((true, l.handle));
                 }
                 keep
             });
+        }
+        let now = self.clock.now();
+        for s in 0..self.segments.len() {
             let mut i = 0;
-            while i < seg.sessions.len() {
-                let ep = seg.sessions[i].flow.endpoint;
-                if snap.endpoint_at(*ep.ip(), ep.port()).is_some() {
+            while i < self.segments[s].sessions.len() {
+                let ep = self.segments[s].sessions[i].flow.endpoint;
+                if snap.endpoint_at(*ep.ip(), ep.port()).is_some() || snap.login == Some(ep) {
                     i += 1;
-                    continue;
+                } else {
+                    self.abort_session(s, i, CloseReason::EndpointRemoved, now);
                 }
-                let sess = seg.sessions.swap_remove(i);
-                seg.north.sockets.get_mut::<tcp::Socket>(sess.north).abort();
-                seg.south.sockets.get_mut::<tcp::Socket>(sess.south).abort();
-                retire(seg, &sess);
-                bump(
-                    &self.counters.closes[CloseReason::EndpointRemoved as usize],
-                    1,
-                );
-                let _ = self.events.push(SessionEvent::Closed {
-                    id: sess.id,
-                    reason: CloseReason::EndpointRemoved,
-                    bytes_up: sess.bytes_up,
-                    bytes_down: sess.bytes_down,
-                    micros: 0,
-                });
             }
         }
-        set(
-            &self.counters.sessions_active,
-            self.segments.iter().map(|g| g.sessions.len() as u64).sum(),
-        );
+        self.update_active();
+    }
+
+    /// Resets both sides of session `i` of segment `s` and accounts it.
+    fn abort_session(&mut self, s: usize, i: usize, reason: CloseReason, now: Instant) {
+        let seg = &mut self.segments[s];
+        let sess = seg.sessions.swap_remove(i);
+        seg.north.sockets.get_mut::<tcp::Socket>(sess.north).abort();
+        if let Some(h) = sess.south {
+            seg.south.sockets.get_mut::<tcp::Socket>(h).abort();
+        }
+        self.finish(s, sess, reason, now);
     }
 
     /// The earliest smoltcp timer over all stacks.
     fn next_timer(&mut self, now: Instant) -> Option<Duration> {
-        self.segments
-            .iter_mut()
-            .flat_map(|seg| [seg.north.poll_delay(now), seg.south.poll_delay(now)])
-            .flatten()
-            .min()
+        self.segments.iter_mut().flat_map(|seg| [seg.north.poll_delay(now), seg.south.poll_delay(now)]).flatten().min()
     }
 
     /// Resets every session and sends the resets.
     pub fn shutdown(&mut self) {
-        for seg in &mut self.segments {
-            for sess in seg.sessions.drain(..) {
-                seg.north.sockets.get_mut::<tcp::Socket>(sess.north).abort();
-                seg.south.sockets.get_mut::<tcp::Socket>(sess.south).abort();
-                bump(&self.counters.closes[CloseReason::Shutdown as usize], 1);
-                let _ = self.events.push(SessionEvent::Closed {
-                    id: sess.id,
-                    reason: CloseReason::Shutdown,
-                    bytes_up: sess.bytes_up,
-                    bytes_down: sess.bytes_down,
-                    micros: 0,
-                });
+        let now = self.clock.now();
+        for s in 0..self.segments.len() {
+            while !self.segments[s].sessions.is_empty() {
+                self.abort_session(s, 0, CloseReason::Shutdown, now);
             }
         }
-        let now = self.clock.now();
-        let Self {
-            ports,
-            segments,
-            scratch,
-            tx,
-            ..
-        } = self;
+        let Self { ports, segments, scratch, tx, .. } = self;
         for seg in segments.iter_mut() {
-            seg.north
-                .poll(now, ports[seg.north.link].as_mut(), scratch, tx);
-            seg.south
-                .poll(now, ports[seg.south.link].as_mut(), scratch, tx);
+            seg.north.poll(now, ports[seg.north.link].as_mut(), scratch, tx);
+            seg.south.poll(now, ports[seg.south.link].as_mut(), scratch, tx);
         }
         for port in ports.iter_mut() {
             let _ = port.flush();
@@ -719,19 +714,9 @@ impl Core {
 }
 
 /// Copies an admitted frame into the target stack's ring.
-fn admit(
-    segments: &mut [Segment],
-    segment: usize,
-    north: bool,
-    frame: &[u8],
-    vlan: bool,
-) -> Option<DropReason> {
+fn admit(segments: &mut [Segment], segment: usize, north: bool, frame: &[u8], vlan: bool) -> Option<DropReason> {
     let seg = segments.get_mut(segment)?;
-    let stack = if north {
-        &mut seg.north
-    } else {
-        &mut seg.south
-    };
+    let stack = if north { &mut seg.north } else { &mut seg.south };
     (!stack.rx.push(frame, vlan)).then_some(DropReason::Backlog)
 }
 
@@ -739,24 +724,20 @@ fn admit(
 /// removed on the next reap).
 fn retire(seg: &mut Segment, sess: &Session) {
     seg.lingering.push((true, sess.north));
-    seg.lingering.push((false, sess.south));
+    if let Some(south) = sess.south {
+        seg.lingering.push((false, south));
+    }
 }
 
 fn next_port(seg: &mut Segment) -> u16 {
     let p = seg.next_port;
-    seg.next_port = if p >= *EPHEMERAL.end() {
-        *EPHEMERAL.start()
-    } else {
-        p + 1
-    };
+    seg.next_port = if p >= *EPHEMERAL.end() { *EPHEMERAL.start() } else { p + 1 };
     p
 }
 
 fn new_socket(buffer: usize) -> tcp::Socket<'static> {
-    let mut sock = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0u8; buffer]),
-        tcp::SocketBuffer::new(vec![0u8; buffer]),
-    );
+    let mut sock =
+        tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; buffer]), tcp::SocketBuffer::new(vec![0u8; buffer]));
     tune(&mut sock);
     sock
 }

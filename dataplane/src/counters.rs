@@ -95,18 +95,12 @@ impl CounterTotals {
 
     /// Frames dropped for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.drops
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map_or(0, |(_, v)| *v)
+        self.drops.iter().find(|(r, _)| *r == reason).map_or(0, |(_, v)| *v)
     }
 
     /// Sessions closed for `reason`.
     pub fn closed(&self, reason: CloseReason) -> u64 {
-        self.closes
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map_or(0, |(_, v)| *v)
+        self.closes.iter().find(|(r, _)| *r == reason).map_or(0, |(_, v)| *v)
     }
 
     /// All frames dropped by classification.
@@ -123,21 +117,13 @@ impl CounterTotals {
             ("tx_dropped".into(), self.tx_dropped),
             ("drop_total".into(), self.dropped_total()),
         ];
-        out.extend(
-            self.drops
-                .iter()
-                .map(|(r, v)| (format!("drop_{}", r.as_str()), *v)),
-        );
+        out.extend(self.drops.iter().map(|(r, v)| (format!("drop_{}", r.as_str()), *v)));
         out.extend([
             ("sessions_opened".into(), self.sessions_opened),
             ("sessions_active".into(), self.sessions_active),
             ("handshakes_failed".into(), self.handshakes_failed),
         ]);
-        out.extend(
-            self.closes
-                .iter()
-                .map(|(r, v)| (format!("close_{}", r.as_str()), *v)),
-        );
+        out.extend(self.closes.iter().map(|(r, v)| (format!("close_{}", r.as_str()), *v)));
         out.extend([
             ("bytes_up".into(), self.bytes_up),
             ("bytes_down".into(), self.bytes_down),

@@ -11,6 +11,7 @@
 //! syscalls), each block with its justification.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod auth;
 pub mod classify;
 pub mod core;
 pub mod counters;
@@ -18,4 +19,5 @@ pub mod io;
 pub mod session;
 pub mod snapshot;
 pub mod stack;
+pub mod tls;
 pub mod wire;

@@ -61,17 +61,10 @@ impl std::fmt::Display for Ipv4Net {
 impl std::str::FromStr for Ipv4Net {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a prefix (expected a.b.c.d/len)"))?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
-        let len: u8 = l
-            .parse()
-            .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("{l:?} is not a prefix length (0..=32)"))?;
+        let (a, l) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a prefix (expected a.b.c.d/len)"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let len: u8 =
+            l.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("{l:?} is not a prefix length (0..=32)"))?;
         Ok(Self { addr, len })
     }
 }
@@ -157,6 +150,9 @@ pub struct Endpoint {
     pub overlay: SocketAddrV4,
     pub underlay: SocketAddrV4,
     pub protocol: Protocol,
+    /// Roles that may open sessions here (until the policy language lands,
+    /// this is the whole authorization: deny unless a role is listed).
+    pub roles: Vec<String>,
 }
 
 /// Everything the dp cores need, immutable once published.
@@ -172,6 +168,13 @@ pub struct Snapshot {
     pub north_gateway: Option<Ipv4Addr>,
     /// 802.1Q tag on the north link, if the north side is a VLAN.
     pub north_vlan: Option<u16>,
+    /// The gate's own login endpoint (`100.64.0.1:443`): tickets and
+    /// endpoint lookup for `accessgate login` / `connect`.
+    pub login: Option<SocketAddrV4>,
+    /// Ticket lifetime handed out at login, in seconds.
+    pub ticket_lifetime: u64,
+    /// The TLS server configuration every endpoint terminates with.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// Links by index; index 0 is the north link.
     pub links: Vec<LinkSpec>,
     pub segments: Vec<SegmentSpec>,
@@ -185,12 +188,8 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the lookup tables. Call after filling the public fields.
     pub fn index(mut self) -> Self {
-        self.by_overlay = self
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| ((*e.overlay.ip(), e.overlay.port()), i))
-            .collect();
+        self.by_overlay =
+            self.endpoints.iter().enumerate().map(|(i, e)| ((*e.overlay.ip(), e.overlay.port()), i)).collect();
         self.by_underlay = self
             .endpoints
             .iter()
@@ -198,6 +197,11 @@ impl Snapshot {
             .map(|(i, e)| ((e.segment, *e.underlay.ip(), e.underlay.port()), i))
             .collect();
         self
+    }
+
+    /// Whether (ip, port) is the login endpoint or an asset endpoint.
+    pub fn is_endpoint(&self, ip: Ipv4Addr, port: u16) -> bool {
+        self.login == Some(SocketAddrV4::new(ip, port)) || self.by_overlay.contains_key(&(ip, port))
     }
 
     /// The endpoint listening on an overlay (address, port).
@@ -228,15 +232,9 @@ mod tests {
         let o: Ipv4Net = "100.64.0.0/16".parse().unwrap();
         assert!(o.covers(n));
         assert!(!n.covers(o));
-        assert_eq!(
-            "198.18.0.1/24".parse::<Ipv4Net>().unwrap().network(),
-            Ipv4Addr::new(198, 18, 0, 0)
-        );
+        assert_eq!("198.18.0.1/24".parse::<Ipv4Net>().unwrap().network(), Ipv4Addr::new(198, 18, 0, 0));
         assert!("10.0.0.0/33".parse::<Ipv4Net>().is_err());
         assert!("10.0.0.0".parse::<Ipv4Net>().is_err());
-        assert!("0.0.0.0/0"
-            .parse::<Ipv4Net>()
-            .unwrap()
-            .contains(Ipv4Addr::new(1, 2, 3, 4)));
+        assert!("0.0.0.0/0".parse::<Ipv4Net>().unwrap().contains(Ipv4Addr::new(1, 2, 3, 4)));
     }
 }

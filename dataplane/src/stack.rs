@@ -50,10 +50,7 @@ impl RxRing {
     /// `strip_vlan`. Returns `false` if the ring is full or the frame is too
     /// short or too long.
     pub fn push(&mut self, frame: &[u8], strip_vlan: bool) -> bool {
-        if self.len == self.slots.len()
-            || frame.len() > MAX_FRAME
-            || (strip_vlan && frame.len() < 18)
-        {
+        if self.len == self.slots.len() || frame.len() > MAX_FRAME || (strip_vlan && frame.len() < 18) {
             return false;
         }
         let idx = (self.head + self.len) % self.slots.len();
@@ -112,13 +109,7 @@ impl<'a> StackDevice<'a> {
         scratch: &'a mut [u8; MAX_FRAME],
         tx: &'a mut TxStats,
     ) -> Self {
-        Self {
-            rx,
-            port,
-            vlan,
-            scratch,
-            tx,
-        }
+        Self { rx, port, vlan, scratch, tx }
     }
 }
 
@@ -199,12 +190,7 @@ impl phy::Device for StackDevice<'_> {
         let frame = self.rx.pop()?;
         Some((
             RxToken(frame),
-            TxToken {
-                port: &mut *self.port,
-                vlan: self.vlan,
-                scratch: &mut *self.scratch,
-                tx: &mut *self.tx,
-            },
+            TxToken { port: &mut *self.port, vlan: self.vlan, scratch: &mut *self.scratch, tx: &mut *self.tx },
         ))
     }
 
@@ -212,12 +198,7 @@ impl phy::Device for StackDevice<'_> {
         if !self.port.tx_ready() {
             return None;
         }
-        Some(TxToken {
-            port: &mut *self.port,
-            vlan: self.vlan,
-            scratch: &mut *self.scratch,
-            tx: &mut *self.tx,
-        })
+        Some(TxToken { port: &mut *self.port, vlan: self.vlan, scratch: &mut *self.scratch, tx: &mut *self.tx })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -242,8 +223,9 @@ pub struct StackAddressing {
     pub address: Ipv4Net,
     /// Next hop for destinations outside `address`'s subnet.
     pub gateway: Option<std::net::Ipv4Addr>,
-    /// A prefix this stack owns entirely (AnyIP): the segment's overlay /24.
-    pub any_ip: Option<Ipv4Net>,
+    /// Prefixes this stack owns entirely (AnyIP): the segment's overlay /24,
+    /// and on one stack the gate's own login address.
+    pub any_ip: Vec<Ipv4Net>,
 }
 
 impl Stack {
@@ -268,7 +250,7 @@ impl Stack {
         if let Some(gw) = addressing.gateway {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
-        if let Some(prefix) = addressing.any_ip {
+        for &prefix in &addressing.any_ip {
             iface.set_any_ip(true);
             let cidr = IpCidr::new(prefix.network().into(), prefix.len);
             iface.routes_mut().update(|routes| {
@@ -280,13 +262,7 @@ impl Stack {
                 });
             });
         }
-        Self {
-            iface,
-            sockets: SocketSet::new(Vec::new()),
-            rx: RxRing::new(ring),
-            link,
-            vlan,
-        }
+        Self { iface, sockets: SocketSet::new(Vec::new()), rx: RxRing::new(ring), link, vlan }
     }
 
     /// Runs smoltcp over the ring and the port. Returns whether any socket may
@@ -299,8 +275,7 @@ impl Stack {
         tx: &mut TxStats,
     ) -> bool {
         let mut dev = StackDevice::new(&mut self.rx, port, self.vlan, scratch, tx);
-        self.iface.poll(now, &mut dev, &mut self.sockets)
-            == smoltcp::iface::PollResult::SocketStateChanged
+        self.iface.poll(now, &mut dev, &mut self.sockets) == smoltcp::iface::PollResult::SocketStateChanged
     }
 
     /// How long until smoltcp needs a poll for its timers.

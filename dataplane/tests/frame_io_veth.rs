@@ -47,19 +47,11 @@ fn is_root() -> bool {
 
 /// Runs a command, returning its stdout or a message with its stderr.
 fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args.join(" ")))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!(
-            "{} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("{} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -76,27 +68,17 @@ impl Lab {
     fn new() -> Result<Self, String> {
         let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let ns = [
-            format!("agt-fio-{pid}-{n}-a"),
-            format!("agt-fio-{pid}-{n}-b"),
-        ];
-        let mut lab = Lab {
-            ns: ns.clone(),
-            created: Vec::new(),
-            macs: [[0; 6]; 2],
-        };
+        let ns = [format!("agt-fio-{pid}-{n}-a"), format!("agt-fio-{pid}-{n}-b")];
+        let mut lab = Lab { ns: ns.clone(), created: Vec::new(), macs: [[0; 6]; 2] };
         for name in &ns {
             run(&["ip", "netns", "add", name])?;
             lab.created.push(name.clone());
         }
         run(&[
-            "ip", "link", "add", "name", DEVS[0], "netns", &ns[0], "type", "veth", "peer", "name",
-            DEVS[1], "netns", &ns[1],
+            "ip", "link", "add", "name", DEVS[0], "netns", &ns[0], "type", "veth", "peer", "name", DEVS[1], "netns",
+            &ns[1],
         ])?;
-        let have_ethtool = Command::new("ethtool")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
+        let have_ethtool = Command::new("ethtool").arg("--version").output().is_ok_and(|o| o.status.success());
         for (i, name) in ns.iter().enumerate() {
             let dev = DEVS[i];
             // No router solicitations or DAD frames from the kernel. Best
@@ -106,25 +88,15 @@ impl Lab {
                 eprintln!("note: {e}");
             }
             if have_ethtool {
-                if let Err(e) = run(&[
-                    "ip", "netns", "exec", name, "ethtool", "-K", dev, "tx", "off",
-                ]) {
+                if let Err(e) = run(&["ip", "netns", "exec", name, "ethtool", "-K", dev, "tx", "off"]) {
                     eprintln!("note: {e}");
                 }
             }
             run(&["ip", "-n", name, "link", "set", "dev", dev, "up"])?;
             // `ip netns exec` remounts /sys for the namespace, so this is the
             // address as the namespace itself sees it.
-            let text = run(&[
-                "ip",
-                "netns",
-                "exec",
-                name,
-                "cat",
-                &format!("/sys/class/net/{dev}/address"),
-            ])?;
-            lab.macs[i] = dataplane::io::parse_mac(text.trim())
-                .ok_or(format!("{name}/{dev}: bad MAC {text:?}"))?;
+            let text = run(&["ip", "netns", "exec", name, "cat", &format!("/sys/class/net/{dev}/address")])?;
+            lab.macs[i] = dataplane::io::parse_mac(text.trim()).ok_or(format!("{name}/{dev}: bad MAC {text:?}"))?;
         }
         Ok(lab)
     }
@@ -142,8 +114,7 @@ impl Drop for Lab {
 
 /// Moves the calling thread (only) into a named network namespace.
 fn enter_netns(name: &str) -> Result<(), String> {
-    let file =
-        File::open(format!("/var/run/netns/{name}")).map_err(|e| format!("netns {name}: {e}"))?;
+    let file = File::open(format!("/var/run/netns/{name}")).map_err(|e| format!("netns {name}: {e}"))?;
     // SAFETY: `file` is an open namespace fd for the duration of the call;
     // setns(CLONE_NEWNET) changes only this thread's network namespace.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -203,10 +174,7 @@ fn check_frame(f: &[u8], me: [u8; 6], peer: [u8; 6], sender: u8) -> Result<u32, 
     }
     let seq = u32::from_be_bytes([f[15], f[16], f[17], f[18]]);
     if f[0..6] != me || f[6..12] != peer || f[14] != sender {
-        return Err(format!(
-            "seq {seq}: wrong addresses or sender {:02x?}",
-            &f[..15]
-        ));
+        return Err(format!("seq {seq}: wrong addresses or sender {:02x?}", &f[..15]));
     }
     if seq >= FRAMES {
         return Err(format!("seq {seq} out of range"));
@@ -214,17 +182,10 @@ fn check_frame(f: &[u8], me: [u8; 6], peer: [u8; 6], sender: u8) -> Result<u32, 
     let want = frame_len(seq);
     let stated = u16::from_be_bytes([f[19], f[20]]) as usize;
     if f.len() != want || stated != want {
-        return Err(format!(
-            "seq {seq}: {} bytes (header says {stated}), want {want}",
-            f.len()
-        ));
+        return Err(format!("seq {seq}: {} bytes (header says {stated}), want {want}", f.len()));
     }
     if let Some(i) = (HEADER..f.len()).find(|&i| f[i] != pattern(seq, i)) {
-        return Err(format!(
-            "seq {seq}: byte {i} is {:#04x}, want {:#04x}",
-            f[i],
-            pattern(seq, i)
-        ));
+        return Err(format!("seq {seq}: byte {i} is {:#04x}, want {:#04x}", f[i], pattern(seq, i)));
     }
     Ok(seq)
 }
@@ -266,13 +227,7 @@ struct Outcome {
 }
 
 /// One end: enter the namespace, open the port, exchange, verify.
-fn side(
-    id: usize,
-    ns: String,
-    backend: Backend,
-    macs: [[u8; 6]; 2],
-    shared: Arc<Shared>,
-) -> Result<Outcome, String> {
+fn side(id: usize, ns: String, backend: Backend, macs: [[u8; 6]; 2], shared: Arc<Shared>) -> Result<Outcome, String> {
     let _guard = AbortOnPanic(&shared.abort);
     let result = exchange(id, &ns, backend, macs, &shared);
     if result.is_err() {
@@ -281,13 +236,7 @@ fn side(
     result
 }
 
-fn exchange(
-    id: usize,
-    ns: &str,
-    backend: Backend,
-    macs: [[u8; 6]; 2],
-    shared: &Shared,
-) -> Result<Outcome, String> {
+fn exchange(id: usize, ns: &str, backend: Backend, macs: [[u8; 6]; 2], shared: &Shared) -> Result<Outcome, String> {
     let peer = 1 - id;
     let dev = DEVS[id];
     let deadline = Instant::now() + DEADLINE;
@@ -295,11 +244,7 @@ fn exchange(
     let mut port = Port::open(backend, dev).map_err(|e| format!("{ns}: {e}"))?;
     let fd = port.io().poll_fd().ok_or("port has no poll fd")?;
     if port.io().mac() != macs[id] {
-        return Err(format!(
-            "{ns}/{dev}: port MAC {:02x?}, interface has {:02x?}",
-            port.io().mac(),
-            macs[id]
-        ));
+        return Err(format!("{ns}/{dev}: port MAC {:02x?}, interface has {:02x?}", port.io().mac(), macs[id]));
     }
     assert_eq!(port.io().name(), dev);
 
@@ -335,10 +280,7 @@ fn exchange(
         while sent < FRAMES.min(burst_end) && sent - peer_got < WINDOW && port.io().tx_ready() {
             let seq = sent;
             let len = frame_len(seq);
-            if !port
-                .io()
-                .tx_frame(len, &mut |buf| write_frame(buf, them, me, id as u8, seq))
-            {
+            if !port.io().tx_frame(len, &mut |buf| write_frame(buf, them, me, id as u8, seq)) {
                 break;
             }
             sent += 1;
@@ -353,9 +295,7 @@ fn exchange(
                 }
                 got += 1;
                 match check_frame(f, me, them, peer as u8) {
-                    Ok(seq) if seen[seq as usize] => {
-                        errors.push(format!("seq {seq} received twice"))
-                    }
+                    Ok(seq) if seen[seq as usize] => errors.push(format!("seq {seq} received twice")),
                     Ok(seq) => {
                         seen[seq as usize] = true;
                         if last.is_some_and(|l| seq < l) {
@@ -380,19 +320,12 @@ fn exchange(
     if let Some(missing) = seen.iter().position(|s| !s) {
         return Err(format!("{ns}: seq {missing} never arrived"));
     }
-    Ok(Outcome {
-        sent,
-        received: got,
-        out_of_order,
-        stats: port.stats(),
-    })
+    Ok(Outcome { sent, received: got, out_of_order, stats: port.stats() })
 }
 
 fn pairing(a: Backend, b: Backend) {
     if !is_root() {
-        println!(
-            "SKIP frame_io_veth ({a:?}<->{b:?}): needs root (network namespaces, veth, AF_XDP)"
-        );
+        println!("SKIP frame_io_veth ({a:?}<->{b:?}): needs root (network namespaces, veth, AF_XDP)");
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -414,13 +347,8 @@ fn pairing(a: Backend, b: Backend) {
                 .expect("spawn side thread")
         })
         .collect();
-    let results: Vec<_> = handles
-        .into_iter()
-        .map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err("side thread panicked".to_owned()))
-        })
-        .collect();
+    let results: Vec<_> =
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("side thread panicked".to_owned()))).collect();
     let elapsed = started.elapsed();
     drop(lab);
     let mut failures = Vec::new();
@@ -496,34 +424,13 @@ fn open_errors_are_actionable() {
     }
     let [no_queue, busy, missing, elsewhere] = &errors;
     let generic = "is the interface up? is this root? generic XDP needs kernel >= 4.18)";
-    assert!(
-        no_queue.starts_with("AF_XDP on v0 queue 7: creating the socket: "),
-        "{no_queue}"
-    );
-    assert!(
-        no_queue.contains("ethtool -l v0") && no_queue.ends_with(generic),
-        "{no_queue}"
-    );
-    assert!(
-        busy.starts_with("AF_XDP on v0 queue 0: creating the socket: "),
-        "{busy}"
-    );
-    assert!(
-        busy.contains("another AF_XDP socket") && busy.ends_with(generic),
-        "{busy}"
-    );
-    assert!(
-        missing.starts_with("AF_PACKET on v9: interface v9: "),
-        "{missing}"
-    );
-    assert!(
-        elsewhere.starts_with("AF_XDP on v1 queue 0: interface v1: "),
-        "{elsewhere}"
-    );
-    assert!(
-        elsewhere.contains("not in this network namespace?"),
-        "{elsewhere}"
-    );
+    assert!(no_queue.starts_with("AF_XDP on v0 queue 7: creating the socket: "), "{no_queue}");
+    assert!(no_queue.contains("ethtool -l v0") && no_queue.ends_with(generic), "{no_queue}");
+    assert!(busy.starts_with("AF_XDP on v0 queue 0: creating the socket: "), "{busy}");
+    assert!(busy.contains("another AF_XDP socket") && busy.ends_with(generic), "{busy}");
+    assert!(missing.starts_with("AF_PACKET on v9: interface v9: "), "{missing}");
+    assert!(elsewhere.starts_with("AF_XDP on v1 queue 0: interface v1: "), "{elsewhere}");
+    assert!(elsewhere.contains("not in this network namespace?"), "{elsewhere}");
 }
 
 /// A raw AF_PACKET socket on `dev` (in the calling thread's namespace) that
@@ -558,12 +465,7 @@ fn raw_sender(dev: &str) -> std::os::fd::OwnedFd {
 fn raw_send(fd: &std::os::fd::OwnedFd, frame: &[u8]) {
     // SAFETY: sends `frame.len()` bytes from a live slice.
     let rc = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-    assert_eq!(
-        rc,
-        frame.len() as isize,
-        "send: {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(rc, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
 }
 
 /// Frames longer than MAX_FRAME reach neither sink: each backend skips and
@@ -590,10 +492,7 @@ fn oversize_frames_are_skipped_and_counted() {
             let mut port = Port::open(backend, DEVS[1]).map_err(|e| e.to_string())?;
             let refused = !port.io().tx_frame(MAX_FRAME + 1, &mut |_| panic!("filled"));
             if !refused {
-                return Err(format!(
-                    "{backend:?}: tx_frame accepted {} bytes",
-                    MAX_FRAME + 1
-                ));
+                return Err(format!("{backend:?}: tx_frame accepted {} bytes", MAX_FRAME + 1));
             }
             for len in [1600, 2000, MIN_LEN] {
                 let mut frame = vec![0u8; len];
@@ -622,11 +521,7 @@ fn oversize_frames_are_skipped_and_counted() {
     let results = outcome.unwrap_or_else(|e| panic!("{e}"));
     for (backend, lens, stats) in &results {
         println!("{backend:?} on v1 delivered {lens:?}; {stats}");
-        assert_eq!(
-            lens,
-            &[MIN_LEN],
-            "{backend:?}: only the small frame may reach the sink"
-        );
+        assert_eq!(lens, &[MIN_LEN], "{backend:?}: only the small frame may reach the sink");
     }
     // 1600 bytes fits a UMEM frame and is skipped by XskPort; 2000 does not
     // and is dropped by the kernel. AF_PACKET sees both and skips both.
@@ -649,10 +544,7 @@ fn xsk_tx_pool_exhausts_and_recovers() {
     let lab = Lab::new().unwrap_or_else(|e| panic!("setting up namespaces: {e}"));
     let macs = lab.macs;
     let outcome = in_netns(&lab.ns[0], move || {
-        let opts = XskOptions {
-            frame_count: 8,
-            ..XskOptions::default()
-        };
+        let opts = XskOptions { frame_count: 8, ..XskOptions::default() };
         let mut port = XskPort::open(DEVS[0], 0, &opts).map_err(|e| e.to_string())?;
         let mut staged = 0;
         while port.tx_ready() && staged < 100 {

@@ -25,26 +25,9 @@ pub struct Host {
 
 impl Host {
     /// A host with `address` (and subnet) routing everything else via `gateway`.
-    pub fn new(
-        port: MemoryPort,
-        address: Ipv4Net,
-        gateway: Option<Ipv4Addr>,
-        now: Instant,
-    ) -> Self {
-        let addressing = StackAddressing {
-            mac: port.mac(),
-            address,
-            gateway,
-            any_ip: None,
-        };
-        let stack = Stack::new(
-            0,
-            None,
-            &addressing,
-            4 * BATCH,
-            u64::from(u32::from(address.addr)),
-            now,
-        );
+    pub fn new(port: MemoryPort, address: Ipv4Net, gateway: Option<Ipv4Addr>, now: Instant) -> Self {
+        let addressing = StackAddressing { mac: port.mac(), address, gateway, any_ip: Vec::new() };
+        let stack = Stack::new(0, None, &addressing, 4 * BATCH, u64::from(u32::from(address.addr)), now);
         Self {
             port,
             stack,
@@ -64,30 +47,20 @@ impl Host {
                 n += 1;
             }
         });
-        self.stack
-            .poll(now, &mut self.port, &mut self.scratch, &mut self.tx);
+        self.stack.poll(now, &mut self.port, &mut self.scratch, &mut self.tx);
         let _ = self.port.flush();
         n
     }
 
     /// Opens a TCP connection to `remote`.
     pub fn connect(&mut self, remote: SocketAddrV4, buffer: usize) -> SocketHandle {
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; buffer]),
-            tcp::SocketBuffer::new(vec![0; buffer]),
-        );
+        let mut sock =
+            tcp::Socket::new(tcp::SocketBuffer::new(vec![0; buffer]), tcp::SocketBuffer::new(vec![0; buffer]));
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
-        self.next_port = if self.next_port >= 60000 {
-            40000
-        } else {
-            self.next_port + 1
-        };
+        self.next_port = if self.next_port >= 60000 { 40000 } else { self.next_port + 1 };
         let remote = IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port());
-        let local = IpListenEndpoint {
-            addr: Some(IpAddress::Ipv4(self.address)),
-            port: self.next_port,
-        };
+        let local = IpListenEndpoint { addr: Some(IpAddress::Ipv4(self.address)), port: self.next_port };
         // A fresh socket with a unicast remote and nonzero local port always connects.
         let _ = sock.connect(self.stack.iface.context(), remote, local);
         self.stack.sockets.add(sock)
@@ -95,10 +68,8 @@ impl Host {
 
     /// A listening socket on `port`.
     pub fn listen(&mut self, port: u16, buffer: usize) -> SocketHandle {
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; buffer]),
-            tcp::SocketBuffer::new(vec![0; buffer]),
-        );
+        let mut sock =
+            tcp::Socket::new(tcp::SocketBuffer::new(vec![0; buffer]), tcp::SocketBuffer::new(vec![0; buffer]));
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
         let _ = sock.listen(port);

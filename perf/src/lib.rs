@@ -6,3 +6,4 @@
 pub mod host;
 pub mod memlab;
 pub mod sim;
+pub mod tls_client;

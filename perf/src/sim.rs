@@ -136,12 +136,7 @@ fn answer(
     let word = |i: usize| pdu.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     let (address, quantity) = (word(0).unwrap_or(0), word(2).unwrap_or(0));
     if let Some(log) = log {
-        log.push(Served {
-            unit,
-            function,
-            address,
-            quantity,
-        });
+        log.push(Served { unit, function, address, quantity });
     }
     let a = usize::from(address);
     let q = usize::from(quantity);
@@ -159,11 +154,7 @@ fn answer(
             out[7] = function;
             out[8] = (2 * q) as u8;
             for k in 0..q {
-                let v = if function == 3 {
-                    holding[a + k]
-                } else {
-                    1000u16.wrapping_add((a + k) as u16)
-                };
+                let v = if function == 3 { holding[a + k] } else { 1000u16.wrapping_add((a + k) as u16) };
                 out[9 + 2 * k..11 + 2 * k].copy_from_slice(&v.to_be_bytes());
             }
             2 + 2 * q
@@ -177,11 +168,7 @@ fn answer(
             out[8] = bytes as u8;
             out[9..9 + bytes].fill(0);
             for k in 0..q {
-                let bit = if function == 1 {
-                    coils[a + k]
-                } else {
-                    (a + k) % 2 == 0
-                };
+                let bit = if function == 1 { coils[a + k] } else { (a + k) % 2 == 0 };
                 if bit {
                     out[9 + k / 8] |= 1 << (k % 8);
                 }
@@ -204,11 +191,7 @@ fn answer(
             out[7..12].copy_from_slice(&adu[7..12]);
             5
         }
-        16 if pdu.len() >= 5
-            && (1..=123).contains(&q)
-            && usize::from(pdu[4]) == 2 * q
-            && pdu.len() == 5 + 2 * q =>
-        {
+        16 if pdu.len() >= 5 && (1..=123).contains(&q) && usize::from(pdu[4]) == 2 * q && pdu.len() == 5 + 2 * q => {
             if a + q > BANK {
                 return exception(out, 2);
             }
@@ -296,35 +279,14 @@ mod tests {
 
     #[test]
     fn reads_writes_and_exceptions() {
-        let mut bank = (
-            (0..BANK).map(|i| i as u16).collect::<Vec<_>>(),
-            vec![false; BANK],
-        );
-        assert_eq!(
-            ask(&mut bank, 3, &read_holding(100, 2)),
-            [0, 7, 0, 0, 0, 7, 1, 3, 4, 0, 100, 0, 101]
-        );
-        assert_eq!(
-            ask(&mut bank, 6, &[0, 100, 0x04, 0xD2]),
-            [0, 7, 0, 0, 0, 6, 1, 6, 0, 100, 0x04, 0xD2]
-        );
+        let mut bank = ((0..BANK).map(|i| i as u16).collect::<Vec<_>>(), vec![false; BANK]);
+        assert_eq!(ask(&mut bank, 3, &read_holding(100, 2)), [0, 7, 0, 0, 0, 7, 1, 3, 4, 0, 100, 0, 101]);
+        assert_eq!(ask(&mut bank, 6, &[0, 100, 0x04, 0xD2]), [0, 7, 0, 0, 0, 6, 1, 6, 0, 100, 0x04, 0xD2]);
         assert_eq!(bank.0[100], 1234);
-        assert_eq!(
-            ask(&mut bank, 3, &read_holding(9999, 2)),
-            [0, 7, 0, 0, 0, 3, 1, 0x83, 2]
-        );
-        assert_eq!(
-            ask(&mut bank, 8, &[0, 0, 0, 0]),
-            [0, 7, 0, 0, 0, 3, 1, 0x88, 1]
-        );
-        assert_eq!(
-            ask(&mut bank, 3, &read_holding(0, 126)),
-            [0, 7, 0, 0, 0, 3, 1, 0x83, 3]
-        );
-        assert_eq!(
-            ask(&mut bank, 16, &[0, 5, 0, 2, 4, 0, 9, 0, 8]),
-            [0, 7, 0, 0, 0, 6, 1, 16, 0, 5, 0, 2]
-        );
+        assert_eq!(ask(&mut bank, 3, &read_holding(9999, 2)), [0, 7, 0, 0, 0, 3, 1, 0x83, 2]);
+        assert_eq!(ask(&mut bank, 8, &[0, 0, 0, 0]), [0, 7, 0, 0, 0, 3, 1, 0x88, 1]);
+        assert_eq!(ask(&mut bank, 3, &read_holding(0, 126)), [0, 7, 0, 0, 0, 3, 1, 0x83, 3]);
+        assert_eq!(ask(&mut bank, 16, &[0, 5, 0, 2, 4, 0, 9, 0, 8]), [0, 7, 0, 0, 0, 6, 1, 16, 0, 5, 0, 2]);
         assert_eq!(&bank.0[5..7], &[9, 8]);
     }
 }

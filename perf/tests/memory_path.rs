@@ -1,15 +1,17 @@
 //! The whole dataplane in memory: user host -> gate (classification, segment
-//! stacks, sessions) -> PLC, over memory links, with real smoltcp TCP on all
-//! three. No root needed.
+//! stacks, TLS termination, hello + auth worker, sessions) -> PLC, over
+//! memory links, with real smoltcp TCP and real rustls on both ends.
 
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
+use control::client::Answer;
 use control::config;
 use dataplane::classify::DropReason;
 use dataplane::core::CoreOptions;
 use dataplane::session::CloseReason;
-use perf::memlab::MemLab;
+use dataplane::wire::hello::{Auth, Reason};
+use perf::memlab::{MemLab, PASSWORD};
 use perf::sim::{read_holding, request, Served};
 use smoltcp::socket::tcp::State;
 
@@ -25,7 +27,12 @@ fn lab_with(text: &str, opts: CoreOptions) -> MemLab {
     MemLab::new(&cfg, opts).expect("memlab")
 }
 
-/// Sends one request on `h` and waits for the whole response.
+/// alice's session to plc-7.
+fn session(lab: &mut MemLab) -> smoltcp::iface::SocketHandle {
+    let ticket = lab.login("alice", WAIT).expect("login");
+    lab.session(&ticket, WAIT).expect("session")
+}
+
 fn exchange(lab: &mut MemLab, h: smoltcp::iface::SocketHandle, adu: &[u8]) -> Vec<u8> {
     lab.transact(h, adu, WAIT).expect("no complete response")
 }
@@ -33,8 +40,7 @@ fn exchange(lab: &mut MemLab, h: smoltcp::iface::SocketHandle, adu: &[u8]) -> Ve
 #[test]
 fn modbus_read_and_write_through_the_gate() {
     let mut lab = lab();
-    let ep = lab.endpoint;
-    let h = lab.user.connect(ep, 4096);
+    let h = session(&mut lab);
     let mut adu = [0u8; 260];
     let n = request(&mut adu, 1, 1, 3, &read_holding(0, 10));
     let resp = exchange(&mut lab, h, &adu[..n]);
@@ -46,71 +52,49 @@ fn modbus_read_and_write_through_the_gate() {
     assert_eq!(resp, expected);
 
     let n = request(&mut adu, 2, 1, 6, &[0, 100, 0x04, 0xD2]);
-    assert_eq!(
-        exchange(&mut lab, h, &adu[..n]),
-        [0, 2, 0, 0, 0, 6, 1, 6, 0, 100, 0x04, 0xD2]
-    );
+    assert_eq!(exchange(&mut lab, h, &adu[..n]), [0, 2, 0, 0, 0, 6, 1, 6, 0, 100, 0x04, 0xD2]);
     assert_eq!(lab.sim.holding[100], 1234, "the write reached the PLC");
     assert_eq!(
         lab.sim.log,
         [
-            Served {
-                unit: 1,
-                function: 3,
-                address: 0,
-                quantity: 10
-            },
-            Served {
-                unit: 1,
-                function: 6,
-                address: 100,
-                quantity: 1234
-            }
+            Served { unit: 1, function: 3, address: 0, quantity: 10 },
+            Served { unit: 1, function: 6, address: 100, quantity: 1234 }
         ]
     );
 
     let t = lab.control.totals();
-    assert_eq!(t.sessions_opened, 1);
+    // The login exchange and the Modbus session.
+    assert_eq!(t.sessions_opened, 2);
+    assert_eq!(t.closed(CloseReason::LoginDone), 1);
     assert_eq!(t.sessions_active, 1);
-    assert!(t.bytes_up >= 24 && t.bytes_down >= 41, "{t:?}");
+    assert_eq!((t.bytes_up, t.bytes_down), (24, 41), "{t:?}");
 
-    // The user closes: the FIN crosses to the PLC, the PLC closes, the session ends.
+    // The user closes: close_notify + FIN cross to the PLC, the PLC closes.
+    lab.clients.get_mut(&h).unwrap().conn.send_close_notify();
     lab.user.socket(h).close();
-    assert!(lab.run_until(WAIT, |l| l
-        .control
-        .totals()
-        .closed(CloseReason::ClientClosed)
-        == 1));
     assert!(
-        lab.run_until(WAIT, |l| l.sim.connections() == 0),
-        "the PLC saw the FIN and closed"
+        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::ClientClosed) == 1),
+        "{:?}",
+        lab.control.totals()
     );
-    assert_eq!(lab.control.totals().sessions_active, 0);
+    assert!(lab.run_until(WAIT, |l| l.sim.connections() == 0), "the PLC saw the FIN and closed");
     let mut events = Vec::new();
-    lab.control
-        .drain_events(|e| events.push(control::describe(e)));
-    assert_eq!(events.len(), 2, "{events:?}");
-    assert!(events[0].contains("open: 198.18.0.2:"), "{events:?}");
-    assert!(
-        events[1].contains("closed: client_closed (24 bytes up, 41 bytes down"),
-        "{events:?}"
-    );
+    lab.control.drain_events(|e| events.push(control::describe(e)));
+    let text = events.join("\n");
+    assert!(text.contains("open: user alice (roles operator) 198.18.0.2:"), "{text}");
+    assert!(text.contains("-> 100.64.3.7:802 -> asset 198.19.3.7:502 [TLSv1_3 TLS13_"), "{text}");
+    assert!(text.contains("closed: client_closed (24 bytes up, 41 bytes down"), "{text}");
+    assert!(!text.contains(PASSWORD), "no secret in the log");
 }
 
 #[test]
 fn port_that_is_not_an_endpoint_gets_no_syn_ack() {
     let mut lab = lab();
     let ep = lab.endpoint;
-    let wrong_port = lab.user.connect(SocketAddrV4::new(*ep.ip(), 503), 1024);
-    let wrong_ip = lab.user.connect(
-        SocketAddrV4::new(std::net::Ipv4Addr::new(100, 64, 3, 8), 502),
-        1024,
-    );
-    let ok = lab.run_until(Duration::from_millis(1500), |l| {
-        l.control.totals().dropped(DropReason::NoEndpoint) >= 2
-    });
+    let wrong_port = lab.user.connect(SocketAddrV4::new(*ep.ip(), 502), 1024);
+    let wrong_ip = lab.user.connect(SocketAddrV4::new(std::net::Ipv4Addr::new(100, 64, 3, 8), 802), 1024);
+    let ok = lab.run_until(Duration::from_millis(1500), |l| l.control.totals().dropped(DropReason::NoEndpoint) >= 2);
     assert!(ok, "{:?}", lab.control.totals());
-    // Keep going a while: still no answer of any kind (no SYN-ACK, no RST).
     lab.run_until(Duration::from_millis(300), |_| false);
     assert_eq!(lab.user.socket(wrong_port).state(), State::SynSent);
     assert_eq!(lab.user.socket(wrong_ip).state(), State::SynSent);
@@ -121,32 +105,23 @@ fn port_that_is_not_an_endpoint_gets_no_syn_ack() {
 #[test]
 fn many_concurrent_sessions_on_one_endpoint() {
     let mut lab = lab();
-    let ep = lab.endpoint;
+    let ticket = lab.login("alice", WAIT).unwrap();
     const N: usize = 40;
-    let handles: Vec<_> = (0..N).map(|_| lab.user.connect(ep, 2048)).collect();
-    assert!(
-        lab.run_until(WAIT, |l| handles
-            .iter()
-            .all(|&h| l.user.socket(h).may_send())),
-        "{:?}",
-        lab.control.totals()
-    );
+    let snap = lab.control.snapshot();
+    let (asset, service) = (snap.endpoints[0].asset.clone(), snap.endpoints[0].service.clone());
+    let ep = lab.endpoint;
+    let handles: Vec<_> =
+        (0..N).map(|_| lab.open(ep, Auth::Ticket(&ticket), Some((&asset, &service))).unwrap()).collect();
+    assert!(lab.run_until(WAIT, |l| handles.iter().all(|h| l.clients[h].accepted())), "{:?}", lab.control.totals());
     let mut adu = [0u8; 260];
-    for (i, &h) in handles.iter().enumerate() {
+    for (i, h) in handles.iter().enumerate() {
         let n = request(&mut adu, i as u16, 1, 3, &read_holding(i as u16, 1));
-        lab.user.socket(h).send_slice(&adu[..n]).unwrap();
+        lab.clients.get_mut(h).unwrap().send(&adu[..n]);
     }
     let mut answers = vec![Vec::new(); N];
     let ok = lab.run_until(WAIT, |l| {
-        for (i, &h) in handles.iter().enumerate() {
-            let s = l.user.socket(h);
-            while s.can_recv() {
-                s.recv(|d| {
-                    answers[i].extend_from_slice(d);
-                    (d.len(), ())
-                })
-                .unwrap();
-            }
+        for (i, h) in handles.iter().enumerate() {
+            answers[i].extend(l.clients.get_mut(h).unwrap().take_received());
         }
         answers.iter().all(|a| a.len() == 11)
     });
@@ -157,23 +132,19 @@ fn many_concurrent_sessions_on_one_endpoint() {
         assert_eq!(&a[9..11], &(i as u16).to_be_bytes());
     }
     let t = lab.control.totals();
-    assert_eq!(t.sessions_opened, N as u64);
     assert_eq!(t.sessions_active, N as u64);
 }
 
 #[test]
 fn plc_that_disappears_resets_the_user() {
     let mut lab = lab();
-    let h = lab.user.connect(lab.endpoint, 1024);
+    let h = session(&mut lab);
     let mut adu = [0u8; 260];
     let n = request(&mut adu, 1, 1, 3, &read_holding(0, 1));
     exchange(&mut lab, h, &adu[..n]);
     let plc = &mut lab.plc;
     lab.sim.abort_all(plc);
-    assert!(
-        lab.run_until(WAIT, |l| l.user.socket(h).state() == State::Closed),
-        "user was not reset"
-    );
+    assert!(lab.run_until(WAIT, |l| l.user.socket(h).state() == State::Closed), "user was not reset");
     assert_eq!(lab.control.totals().closed(CloseReason::AssetReset), 1);
     assert_eq!(lab.control.totals().sessions_active, 0);
 }
@@ -184,56 +155,39 @@ fn refused_and_unreachable_assets_reset_the_user_with_a_reason() {
     let mut lab = lab();
     let plc = &mut lab.plc;
     lab.sim.stop_listening(plc);
-    let h = lab.user.connect(lab.endpoint, 1024);
+    let ticket = lab.login("alice", WAIT).unwrap();
+    let _ = lab.session(&ticket, Duration::from_secs(2));
     assert!(
-        lab.run_until(WAIT, |l| l
-            .control
-            .totals()
-            .closed(CloseReason::AssetRefused)
-            == 1),
+        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::AssetRefused) == 1),
         "{:?}",
         lab.control.totals()
     );
-    assert!(lab.run_until(WAIT, |l| l.user.socket(h).state() == State::Closed));
 
     // Unreachable: the PLC's cable is pulled (no ARP answer, no SYN-ACK).
-    let opts = CoreOptions {
-        connect_timeout: smoltcp::time::Duration::from_millis(400),
-        ..CoreOptions::default()
-    };
+    let opts = CoreOptions { connect_timeout: smoltcp::time::Duration::from_millis(400), ..CoreOptions::default() };
     let mut lab = lab_with(LAB, opts);
     lab.plc_offline = true;
-    let h = lab.user.connect(lab.endpoint, 1024);
+    let ticket = lab.login("alice", WAIT).unwrap();
+    assert!(lab.session(&ticket, Duration::from_secs(3)).is_err());
     assert!(
-        lab.run_until(WAIT, |l| l
-            .control
-            .totals()
-            .closed(CloseReason::AssetUnreachable)
-            == 1),
+        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::AssetUnreachable) == 1),
         "{:?}",
         lab.control.totals()
     );
-    assert!(lab.run_until(WAIT, |l| l.user.socket(h).state() == State::Closed));
 }
 
 #[test]
 fn idle_sessions_stay_open_past_the_connect_timeout() {
-    let opts = CoreOptions {
-        connect_timeout: smoltcp::time::Duration::from_millis(200),
-        ..CoreOptions::default()
-    };
+    let opts = CoreOptions { connect_timeout: smoltcp::time::Duration::from_millis(200), ..CoreOptions::default() };
     let mut lab = lab_with(LAB, opts);
-    let h = lab.user.connect(lab.endpoint, 1024);
+    let h = session(&mut lab);
     let mut adu = [0u8; 260];
     let n = request(&mut adu, 1, 1, 3, &read_holding(0, 1));
     exchange(&mut lab, h, &adu[..n]);
     lab.run_until(Duration::from_millis(1000), |_| false);
     assert_eq!(lab.user.socket(h).state(), State::Established);
     let n = request(&mut adu, 2, 1, 3, &read_holding(5, 1));
-    assert_eq!(
-        exchange(&mut lab, h, &adu[..n]),
-        [0, 2, 0, 0, 0, 5, 1, 3, 2, 0, 5]
-    );
+    assert_eq!(exchange(&mut lab, h, &adu[..n]), [0, 2, 0, 0, 0, 5, 1, 3, 2, 0, 5]);
     assert_eq!(lab.control.totals().sessions_active, 1);
 }
 
@@ -241,41 +195,26 @@ fn idle_sessions_stay_open_past_the_connect_timeout() {
 fn slow_asset_backpressures_the_user_and_loses_nothing() {
     // A raw TCP service to a sink that does not read at first.
     let text = LAB.replace(
-        "protocol = \"modbus\"\nport = 502\nasset_port = 502",
+        "protocol = \"modbus\"\nport = 802          # Modbus/TCP Security: TLS from users\nasset_port = 502",
         "protocol = \"tcp\"\nport = 5900\nasset_port = 5900",
     );
-    let opts = CoreOptions {
-        socket_buffer: 4096,
-        ..CoreOptions::default()
-    };
+    assert!(text.contains("5900"));
+    let opts = CoreOptions { socket_buffer: 4096, ..CoreOptions::default() };
     let mut lab = lab_with(&text, opts);
     let sink = lab.plc.listen(5900, 4096);
-    let h = lab.user.connect(lab.endpoint, 16384);
-    assert!(lab.run_until(WAIT, |l| l.user.socket(h).may_send()));
+    let h = session(&mut lab);
     let data: Vec<u8> = (0..60_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let mut sent = 0;
-    let mut got = Vec::new();
-    // Phase 1: the sink does not read. The user can only push what the
-    // buffers on the way hold: its window closes.
-    lab.run_until(Duration::from_millis(500), |l| {
-        let s = l.user.socket(h);
-        if s.can_send() && sent < data.len() {
-            sent += s.send_slice(&data[sent..]).unwrap();
-        }
-        false
-    });
-    let in_flight = sent - (lab.user.socket(h).send_queue());
-    assert!(
-        in_flight <= 3 * 4096 + 1500,
-        "{in_flight} bytes left the user: no backpressure"
-    );
-    assert!(sent < data.len());
+    // Phase 1: the sink does not read. The gate holds at most its bounded
+    // buffers (TCP 4 KiB x2 + TLS 16 KiB); the rest stays with the user.
+    lab.clients.get_mut(&h).unwrap().send(&data);
+    lab.run_until(Duration::from_millis(500), |_| false);
+    let got_by_plc = lab.plc.socket(sink).recv_queue();
+    assert!(got_by_plc <= 4096, "{got_by_plc}");
+    let unsent = lab.clients[&h].conn.wants_write() as usize + lab.user.socket(h).send_queue();
+    assert!(unsent > 0, "the user's data should be held back (window closed)");
     // Phase 2: the sink reads; every byte arrives in order.
+    let mut got = Vec::new();
     let ok = lab.run_until(WAIT, |l| {
-        let s = l.user.socket(h);
-        if s.can_send() && sent < data.len() {
-            sent += s.send_slice(&data[sent..]).unwrap();
-        }
         let k = l.plc.socket(sink);
         while k.can_recv() {
             k.recv(|d| {
@@ -288,4 +227,120 @@ fn slow_asset_backpressures_the_user_and_loses_nothing() {
     });
     assert!(ok, "received {} of {}", got.len(), data.len());
     assert!(got == data, "bytes were reordered or corrupted");
+}
+
+/// Asserts that nothing of a refused attempt reached the PLC.
+fn plc_saw_nothing(lab: &MemLab) {
+    assert!(lab.sim.log.is_empty(), "{:?}", lab.sim.log);
+    assert_eq!(lab.plc.port.stats().rx_frames, 0, "not a single frame reached the PLC");
+}
+
+fn refused(lab: &mut MemLab, to: SocketAddrV4, auth: Auth<'_>, target: Option<(&str, &str)>) -> Reason {
+    let h = lab.open(to, auth, target).unwrap();
+    match lab.answer(h, WAIT) {
+        Some(Answer::Refuse { reason, .. }) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_refusal_has_its_reason_and_the_plc_sees_nothing() {
+    let mut lab = lab();
+    let login = lab.login;
+    let code = lab.totp_code();
+    let pw = PASSWORD.as_bytes();
+    let creds = |user, password, totp| Auth::Credentials { user, password, totp };
+    assert_eq!(refused(&mut lab, login, creds("alice", b"wrong password!", &code), None), Reason::BadCredentials);
+    assert_eq!(refused(&mut lab, login, creds("alice", pw, "000000"), None), Reason::BadCredentials);
+    assert_eq!(refused(&mut lab, login, creds("mallory", pw, &code), None), Reason::BadCredentials);
+    // A good login, then the same code again: replay.
+    let ticket = lab.login("alice", WAIT).unwrap();
+    assert_eq!(refused(&mut lab, login, creds("alice", pw, &code), None), Reason::BadCredentials);
+    // bob is a guest: not authorized for plc-7 (the PLC endpoint itself refuses).
+    lab.advance(30);
+    let bob = lab.login("bob", WAIT).unwrap();
+    let ep = lab.endpoint;
+    assert_eq!(refused(&mut lab, ep, Auth::Ticket(&bob), Some(("plc-7", "modbus"))), Reason::NotAuthorized);
+    assert_eq!(refused(&mut lab, ep, Auth::Ticket(&ticket), Some(("plc-9", "modbus"))), Reason::UnknownAsset);
+    // A forged ticket, then alice's after it expired.
+    assert_eq!(refused(&mut lab, ep, Auth::Ticket(&[7u8; 32]), Some(("plc-7", "modbus"))), Reason::BadCredentials);
+    lab.advance(9 * 3600);
+    assert_eq!(refused(&mut lab, ep, Auth::Ticket(&ticket), Some(("plc-7", "modbus"))), Reason::TicketExpired);
+    plc_saw_nothing(&lab);
+    assert!(lab.control.totals().closed(CloseReason::AuthRefused) >= 7, "{:?}", lab.control.totals());
+}
+
+#[test]
+fn repeated_failures_lock_the_user_with_backoff() {
+    let mut lab = lab();
+    let login = lab.login;
+    for _ in 0..5 {
+        let code = lab.totp_code();
+        let r =
+            refused(&mut lab, login, Auth::Credentials { user: "alice", password: b"guessing...", totp: &code }, None);
+        assert_eq!(r, Reason::BadCredentials);
+    }
+    // Now even the right password is refused, with a retry time.
+    let code = lab.totp_code();
+    let h =
+        lab.open(login, Auth::Credentials { user: "alice", password: PASSWORD.as_bytes(), totp: &code }, None).unwrap();
+    match lab.answer(h, WAIT) {
+        Some(Answer::Refuse { reason: Reason::Locked, retry_after: Some(s) }) => assert!(s > 0 && s <= 30, "{s}"),
+        other => panic!("expected locked, got {other:?}"),
+    }
+    lab.advance(31);
+    assert!(lab.login("alice", WAIT).is_ok(), "the lock opens after the backoff");
+    plc_saw_nothing(&lab);
+}
+
+#[test]
+fn plaintext_garbage_and_oversized_hellos_never_reach_the_plc() {
+    let mut lab = lab();
+    let ep = lab.endpoint;
+    // Plaintext Modbus straight to :802 (no TLS): the TLS handshake fails.
+    let h = lab.user.connect(ep, 1024);
+    assert!(lab.run_until(WAIT, |l| l.user.socket(h).may_send()));
+    let mut adu = [0u8; 260];
+    let n = request(&mut adu, 1, 1, 3, &read_holding(0, 1));
+    lab.user.socket(h).send_slice(&adu[..n]).unwrap();
+    assert!(
+        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::TlsFailed) == 1),
+        "{:?}",
+        lab.control.totals()
+    );
+
+    // TLS, then garbage instead of a hello: malformed_hello.
+    let client =
+        perf::tls_client::TlsClient::new(&lab.client_config, perf::memlab::SERVER_NAME, Auth::Ticket(&[0; 32]), None)
+            .unwrap();
+    let h = lab.user.connect(ep, 4096);
+    let mut client = client;
+    client.conn = control::client::connection(&lab.client_config, perf::memlab::SERVER_NAME).unwrap();
+    client.send(b"GET / HTTP/1.1\r\n\r\n");
+    lab.clients.insert(h, client);
+    assert_eq!(
+        lab.answer(h, WAIT).map(|a| matches!(a, Answer::Refuse { reason: Reason::MalformedHello, .. })),
+        Some(true)
+    );
+
+    // An oversized hello (length 1025 in its header): refused from the header.
+    let mut client =
+        perf::tls_client::TlsClient::new(&lab.client_config, perf::memlab::SERVER_NAME, Auth::Ticket(&[0; 32]), None)
+            .unwrap();
+    client.conn = control::client::connection(&lab.client_config, perf::memlab::SERVER_NAME).unwrap();
+    let mut big = vec![b'A', b'G', 1, 1, 0x04, 0x01];
+    big.extend(std::iter::repeat_n(0u8, 1025));
+    client.send(&big);
+    let h = lab.user.connect(ep, 4096);
+    lab.clients.insert(h, client);
+    assert_eq!(
+        lab.answer(h, WAIT).map(|a| matches!(a, Answer::Refuse { reason: Reason::MalformedHello, .. })),
+        Some(true)
+    );
+    assert!(
+        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::HelloMalformed) == 2),
+        "{:?}",
+        lab.control.totals()
+    );
+    plc_saw_nothing(&lab);
 }

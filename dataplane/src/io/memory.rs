@@ -42,12 +42,7 @@ impl Lane {
         for _ in 0..depth {
             let _ = free.push(Box::new([0u8; MAX_FRAME]));
         }
-        Ok(Self {
-            full: ArrayQueue::new(depth),
-            free,
-            sleeping: AtomicBool::new(false),
-            event_fd: fd,
-        })
+        Ok(Self { full: ArrayQueue::new(depth), free, sleeping: AtomicBool::new(false), event_fd: fd })
     }
 
     fn wake(&self) {
@@ -95,11 +90,7 @@ pub struct MemoryStats {
 ///
 /// # Errors
 /// The kernel refused an eventfd.
-pub fn pair(
-    a: (&str, [u8; 6]),
-    b: (&str, [u8; 6]),
-    depth: usize,
-) -> io::Result<(MemoryPort, MemoryPort)> {
+pub fn pair(a: (&str, [u8; 6]), b: (&str, [u8; 6]), depth: usize) -> io::Result<(MemoryPort, MemoryPort)> {
     let ab = Arc::new(Lane::new(depth)?);
     let ba = Arc::new(Lane::new(depth)?);
     let mk = |name: &str, mac, rx: &Arc<Lane>, tx: &Arc<Lane>| MemoryPort {
@@ -235,9 +226,6 @@ mod tests {
         a.flush().unwrap();
         let fd = b.poll_fd().unwrap();
         assert!(super::super::wait_readable(&[fd], 1000));
-        assert!(
-            !b.arm_wakeup(),
-            "a frame is waiting, the core must not sleep"
-        );
+        assert!(!b.arm_wakeup(), "a frame is waiting, the core must not sleep");
     }
 }

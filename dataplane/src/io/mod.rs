@@ -88,9 +88,7 @@ impl std::str::FromStr for Backend {
             "xsk" => Ok(Self::Xsk),
             "packet" => Ok(Self::Packet),
             "memory" => Ok(Self::Memory),
-            other => Err(format!(
-                "unknown frame I/O backend {other:?} (expected xsk, packet or memory)"
-            )),
+            other => Err(format!("unknown frame I/O backend {other:?} (expected xsk, packet or memory)")),
         }
     }
 }
@@ -123,16 +121,11 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 pub fn open(backend: Backend, ifname: &str, queue: u32) -> io::Result<Box<dyn FramePort>> {
     match backend {
         #[cfg(feature = "xsk")]
-        Backend::Xsk => Ok(Box::new(xsk::XskPort::open(
-            ifname,
-            queue,
-            &xsk::XskOptions::default(),
-        )?)),
+        Backend::Xsk => Ok(Box::new(xsk::XskPort::open(ifname, queue, &xsk::XskOptions::default())?)),
         #[cfg(not(feature = "xsk"))]
-        Backend::Xsk => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "this build has no AF_XDP support (feature `xsk`)",
-        )),
+        Backend::Xsk => {
+            Err(io::Error::new(io::ErrorKind::Unsupported, "this build has no AF_XDP support (feature `xsk`)"))
+        }
         Backend::Packet => {
             let _ = queue;
             Ok(Box::new(packet::PacketPort::open(ifname)?))
@@ -144,14 +137,56 @@ pub fn open(backend: Backend, ifname: &str, queue: u32) -> io::Result<Box<dyn Fr
     }
 }
 
+/// An eventfd another thread rings to wake a sleeping core (auth verdicts).
+pub struct Doorbell {
+    fd: RawFd,
+}
+
+impl Doorbell {
+    /// A new doorbell.
+    ///
+    /// # Errors
+    /// The kernel refused an eventfd.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall, no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { fd })
+    }
+
+    /// Wakes the core (a no-op cost if it is not sleeping: one write).
+    pub fn ring(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
+        unsafe { libc::write(self.fd, (&one as *const u64).cast(), 8) };
+    }
+
+    /// Clears pending rings.
+    pub fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from our own non-blocking eventfd.
+        unsafe { libc::read(self.fd, (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// The fd to include in `poll(2)`.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+impl Drop for Doorbell {
+    fn drop(&mut self) {
+        // SAFETY: the fd is owned by this doorbell and closed exactly once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
 /// Blocks until one of `fds` is readable or `timeout_ms` passes (`poll(2)`).
 /// Returns whether any fd became readable. EINTR counts as a wakeup.
 pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> bool {
-    let mut pfds = [libc::pollfd {
-        fd: -1,
-        events: 0,
-        revents: 0,
-    }; 16];
+    let mut pfds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 16];
     let n = fds.len().min(pfds.len());
     for (p, &fd) in pfds.iter_mut().zip(fds) {
         p.fd = fd;

@@ -116,25 +116,16 @@ fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int)
 /// The index of `ifname` in the calling thread's network namespace.
 fn ifindex(ifname: &str) -> io::Result<libc::c_int> {
     let cname = CString::new(ifname).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("interface {ifname:?}: name contains a NUL byte"),
-        )
+        io::Error::new(io::ErrorKind::InvalidInput, format!("interface {ifname:?}: name contains a NUL byte"))
     })?;
     // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
     let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
     if index == 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("interface {ifname}: {e} (not in this network namespace?)"),
-        ));
+        return Err(io::Error::new(e.kind(), format!("interface {ifname}: {e} (not in this network namespace?)")));
     }
     libc::c_int::try_from(index).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("interface {ifname}: ifindex {index} out of range"),
-        )
+        io::Error::new(io::ErrorKind::InvalidData, format!("interface {ifname}: ifindex {index} out of range"))
     })
 }
 
@@ -158,10 +149,7 @@ pub fn link_mac(ifname: &str) -> io::Result<[u8; 6]> {
     let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("interface {ifname}: socket for SIOCGIFHWADDR: {e}"),
-        ));
+        return Err(io::Error::new(e.kind(), format!("interface {ifname}: socket for SIOCGIFHWADDR: {e}")));
     }
     // SAFETY: `raw` is a fresh fd that nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -172,29 +160,17 @@ pub fn link_mac(ifname: &str) -> io::Result<[u8; 6]> {
         *dst = src as libc::c_char;
     }
     // SAFETY: `req` is a live, NUL-terminated ifreq the kernel fills in.
-    let rc = unsafe {
-        libc::ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCGIFHWADDR,
-            &mut req as *mut libc::ifreq,
-        )
-    };
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req as *mut libc::ifreq) };
     if rc < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("interface {ifname}: {e} (not in this network namespace?)"),
-        ));
+        return Err(io::Error::new(e.kind(), format!("interface {ifname}: {e} (not in this network namespace?)")));
     }
     // SAFETY: SIOCGIFHWADDR succeeded, so the union holds `ifru_hwaddr`.
     let addr = unsafe { req.ifr_ifru.ifru_hwaddr };
     if addr.sa_family != libc::ARPHRD_ETHER {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "interface {ifname}: not Ethernet (hardware type {})",
-                addr.sa_family
-            ),
+            format!("interface {ifname}: not Ethernet (hardware type {})", addr.sa_family),
         ));
     }
     let mut mac = [0u8; 6];
@@ -212,21 +188,14 @@ impl PacketPort {
     /// The interface does not exist here, or the kernel refused the socket
     /// (`CAP_NET_RAW` is needed) or the bind.
     pub fn open(ifname: &str) -> io::Result<Self> {
-        let index = ifindex(ifname)
-            .map_err(|e| io::Error::new(e.kind(), format!("AF_PACKET on {ifname}: {e}")))?;
-        let mac = link_mac(ifname)
-            .map_err(|e| io::Error::new(e.kind(), format!("AF_PACKET on {ifname}: {e}")))?;
+        let index = ifindex(ifname).map_err(|e| io::Error::new(e.kind(), format!("AF_PACKET on {ifname}: {e}")))?;
+        let mac = link_mac(ifname).map_err(|e| io::Error::new(e.kind(), format!("AF_PACKET on {ifname}: {e}")))?;
 
         // Protocol 0: nothing is queued until the bind below picks the
         // interface and ETH_P_ALL.
         // SAFETY: plain syscall, no pointers.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
             return Err(os_error(ifname, "socket (needs root or CAP_NET_RAW)"));
         }
@@ -239,20 +208,8 @@ impl PacketPort {
         }
         // Best effort: a bigger receive buffer rides out scheduling hiccups.
         // The FORCE variant (CAP_NET_ADMIN) ignores net.core.rmem_max.
-        if set_int(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            RCVBUF_BYTES,
-        )
-        .is_err()
-        {
-            let _ = set_int(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                RCVBUF_BYTES,
-            );
+        if set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF_BYTES).is_err() {
+            let _ = set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF_BYTES);
         }
 
         // SAFETY: sockaddr_ll is plain old data; all-zeroes is valid.
@@ -292,12 +249,7 @@ impl PacketPort {
 
     /// Receives up to `want` (<= SLOTS) frames into the rx slots. Returns how
     /// many messages arrived, with each one's full length and packet type.
-    fn recv_batch(
-        &mut self,
-        want: usize,
-        lens: &mut [usize; SLOTS],
-        types: &mut [u8; SLOTS],
-    ) -> io::Result<usize> {
+    fn recv_batch(&mut self, want: usize, lens: &mut [usize; SLOTS], types: &mut [u8; SLOTS]) -> io::Result<usize> {
         // SAFETY: iovec, sockaddr_ll and mmsghdr are plain old data (integers
         // and raw pointers); all-zeroes is a valid value of each.
         let mut iov: [libc::iovec; SLOTS] = unsafe { mem::zeroed() };
@@ -307,13 +259,7 @@ impl PacketPort {
         let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { mem::zeroed() };
         // One base pointer for all slots (not a reborrow per slot).
         let base = self.rx_buf.as_mut_ptr();
-        for (i, ((io, name), msg)) in iov
-            .iter_mut()
-            .zip(names.iter_mut())
-            .zip(msgs.iter_mut())
-            .enumerate()
-            .take(want)
-        {
+        for (i, ((io, name), msg)) in iov.iter_mut().zip(names.iter_mut()).zip(msgs.iter_mut()).enumerate().take(want) {
             // In bounds: i < SLOTS and rx_buf holds SLOTS * MAX_FRAME bytes.
             io.iov_base = base.wrapping_add(i * MAX_FRAME).cast();
             io.iov_len = MAX_FRAME;
@@ -338,10 +284,7 @@ impl PacketPort {
             let e = io::Error::last_os_error();
             return match errno_of(&e) {
                 libc::EAGAIN | libc::EINTR => Ok(0),
-                _ => Err(io::Error::new(
-                    e.kind(),
-                    format!("AF_PACKET on {}: recvmmsg: {e}", self.name),
-                )),
+                _ => Err(io::Error::new(e.kind(), format!("AF_PACKET on {}: recvmmsg: {e}", self.name))),
             };
         }
         let got = (rc as usize).min(want);
@@ -443,12 +386,7 @@ impl FramePort for PacketPort {
             // SAFETY: the first `n` headers point at live iovecs, each covering
             // a staged frame inside `tx_buf`; the kernel only reads them.
             let rc = unsafe {
-                libc::sendmmsg(
-                    self.fd.as_raw_fd(),
-                    msgs.as_mut_ptr(),
-                    n as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
+                libc::sendmmsg(self.fd.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
             };
             if rc > 0 {
                 let sent = (rc as usize).min(n);
@@ -469,10 +407,7 @@ impl FramePort for PacketPort {
                     self.tx_head += 1;
                     self.stats.tx_errors += 1;
                     first_err.get_or_insert_with(|| {
-                        io::Error::new(
-                            e.kind(),
-                            format!("AF_PACKET on {}: sendmmsg: {e}", self.name),
-                        )
+                        io::Error::new(e.kind(), format!("AF_PACKET on {}: sendmmsg: {e}", self.name))
                     });
                 }
             }
@@ -504,10 +439,7 @@ mod tests {
     #[test]
     fn missing_interface_is_named() {
         let e = PacketPort::open("agt-none0").unwrap_err().to_string();
-        assert!(
-            e.starts_with("AF_PACKET on agt-none0: interface agt-none0"),
-            "{e}"
-        );
+        assert!(e.starts_with("AF_PACKET on agt-none0: interface agt-none0"), "{e}");
         let e = link_mac("agt-none0").unwrap_err().to_string();
         assert!(e.contains("agt-none0"), "{e}");
         assert!(link_mac("").is_err());

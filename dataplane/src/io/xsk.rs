@@ -34,9 +34,7 @@ use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, RawFd};
 
-use xsk_rs::config::{
-    BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
-};
+use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use super::{FramePort, BATCH, MAX_FRAME};
@@ -181,12 +179,7 @@ impl fmt::Debug for XskPort {
 /// Why the kernel (or libxdp) refused to set the socket up, in the form
 /// operators can act on: the OS error, the likely cause for that error, and
 /// the usual suspects.
-fn setup_error(
-    ifname: &str,
-    queue: u32,
-    stage: &str,
-    err: &(dyn std::error::Error + 'static),
-) -> io::Error {
+fn setup_error(ifname: &str, queue: u32, stage: &str, err: &(dyn std::error::Error + 'static)) -> io::Error {
     // xsk-rs wraps the OS error in its own; report the OS error itself.
     let mut os = None;
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -201,9 +194,7 @@ fn setup_error(
         None => (io::ErrorKind::Other, err.to_string()),
     };
     let likely = match os.and_then(io::Error::raw_os_error) {
-        Some(libc::EPERM | libc::EACCES) => {
-            "AF_XDP needs CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF; ".to_owned()
-        }
+        Some(libc::EPERM | libc::EACCES) => "AF_XDP needs CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF; ".to_owned(),
         Some(libc::EINVAL) => {
             format!("does {ifname} have queue {queue}? see `ethtool -l {ifname}`; ")
         }
@@ -211,11 +202,9 @@ fn setup_error(
             "is another AF_XDP socket bound to {ifname} queue {queue}, or an XDP program \
              attached in another mode? see `ip link show {ifname}`; "
         ),
-        Some(libc::EOPNOTSUPP) => {
-            "does the driver support this XDP mode and copy/zero-copy setting? XdpMode::Skb \
+        Some(libc::EOPNOTSUPP) => "does the driver support this XDP mode and copy/zero-copy setting? XdpMode::Skb \
              works everywhere; "
-                .to_owned()
-        }
+            .to_owned(),
         Some(libc::ENOMEM | libc::ENOBUFS) => {
             "is the UMEM larger than RLIMIT_MEMLOCK allows (`ulimit -l`)? ".to_owned()
         }
@@ -231,10 +220,7 @@ fn setup_error(
 }
 
 fn invalid(ifname: &str, queue: u32, detail: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("AF_XDP on {ifname} queue {queue}: {detail}"),
-    )
+    io::Error::new(io::ErrorKind::InvalidInput, format!("AF_XDP on {ifname} queue {queue}: {detail}"))
 }
 
 impl XskOptions {
@@ -247,21 +233,14 @@ impl XskOptions {
             ("comp_size", self.comp_size),
         ] {
             if !size.is_power_of_two() {
-                return Err(invalid(
-                    ifname,
-                    queue,
-                    &format!("{what} {size} is not a power of two"),
-                ));
+                return Err(invalid(ifname, queue, &format!("{what} {size} is not a power of two")));
             }
         }
         if !self.frame_size.is_power_of_two() || self.frame_size < 2048 {
             return Err(invalid(
                 ifname,
                 queue,
-                &format!(
-                    "frame_size {} must be a power of two >= 2048",
-                    self.frame_size
-                ),
+                &format!("frame_size {} must be a power of two >= 2048", self.frame_size),
             ));
         }
         if ((self.frame_size - XDP_HEADROOM) as usize) < MAX_FRAME {
@@ -275,21 +254,13 @@ impl XskOptions {
             ));
         }
         if self.frame_count < 2 {
-            return Err(invalid(
-                ifname,
-                queue,
-                "frame_count must be at least 2 (one rx, one tx)",
-            ));
+            return Err(invalid(ifname, queue, "frame_count must be at least 2 (one rx, one tx)"));
         }
         if self.batch == 0 {
             return Err(invalid(ifname, queue, "batch must be at least 1"));
         }
         if self.zero_copy && self.mode == XdpMode::Skb {
-            return Err(invalid(
-                ifname,
-                queue,
-                "zero_copy needs XdpMode::Driver (generic/SKB mode always copies)",
-            ));
+            return Err(invalid(ifname, queue, "zero_copy needs XdpMode::Driver (generic/SKB mode always copies)"));
         }
         Ok(())
     }
@@ -309,21 +280,15 @@ impl XskPort {
         opts.validate(ifname, queue)?;
         // Through an ioctl, not sysfs: right in whichever network namespace
         // the calling thread is (sysfs shows the one it was mounted in).
-        let mac = super::packet::link_mac(ifname).map_err(|e| {
-            io::Error::new(e.kind(), format!("AF_XDP on {ifname} queue {queue}: {e}"))
-        })?;
+        let mac = super::packet::link_mac(ifname)
+            .map_err(|e| io::Error::new(e.kind(), format!("AF_XDP on {ifname} queue {queue}: {e}")))?;
 
         // Rx pool: half the frames, no more than the fill ring (so refilling
         // cannot come up short) or the rx ring (so it cannot overflow). Tx
         // pool: the rest, no more than the tx ring (so a flush always fits)
         // or the completion ring (so completions cannot be lost).
-        let rx_pool = (opts.frame_count / 2)
-            .min(opts.fill_size)
-            .min(opts.rx_size)
-            .max(1) as usize;
-        let tx_pool = (opts.frame_count as usize - rx_pool)
-            .min(opts.tx_size as usize)
-            .min(opts.comp_size as usize);
+        let rx_pool = (opts.frame_count / 2).min(opts.fill_size).min(opts.rx_size).max(1) as usize;
+        let tx_pool = (opts.frame_count as usize - rx_pool).min(opts.tx_size as usize).min(opts.comp_size as usize);
 
         // validate() already checked what these builders check.
         let config = |e: &dyn std::error::Error| invalid(ifname, queue, &e.to_string());
@@ -344,11 +309,7 @@ impl XskPort {
             XdpMode::Driver => XdpFlags::XDP_FLAGS_DRV_MODE,
             XdpMode::Auto => XdpFlags::empty(),
         };
-        let copy_flag = if opts.zero_copy {
-            BindFlags::XDP_ZEROCOPY
-        } else {
-            BindFlags::XDP_COPY
-        };
+        let copy_flag = if opts.zero_copy { BindFlags::XDP_ZEROCOPY } else { BindFlags::XDP_COPY };
         let socket_config = SocketConfig::builder()
             .rx_queue_size(queue_size(opts.rx_size)?)
             .tx_queue_size(queue_size(opts.tx_size)?)
@@ -356,9 +317,7 @@ impl XskPort {
             .xdp_flags(xdp_flags)
             .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP | copy_flag)
             .build();
-        let if_name = ifname
-            .parse()
-            .map_err(|_| invalid(ifname, queue, "interface name contains a NUL byte"))?;
+        let if_name = ifname.parse().map_err(|_| invalid(ifname, queue, "interface name contains a NUL byte"))?;
 
         // SAFETY: the UMEM was created just above and is used by this socket
         // only, so the (ifname, queue) pair is not already bound from it and
@@ -571,9 +530,9 @@ impl FramePort for XskPort {
         }
         if self.tx_q.needs_wakeup() && self.tx_ring_pending() > 0 {
             self.stats.wakeups += 1;
-            self.tx_q.wakeup().map_err(|e| {
-                io::Error::new(e.kind(), format!("AF_XDP on {}: tx wakeup: {e}", self.name))
-            })?;
+            self.tx_q
+                .wakeup()
+                .map_err(|e| io::Error::new(e.kind(), format!("AF_XDP on {}: tx wakeup: {e}", self.name)))?;
         }
         self.reclaim();
         Ok(())
@@ -597,45 +556,25 @@ mod tests {
     use super::*;
 
     fn err(opts: XskOptions) -> String {
-        XskPort::open("agt-none0", 0, &opts)
-            .unwrap_err()
-            .to_string()
+        XskPort::open("agt-none0", 0, &opts).unwrap_err().to_string()
     }
 
     #[test]
     fn bad_options_are_refused_before_touching_the_kernel() {
-        let e = err(XskOptions {
-            rx_size: 1000,
-            ..Default::default()
-        });
-        assert!(
-            e.contains("agt-none0 queue 0") && e.contains("rx_size 1000"),
-            "{e}"
-        );
-        let e = err(XskOptions {
-            frame_size: 3000,
-            ..Default::default()
-        });
+        let e = err(XskOptions { rx_size: 1000, ..Default::default() });
+        assert!(e.contains("agt-none0 queue 0") && e.contains("rx_size 1000"), "{e}");
+        let e = err(XskOptions { frame_size: 3000, ..Default::default() });
         assert!(e.contains("frame_size 3000"), "{e}");
-        let e = err(XskOptions {
-            zero_copy: true,
-            ..Default::default()
-        });
+        let e = err(XskOptions { zero_copy: true, ..Default::default() });
         assert!(e.contains("zero_copy"), "{e}");
-        let e = err(XskOptions {
-            batch: 0,
-            ..Default::default()
-        });
+        let e = err(XskOptions { batch: 0, ..Default::default() });
         assert!(e.contains("batch"), "{e}");
     }
 
     #[test]
     fn missing_interface_is_named_with_a_hint() {
         let e = err(XskOptions::default());
-        assert!(
-            e.starts_with("AF_XDP on agt-none0 queue 0: interface agt-none0: "),
-            "{e}"
-        );
+        assert!(e.starts_with("AF_XDP on agt-none0 queue 0: interface agt-none0: "), "{e}");
         assert!(e.contains("not in this network namespace?"), "{e}");
     }
 }

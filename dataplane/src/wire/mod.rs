@@ -4,3 +4,4 @@
 //! checked constructor or `parse`, after which no accessor panics.
 
 pub mod hello;
+pub mod modbus;

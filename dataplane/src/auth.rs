@@ -1,0 +1,120 @@
+//! What a session asks the auth workers, and what they answer.
+//!
+//! Authentication (argon2id, TOTP, tickets, lockout) is slow work and never
+//! runs on a dp core: a session in `Authenticating` posts an
+//! [`AuthRequest`] on its core's [`AuthChannel`] and waits; an auth worker
+//! thread on the control side answers with an [`AuthVerdict`] and rings the
+//! core's [`Doorbell`] so an idle core wakes at once.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use crossbeam::queue::ArrayQueue;
+use crossbeam::sync::Unparker;
+
+use crate::io::Doorbell;
+use crate::wire::hello::Reason;
+
+/// Requests one core may have outstanding.
+pub const AUTH_QUEUE: usize = 256;
+
+/// How the user proves who they are.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// Password + TOTP (the password bytes are wiped by the worker).
+    Password { user: String, password: Vec<u8>, totp: String },
+    /// A ticket from `accessgate login`.
+    Ticket([u8; 32]),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secrets, not even in debug output.
+        match self {
+            Self::Password { user, .. } => write!(f, "Password {{ user: {user:?}, .. }}"),
+            Self::Ticket(_) => write!(f, "Ticket(..)"),
+        }
+    }
+}
+
+/// What the session wants once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    /// At the gate's login endpoint: mint a ticket.
+    Login,
+    /// At the gate's login endpoint: where is this asset's endpoint?
+    Resolve { asset: String, service: String },
+    /// At an asset's endpoint: open a session to it.
+    Connect { asset: String, service: String },
+}
+
+/// One authentication request.
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    pub core: usize,
+    pub session: u64,
+    pub source: Ipv4Addr,
+    /// The endpoint the user connected to.
+    pub endpoint: SocketAddrV4,
+    pub credentials: Credentials,
+    pub purpose: Purpose,
+    /// DER of a verified client certificate, if one was presented.
+    pub client_cert: Option<Vec<u8>>,
+}
+
+/// What an accepted user may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub user: String,
+    pub roles: Vec<String>,
+    /// Unix time the session (or ticket) ends.
+    pub expires_unix: u64,
+    /// Operations granted (for the user's information), or for `Resolve`
+    /// the endpoint `ip:port`.
+    pub granted: String,
+    /// A new ticket (login only).
+    pub ticket: Option<[u8; 32]>,
+    /// Identifies the ticket in logs (a hash prefix, never the ticket).
+    pub ticket_id: Option<String>,
+}
+
+/// The answer.
+#[derive(Debug, Clone)]
+pub enum AuthVerdict {
+    Accept { session: u64, grant: Box<Grant> },
+    Refuse { session: u64, reason: Reason, retry_after: Option<u32> },
+}
+
+impl AuthVerdict {
+    /// The session it answers.
+    pub fn session(&self) -> u64 {
+        match self {
+            Self::Accept { session, .. } | Self::Refuse { session, .. } => *session,
+        }
+    }
+}
+
+/// One core's pair of queues with the auth workers.
+pub struct AuthChannel {
+    pub requests: ArrayQueue<AuthRequest>,
+    pub verdicts: ArrayQueue<AuthVerdict>,
+    /// Rung by the worker after pushing a verdict.
+    pub doorbell: Doorbell,
+    /// Wakes the worker after the core pushed a request.
+    pub worker: Option<Unparker>,
+}
+
+impl AuthChannel {
+    /// A channel whose worker is woken through `worker`.
+    ///
+    /// # Errors
+    /// The kernel refused an eventfd.
+    pub fn new(worker: Option<Unparker>) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            requests: ArrayQueue::new(AUTH_QUEUE),
+            verdicts: ArrayQueue::new(AUTH_QUEUE),
+            doorbell: Doorbell::new()?,
+            worker,
+        }))
+    }
+}

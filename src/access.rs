@@ -1,0 +1,367 @@
+//! `accessgate login` and `accessgate connect`: the user's side.
+//!
+//! `login` proves password + TOTP to the gate's own endpoint over TLS and
+//! stores the short-lived ticket it gets (mode 0600, in the user's config
+//! dir). `connect` opens a local port for the engineering tool and carries
+//! each local connection over TLS to the asset's endpoint, presenting the
+//! ticket in the hello. Errors say what to do next.
+
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use control::client::{self, Answer};
+use dataplane::wire::hello::{Auth, Reason};
+
+#[derive(clap::Args)]
+pub struct LoginArgs {
+    /// The gate's login endpoint (`ip` or `ip:port`, port 443 by default).
+    #[arg(long, default_value = "100.64.0.1")]
+    gate: String,
+    #[arg(long)]
+    user: String,
+    /// Read the password from the first line of stdin instead of prompting.
+    #[arg(long)]
+    password_stdin: bool,
+    /// The current TOTP code (prompted for when absent).
+    #[arg(long)]
+    totp: Option<String>,
+    /// CA certificate that signed the gate's certificate.
+    #[arg(long)]
+    ca: PathBuf,
+    /// Name in the gate's certificate.
+    #[arg(long, default_value = "gate.lab")]
+    server_name: String,
+    /// Where the ticket is stored (default: $XDG_CONFIG_HOME/accessgate or ~/.config/accessgate).
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ConnectArgs {
+    /// The asset's name (as in the gate's config).
+    asset: String,
+    /// The asset's service (default: its only one).
+    #[arg(long, default_value = "*")]
+    service: String,
+    /// Local address the engineering tool connects to.
+    #[arg(long, default_value = "127.0.0.1:5020")]
+    listen: SocketAddr,
+    /// Serve one local connection, then exit (scripts, tests).
+    #[arg(long)]
+    once: bool,
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+}
+
+/// What `login` stores.
+struct TicketFile {
+    gate: SocketAddrV4,
+    server_name: String,
+    ca: PathBuf,
+    user: String,
+    ticket: [u8; 32],
+    expires_unix: u64,
+}
+
+impl TicketFile {
+    fn path(dir: &Option<PathBuf>) -> PathBuf {
+        let base = dir.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("accessgate")
+        });
+        base.join("ticket")
+    }
+
+    fn save(&self, path: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let hex: String = self.ticket.iter().map(|b| format!("{b:02x}")).collect();
+        let text = format!(
+            "gate={}\nserver_name={}\nca={}\nuser={}\nticket={hex}\nexpires_unix={}\n",
+            self.gate,
+            self.server_name,
+            self.ca.display(),
+            self.user,
+            self.expires_unix
+        );
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(tmp, path)
+    }
+
+    fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|_| format!("no ticket at {}: run accessgate login", path.display()))?;
+        let get = |k: &str| {
+            text.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('='))).map(str::to_string)
+        };
+        let bad = || format!("{} is damaged: run accessgate login", path.display());
+        let hex = get("ticket").ok_or_else(bad)?;
+        let mut ticket = [0u8; 32];
+        if hex.len() != 64 {
+            return Err(bad());
+        }
+        for (i, b) in ticket.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Self {
+            gate: get("gate").and_then(|g| g.parse().ok()).ok_or_else(bad)?,
+            server_name: get("server_name").ok_or_else(bad)?,
+            ca: get("ca").map(PathBuf::from).ok_or_else(bad)?,
+            user: get("user").ok_or_else(bad)?,
+            ticket,
+            expires_unix: get("expires_unix").and_then(|e| e.parse().ok()).ok_or_else(bad)?,
+        })
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A TLS stream to the gate (blocking).
+fn tls_to(
+    addr: SocketAddrV4,
+    server_name: &str,
+    ca: &Path,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+    let ca_pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+    let config = client::client_config(&ca_pem, false, None)?;
+    let conn = client::connection(&config, server_name)?;
+    let tcp = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5))
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// What a refusal means for the user.
+fn advice(reason: Reason, retry_after: Option<u32>, asset: &str) -> String {
+    match reason {
+        Reason::TicketExpired => "ticket expired: run accessgate login".into(),
+        Reason::BadCredentials => "refused: bad credentials (password, TOTP code or ticket)".into(),
+        Reason::MfaRequired => "refused: a TOTP code is required (--totp)".into(),
+        Reason::Locked => format!(
+            "refused: too many failed attempts; locked{}",
+            retry_after.map(|s| format!(" for {s} s")).unwrap_or_default()
+        ),
+        Reason::NotAuthorized => format!("refused: not authorized for {asset}"),
+        Reason::OutsideWindow => format!("refused: {asset} is outside your access window now"),
+        Reason::AuditUnavailable => "refused: the gate cannot record sessions right now (audit unavailable)".into(),
+        Reason::UnknownAsset => format!("refused: no asset/service {asset} behind this endpoint"),
+        other => format!("refused: {}", other.as_str()),
+    }
+}
+
+fn prompt(label: &str) -> Result<String, String> {
+    eprint!("{label}");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+pub fn login(args: &LoginArgs) -> ExitCode {
+    match do_login(args) {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("accessgate login: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn do_login(args: &LoginArgs) -> Result<String, String> {
+    let gate: SocketAddrV4 = match args.gate.parse() {
+        Ok(a) => a,
+        Err(_) => SocketAddrV4::new(
+            args.gate.parse().map_err(|_| format!("--gate {:?} is not an IPv4 address", args.gate))?,
+            443,
+        ),
+    };
+    let password = if args.password_stdin {
+        prompt("")?
+    } else {
+        rpassword::prompt_password(format!("password for {}: ", args.user)).map_err(|e| e.to_string())?
+    };
+    let totp = match &args.totp {
+        Some(t) => t.clone(),
+        None => prompt("TOTP code: ")?,
+    };
+    let mut stream = tls_to(gate, &args.server_name, &args.ca)?;
+    let hello =
+        client::hello_frame(Auth::Credentials { user: &args.user, password: password.as_bytes(), totp: &totp }, None);
+    match client::exchange(&mut stream, &hello)? {
+        Answer::Accept { expires_unix, ticket: Some(ticket), .. } => {
+            let file = TicketFile {
+                gate,
+                server_name: args.server_name.clone(),
+                ca: std::fs::canonicalize(&args.ca).unwrap_or(args.ca.clone()),
+                user: args.user.clone(),
+                ticket,
+                expires_unix,
+            };
+            let path = TicketFile::path(&args.config_dir);
+            file.save(&path).map_err(|e| format!("saving the ticket to {}: {e}", path.display()))?;
+            Ok(format!(
+                "logged in as {} at {gate}; ticket valid for {} min (stored in {})",
+                args.user,
+                expires_unix.saturating_sub(now_unix()) / 60,
+                path.display()
+            ))
+        }
+        Answer::Accept { .. } => Err("the gate accepted but sent no ticket".into()),
+        Answer::Refuse { reason, retry_after } => Err(advice(reason, retry_after, "the gate")),
+    }
+}
+
+pub fn connect(args: &ConnectArgs) -> ExitCode {
+    match do_connect(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("accessgate connect: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn do_connect(args: &ConnectArgs) -> Result<(), String> {
+    let ticket = TicketFile::load(&TicketFile::path(&args.config_dir))?;
+    if ticket.expires_unix <= now_unix() {
+        return Err("ticket expired: run accessgate login".into());
+    }
+    // Ask the gate where the asset's endpoint is (and whether we may go there).
+    let mut stream = tls_to(ticket.gate, &ticket.server_name, &ticket.ca)?;
+    let hello = client::hello_frame(Auth::Ticket(&ticket.ticket), Some((&args.asset, &args.service)));
+    let endpoint: SocketAddrV4 = match client::exchange(&mut stream, &hello)? {
+        Answer::Accept { granted, .. } => {
+            granted.parse().map_err(|_| format!("the gate answered an unusable endpoint {granted:?}"))?
+        }
+        Answer::Refuse { reason, retry_after } => return Err(advice(reason, retry_after, &args.asset)),
+    };
+    drop(stream);
+    let listener = TcpListener::bind(args.listen).map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    eprintln!(
+        "accessgate connect: {} ({}) via {endpoint} as {}; listening on {}",
+        args.asset, args.service, ticket.user, args.listen
+    );
+    let ticket = Arc::new(ticket);
+    for local in listener.incoming() {
+        let Ok(local) = local else { continue };
+        let (ticket, asset, service) = (ticket.clone(), args.asset.clone(), args.service.clone());
+        let worker = std::thread::spawn(move || {
+            if let Err(e) = carry(local, endpoint, &ticket, &asset, &service) {
+                eprintln!("accessgate connect: {e}");
+            }
+        });
+        if args.once {
+            let _ = worker.join();
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Carries one local connection over TLS to the asset's endpoint.
+fn carry(
+    local: TcpStream,
+    endpoint: SocketAddrV4,
+    ticket: &TicketFile,
+    asset: &str,
+    service: &str,
+) -> Result<(), String> {
+    local.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut stream = tls_to(endpoint, &ticket.server_name, &ticket.ca)?;
+    let hello = client::hello_frame(Auth::Ticket(&ticket.ticket), Some((asset, service)));
+    match client::exchange(&mut stream, &hello)? {
+        Answer::Accept { .. } => {}
+        Answer::Refuse { reason, retry_after } => return Err(advice(reason, retry_after, asset)),
+    }
+    let rustls::StreamOwned { conn, sock } = stream;
+    sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+    let conn = Arc::new(Mutex::new(conn));
+    let (mut tls_rd, mut tls_wr) = (sock.try_clone().map_err(|e| e.to_string())?, sock);
+    let (mut local_rd, mut local_wr) = (local.try_clone().map_err(|e| e.to_string())?, local);
+
+    // Gate -> tool: raw records read without the lock, fed to rustls under it.
+    let down_conn = conn.clone();
+    let mut ack_sock = tls_wr.try_clone().map_err(|e| e.to_string())?;
+    let down = std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        let mut plain = [0u8; 16 * 1024];
+        loop {
+            let n = match tls_rd.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let Ok(mut c) = down_conn.lock() else { break };
+            let mut rd: &[u8] = &buf[..n];
+            while !rd.is_empty() {
+                if c.read_tls(&mut rd).is_err() || c.process_new_packets().is_err() {
+                    return;
+                }
+            }
+            loop {
+                match c.reader().read(&mut plain) {
+                    Ok(0) => {
+                        let _ = local_wr.shutdown(std::net::Shutdown::Write);
+                        return;
+                    }
+                    Ok(k) => {
+                        if local_wr.write_all(&plain[..k]).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            while c.wants_write() {
+                if c.write_tls(&mut ack_sock).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = local_wr.shutdown(std::net::Shutdown::Write);
+    });
+
+    // Tool -> gate.
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match local_rd.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let Ok(mut c) = conn.lock() else { break };
+        if c.writer().write_all(&buf[..n]).is_err() {
+            break;
+        }
+        while c.wants_write() {
+            if c.write_tls(&mut tls_wr).is_err() {
+                break;
+            }
+        }
+    }
+    if let Ok(mut c) = conn.lock() {
+        c.send_close_notify();
+        while c.wants_write() {
+            if c.write_tls(&mut tls_wr).is_err() {
+                break;
+            }
+        }
+    }
+    let _ = down.join();
+    Ok(())
+}
