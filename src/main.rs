@@ -5,6 +5,7 @@ mod access;
 mod demo;
 mod logger;
 mod run;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Login(access::LoginArgs),
     /// Open a local port that carries connections to an asset through the gate.
     Connect(access::ConnectArgs),
+    /// Manage users (secrets file): add, list, disable, enable, reset-totp, passwd.
+    User(user::UserArgs),
     /// Lab certificates: a CA and a gate certificate it signs.
     Cert {
         #[command(subcommand)]
@@ -67,6 +70,8 @@ enum CtlCommand {
     Stats,
     /// Re-read the config file; a bad file keeps the running config.
     Reload,
+    /// Revoke every ticket of a user (their next session is refused).
+    Revoke { user: String },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::demo(&args),
         Command::Login(args) => access::login(&args),
+        Command::User(args) => user::user(&args),
         Command::Connect(args) => access::connect(&args),
         Command::Cert { command: CertCommand::Init { dir, names } } => {
             match control::pki::generate(&names).and_then(|p| control::pki::write(&dir, &p).map_err(|e| e.to_string()))
@@ -109,10 +115,11 @@ fn main() -> ExitCode {
         },
         Command::Ctl { socket, command } => {
             let cmd = match command {
-                CtlCommand::Stats => "stats",
-                CtlCommand::Reload => "reload",
+                CtlCommand::Stats => "stats".to_string(),
+                CtlCommand::Reload => "reload".to_string(),
+                CtlCommand::Revoke { user } => format!("revoke {user}"),
             };
-            match control::api::request(&socket, cmd) {
+            match control::api::request(&socket, &cmd) {
                 Ok(answer) => {
                     print!("{answer}");
                     if answer.starts_with("error") {

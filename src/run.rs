@@ -137,7 +137,9 @@ fn start(args: &RunArgs) -> Result<(), String> {
             .map_err(|e| format!("spawning core {k}: {e}"))?;
         threads.push(t);
     }
-    let worker = AuthWorker::new(Arc::new(Authenticator::new(users)), control.shared(), channels);
+    let authenticator = Arc::new(Authenticator::new(users));
+    control.set_authenticator(authenticator.clone(), args.secrets.clone());
+    let worker = AuthWorker::new(authenticator, control.shared(), channels);
     let worker_stop = stop.clone();
     threads.push(
         std::thread::Builder::new()

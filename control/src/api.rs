@@ -70,7 +70,14 @@ fn answer(stream: UnixStream, control: &mut Control) -> std::io::Result<()> {
             Ok(g) => writeln!(out, "ok generation {g}"),
             Err(e) => writeln!(out, "error\n{e}"),
         },
-        other => writeln!(out, "error\nunknown command {other:?} (expected stats or reload)"),
+        cmd if cmd.starts_with("revoke ") => {
+            let user = cmd["revoke ".len()..].trim();
+            match control.revoke_user(user) {
+                Some(n) => writeln!(out, "ok revoked {n} ticket(s) of {user}"),
+                None => writeln!(out, "error\nthis gate has no authenticator"),
+            }
+        }
+        other => writeln!(out, "error\nunknown command {other:?} (expected stats, reload or revoke USER)"),
     }
 }
 

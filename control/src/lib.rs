@@ -34,6 +34,7 @@ pub struct Control {
     path: Option<PathBuf>,
     tls_source: Option<TlsSource>,
     tls: Option<dataplane::tls::TlsConfig>,
+    authenticator: Option<(Arc<identity::Authenticator>, PathBuf)>,
     shared: SharedSnapshot,
     cores: Vec<(Arc<CoreCounters>, Arc<ArrayQueue<SessionEvent>>)>,
     reload_failures: u64,
@@ -95,6 +96,7 @@ impl Control {
             path,
             tls_source: None,
             tls: None,
+            authenticator: None,
             shared: Arc::new(ArcSwap::from_pointee(snap)),
             cores: Vec::new(),
             reload_failures: 0,
@@ -111,6 +113,17 @@ impl Control {
         self.tls_source = Some(source);
         self.set_tls_config(config);
         Ok(())
+    }
+
+    /// Lets reloads re-read the users from `secrets` and the management
+    /// socket revoke tickets.
+    pub fn set_authenticator(&mut self, authenticator: Arc<identity::Authenticator>, secrets: PathBuf) {
+        self.authenticator = Some((authenticator, secrets));
+    }
+
+    /// Revokes every ticket of `user`; how many (`None`: no authenticator).
+    pub fn revoke_user(&self, user: &str) -> Option<usize> {
+        self.authenticator.as_ref().map(|(a, _)| a.revoke_user(user))
     }
 
     /// Puts an already built TLS configuration in force (tests, demo).
@@ -156,6 +169,16 @@ impl Control {
         let Some(path) = self.path.clone() else {
             return Err(ReloadError::NoFile);
         };
+        if let Some((auth, secrets)) = &self.authenticator {
+            match identity::UserDb::load(secrets) {
+                Ok(users) => {
+                    let n = users.len();
+                    let revoked = auth.set_users(users);
+                    log::info!("reload: {n} user(s) from {}; {revoked} ticket(s) revoked", secrets.display());
+                }
+                Err(e) => log::error!("reload: users not reloaded, keeping the running ones: {e}"),
+            }
+        }
         if let Some(source) = &self.tls_source {
             match source.load() {
                 Ok(c) => self.tls = Some(c),

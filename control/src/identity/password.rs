@@ -4,7 +4,7 @@
 //! a 16-byte salt from the OS. Verification takes the parameters from the
 //! stored string, so old hashes keep working after a parameter change, and
 //! compares the outputs in constant time (inside `argon2`). Cost: one
-//! verification is ~25 ms in a release build on one core, ~0.3 s unoptimized;
+//! verification is ~25 ms on one core when argon2 is optimized (~0.3 s if not);
 //! it never runs on a dp core.
 
 use argon2::password_hash::phc::PasswordHash;
