@@ -8,7 +8,8 @@
 //! Everything else is dropped with a [`DropReason`] that the core counts. The
 //! function is pure: frame bytes + snapshot in, [`Disposition`] out, so it is
 //! table-tested frame by frame. It never panics on input (etherparse's slice
-//! parsers bound-check every field). Cost: ~25 ns/frame (see `perf micro`).
+//! parsers bound-check every field). Cost: ~8 ns/frame for denied frames,
+//! ~18 ns for admitted ones (`accessgate-perf frames`, classify micro).
 
 use std::net::Ipv4Addr;
 

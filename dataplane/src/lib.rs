@@ -16,6 +16,7 @@ pub mod classify;
 pub mod core;
 pub mod counters;
 pub mod io;
+pub mod policy;
 pub mod session;
 pub mod snapshot;
 pub mod stack;
