@@ -81,9 +81,9 @@ fn story(args: &DemoArgs) -> Result<(), String> {
         println!("  {what:<38} -> {}", answer_text(lab.answer(h, WAIT)));
     }
     lab.advance(30);
-    let bob = lab.login("bob", WAIT)?;
-    let h = lab.open(lab.endpoint, Auth::Ticket(&bob), Some((&ep.asset, &ep.service)))?;
-    println!("  {:<38} -> {}", "bob (role guest) opens plc-7", answer_text(lab.answer(h, WAIT)));
+    let carol = lab.login("carol", WAIT)?;
+    let h = lab.open(lab.endpoint, Auth::Ticket(&carol), Some((&ep.asset, &ep.service)))?;
+    println!("  {:<38} -> {}", "carol (role guest) opens plc-7", answer_text(lab.answer(h, WAIT)));
     println!();
     let h = lab.session(&ticket, WAIT)?;
     let mut adu = [0u8; 260];

@@ -2,8 +2,10 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod audit_cmd;
 mod demo;
 mod logger;
+mod policy_cmd;
 mod run;
 mod user;
 
@@ -32,6 +34,10 @@ enum Command {
     Connect(access::ConnectArgs),
     /// Manage users (secrets file): add, list, disable, enable, reset-totp, passwd.
     User(user::UserArgs),
+    /// Validate the policy, or explain one decision (rule and window).
+    Policy(policy_cmd::PolicyArgs),
+    /// Verify, list, show and export the audit trail.
+    Audit(audit_cmd::AuditArgs),
     /// Lab certificates: a CA and a gate certificate it signs.
     Cert {
         #[command(subcommand)]
@@ -81,6 +87,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::demo(&args),
         Command::Login(args) => access::login(&args),
+        Command::Audit(args) => audit_cmd::audit(&args),
+        Command::Policy(args) => policy_cmd::policy(&args),
         Command::User(args) => user::user(&args),
         Command::Connect(args) => access::connect(&args),
         Command::Cert { command: CertCommand::Init { dir, names } } => {

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::api::Api;
+use control::audit::{AuditConfig, OnFailure, SyslogConfig};
 use control::auth::AuthWorker;
 use control::identity::users::UserDb;
 use control::identity::Authenticator;
 use control::{Control, TlsSource};
 use crossbeam::sync::Parker;
+use dataplane::audit::{AuditQueue, AuditTap};
 use dataplane::auth::AuthChannel;
-use dataplane::core::{Core, CoreOptions, IdleMode};
+use dataplane::core::{Core, CoreLinks, CoreOptions, IdleMode};
 use dataplane::io::{self, Backend, FramePort};
 
 /// Where `run` listens for `accessgate ctl` unless told otherwise.
@@ -48,6 +50,22 @@ pub struct RunArgs {
     /// Also accept TLS 1.2 (TLS 1.3 only by default).
     #[arg(long)]
     tls12: bool,
+    /// Audit trail directory (JSONL hash chain, pcapng per session).
+    #[arg(long, default_value = "/var/lib/accessgate/audit")]
+    audit_dir: PathBuf,
+    /// What open sessions do while the audit writer cannot write:
+    /// hold (read no requests until it recovers) or terminate.
+    #[arg(long, default_value = "hold", value_parser = ["hold", "terminate"])]
+    audit_on_failure: String,
+    /// Forward audit records to an RFC 5424 syslog collector over TLS (host:port).
+    #[arg(long)]
+    syslog: Option<String>,
+    /// CA the syslog collector's certificate chains to.
+    #[arg(long, requires = "syslog")]
+    syslog_ca: Option<PathBuf>,
+    /// Name in the syslog collector's certificate (default: its host).
+    #[arg(long, requires = "syslog")]
+    syslog_name: Option<String>,
     /// Management socket for `accessgate ctl`.
     #[arg(long, default_value = DEFAULT_CTL)]
     ctl: PathBuf,
@@ -95,6 +113,23 @@ fn start(args: &RunArgs) -> Result<(), String> {
         .map_err(|e| format!("TLS: {e}"))?;
     let users = UserDb::load(&args.secrets).map_err(|e| format!("{e}"))?;
     log::info!("{} user(s) from {}", users.len(), args.secrets.display());
+    let audit_cfg = AuditConfig {
+        dir: args.audit_dir.clone(),
+        on_failure: if args.audit_on_failure == "terminate" { OnFailure::Terminate } else { OnFailure::Hold },
+        syslog: args.syslog.as_ref().map(|address| SyslogConfig {
+            address: address.clone(),
+            ca_file: args.syslog_ca.clone().unwrap_or_default(),
+            server_name: args.syslog_name.clone(),
+            ..SyslogConfig::default()
+        }),
+        ..AuditConfig::default()
+    };
+    let queues: Vec<Arc<AuditQueue>> =
+        args.cores.iter().map(|_| Arc::new(AuditQueue::new(audit_cfg.queue_capacity))).collect();
+    let audit = control::audit::spawn(audit_cfg.clone(), queues.clone(), Arc::new(AtomicBool::new(false)))
+        .map_err(|e| format!("audit trail in {}: {e}", args.audit_dir.display()))?;
+    log::info!("audit trail in {} (on failure: {})", args.audit_dir.display(), args.audit_on_failure);
+    control.set_audit(audit.sink());
     let parker = Parker::new();
     let mut channels = Vec::new();
     let opts = CoreOptions {
@@ -123,8 +158,13 @@ fn start(args: &RunArgs) -> Result<(), String> {
         let (counters, events) = control.add_core();
         let channel = AuthChannel::new(Some(parker.unparker().clone())).map_err(|e| e.to_string())?;
         channels.push(channel.clone());
-        let mut core =
-            Core::new(k, ports, control.shared(), counters, events, channel, opts).map_err(|e| e.to_string())?;
+        let tap = AuditTap {
+            queue: queues[k].clone(),
+            healthy: audit.health_flag(),
+            terminate_on_failure: audit.on_failure() == OnFailure::Terminate,
+        };
+        let links = CoreLinks { counters, events, auth: channel, audit: Some(tap) };
+        let mut core = Core::new(k, ports, control.shared(), links, opts).map_err(|e| e.to_string())?;
         let stop = stop.clone();
         let t = std::thread::Builder::new()
             .name(format!("dp{k}"))
@@ -139,7 +179,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
     }
     let authenticator = Arc::new(Authenticator::new(users));
     control.set_authenticator(authenticator.clone(), args.secrets.clone());
-    let worker = AuthWorker::new(authenticator, control.shared(), channels);
+    let worker = AuthWorker::new(authenticator, control.shared(), channels).with_audit(audit.sink());
     let worker_stop = stop.clone();
     threads.push(
         std::thread::Builder::new()
@@ -162,9 +202,23 @@ fn start(args: &RunArgs) -> Result<(), String> {
         log::info!("endpoint {} -> {} {} ({})", e.overlay, e.asset, e.underlay, e.protocol.as_str());
     }
 
+    let mut watch = match control::watch::FileWatch::new(&args.config) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::warn!("not watching {} for changes ({e}); reload with SIGHUP or ctl reload", args.config.display());
+            None
+        }
+    };
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         control.drain_events(|ev| log::info!("{}", control::describe(ev)));
+        control.refresh_policy(control::identity::unix_now());
+        if watch.as_mut().is_some_and(|w| w.changed()) {
+            match control.reload() {
+                Ok(g) => log::info!("{} changed: config generation {g} in force", args.config.display()),
+                Err(e) => log::error!("{} changed but was refused, running config kept:\n{e}", args.config.display()),
+            }
+        }
         if reload.swap(false, Ordering::Relaxed) {
             match control.reload() {
                 Ok(g) => log::info!("SIGHUP: config generation {g} in force"),
@@ -182,6 +236,9 @@ fn start(args: &RunArgs) -> Result<(), String> {
     for t in threads {
         let _ = t.join();
     }
+    // The cores and the auth worker are done: everything they queued is
+    // written before the audit writer stops.
+    audit.shutdown();
     control.drain_events(|ev| log::info!("{}", control::describe(ev)));
     log::info!("final counters: {}", pairs(&control));
     Ok(())

@@ -43,7 +43,7 @@ struct Lab {
 }
 
 impl Lab {
-    /// Brings up a lab, a CA, users alice (operator) and bob (guest), and a
+    /// Brings up a lab, a CA, users alice (operator), bob (viewer), carol (guest), and a
     /// gate on `backend`; `None` when not root.
     fn up(backend: &str) -> Option<Self> {
         if !is_root() {
@@ -66,7 +66,7 @@ impl Lab {
         assert!(out.status.success(), "lab up failed:\n{}", text(&out));
         let out = Command::new(GATE).args(["cert", "init", "--dir"]).arg(lab.run.join("tls")).output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
-        for (user, role) in [("alice", "operator"), ("bob", "guest")] {
+        for (user, role) in [("alice", "operator"), ("bob", "viewer"), ("carol", "guest")] {
             let mut add = Command::new(GATE)
                 .args(["user", "--secrets"])
                 .arg(lab.run.join("secrets.toml"))
@@ -93,6 +93,8 @@ impl Lab {
             .arg(lab.run.join("tls/gate.crt"))
             .arg("--key")
             .arg(lab.run.join("tls/gate.key"))
+            .arg("--audit-dir")
+            .arg(lab.run.join("audit"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -236,6 +238,26 @@ impl Lab {
             .collect()
     }
 
+    /// Every record of the gate's audit trail, in order.
+    fn audit_records(&self) -> Vec<serde_json::Value> {
+        let mut files: Vec<_> = std::fs::read_dir(self.run.join("audit"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>()
+            })
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
+    }
+
     /// PLC log entries of `event` from the gate (the lab's own readiness
     /// probe connects from the PLC's address and is not counted).
     fn plc_events(&self, event: &str) -> usize {
@@ -343,9 +365,9 @@ fn xsk_every_refusal_has_its_reason_and_the_plc_sees_nothing() {
     let code = lab.totp("alice", 0);
     assert!(lab.login("alice", PASSWORD, &code).status.success());
     refused(&lab.login("alice", PASSWORD, &code), "refused: bad credentials");
-    // bob (guest) is not authorized for plc-7.
-    assert!(lab.login("bob", PASSWORD, &lab.totp("bob", 0)).status.success());
-    let dir = lab.run.join("home-bob");
+    // carol (guest) is not authorized for plc-7.
+    assert!(lab.login("carol", PASSWORD, &lab.totp("carol", 0)).status.success());
+    let dir = lab.run.join("home-carol");
     let out = lab.exec("user", 10, &[GATE, "connect", "plc-7", "--once", "--config-dir", dir.to_str().unwrap()], None);
     refused(&out, "refused: not authorized for plc-7");
     // A revoked ticket: alice's connect is refused after `ctl revoke`.
@@ -448,4 +470,100 @@ fn xsk_plc_cannot_reach_users_through_the_gate() {
     let after = lab.counter("drop_asset_originated");
     assert!(after >= before + 3, "drop_asset_originated {before} -> {after}");
     assert_eq!(lab.counter("sessions_opened"), 0);
+}
+
+/// Modbus inspection with real peers: the viewer's reads pass and every
+/// write gets exception 01; the operator writes 100-199, gets 02 at 200 and
+/// 03 above the setpoint bound; the PLC's own log shows only what was allowed.
+#[test]
+fn xsk_modbus_inspection_with_real_clients() {
+    let Some(mut lab) = Lab::up("xsk") else { return };
+    for (user, port) in [("bob", 5030), ("alice", 5031)] {
+        let out = lab.login(user, PASSWORD, &lab.totp(user, 0));
+        assert!(out.status.success(), "{}", text(&out));
+        lab.connect(user, port);
+    }
+    let viewer = ["--host", "127.0.0.1", "--port", "5030", "--json"];
+    let operator = ["--host", "127.0.0.1", "--port", "5031", "--json"];
+
+    // Viewer (bob): reads succeed; writes (pymodbus and mbpoll) get exception 01.
+    let out = lab.client(&[&viewer[..], &["read-holding", "100", "5"]].concat());
+    assert!(out.status.success() && text(&out).contains("[100, 101, 102, 103, 104]"), "{}", text(&out));
+    for cmd in [&["write-register", "150", "7"][..], &["write-registers", "120", "1", "2"], &["write-coil", "3", "1"]] {
+        let out = lab.client(&[&viewer[..], cmd].concat());
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("\"exception_code\": 1") || text(&out).contains("exception 01"), "{}", text(&out));
+    }
+    let out = lab.exec(
+        "user",
+        20,
+        &["mbpoll", "-m", "tcp", "-p", "5030", "-a", "1", "-r", "151", "-1", "127.0.0.1", "9"],
+        None,
+    );
+    assert!(!out.status.success() && text(&out).to_lowercase().contains("illegal function"), "{}", text(&out));
+
+    // Operator (alice): 100-199 written, 200 -> 02, a setpoint above its bound -> 03.
+    let out = lab.client(&[&operator[..], &["write-register", "150", "42"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let out = lab.client(&[&operator[..], &["write-register", "200", "42"]].concat());
+    assert!(text(&out).contains("\"exception_code\": 2") || text(&out).contains("exception 02"), "{}", text(&out));
+    let out = lab.client(&[&operator[..], &["write-register", "160", "60000"]].concat());
+    assert!(text(&out).contains("\"exception_code\": 3") || text(&out).contains("exception 03"), "{}", text(&out));
+    let out = lab.client(&[&operator[..], &["read-holding", "150", "1"]].concat());
+    assert!(text(&out).contains("[42]"), "{}", text(&out));
+
+    // The PLC saw only allowed requests: no write to 200, none from the viewer.
+    let writes: Vec<_> =
+        lab.plc_log().into_iter().filter(|r| r["event"] == "request" && r["function_code"] != 3).collect();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!((writes[0]["address"].as_u64(), writes[0]["value"].as_u64()), (Some(150), Some(42)));
+    let s = lab.stats();
+    assert!(s["modbus_denied"].as_u64().unwrap() >= 6, "{s}");
+
+    // The audit trail: it verifies, names the users, and its request
+    // records agree with what the PLC saw (allowed) and what it did not.
+    std::thread::sleep(Duration::from_millis(300));
+    let audit = lab.run.join("audit");
+    let out = Command::new(GATE).args(["audit", "verify"]).arg(&audit).output().unwrap();
+    assert!(out.status.success(), "audit verify: {}", text(&out));
+    let records = lab.audit_records();
+    let requests: Vec<_> = records.iter().filter(|r| r["event"] == "request").collect();
+    let allowed_writes: Vec<_> = requests
+        .iter()
+        .filter(|r| r["verdict"] == "allow" && r["function"] != 3)
+        .map(|r| r["address"].as_u64())
+        .collect();
+    assert_eq!(allowed_writes, [Some(150)], "the only allowed write is the one the PLC logged");
+    assert!(
+        requests.iter().any(|r| r["verdict"] == "deny" && r["address"] == 200 && r["exception"] == 2),
+        "{requests:?}"
+    );
+    assert!(requests.iter().filter(|r| r["verdict"] == "deny").count() >= 6);
+    let opens: Vec<_> = records.iter().filter(|r| r["event"] == "session_open").collect();
+    assert!(opens.iter().any(|r| r["user"] == "alice") && opens.iter().any(|r| r["user"] == "bob"), "{opens:?}");
+    // tshark dissects alice's decrypted session as Modbus: the write to 150
+    // and the refused write to 200 (answered by the gate with 0x86 02).
+    // (Each client run is its own session, so its own pcapng.)
+    let mut fields = String::new();
+    for alice in opens.iter().filter(|r| r["user"] == "alice") {
+        let pcap = audit.join("pcap").join(alice["pcap"].as_str().unwrap());
+        let out = Command::new("tshark")
+            .args([
+                "-r",
+                pcap.to_str().unwrap(),
+                "-Y",
+                "modbus",
+                "-T",
+                "fields",
+                "-e",
+                "modbus.func_code",
+                "-e",
+                "modbus.reference_num",
+            ])
+            .output()
+            .unwrap();
+        fields.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(fields.lines().any(|l| l.starts_with("6\t150")), "tshark: {fields}");
+    assert!(fields.lines().any(|l| l.starts_with("6\t200")), "tshark: {fields}");
 }

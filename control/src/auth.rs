@@ -2,9 +2,12 @@
 //! authentication requests (argon2id, TOTP, tickets, lockout), so none of
 //! that slow work ever runs on a dp core.
 //!
-//! Authorization at this stage: a user may open a session to a service if
-//! one of the user's roles is listed in the service's `roles` (deny by
-//! default). The policy issue replaces this with the compiled policy.
+//! Authorization: the compiled policy in the snapshot decides whether the
+//! user's roles may connect ([`Op::Connect`]) to the asset's service now.
+//! An accepted session's `expires_unix` is the earliest of the ticket's
+//! expiry, the end of the permitting rule's window, and the rule's
+//! `max_session_secs`; `granted` lists the operations the policy allows
+//! there now.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +16,11 @@ use std::time::Duration;
 
 use crossbeam::sync::Parker;
 use dataplane::auth::{AuthChannel, AuthRequest, AuthVerdict, Credentials, Grant, Purpose};
+use dataplane::policy::{Decision, Denial, Op, Permit, Query};
 use dataplane::snapshot::{SharedSnapshot, Snapshot};
 use dataplane::wire::hello::Reason;
 
+use crate::audit::{AuditSink, AuthEvent};
 use crate::identity::tickets::{short_id, ticket_id};
 use crate::identity::{unix_now, Authenticator, Identity};
 
@@ -25,12 +30,13 @@ pub struct AuthWorker {
     shared: SharedSnapshot,
     channels: Vec<Arc<AuthChannel>>,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    audit: Option<AuditSink>,
 }
 
 impl AuthWorker {
     /// A worker over `channels` (one per core).
     pub fn new(authenticator: Arc<Authenticator>, shared: SharedSnapshot, channels: Vec<Arc<AuthChannel>>) -> Self {
-        Self { authenticator, shared, channels, clock: Arc::new(unix_now) }
+        Self { authenticator, shared, channels, clock: Arc::new(unix_now), audit: None }
     }
 
     /// Uses `clock` instead of the system clock (tests).
@@ -45,7 +51,7 @@ impl AuthWorker {
         for i in 0..self.channels.len() {
             let channel = self.channels[i].clone();
             while let Some(req) = channel.requests.pop() {
-                let verdict = self.decide(req);
+                let verdict = self.decide_and_record(req);
                 // The verdict queue is as deep as the request queue.
                 let _ = channel.verdicts.push(verdict);
                 channel.doorbell.ring();
@@ -53,6 +59,30 @@ impl AuthWorker {
             }
         }
         served
+    }
+
+    /// Records every authentication (success or failure, never secrets) in
+    /// the audit trail; while the trail cannot be written, new sessions are
+    /// refused with `audit_unavailable`.
+    pub fn with_audit(mut self, sink: AuditSink) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    fn decide_and_record(&mut self, req: AuthRequest) -> AuthVerdict {
+        let Some(sink) = self.audit.clone() else { return self.decide(req) };
+        let event = AuthEvent::request(&req);
+        let session = req.session;
+        let refuse = AuthVerdict::Refuse { session, reason: Reason::AuditUnavailable, retry_after: None };
+        let mut verdict = self.decide(req);
+        if matches!(verdict, AuthVerdict::Accept { .. }) && !sink.healthy() {
+            log::error!("auth: session refused: the audit trail cannot be written");
+            verdict = refuse.clone();
+        }
+        if sink.auth(event.verdict(&verdict)).is_err() && matches!(verdict, AuthVerdict::Accept { .. }) {
+            verdict = refuse;
+        }
+        verdict
     }
 
     /// Runs until `stop`, sleeping until a core posts a request.
@@ -113,11 +143,13 @@ impl AuthWorker {
             }
             Purpose::Resolve { asset, service } => match find_service(&snap, &asset, &service) {
                 None => refuse(Reason::UnknownAsset, None),
-                Some(e) if !permitted(&snap, e, &identity) => refuse(Reason::NotAuthorized, None),
-                Some(e) => {
-                    let expires = ticket_expiry.unwrap_or(now + snap.ticket_lifetime);
-                    accept(session, &identity, expires, snap.endpoints[e].overlay.to_string(), None, ticket_id_text)
-                }
+                Some(e) => match permitted(&snap, e, &identity, now) {
+                    Err(_) => refuse(Reason::NotAuthorized, None),
+                    Ok(_) => {
+                        let expires = ticket_expiry.unwrap_or(now + snap.ticket_lifetime);
+                        accept(session, &identity, expires, snap.endpoints[e].overlay.to_string(), None, ticket_id_text)
+                    }
+                },
             },
             Purpose::Connect { asset, service } => {
                 let Some(e) = snap.endpoint_at(*req.endpoint.ip(), req.endpoint.port()) else {
@@ -127,12 +159,23 @@ impl AuthWorker {
                 if ep.asset != asset || ep.service != service {
                     return refuse(Reason::UnknownAsset, None);
                 }
-                if !permitted(&snap, e, &identity) {
-                    log::warn!("auth: {} not authorized for {asset}/{service}", identity.user);
-                    return refuse(Reason::NotAuthorized, None);
-                }
-                let expires = ticket_expiry.unwrap_or(now + snap.ticket_lifetime);
-                accept(session, &identity, expires, "all".into(), None, ticket_id_text)
+                let permit = match permitted(&snap, e, &identity, now) {
+                    Ok(p) => p,
+                    Err(denial) => {
+                        log::warn!(
+                            "auth: {:?} not authorized for {asset}/{service}: {}",
+                            identity.user,
+                            denial.as_str()
+                        );
+                        return refuse(Reason::NotAuthorized, None);
+                    }
+                };
+                let max_session = snap.policy.rule(permit.rule).and_then(|r| r.max_session_secs);
+                let expires = ticket_expiry
+                    .unwrap_or(now + snap.ticket_lifetime)
+                    .min(permit.until)
+                    .min(max_session.map_or(u64::MAX, |s| now.saturating_add(s)));
+                accept(session, &identity, expires, granted(&snap, e, &identity, now), None, ticket_id_text)
             }
         }
     }
@@ -167,6 +210,30 @@ fn find_service(snap: &Snapshot, asset: &str, service: &str) -> Option<usize> {
     (service != "*" || matches.next().is_none()).then_some(first)
 }
 
-fn permitted(snap: &Snapshot, endpoint: usize, identity: &Identity) -> bool {
-    snap.endpoints[endpoint].roles.iter().any(|r| identity.roles.contains(r))
+/// Whether the policy lets `identity` connect to the endpoint's service now.
+fn permitted(snap: &Snapshot, endpoint: usize, identity: &Identity, now: u64) -> Result<Permit, Denial> {
+    let ep = &snap.endpoints[endpoint];
+    let policy = &snap.policy;
+    let asset = policy.asset_id(&ep.asset).ok_or(Denial::NoRule)?;
+    let roles = policy.role_ids(&identity.roles);
+    match policy.check(&Query { roles: &roles, asset, protocol: ep.protocol, op: Op::Connect, modbus: None, now }) {
+        Decision::Permit(p) => Ok(p),
+        Decision::Deny(d) => Err(d),
+    }
+}
+
+/// The operations the policy allows `identity` on the endpoint now, for the
+/// user's information (`read,write`); requests are still checked one by one.
+fn granted(snap: &Snapshot, endpoint: usize, identity: &Identity, now: u64) -> String {
+    let ep = &snap.endpoints[endpoint];
+    let policy = &snap.policy;
+    let Some(asset) = policy.asset_id(&ep.asset) else { return String::new() };
+    let roles = policy.role_ids(&identity.roles);
+    let q = Query { roles: &roles, asset, protocol: ep.protocol, op: Op::Connect, modbus: None, now };
+    let ops: Vec<&str> = policy.granted(&q).iter().filter(|op| *op != Op::Connect).map(Op::as_str).collect();
+    if ops.is_empty() {
+        "connect".to_string()
+    } else {
+        ops.join(",")
+    }
 }

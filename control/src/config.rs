@@ -1,17 +1,23 @@
-//! The gate's TOML config: interfaces, segments, assets and their services.
+//! The gate's TOML config: interfaces, segments, assets and their services,
+//! and the policy over them (roles, schedules, rules: see
+//! [`crate::policy`]).
 //!
 //! Loading collects every error before failing and reports each with
 //! `file:line:column`, the thing named, and a hint (nearest existing name,
 //! the allowed range). A config that loads becomes a [`Snapshot`] for the dp
-//! cores; nothing else of the file reaches the hot path.
+//! cores, carrying the compiled policy; nothing else of the file reaches the
+//! hot path.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
+use std::sync::Arc;
 
 use dataplane::snapshot::{Endpoint, Ipv4Net, LinkSpec, Protocol, SegmentSpec, Side, Snapshot};
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::policy;
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +60,12 @@ struct RawConfig {
     segment: Vec<Spanned<RawSegment>>,
     #[serde(default)]
     asset: Vec<Spanned<RawAsset>>,
+    #[serde(default)]
+    role: Vec<Spanned<policy::ast::RawRole>>,
+    #[serde(default)]
+    schedule: Vec<Spanned<policy::ast::RawSchedule>>,
+    #[serde(default)]
+    rule: Vec<Spanned<policy::ast::RawRule>>,
 }
 
 #[derive(Deserialize)]
@@ -101,9 +113,9 @@ struct RawService {
     /// (Modbus/TCP Security 802, DNP3-TLS 19999, EtherNet/IP-TLS 2221).
     port: Option<Spanned<u16>>,
     asset_port: Option<Spanned<u16>>,
-    /// Roles allowed to open sessions to this service.
-    #[serde(default)]
-    roles: Vec<Spanned<String>>,
+    /// Obsolete: who may connect is a `[[rule]]` now. Accepted only to
+    /// say so.
+    roles: Option<Spanned<toml::Value>>,
 }
 
 /// A loaded, validated config.
@@ -111,31 +123,73 @@ struct RawService {
 pub struct Config {
     /// Interface names by link index (0 = north).
     pub interfaces: Vec<String>,
+    /// The dp cores' view, with the compiled policy in `snapshot.policy`.
     pub snapshot: Snapshot,
+    /// Things that load but deserve a look (a schedule that stays closed
+    /// for the days ahead), with positions; `policy check` prints them.
+    pub warnings: Vec<ConfigError>,
 }
 
-/// Reads and validates `path`.
+/// Reads and validates `path`; the policy is compiled for now.
 ///
 /// # Errors
 /// Every problem found, each with its position.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_at(path, crate::identity::unix_now())
+}
+
+/// [`load`] with the policy's schedules compiled around `now` (Unix
+/// seconds).
+///
+/// # Errors
+/// Every problem found, each with its position.
+pub fn load_at(path: &Path, now: u64) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError { file: file.clone(), line: 0, column: 0, message: format!("cannot read: {e}") }])
     })?;
-    parse(&file, &text)
+    parse_at(&file, &text, now)
 }
 
-struct Errors<'a> {
+/// The errors (and warnings) of one parse, positioned in `text`.
+pub(crate) struct Errors<'a> {
     file: &'a str,
     text: &'a str,
+    /// Byte offset of each line's start (a policy of 100,000 rules asks
+    /// for a line per rule: no rescanning the text).
+    line_starts: Vec<usize>,
     list: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Errors<'_> {
-    fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
-        let (line, column) = line_col(self.text, span.start);
-        self.list.push(ConfigError { file: self.file.to_string(), line, column, message: message.into() });
+    /// An error at the start of `span`.
+    pub(crate) fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        let e = self.error(span, message);
+        self.list.push(e);
+    }
+
+    /// A warning at the start of `span`.
+    pub(crate) fn warn(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        let e = self.error(span, message);
+        self.warnings.push(e);
+    }
+
+    fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = self.line_col(span.start);
+        ConfigError { file: self.file.to_string(), line, column, message: message.into() }
+    }
+
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|s| *s <= offset);
+        let start = self.line_starts[line - 1];
+        (line, self.text[start..offset].chars().count() + 1)
+    }
+
+    /// The line of a byte offset.
+    pub(crate) fn line(&self, offset: usize) -> usize {
+        self.line_col(offset).0
     }
 }
 
@@ -146,11 +200,21 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Parses config text; `file` names it in errors.
+/// Parses config text; `file` names it in errors. The policy is compiled
+/// for now.
 ///
 /// # Errors
 /// Every problem found, each with its position.
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    parse_at(file, text, crate::identity::unix_now())
+}
+
+/// [`parse`] with the policy's schedules compiled around `now` (Unix
+/// seconds): tests and `policy explain --at`.
+///
+/// # Errors
+/// Every problem found, each with its position.
+pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
         ConfigErrors(vec![ConfigError {
@@ -160,7 +224,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             message: e.message().trim().to_string(),
         }])
     })?;
-    let mut err = Errors { file, text, list: Vec::new() };
+    let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+    let mut err = Errors { file, text, line_starts, list: Vec::new(), warnings: Vec::new() };
 
     let gate = raw.gate.get_ref();
     let overlay = prefix(&mut err, &gate.overlay, "gate overlay");
@@ -258,11 +323,21 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
 
     let mut endpoints: Vec<Endpoint> = Vec::new();
     let mut asset_names = HashSet::new();
+    // Every defined segment, valid or not, so a rule naming a segment with
+    // errors does not add one more; with no errors this is `segments`.
+    let mut inventory = policy::ast::Inventory { segments: Vec::new(), assets: Vec::new() };
+    for s in &raw.segment {
+        let name = s.get_ref().name.get_ref();
+        if !inventory.segments.contains(name) {
+            inventory.segments.push(name.clone());
+        }
+    }
     let mut endpoint_spans: HashMap<(Ipv4Addr, u16), String> = HashMap::new();
     for a in &raw.asset {
         let a = a.get_ref();
         let name = a.name.get_ref().clone();
-        if !asset_names.insert(name.clone()) {
+        let first_definition = asset_names.insert(name.clone());
+        if !first_definition {
             err.at(a.name.span(), format!("asset {name:?} is defined twice"));
         }
         let seg_name = a.segment.get_ref();
@@ -301,13 +376,17 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             err.at(a.name.span(), format!("asset {name:?} has no [[asset.service]]: nothing to connect to"));
         }
         let mut service_names = HashSet::new();
+        let mut protocols = 0u8;
         for svc in &a.service {
             let svc = svc.get_ref();
             if !service_names.insert(svc.name.get_ref().clone()) {
                 err.at(svc.name.span(), format!("asset {name:?}: service {:?} is defined twice", svc.name.get_ref()));
             }
             let protocol = match svc.protocol.get_ref().parse::<Protocol>() {
-                Ok(p) => Some(p),
+                Ok(p) => {
+                    protocols |= policy::ast::proto_bit(p);
+                    Some(p)
+                }
                 Err(()) => {
                     let p = svc.protocol.get_ref();
                     let hint = nearest(p, ["modbus", "s7", "dnp3", "enip", "tcp"].into_iter())
@@ -355,12 +434,15 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
                     "asset_port 0 is not a TCP port",
                 );
             }
-            let mut roles = Vec::new();
-            for r in &svc.roles {
-                if !valid_name(r.get_ref()) {
-                    err.at(r.span(), format!("role {:?}: use letters, digits, '-', '_' (1..=32)", r.get_ref()));
-                }
-                roles.push(r.get_ref().clone());
+            if let Some(r) = &svc.roles {
+                err.at(
+                    r.span(),
+                    format!(
+                        "service {:?}: `roles` on a service is obsolete; write a [[rule]] with roles = {}, assets = [{name:?}] and the operations they need (see config/lab.toml)",
+                        svc.name.get_ref(),
+                        r.get_ref()
+                    ),
+                );
             }
             if let Some(ov) = ov {
                 if let Some(prev) = endpoint_spans.insert((ov, port), name.clone()) {
@@ -376,12 +458,16 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
                         overlay: SocketAddrV4::new(ov, port),
                         underlay: SocketAddrV4::new(un, asset_port),
                         protocol,
-                        roles,
                     });
                 }
             }
         }
+        if first_definition {
+            let segment = inventory.segments.iter().position(|s| s == seg_name).map(|s| s as u32);
+            inventory.assets.push((name, segment, protocols));
+        }
     }
+    let validated = policy::ast::validate(file, &inventory, &raw.role, &raw.schedule, &raw.rule, &mut err);
 
     let login = match (&gate.login, overlay) {
         (Some(l), _) => match l.get_ref().parse::<SocketAddrV4>() {
@@ -423,6 +509,25 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
         err.list.sort_by_key(|e| (e.line, e.column));
         return Err(ConfigErrors(err.list));
     }
+    let compiled = policy::compile(validated.parts, now);
+    for (s, span) in validated.schedule_spans.into_iter().enumerate() {
+        let (from, to) = compiled.horizon();
+        if compiled.next_opening(s as u32, from).is_none() {
+            let spec = &compiled.schedules()[s];
+            err.warn(
+                span,
+                format!(
+                    "schedule {:?} stays closed from {} to {}: every window in that time falls on a holiday",
+                    spec.name,
+                    policy::format_time(from, Some(&spec.timezone)),
+                    policy::format_time(to, Some(&spec.timezone))
+                ),
+            );
+        }
+    }
+    for w in &err.warnings {
+        log::warn!("{w}");
+    }
     let mut snapshot = Snapshot::default();
     snapshot.overlay = overlay;
     snapshot.north_address = north_address;
@@ -433,8 +538,9 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     snapshot.endpoints = endpoints;
     snapshot.login = login.map(|(l, _)| l);
     snapshot.ticket_lifetime = ticket_lifetime;
+    snapshot.policy = Arc::new(compiled);
     let snapshot = snapshot.index();
-    Ok(Config { interfaces, snapshot })
+    Ok(Config { interfaces, snapshot, warnings: err.warnings })
 }
 
 /// The IANA port of the protocol's TLS flavour, where there is one.
@@ -524,10 +630,13 @@ mod tests {
         assert_eq!(c.interfaces, ["north0", "south0"]);
         let s = &c.snapshot;
         assert_eq!(s.segments.len(), 1);
-        let e = s.endpoint_at(Ipv4Addr::new(100, 64, 3, 7), 502).expect("plc-7 endpoint");
+        let e = s.endpoint_at(Ipv4Addr::new(100, 64, 3, 7), 802).expect("plc-7 endpoint");
         assert_eq!(s.endpoints[e].underlay, "198.19.3.7:502".parse().unwrap());
         assert_eq!(s.endpoints[e].asset, "plc-7");
         assert!(s.endpoint_at(Ipv4Addr::new(100, 64, 3, 7), 503).is_none());
+        assert_eq!(s.policy.roles, ["operator", "viewer", "guest"]);
+        assert_eq!(s.policy.rules, ["line3-read", "operator-setpoints", "operator-sessions"]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]
@@ -535,7 +644,7 @@ mod tests {
         let bad = LAB
             .replace("segment = \"line3\"", "segment = \"line4\"")
             .replace("overlay = \"100.64.3.7\"", "overlay = \"100.64.9.7\"")
-            .replace("protocol = \"modbus\"", "protocol = \"modbsu\"")
+            .replacen("protocol = \"modbus\"", "protocol = \"modbsu\"", 1)
             .replace("south_address = \"198.19.3.1/24\"", "south_address = \"198.19.3.1/33\"");
         let errs = parse("lab.toml", &bad).unwrap_err();
         let text = errs.to_string();
@@ -550,9 +659,9 @@ mod tests {
 
     #[test]
     fn duplicate_endpoints_and_bad_addresses() {
-        let dup = format!("{LAB}\n[[asset]]\nname = \"plc-8\"\nsegment = \"line3\"\noverlay = \"100.64.3.7\"\nunderlay = \"198.19.3.8\"\n[[asset.service]]\nname = \"modbus\"\nprotocol = \"modbus\"\nport = 502\n");
+        let dup = format!("{LAB}\n[[asset]]\nname = \"plc-8\"\nsegment = \"line3\"\noverlay = \"100.64.3.7\"\nunderlay = \"198.19.3.8\"\n[[asset.service]]\nname = \"modbus\"\nprotocol = \"modbus\"\nport = 802\n");
         let text = parse("x.toml", &dup).unwrap_err().to_string();
-        assert!(text.contains("endpoint 100.64.3.7:502 is already used by asset \"plc-7\""), "{text}");
+        assert!(text.contains("endpoint 100.64.3.7:802 is already used by asset \"plc-7\""), "{text}");
         let outside = LAB.replace("overlay = \"100.64.0.0/16\"", "overlay = \"10.0.0.0/16\"");
         let text = parse("x.toml", &outside).unwrap_err().to_string();
         assert!(text.contains("outside 100.64.0.0/10"), "{text}");

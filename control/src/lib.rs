@@ -9,11 +9,14 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod identity;
 pub mod pki;
+pub mod policy;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +38,7 @@ pub struct Control {
     tls_source: Option<TlsSource>,
     tls: Option<dataplane::tls::TlsConfig>,
     authenticator: Option<(Arc<identity::Authenticator>, PathBuf)>,
+    audit: Option<audit::AuditSink>,
     shared: SharedSnapshot,
     cores: Vec<(Arc<CoreCounters>, Arc<ArrayQueue<SessionEvent>>)>,
     reload_failures: u64,
@@ -97,6 +101,7 @@ impl Control {
             tls_source: None,
             tls: None,
             authenticator: None,
+            audit: None,
             shared: Arc::new(ArcSwap::from_pointee(snap)),
             cores: Vec::new(),
             reload_failures: 0,
@@ -113,6 +118,27 @@ impl Control {
         self.tls_source = Some(source);
         self.set_tls_config(config);
         Ok(())
+    }
+
+    /// Recompiles the policy's schedules before their horizon runs out
+    /// (call every few seconds). Returns the new generation, if any.
+    pub fn refresh_policy(&mut self, now: u64) -> Option<u64> {
+        let snap = self.shared.load_full();
+        if !snap.policy.needs_refresh(now) {
+            return None;
+        }
+        let mut next = (*snap).clone();
+        next.policy = Arc::new(policy::refresh(&snap.policy, now));
+        next.generation = snap.generation + 1;
+        let generation = next.generation;
+        self.shared.store(Arc::new(next));
+        log::info!("policy schedules recompiled for the days ahead: generation {generation}");
+        Some(generation)
+    }
+
+    /// Records reloads (accepted or refused) in the audit trail.
+    pub fn set_audit(&mut self, sink: audit::AuditSink) {
+        self.audit = Some(sink);
     }
 
     /// Lets reloads re-read the users from `secrets` and the management
@@ -189,6 +215,15 @@ impl Control {
         if let Err(e) = &result {
             self.reload_failures += 1;
             log::error!("reload of {} refused: {e}", path.display());
+        }
+        if let Some(sink) = &self.audit {
+            let generation = self.shared.load().generation;
+            let errors = match &result {
+                Ok(_) => Vec::new(),
+                Err(ReloadError::Invalid(errs)) => errs.0.iter().map(ToString::to_string).collect(),
+                Err(e) => vec![e.to_string()],
+            };
+            let _ = sink.policy_reload(generation, &path, audit::file_digest(&path).ok(), errors);
         }
         result
     }

@@ -258,7 +258,6 @@ mod tests {
                 overlay: "100.64.3.7:502".parse().unwrap(),
                 underlay: "198.19.3.7:502".parse().unwrap(),
                 protocol: Protocol::Modbus,
-                roles: vec![],
             },
             Endpoint {
                 asset: "plc-8".into(),
@@ -267,7 +266,6 @@ mod tests {
                 overlay: "100.64.4.8:502".parse().unwrap(),
                 underlay: "198.19.4.8:502".parse().unwrap(),
                 protocol: Protocol::Modbus,
-                roles: vec![],
             },
         ];
         s.index()

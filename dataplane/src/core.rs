@@ -18,14 +18,16 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 
+use crate::audit::{AuditOut, AuditRecord, AuditTap, Name, Note, SessionOpen, Text};
 use crate::auth::{AuthChannel, AuthVerdict};
 use crate::classify::{classify, Disposition, DropReason};
 use crate::counters::{bump, set, CoreCounters};
 use crate::io::{self, FramePort, BATCH, MAX_FRAME};
-use crate::session::{CloseReason, Flow, Kind, Next, Session, Step, Target, NO_ASSET};
-use crate::snapshot::{Ipv4Net, SharedSnapshot, Side, Snapshot};
+use crate::session::{CloseReason, Flow, Kind, Next, Session, Step, StepCtx, Target, NO_ASSET};
+use crate::snapshot::{Ipv4Net, Protocol, SharedSnapshot, Side, Snapshot};
 use crate::stack::{Stack, StackAddressing, TxStats};
 use crate::tls::Tls;
+use std::collections::VecDeque;
 
 /// How a core waits when there is no work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +104,16 @@ pub enum SessionEvent {
     Closed { id: u64, reason: CloseReason, bytes_up: u64, bytes_down: u64, micros: u64, detail: Option<String> },
 }
 
+/// Unix time in microseconds (audit timestamps).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Unix time in seconds (policy windows are in UTC).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// Monotonic time in smoltcp's units.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock(std::time::Instant);
@@ -163,7 +175,23 @@ pub struct Core {
     next_session: u64,
     tx: TxStats,
     auth: Arc<AuthChannel>,
+    audit: Option<AuditTap>,
+    /// Records the audit queue could not take at once; retried every loop,
+    /// and sessions read no new requests until it is empty.
+    audit_backlog: VecDeque<AuditRecord>,
     plain: Box<[u8; 16 * 1024]>,
+}
+
+/// Records a core holds back when its audit queue is full (preallocated).
+pub const AUDIT_BACKLOG: usize = 1024;
+
+/// What a core shares with the control side.
+pub struct CoreLinks {
+    pub counters: Arc<CoreCounters>,
+    pub events: Arc<ArrayQueue<SessionEvent>>,
+    pub auth: Arc<AuthChannel>,
+    /// The audit trail (`None`: not recorded, e.g. benches without audit).
+    pub audit: Option<AuditTap>,
 }
 
 /// What went wrong building a core.
@@ -195,11 +223,10 @@ impl Core {
         id: usize,
         ports: Vec<Box<dyn FramePort>>,
         shared: SharedSnapshot,
-        counters: Arc<CoreCounters>,
-        events: Arc<ArrayQueue<SessionEvent>>,
-        auth: Arc<AuthChannel>,
+        links: CoreLinks,
         opts: CoreOptions,
     ) -> Result<Self, CoreError> {
+        let CoreLinks { counters, events, auth, audit } = links;
         let snap = shared.load_full();
         let clock = Clock::new();
         let now = clock.now();
@@ -270,6 +297,8 @@ impl Core {
             next_session: 0,
             tx: TxStats::default(),
             auth,
+            audit,
+            audit_backlog: VecDeque::with_capacity(AUDIT_BACKLOG),
             plain: Box::new([0u8; 16 * 1024]),
         };
         core.reconcile(&snap);
@@ -443,15 +472,45 @@ impl Core {
         }
 
         // Step sessions.
+        let unix = unix_now();
+        let unix_us = unix_micros();
+        let snap = self.snap.clone();
+        self.drain_audit_backlog();
+        let (audit_ready, audit_terminate) = match &self.audit {
+            None => (true, false),
+            Some(tap) => {
+                let healthy = tap.healthy.load(Ordering::Acquire);
+                (
+                    healthy && self.audit_backlog.is_empty() && tap.queue.accepts_requests(),
+                    !healthy && tap.terminate_on_failure,
+                )
+            }
+        };
         let mut i = 0;
         while i < self.segments[s].sessions.len() {
-            let Self { segments, plain, counters, id, .. } = self;
+            let Self { segments, plain, counters, id, audit, audit_backlog, .. } = self;
             let seg = &mut segments[s];
             let sess = &mut seg.sessions[i];
             let north = seg.north.sockets.get_mut::<tcp::Socket>(sess.north);
             let south = sess.south.map(|h| seg.south.sockets.get_mut::<tcp::Socket>(h));
             let (up, down) = (sess.bytes_up, sess.bytes_down);
-            let step = sess.step(*id, north, south, &mut plain[..], now);
+            let mut ctx = StepCtx {
+                core: *id,
+                now,
+                unix,
+                policy: &snap.policy,
+                generation: snap.generation,
+                scratch: &mut plain[..],
+                counters,
+                unix_us,
+                audit: AuditOut {
+                    queue: audit.as_ref().map(|t| &*t.queue),
+                    backlog: audit_backlog,
+                    ready: audit_ready,
+                    terminate: audit_terminate,
+                },
+            };
+            let step = sess.step(&mut ctx, north, south);
             bump(&counters.bytes_up, sess.bytes_up - up);
             bump(&counters.bytes_down, sess.bytes_down - down);
             match step {
@@ -486,8 +545,51 @@ impl Core {
         work + self.service_rest(s, now, opts)
     }
 
+    /// Retries records the audit queue could not take.
+    fn drain_audit_backlog(&mut self) {
+        let Some(tap) = &self.audit else { return };
+        while let Some(r) = self.audit_backlog.pop_front() {
+            if let Err(r) = tap.queue.try_push(r) {
+                self.audit_backlog.push_front(r);
+                break;
+            }
+        }
+    }
+
+    /// Queues one audit record (or keeps it in the backlog: never dropped).
+    fn audit(&mut self, record: AuditRecord) {
+        if let Some(tap) = &self.audit {
+            if !self.audit_backlog.is_empty() {
+                self.audit_backlog.push_back(record);
+            } else if let Err(r) = tap.queue.try_push(record) {
+                self.audit_backlog.push_back(r);
+            }
+        }
+    }
+
     /// Accounts a finished session and retires its sockets.
     fn finish(&mut self, s: usize, sess: Session, reason: CloseReason, now: Instant) {
+        let ts = unix_micros();
+        match reason {
+            CloseReason::TlsFailed
+            | CloseReason::HelloMalformed
+            | CloseReason::FramingLost
+            | CloseReason::HelloTimeout => {
+                self.audit(AuditRecord::anomaly(sess.id, ts, reason.as_str(), sess.detail.as_deref().unwrap_or("")));
+            }
+            _ => {}
+        }
+        if sess.audited {
+            self.audit(AuditRecord::session_close(
+                sess.id,
+                ts,
+                reason.as_str(),
+                sess.detail.as_deref(),
+                sess.bytes_up,
+                sess.bytes_down,
+                (now - sess.opened).total_micros(),
+            ));
+        }
         let seg = &mut self.segments[s];
         retire(seg, &sess);
         bump(&self.counters.closes[reason as usize], 1);
@@ -525,6 +627,13 @@ impl Core {
     /// Opens the asset connection of an authorised session.
     fn connect_south(&mut self, s: usize, k: usize, now: Instant) {
         let opts = self.opts;
+        let endpoint = self.segments[s].sessions[k].flow.endpoint;
+        let protocol = self
+            .snap
+            .endpoint_at(*endpoint.ip(), endpoint.port())
+            .map_or(Protocol::Tcp, |e| self.snap.endpoints[e].protocol);
+        let Self { segments, snap, .. } = self;
+        segments[s].sessions[k].bind_policy(&snap.policy, snap.generation, protocol);
         let seg = &mut self.segments[s];
         let asset = seg.sessions[k].flow.asset;
         let mut sock = new_socket(opts.socket_buffer);
@@ -540,19 +649,37 @@ impl Core {
             // as `asset_unreachable`.
             seg.south.sockets.get_mut::<tcp::Socket>(south).abort();
         }
-        let sess = &seg.sessions[k];
-        if let Some(grant) = sess.grant.as_deref() {
-            let _ = self.events.push(SessionEvent::Opened {
-                id: sess.id,
-                user: grant.user.clone(),
-                roles: grant.roles.clone(),
+        let sess = &mut seg.sessions[k];
+        let Some(grant) = sess.grant.as_deref() else { return };
+        let tls = sess.negotiated();
+        let record = AuditRecord::session_open(
+            sess.id,
+            unix_micros(),
+            SessionOpen {
+                user: Name::new(&grant.user),
+                roles: Note::join(grant.roles.iter().map(String::as_str), ","),
                 client: sess.flow.client,
                 endpoint: sess.flow.endpoint,
+                asset_name: Name::new(sess.asset_name()),
                 asset,
-                tls: sess.negotiated(),
-                ticket: grant.ticket_id.clone(),
-            });
-        }
+                protocol: Text::new(protocol.as_str()),
+                tls_version: Text::new(&tls.0),
+                tls_cipher: Text::new(&tls.1),
+                ticket: Name::new(grant.ticket_id.as_deref().unwrap_or("")),
+            },
+        );
+        sess.audited = true;
+        let _ = self.events.push(SessionEvent::Opened {
+            id: sess.id,
+            user: grant.user.clone(),
+            roles: grant.roles.clone(),
+            client: sess.flow.client,
+            endpoint: sess.flow.endpoint,
+            asset,
+            tls,
+            ticket: grant.ticket_id.clone(),
+        });
+        self.audit(record);
     }
 
     fn service_rest(&mut self, s: usize, now: Instant, opts: CoreOptions) -> usize {

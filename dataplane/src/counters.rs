@@ -24,6 +24,12 @@ pub struct CoreCounters {
     pub bytes_down: AtomicU64,
     /// Handshakes that never completed (SYN without ACK, RST in SYN-RECEIVED).
     pub handshakes_failed: AtomicU64,
+    /// Modbus requests forwarded / answered with an exception by the gate /
+    /// malformed; PLC responses that matched no request.
+    pub modbus_allowed: AtomicU64,
+    pub modbus_denied: AtomicU64,
+    pub modbus_malformed: AtomicU64,
+    pub modbus_unmatched: AtomicU64,
     pub loops: AtomicU64,
     pub sleeps: AtomicU64,
     /// Snapshot generation the core runs on.
@@ -55,6 +61,10 @@ pub struct CounterTotals {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub handshakes_failed: u64,
+    pub modbus_allowed: u64,
+    pub modbus_denied: u64,
+    pub modbus_malformed: u64,
+    pub modbus_unmatched: u64,
     pub loops: u64,
     pub sleeps: u64,
     pub generation: u64,
@@ -84,6 +94,10 @@ impl CounterTotals {
             t.bytes_up += c.bytes_up.load(Relaxed);
             t.bytes_down += c.bytes_down.load(Relaxed);
             t.handshakes_failed += c.handshakes_failed.load(Relaxed);
+            t.modbus_allowed += c.modbus_allowed.load(Relaxed);
+            t.modbus_denied += c.modbus_denied.load(Relaxed);
+            t.modbus_malformed += c.modbus_malformed.load(Relaxed);
+            t.modbus_unmatched += c.modbus_unmatched.load(Relaxed);
             t.loops += c.loops.load(Relaxed);
             t.sleeps += c.sleeps.load(Relaxed);
             let g = c.generation.load(Relaxed);
@@ -125,6 +139,10 @@ impl CounterTotals {
         ]);
         out.extend(self.closes.iter().map(|(r, v)| (format!("close_{}", r.as_str()), *v)));
         out.extend([
+            ("modbus_allowed".into(), self.modbus_allowed),
+            ("modbus_denied".into(), self.modbus_denied),
+            ("modbus_malformed".into(), self.modbus_malformed),
+            ("modbus_unmatched".into(), self.modbus_unmatched),
             ("bytes_up".into(), self.bytes_up),
             ("bytes_down".into(), self.bytes_down),
             ("loops".into(), self.loops),

@@ -11,10 +11,12 @@
 //! syscalls), each block with its justification.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod audit;
 pub mod auth;
 pub mod classify;
 pub mod core;
 pub mod counters;
+pub mod inspect;
 pub mod io;
 pub mod policy;
 pub mod session;

@@ -150,9 +150,6 @@ pub struct Endpoint {
     pub overlay: SocketAddrV4,
     pub underlay: SocketAddrV4,
     pub protocol: Protocol,
-    /// Roles that may open sessions here (until the policy language lands,
-    /// this is the whole authorization: deny unless a role is listed).
-    pub roles: Vec<String>,
 }
 
 /// Everything the dp cores need, immutable once published.
@@ -173,6 +170,8 @@ pub struct Snapshot {
     pub login: Option<SocketAddrV4>,
     /// Ticket lifetime handed out at login, in seconds.
     pub ticket_lifetime: u64,
+    /// The compiled policy (who may do what, where, when).
+    pub policy: std::sync::Arc<crate::policy::Policy>,
     /// The TLS server configuration every endpoint terminates with.
     pub tls: Option<crate::tls::TlsConfig>,
     /// Links by index; index 0 is the north link.

@@ -30,7 +30,6 @@ fn lab() -> Snapshot {
         overlay: "100.64.3.7:802".parse().unwrap(),
         underlay: "198.19.3.7:502".parse().unwrap(),
         protocol: Protocol::Modbus,
-        roles: vec![],
     }];
     s.index()
 }

@@ -23,12 +23,20 @@ enum Command {
     /// Frames per second per core on the memory backend: drop path, proxy
     /// path and the classifier, measured in the same run.
     Frames(bench::frames::FramesArgs),
+    /// Policy load (parse + validate + compile) and per-request check cost
+    /// on a generated policy (10,000 assets, 100,000 rules).
+    Policy(bench::policy::PolicyArgs),
+    /// Audit records per second the writer sustains (JSONL chain, fsync,
+    /// pcapng per session).
+    Audit(bench::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Frames(args) => bench::frames::frames(args),
+        Command::Policy(args) => bench::policy::policy(args),
+        Command::Audit(args) => bench::audit::audit(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@
 //! in-memory tests and the benches.
 //!
 //! The lab has its own CA and gate certificate (generated), and two users:
-//! `alice` (role operator) and `bob` (role guest), password
+//! `alice` (role operator), `bob` (role viewer), `carol` (role guest), password
 //! [`PASSWORD`], TOTP secret [`TOTP_SECRET`]. The auth worker runs inline in
 //! [`MemLab::step`], on a clock the test can move ([`MemLab::advance`]).
 
@@ -19,7 +19,7 @@ use control::identity::totp::{self, Secret};
 use control::identity::{password, unix_now, Authenticator, User, UserDb};
 use control::{Config, Control};
 use dataplane::auth::AuthChannel;
-use dataplane::core::{Clock, Core, CoreOptions};
+use dataplane::core::{Clock, Core, CoreLinks, CoreOptions};
 use dataplane::io::{memory, FramePort};
 use dataplane::snapshot::{Ipv4Net, Protocol};
 use dataplane::wire::hello::Auth;
@@ -64,12 +64,12 @@ fn mac(last: u8) -> [u8; 6] {
     [0x02, 0x00, 0x5e, 0x00, 0x00, last]
 }
 
-/// The lab's users: alice (operator), bob (guest).
+/// The lab's users: alice (operator), bob (viewer), carol (guest).
 pub fn lab_users() -> UserDb {
     // Lab-only cost parameters: tests log in many times.
     let params = argon2::Params::new(1024, 1, 1, None).unwrap_or_default();
     let mut db = UserDb::new();
-    for (name, role) in [("alice", "operator"), ("bob", "guest")] {
+    for (name, role) in [("alice", "operator"), ("bob", "viewer"), ("carol", "guest")] {
         let mut u = User::new(name, &[role.to_string()]);
         u.password = password::hash_with(params.clone(), PASSWORD.as_bytes()).ok();
         u.totp = Secret::from_base32(TOTP_SECRET).ok();
@@ -129,8 +129,8 @@ impl MemLab {
         let sim = PlcSim::new(&mut plc, sim_port, if sim_port == 0 { 0 } else { 64 });
         let (counters, events) = control.add_core();
         let channel = AuthChannel::new(None)?;
-        let gate = Core::new(0, gate_ports, control.shared(), counters, events, channel.clone(), opts)
-            .map_err(|e| bad(&e.to_string()))?;
+        let links = CoreLinks { counters, events, auth: channel.clone(), audit: None };
+        let gate = Core::new(0, gate_ports, control.shared(), links, opts).map_err(|e| bad(&e.to_string()))?;
         let skew = Arc::new(AtomicU64::new(0));
         let s = skew.clone();
         let auth = AuthWorker::new(Arc::new(Authenticator::new(lab_users())), control.shared(), vec![channel])

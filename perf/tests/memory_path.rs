@@ -256,11 +256,11 @@ fn every_refusal_has_its_reason_and_the_plc_sees_nothing() {
     // A good login, then the same code again: replay.
     let ticket = lab.login("alice", WAIT).unwrap();
     assert_eq!(refused(&mut lab, login, creds("alice", pw, &code), None), Reason::BadCredentials);
-    // bob is a guest: not authorized for plc-7 (the PLC endpoint itself refuses).
+    // carol is a guest: not authorized for plc-7 (the PLC endpoint itself refuses).
     lab.advance(30);
-    let bob = lab.login("bob", WAIT).unwrap();
+    let carol = lab.login("carol", WAIT).unwrap();
     let ep = lab.endpoint;
-    assert_eq!(refused(&mut lab, ep, Auth::Ticket(&bob), Some(("plc-7", "modbus"))), Reason::NotAuthorized);
+    assert_eq!(refused(&mut lab, ep, Auth::Ticket(&carol), Some(("plc-7", "modbus"))), Reason::NotAuthorized);
     assert_eq!(refused(&mut lab, ep, Auth::Ticket(&ticket), Some(("plc-9", "modbus"))), Reason::UnknownAsset);
     // A forged ticket, then alice's after it expired.
     assert_eq!(refused(&mut lab, ep, Auth::Ticket(&[7u8; 32]), Some(("plc-7", "modbus"))), Reason::BadCredentials);

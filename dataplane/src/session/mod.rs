@@ -20,7 +20,12 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{Socket, State};
 use smoltcp::time::{Duration, Instant};
 
+use crate::audit::{AuditOut, AuditRecord, Decoded, Direction, Verdict as AuditVerdict};
 use crate::auth::{AuthRequest, AuthVerdict, Credentials, Grant, Purpose};
+use crate::counters::{bump, CoreCounters};
+use crate::inspect::modbus::{Broken, ModbusInspector, Sink, Verdict};
+use crate::policy::{Decision, Denial, ModbusDetail, Op, Policy, Query, RoleId};
+use crate::snapshot::Protocol;
 use crate::tls::Tls;
 use crate::wire::hello::{self, Auth, Framing, Message, Reason};
 
@@ -43,6 +48,11 @@ macro_rules! close_reasons {
 
 close_reasons! {
     ClientClosed => "client_closed": "The user closed first (FIN), both directions drained.",
+    SessionExpired => "session_expired": "The session reached its end: ticket expiry or the rule's max_session_secs.",
+    AuditUnavailable => "audit_unavailable": "The audit writer failed and the policy is to terminate sessions (`on_failure = terminate`).",
+    PolicyRevoked => "policy_revoked": "A new policy no longer permits the session; it ended at a request boundary.",
+    WindowClosed => "window_closed": "The schedule window that permitted the session closed.",
+    FramingLost => "framing_lost": "The protocol stream could not be framed any more (bad MBAP header).",
     AssetClosed => "asset_closed": "The asset closed first (FIN), both directions drained.",
     ClientReset => "client_reset": "The user's side reset or vanished; the asset connection was reset too.",
     AssetReset => "asset_reset": "The asset reset an open connection; the user was reset too.",
@@ -128,9 +138,18 @@ pub struct Session {
     pub grant: Option<Box<Grant>>,
     /// Why the last refusal or failure happened, for the log.
     pub detail: Option<String>,
+    /// A session-open record was written (so a close record is owed).
+    pub audited: bool,
     target: Target,
     tls: Box<Tls>,
     hello: Option<Box<HelloBuf>>,
+    inspector: Option<Box<ModbusInspector>>,
+    protocol: Protocol,
+    role_ids: Vec<RoleId>,
+    asset_id: Option<u32>,
+    checked_generation: u64,
+    permit_until: u64,
+    finishing_since: Option<Instant>,
     connect_started: Instant,
     connect_timeout: Duration,
     up_fin: bool,
@@ -141,6 +160,46 @@ pub struct Session {
 struct HelloBuf {
     buf: [u8; hello::HEADER_LEN + hello::MAX_PAYLOAD],
     len: usize,
+}
+
+/// What a step needs from its core.
+pub struct StepCtx<'a> {
+    pub core: usize,
+    /// Monotonic time.
+    pub now: Instant,
+    /// Unix time in seconds (policy windows).
+    pub unix: u64,
+    pub policy: &'a Policy,
+    /// The snapshot generation in force.
+    pub generation: u64,
+    /// The core's plaintext buffer.
+    pub scratch: &'a mut [u8],
+    pub counters: &'a CoreCounters,
+    /// Unix time in microseconds (audit timestamps).
+    pub unix_us: u64,
+    /// The audit trail.
+    pub audit: AuditOut<'a>,
+}
+
+/// The session's two outlets as the inspector sees them.
+struct Wires<'a, 'n, 's> {
+    tls: &'a mut Tls,
+    north: &'a mut Socket<'n>,
+    south: &'a mut Socket<'s>,
+}
+
+impl Sink for Wires<'_, '_, '_> {
+    fn to_asset(&mut self, adu: &[u8]) -> bool {
+        let room = self.south.send_capacity() - self.south.send_queue();
+        self.south.can_send() && room >= adu.len() && self.south.send_slice(adu).is_ok()
+    }
+
+    fn to_user(&mut self, adu: &[u8]) -> bool {
+        // Keep at most one ADU of ciphertext waiting inside rustls: if the
+        // socket cannot take what is queued, there is no room.
+        self.tls.push(self.north);
+        !self.tls.wants_write() && self.tls.write_plain(adu) == adu.len()
+    }
 }
 
 /// What a step asks the core to do.
@@ -186,8 +245,16 @@ impl Session {
             bytes_down: 0,
             grant: None,
             detail: None,
+            audited: false,
             target,
             tls: Box::new(tls),
+            inspector: None,
+            protocol: Protocol::Tcp,
+            role_ids: Vec::new(),
+            asset_id: None,
+            checked_generation: 0,
+            permit_until: 0,
+            finishing_since: None,
             hello: Some(Box::new(HelloBuf { buf: [0; hello::HEADER_LEN + hello::MAX_PAYLOAD], len: 0 })),
             connect_started: now,
             connect_timeout,
@@ -197,21 +264,19 @@ impl Session {
         }
     }
 
+    /// The asset's name (empty for the login endpoint).
+    pub fn asset_name(&self) -> &str {
+        &self.target.asset
+    }
+
     /// TLS version and cipher suite negotiated.
     pub fn negotiated(&self) -> (String, String) {
         self.tls.negotiated()
     }
 
-    /// Advances the session after its stacks were polled. `scratch` is the
-    /// core's plaintext buffer.
-    pub fn step(
-        &mut self,
-        core: usize,
-        north: &mut Socket<'_>,
-        mut south: Option<&mut Socket<'_>>,
-        scratch: &mut [u8],
-        now: Instant,
-    ) -> Step {
+    /// Advances the session after its stacks were polled.
+    pub fn step(&mut self, ctx: &mut StepCtx<'_>, north: &mut Socket<'_>, mut south: Option<&mut Socket<'_>>) -> Step {
+        let (core, now) = (ctx.core, ctx.now);
         let ns = north.state();
         match self.phase {
             Phase::Handshaking | Phase::Hello | Phase::Authenticating => {
@@ -259,7 +324,7 @@ impl Session {
                         self.phase = Phase::Open;
                         self.reply_accept();
                         self.tls.push(north);
-                        self.pump(north, south, scratch)
+                        self.pump(ctx, north, south)
                     }
                     State::Closed => {
                         north.abort();
@@ -278,7 +343,13 @@ impl Session {
                 }
             }
             Phase::Open => match south {
-                Some(south) => self.pump(north, south, scratch),
+                Some(south) => {
+                    if let Some(reason) = self.reauthorize(ctx) {
+                        south.abort();
+                        return self.finish_now(north, reason);
+                    }
+                    self.pump(ctx, north, south)
+                }
                 None => self.finish_now(north, CloseReason::AssetUnreachable),
             },
             Phase::Finishing(reason) => {
@@ -290,7 +361,7 @@ impl Session {
                     north.close();
                 }
                 if matches!(north.state(), State::Closed | State::TimeWait | State::FinWait2)
-                    || now - self.opened > HELLO_DEADLINE * 3
+                    || now - *self.finishing_since.get_or_insert(now) > HELLO_DEADLINE
                 {
                     if north.state() != State::TimeWait && north.state() != State::FinWait2 {
                         north.abort();
@@ -368,6 +439,7 @@ impl Session {
     }
 
     fn finish_now(&mut self, north: &mut Socket<'_>, reason: CloseReason) -> Step {
+        self.tls.close();
         self.tls.push(north);
         self.phase = Phase::Finishing(reason);
         Step::Running { moved: 0 }
@@ -444,8 +516,9 @@ impl Session {
         })
     }
 
-    /// Moves bytes both ways and propagates FIN/close_notify and RST.
-    fn pump(&mut self, north: &mut Socket<'_>, south: &mut Socket<'_>, scratch: &mut [u8]) -> Step {
+    /// Moves bytes both ways (inspecting them when the protocol has an
+    /// inspector) and propagates FIN/close_notify and RST.
+    fn pump(&mut self, ctx: &mut StepCtx<'_>, north: &mut Socket<'_>, south: &mut Socket<'_>) -> Step {
         if let Err(e) = self.tls.pull(north) {
             self.detail = Some(e.0);
             self.tls.push(north);
@@ -453,41 +526,238 @@ impl Session {
             north.abort();
             return Step::Closed(CloseReason::TlsFailed);
         }
+        let moved =
+            if self.inspector.is_some() { self.move_modbus(ctx, north, south) } else { self.move_raw(ctx, south) };
+        let (up, down) = match moved {
+            Ok(m) => m,
+            Err(reason) => {
+                south.abort();
+                return self.finish_now(north, reason);
+            }
+        };
+        self.tls.push(north);
+        self.bytes_up += up as u64;
+        self.bytes_down += down as u64;
+        let held = self.inspector.as_ref().map_or(0, |i| i.up_pending());
+        self.propagate_close(north, south, held, up + down)
+    }
+
+    /// Raw TCP (VNC, RDP, vendor tools): identity and logging, no inspection.
+    fn move_raw(&mut self, ctx: &mut StepCtx<'_>, south: &mut Socket<'_>) -> Result<(usize, usize), CloseReason> {
+        if ctx.audit.terminate {
+            return Err(CloseReason::AuditUnavailable);
+        }
+        let (id, ts) = (self.id, ctx.unix_us);
+        let scratch = &mut *ctx.scratch;
+        let audit = &mut ctx.audit;
+        // What the audit trail can take now, in payload bytes.
+        let budget = |audit: &AuditOut<'_>, want: usize| {
+            if !audit.enabled() || audit.has_room(AuditRecord::data_records(want)) {
+                want
+            } else if audit.has_room(1) {
+                crate::audit::PAYLOAD_LEN
+            } else {
+                0
+            }
+        };
         // User -> asset: plaintext out of rustls, as far as the asset's send
-        // buffer has room.
+        // buffer (and the audit trail) has room.
         let mut up = 0;
         loop {
             let room = south.send_capacity() - south.send_queue();
             if room == 0 || !south.can_send() {
                 break;
             }
-            let take = room.min(scratch.len());
+            let take = budget(audit, room.min(scratch.len()));
+            if take == 0 {
+                break;
+            }
             let n = self.tls.read_plain(&mut scratch[..take]);
             if n == 0 {
                 break;
             }
             // `room` bytes fit by construction.
-            up += south.send_slice(&scratch[..n]).unwrap_or(0);
+            let sent = south.send_slice(&scratch[..n]).unwrap_or(0);
+            for r in AuditRecord::data_chunks(id, ts, Direction::Up, &scratch[..sent]) {
+                audit.push(r);
+            }
+            up += sent;
         }
         // Asset -> user: into rustls as far as its buffer limit allows.
         let mut down = 0;
         while south.can_recv() {
-            let tls = &mut self.tls;
-            let moved = south.recv(|data| {
-                let n = tls.write_plain(data);
-                (n, n)
-            });
-            match moved {
-                Ok(0) | Err(_) => break,
-                Ok(n) => down += n,
+            let want = budget(audit, scratch.len());
+            if want == 0 || self.tls.wants_write() {
+                break;
             }
+            let got = south.recv_slice(&mut scratch[..want]).unwrap_or(0);
+            if got == 0 {
+                break;
+            }
+            // rustls takes it all: its buffer was drained (no pending
+            // ciphertext) and `got` is below its limit.
+            let n = self.tls.write_plain(&scratch[..got]);
+            for r in AuditRecord::data_chunks(id, ts, Direction::Down, &scratch[..n]) {
+                audit.push(r);
+            }
+            down += n;
         }
-        self.tls.push(north);
-        self.bytes_up += up as u64;
-        self.bytes_down += down as u64;
+        Ok((up, down))
+    }
 
+    /// Modbus/TCP: every request framed, decided and forwarded or answered;
+    /// every response matched.
+    fn move_modbus(
+        &mut self,
+        ctx: &mut StepCtx<'_>,
+        north: &mut Socket<'_>,
+        south: &mut Socket<'_>,
+    ) -> Result<(usize, usize), CloseReason> {
+        if ctx.audit.terminate {
+            return Err(CloseReason::AuditUnavailable);
+        }
+        let Some(insp) = self.inspector.as_deref_mut() else { return Ok((0, 0)) };
+        let (roles, asset, protocol) = (&self.role_ids[..], self.asset_id, self.protocol);
+        let (policy, unix, micros, counters) = (ctx.policy, ctx.unix, ctx.now.total_micros() as u64, ctx.counters);
+        let (id, ts) = (self.id, ctx.unix_us);
+        let audit = &mut ctx.audit;
+        let tls = &mut *self.tls;
+        // User -> gate: as much as the inspector has room for, and only while
+        // the audit trail can take the records (back-pressure otherwise).
+        if audit.has_room(2) {
+            let spare = insp.up_spare();
+            let n = tls.read_plain(spare);
+            insp.up_filled(n);
+        }
+        let mut up = 0;
+        let mut wires = Wires { tls, north: &mut *north, south: &mut *south };
+        let mut decide = |op: Op, detail: &ModbusDetail<'_>| match asset {
+            Some(asset) => policy.check(&Query { roles, asset, protocol, op, modbus: Some(*detail), now: unix }),
+            None => Decision::Deny(Denial::NoRule),
+        };
+        let exception = |d: Denial| policy.exception(d);
+        let result = insp.requests(&mut wires, &mut decide, &exception, micros, &mut |i, adu| {
+            let (verdict, rule, exception) = match i.verdict {
+                Verdict::Allowed { rule } => {
+                    up += adu.len();
+                    bump(&counters.modbus_allowed, 1);
+                    (AuditVerdict::Allow, Some(rule), None)
+                }
+                Verdict::Denied { denial, exception } => {
+                    bump(&counters.modbus_denied, 1);
+                    (AuditVerdict::Deny, denial_rule(denial), Some(exception))
+                }
+                Verdict::Flood => {
+                    bump(&counters.modbus_denied, 1);
+                    (AuditVerdict::Deny, None, Some(0x06))
+                }
+                Verdict::Malformed { exception } => {
+                    bump(&counters.modbus_malformed, 1);
+                    (AuditVerdict::Deny, None, Some(exception))
+                }
+            };
+            if audit.enabled() {
+                let name = rule.and_then(|r| policy.rules.get(r as usize)).map_or("", String::as_str);
+                let decoded = Decoded::modbus(adu).unwrap_or_else(|| Decoded::header(adu));
+                let rule16 = rule.and_then(|r| u16::try_from(r).ok());
+                audit.push(AuditRecord::request(id, i.seq, ts, decoded, verdict, rule16, name, exception, adu));
+            }
+        });
+        if let Err(Broken::FramingLost(anomaly)) = result {
+            self.detail = Some(format!("{anomaly:?}"));
+            return Err(CloseReason::FramingLost);
+        }
+        // Asset -> gate -> user.
+        let mut down = 0;
+        while wires.south.can_recv() {
+            let spare = insp.down_spare();
+            if spare.is_empty() {
+                break;
+            }
+            let got = wires.south.recv_slice(spare).unwrap_or(0);
+            if got == 0 {
+                break;
+            }
+            insp.down_filled(got);
+        }
+        let result = insp.responses(&mut wires, micros, &mut |seq, latency, adu| match latency {
+            Some(l) => {
+                down += adu.len();
+                audit.push(AuditRecord::response(id, seq, ts, u32::try_from(l).unwrap_or(u32::MAX), adu));
+            }
+            None => {
+                bump(&counters.modbus_unmatched, 1);
+                audit.push(AuditRecord::anomaly(
+                    id,
+                    ts,
+                    "unmatched_response",
+                    "a PLC response matched no request; dropped",
+                ));
+            }
+        });
+        if let Err(Broken::FramingLost(anomaly)) = result {
+            self.detail = Some(format!("asset: {anomaly:?}"));
+            return Err(CloseReason::FramingLost);
+        }
+        Ok((up, down))
+    }
+
+    /// On a new policy generation or when the permitting window ends, asks
+    /// the policy again whether this session may go on.
+    fn reauthorize(&mut self, ctx: &StepCtx<'_>) -> Option<CloseReason> {
+        if self.grant.as_deref().is_some_and(|g| ctx.unix >= g.expires_unix) {
+            return Some(CloseReason::SessionExpired);
+        }
+        if ctx.generation == self.checked_generation && ctx.unix < self.permit_until {
+            return None;
+        }
+        if ctx.generation != self.checked_generation {
+            // Role and asset ids belong to the policy they came from.
+            if let Some(grant) = self.grant.as_deref() {
+                self.role_ids = ctx.policy.role_ids(&grant.roles);
+            }
+            self.asset_id = ctx.policy.asset_id(&self.target.asset);
+        }
+        self.checked_generation = ctx.generation;
+        let Some(asset) = self.asset_id else { return Some(CloseReason::PolicyRevoked) };
+        let q = Query {
+            roles: &self.role_ids,
+            asset,
+            protocol: self.protocol,
+            op: Op::Connect,
+            modbus: None,
+            now: ctx.unix,
+        };
+        match ctx.policy.check(&q) {
+            Decision::Permit(p) => {
+                self.permit_until = p.until;
+                None
+            }
+            Decision::Deny(Denial::OutsideWindow(_)) => Some(CloseReason::WindowClosed),
+            Decision::Deny(_) => Some(CloseReason::PolicyRevoked),
+        }
+    }
+
+    /// Resolves the user's roles and the asset in the policy in force
+    /// (once, when the session is authorised).
+    pub fn bind_policy(&mut self, policy: &Policy, generation: u64, protocol: Protocol) {
+        if let Some(grant) = self.grant.as_deref() {
+            self.role_ids = policy.role_ids(&grant.roles);
+        }
+        self.asset_id = policy.asset_id(&self.target.asset);
+        self.protocol = protocol;
+        self.checked_generation = generation;
+        self.permit_until = 0;
+        if protocol == Protocol::Modbus {
+            self.inspector = Some(Box::new(ModbusInspector::new()));
+        }
+    }
+
+    /// FIN/close_notify and RST propagation once bytes have moved. `held`:
+    /// bytes the inspector still holds for the asset.
+    fn propagate_close(&mut self, north: &mut Socket<'_>, south: &mut Socket<'_>, held: usize, moved: usize) -> Step {
         // The user is done sending: close_notify or TCP FIN, all delivered.
-        if !self.up_fin && (self.tls.peer_closed() || fin_received(north)) && south.send_queue() == 0 {
+        if !self.up_fin && (self.tls.peer_closed() || fin_received(north)) && south.send_queue() == 0 && held == 0 {
             south.close();
             self.up_fin = true;
             self.first_fin.get_or_insert(FirstFin::Client);
@@ -515,7 +785,17 @@ impl Session {
             north.abort();
             return Step::Closed(CloseReason::AssetReset);
         }
-        Step::Running { moved: up + down }
+        Step::Running { moved }
+    }
+}
+
+/// The rule a denial names, if any.
+fn denial_rule(d: Denial) -> Option<u32> {
+    match d {
+        Denial::NoRule => None,
+        Denial::DenyRule(r) | Denial::OutsideWindow(r) | Denial::AddressOutOfRange(r) | Denial::ValueOutOfBounds(r) => {
+            Some(r)
+        }
     }
 }
 

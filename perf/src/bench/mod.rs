@@ -1,11 +1,13 @@
 //! The benchmarks of `accessgate-perf` and what they share: the machine
 //! description written with every result, medians, and number formatting.
 
+pub mod audit;
 pub mod drop;
 pub mod frames;
 pub mod json;
 pub mod micro;
 pub mod mix;
+pub mod policy;
 pub mod proxy;
 
 use std::path::Path;

@@ -1,0 +1,532 @@
+//! The hash chain: canonical JSON, record hashes, and the time format.
+//!
+//! # Canonical JSON
+//! A record is a JSON object whose values are strings, integers, booleans,
+//! `null`, arrays and objects (never floating-point numbers). Its canonical
+//! form is:
+//! - no whitespace anywhere;
+//! - object members sorted by key, comparing the keys' UTF-8 bytes;
+//! - strings: `"` and `\` escaped as `\"` and `\\`; U+0008, U+0009, U+000A,
+//!   U+000C, U+000D as `\b \t \n \f \r`; other characters below U+0020 as
+//!   `\u00xx` (lowercase hex); every other character as its UTF-8 bytes;
+//! - integers in decimal, no leading zeros, `-` only for negatives.
+//!
+//! For this subset it is the same as RFC 8785 (JCS).
+//!
+//! # The chain
+//! Every record has `seq` (1, 2, ... across all files), `ts` (RFC 3339 UTC
+//! with microseconds, `2025-01-02T03:04:05.123456Z`), `event`, `prev` and
+//! `hash`. `prev` is the previous record's `hash` (64 `0`s for seq 1), and
+//!
+//! ```text
+//! hash = lowercase hex SHA-256( prev || canonical(record without "hash") )
+//! ```
+//!
+//! where `prev` is its 64 ASCII hex characters and the record still carries
+//! its `prev` member. A file line is `canonical(record with "hash")` plus
+//! `\n`. A verifier recomputes every hash, checks each line is byte for byte
+//! canonical, that `seq` counts up by one and `prev` links, across files in
+//! name order (`audit-YYYY-MM-DD.jsonl`).
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// `prev` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Appends the canonical form of `value` to `out`.
+///
+/// # Errors
+/// `value` holds a floating-point number (not allowed in a record).
+pub fn canonical_into(value: &Value, out: &mut String) -> Result<(), NotCanonical> {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                push_int(out, u, false);
+            } else if let Some(i) = n.as_i64() {
+                push_int(out, i.unsigned_abs(), i < 0);
+            } else {
+                return Err(NotCanonical);
+            }
+        }
+        Value::String(s) => push_string(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_into(v, out)?;
+            }
+            out.push(']');
+        }
+        Value::Object(map) => push_object(map, None, out)?,
+    }
+    Ok(())
+}
+
+/// A record had a number that is not an integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotCanonical;
+
+fn push_object(map: &Map<String, Value>, skip: Option<&str>, out: &mut String) -> Result<(), NotCanonical> {
+    let mut keys: Vec<&String> = map.keys().filter(|k| Some(k.as_str()) != skip).collect();
+    keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    out.push('{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_string(out, k);
+        out.push(':');
+        canonical_into(&map[k], out)?;
+    }
+    out.push('}');
+    Ok(())
+}
+
+fn push_int(out: &mut String, u: u64, negative: bool) {
+    use std::fmt::Write;
+    if negative {
+        out.push('-');
+    }
+    let _ = write!(out, "{u}");
+}
+
+fn push_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let esc = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\u{8}' => "\\b",
+            '\t' => "\\t",
+            '\n' => "\\n",
+            '\u{c}' => "\\f",
+            '\r' => "\\r",
+            c if (c as u32) < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            use std::fmt::Write;
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + c.len_utf8();
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// The canonical form of a record without its `hash` member.
+///
+/// # Errors
+/// A floating-point number.
+pub fn canonical_without_hash(record: &Map<String, Value>) -> Result<String, NotCanonical> {
+    let mut out = String::with_capacity(512);
+    push_object(record, Some("hash"), &mut out)?;
+    Ok(out)
+}
+
+/// `hex(SHA-256(prev || canonical))`.
+pub fn record_hash(prev: &str, canonical: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(canonical.as_bytes());
+    hex(&h.finalize())
+}
+
+/// A member value of a record being built (borrowed where possible).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Val<'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    Str(std::borrow::Cow<'a, str>),
+    /// Bytes written as a lowercase hex string.
+    Hex(&'a [u8]),
+    List(Vec<std::borrow::Cow<'a, str>>),
+}
+
+impl<'a> From<&'a str> for Val<'a> {
+    fn from(s: &'a str) -> Self {
+        Val::Str(s.into())
+    }
+}
+impl From<String> for Val<'_> {
+    fn from(s: String) -> Self {
+        Val::Str(s.into())
+    }
+}
+impl From<bool> for Val<'_> {
+    fn from(b: bool) -> Self {
+        Val::Bool(b)
+    }
+}
+macro_rules! val_from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Val<'_> {
+            fn from(x: $t) -> Self {
+                Val::U64(x as u64)
+            }
+        }
+    )*};
+}
+val_from_int!(u8, u16, u32, u64, usize);
+impl<'a, T: Into<Val<'a>>> From<Option<T>> for Val<'a> {
+    fn from(x: Option<T>) -> Self {
+        x.map_or(Val::Null, Into::into)
+    }
+}
+
+/// The members of a record being built, written straight to canonical
+/// JSON by [`Chain::seal`] (no intermediate JSON tree: this is the writer's
+/// hot path). Keys are unique ASCII names.
+#[derive(Debug, Clone, Default)]
+pub struct Fields<'a> {
+    items: Vec<(&'static str, Val<'a>)>,
+}
+
+impl<'a> Fields<'a> {
+    /// A record of kind `event`.
+    pub fn new(event: &'static str) -> Self {
+        let mut f = Self { items: Vec::with_capacity(24) };
+        f.put("event", event);
+        f
+    }
+
+    /// Sets member `key` (replacing an earlier value).
+    pub fn put(&mut self, key: &'static str, value: impl Into<Val<'a>>) -> &mut Self {
+        let value = value.into();
+        match self.items.iter_mut().find(|(k, _)| *k == key) {
+            Some(item) => item.1 = value,
+            None => self.items.push((key, value)),
+        }
+        self
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&Val<'a>> {
+        self.items.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The `event` member.
+    pub fn event(&self) -> &str {
+        match self.get("event") {
+            Some(Val::Str(s)) => s,
+            _ => "",
+        }
+    }
+}
+
+fn push_val(out: &mut String, v: &Val<'_>) {
+    match v {
+        Val::Null => out.push_str("null"),
+        Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Val::U64(u) => push_int(out, *u, false),
+        Val::Str(s) => push_string(out, s),
+        Val::Hex(b) => {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            out.reserve(b.len() * 2 + 2);
+            out.push('"');
+            for x in *b {
+                out.push(DIGITS[usize::from(x >> 4)] as char);
+                out.push(DIGITS[usize::from(x & 15)] as char);
+            }
+            out.push('"');
+        }
+        Val::List(items) => {
+            out.push('[');
+            for (i, s) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_string(out, s);
+            }
+            out.push(']');
+        }
+    }
+}
+
+/// The chain's head: the last record's `seq` and `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Self { seq: 0, hash: GENESIS.to_string() }
+    }
+}
+
+impl Chain {
+    /// Seals `fields` as the next record: adds `seq`, `ts`, `prev` and
+    /// `hash`, and returns the file line (with `\n`).
+    pub fn seal(&mut self, ts_us: u64, mut fields: Fields<'_>) -> String {
+        let seq = self.seq + 1;
+        fields.put("seq", seq);
+        fields.put("ts", rfc3339_micros(ts_us));
+        fields.put("prev", self.hash.clone());
+        fields.items.retain(|(k, _)| *k != "hash");
+        fields.items.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        // Canonical body without "hash", noting where "hash" sorts in.
+        let mut body = String::with_capacity(768);
+        body.push('{');
+        let mut at = None;
+        for (i, (k, v)) in fields.items.iter().enumerate() {
+            if at.is_none() && k.as_bytes() > b"hash".as_slice() {
+                at = Some(body.len());
+            }
+            if i > 0 {
+                body.push(',');
+            }
+            push_string(&mut body, k);
+            body.push(':');
+            push_val(&mut body, v);
+        }
+        body.push('}');
+        let hash = record_hash(&self.hash, &body);
+        let mut line = String::with_capacity(body.len() + 80);
+        match at {
+            // Before the member at `at`: `body[at..]` starts with its comma,
+            // or `at` is 1 (right after `{`) when it is the first member.
+            Some(pos) if pos > 1 => {
+                line.push_str(&body[..pos]);
+                line.push_str(",\"hash\":\"");
+                line.push_str(&hash);
+                line.push('"');
+                line.push_str(&body[pos..]);
+            }
+            Some(_) => {
+                line.push_str("{\"hash\":\"");
+                line.push_str(&hash);
+                line.push_str("\",");
+                line.push_str(&body[1..]);
+            }
+            None => {
+                line.push_str(&body[..body.len() - 1]);
+                line.push_str(",\"hash\":\"");
+                line.push_str(&hash);
+                line.push_str("\"}");
+            }
+        }
+        line.push('\n');
+        self.seq = seq;
+        self.hash = hash;
+        line
+    }
+}
+
+/// Why one line is not a valid link of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineError {
+    /// Not JSON, or not an object.
+    NotJson(String),
+    /// A required member is missing or of the wrong type.
+    Missing(&'static str),
+    /// Valid JSON but not in canonical form (whitespace, key order, ...).
+    NotCanonical,
+    /// The stored hash is not the hash of the content: the record was edited.
+    HashMismatch,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotJson(e) => write!(f, "not a JSON record ({e})"),
+            Self::Missing(m) => write!(f, "member {m:?} missing or of the wrong type"),
+            Self::NotCanonical => write!(f, "not in canonical form (the line was re-encoded or edited)"),
+            Self::HashMismatch => write!(f, "hash does not match the content (the record was edited)"),
+        }
+    }
+}
+
+/// A line that checked out on its own (links are checked by the caller).
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub seq: u64,
+    pub prev: String,
+    pub hash: String,
+    pub record: Map<String, Value>,
+}
+
+/// Checks one line (without its `\n`) on its own: JSON, canonical, hash.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_line(line: &[u8]) -> Result<Sealed, LineError> {
+    let value: Value = serde_json::from_slice(line).map_err(|e| LineError::NotJson(e.to_string()))?;
+    let Value::Object(record) = value else {
+        return Err(LineError::NotJson("not an object".into()));
+    };
+    let seq = record.get("seq").and_then(Value::as_u64).ok_or(LineError::Missing("seq"))?;
+    let prev = record.get("prev").and_then(Value::as_str).ok_or(LineError::Missing("prev"))?.to_string();
+    let hash = record.get("hash").and_then(Value::as_str).ok_or(LineError::Missing("hash"))?.to_string();
+    record.get("ts").and_then(Value::as_str).ok_or(LineError::Missing("ts"))?;
+    let mut full = String::with_capacity(line.len());
+    push_object(&record, None, &mut full).map_err(|_| LineError::NotCanonical)?;
+    if full.as_bytes() != line {
+        return Err(LineError::NotCanonical);
+    }
+    let body = canonical_without_hash(&record).map_err(|_| LineError::NotCanonical)?;
+    if record_hash(&prev, &body) != hash {
+        return Err(LineError::HashMismatch);
+    }
+    Ok(Sealed { seq, prev, hash, record })
+}
+
+/// `YYYY-MM-DD` of a Unix time in microseconds (UTC).
+pub fn date(ts_us: u64) -> String {
+    let (y, m, d) = civil((ts_us / 86_400_000_000) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// RFC 3339 UTC with microseconds: `2025-01-02T03:04:05.123456Z`.
+pub fn rfc3339_micros(ts_us: u64) -> String {
+    let secs = ts_us / 1_000_000;
+    let (y, m, d) = civil((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z", rem / 3600, rem % 3600 / 60, rem % 60, ts_us % 1_000_000)
+}
+
+/// Parses what [`rfc3339_micros`] writes back to Unix microseconds.
+pub fn parse_rfc3339_micros(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 27 || b[4] != b'-' || b[10] != b'T' || b[19] != b'.' || b[26] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se, us) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
+    let days = days_from_civil(y as i64, mo as i64, d as i64);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + se;
+    Some(secs * 1_000_000 + us)
+}
+
+/// Howard Hinnant's civil_from_days: (year, month, day).
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn audit_canonical_json_sorts_and_escapes() {
+        let v = json!({"b": 1, "a": [true, null, -3], "é": "x\"y\\z\n\u{1}\u{7f}é", "A": {"z": 0, "y": "ü"}});
+        let mut out = String::new();
+        canonical_into(&v, &mut out).unwrap();
+        assert_eq!(
+            out,
+            "{\"A\":{\"y\":\"ü\",\"z\":0},\"a\":[true,null,-3],\"b\":1,\"é\":\"x\\\"y\\\\z\\n\\u0001\u{7f}é\"}"
+        );
+        assert_eq!(canonical_into(&json!({"f": 1.5}), &mut String::new()), Err(NotCanonical));
+    }
+
+    #[test]
+    fn audit_chain_links_and_checks() {
+        let mut chain = Chain::default();
+        let l1 = chain.seal(1_700_000_000_000_001, Fields::new("test").put("n", 1u64).clone());
+        let l2 = chain.seal(1_700_000_000_000_002, Fields::new("test").put("n", 2u64).clone());
+        let s1 = check_line(l1.trim_end().as_bytes()).unwrap();
+        let s2 = check_line(l2.trim_end().as_bytes()).unwrap();
+        assert_eq!((s1.seq, s1.prev.as_str()), (1, GENESIS));
+        assert_eq!((s2.seq, &s2.prev), (2, &s1.hash));
+        assert_eq!(chain.hash, s2.hash);
+        // The hash is over prev + the canonical record without "hash".
+        let body = canonical_without_hash(&s1.record).unwrap();
+        assert_eq!(body, format!("{{\"event\":\"test\",\"n\":1,\"prev\":\"{GENESIS}\",\"seq\":1,\"ts\":\"2023-11-14T22:13:20.000001Z\"}}"));
+        let mut h = Sha256::new();
+        h.update(GENESIS.as_bytes());
+        h.update(body.as_bytes());
+        assert_eq!(s1.hash, hex(&h.finalize()));
+        // Edits are caught.
+        let edited = l1.trim_end().replace("\"n\":1", "\"n\":7");
+        assert_eq!(check_line(edited.as_bytes()).unwrap_err(), LineError::HashMismatch);
+        let spaced = l1.trim_end().replacen(',', ", ", 1);
+        assert_eq!(check_line(spaced.as_bytes()).unwrap_err(), LineError::NotCanonical);
+        assert!(matches!(check_line(b"{\"seq\":1"), Err(LineError::NotJson(_))));
+    }
+
+    #[test]
+    fn audit_fast_seal_matches_the_canonical_form() {
+        // Members before, around and after "hash"; escapes; lists; hex.
+        let mut chain = Chain::default();
+        let mut f = Fields::new("x\"y");
+        f.put("a", "é\n\u{1}").put("hasg", 1u8).put("hasi", Val::Hex(&[0, 255]));
+        f.put("roles", Val::List(vec!["a".into(), "b\\".into()])).put("z", None::<u64>).put("b", true);
+        let line = chain.seal(5, f);
+        let value: Value = serde_json::from_str(&line).unwrap();
+        let mut canonical = String::new();
+        canonical_into(&value, &mut canonical).unwrap();
+        assert_eq!(format!("{canonical}\n"), line);
+        check_line(line.trim_end().as_bytes()).unwrap();
+        assert_eq!(value["hasi"], "00ff");
+        // "hash" first or last in sort order.
+        for key in ["a", "zz"] {
+            let mut c = Chain::default();
+            let mut f = Fields::default();
+            f.put(key, 1u8);
+            let line = c.seal(0, f);
+            check_line(line.trim_end().as_bytes()).unwrap();
+        }
+        let _ = obj(json!({}));
+    }
+
+    #[test]
+    fn audit_time_formats() {
+        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339_micros(951_782_400_000_007), "2000-02-29T00:00:00.000007Z");
+        assert_eq!(rfc3339_micros(1_767_225_599_999_999), "2025-12-31T23:59:59.999999Z");
+        assert_eq!(date(1_767_225_599_999_999), "2025-12-31");
+        for t in [0, 951_782_400_000_007, 1_767_225_599_999_999, 4_102_444_800_123_456] {
+            assert_eq!(parse_rfc3339_micros(&rfc3339_micros(t)), Some(t));
+        }
+        assert_eq!(parse_rfc3339_micros("2025-12-31T23:59:59Z"), None);
+    }
+}

@@ -1,0 +1,213 @@
+//! An append-only file that never loses what it accepted.
+//!
+//! Bytes appended are kept in memory until an `fsync` covering them has
+//! succeeded. Any write or sync error (disk full, I/O error) is returned and
+//! the file is cut back to its last synced length on the next attempt, then
+//! the kept bytes are written again: after a failed `fsync` Linux may have
+//! dropped the dirty pages, so nothing past the last good sync is trusted.
+//! The file therefore always ends on a boundary the writer chose (a whole
+//! JSON line, a whole pcapng block), and nothing is lost while the process
+//! lives. Writes are positional (`pwrite`), so the descriptor may be closed
+//! between uses (many session captures, few descriptors).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// One append-only file.
+#[derive(Debug)]
+pub struct DurableFile {
+    path: PathBuf,
+    file: Option<File>,
+    /// Length known to be on stable storage.
+    synced: u64,
+    /// Bytes after `synced`, written or not.
+    buf: Vec<u8>,
+    /// How much of `buf` has been written since the last cut.
+    written: usize,
+    /// An error happened: cut back to `synced` before writing again.
+    cut: bool,
+    /// Created by us and never synced: the directory entry needs a sync too.
+    fresh: bool,
+}
+
+impl DurableFile {
+    /// Opens `path` for appending at its current end (created if missing).
+    ///
+    /// # Errors
+    /// The file cannot be opened or its length read.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let existed = path.exists();
+        let file = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+        let synced = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Some(file),
+            synced,
+            buf: Vec::new(),
+            written: 0,
+            cut: false,
+            fresh: !existed,
+        })
+    }
+
+    /// A file that will be created at `path` on the first flush; nothing is
+    /// touched now (so creating it cannot fail while the disk is full).
+    pub fn lazy(path: &Path) -> Self {
+        Self { path: path.to_path_buf(), file: None, synced: 0, buf: Vec::new(), written: 0, cut: false, fresh: true }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts `bytes` (in memory until synced).
+    pub fn append(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes accepted and not yet synced.
+    pub fn unsynced(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Length of the file once everything accepted is written.
+    pub fn len(&self) -> u64 {
+        self.synced + self.buf.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn handle(&mut self) -> io::Result<&File> {
+        if self.file.is_none() {
+            let f = OpenOptions::new().write(true).create(true).truncate(false).open(&self.path)?;
+            self.file = Some(f);
+        }
+        self.file.as_ref().ok_or_else(|| io::Error::other("file not open"))
+    }
+
+    /// Writes what was accepted (no sync).
+    ///
+    /// # Errors
+    /// The write failed; the bytes stay accepted and are written again later.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.written == self.buf.len() && !self.cut {
+            return Ok(());
+        }
+        let r = self.flush_inner();
+        if r.is_err() {
+            self.written = 0;
+            // Cut a partly written record off at once (shrinking works on a
+            // full disk), so the file ends on a record boundary; if even
+            // that fails, the next attempt cuts first.
+            let synced = self.synced;
+            self.cut = self.file.as_ref().is_none_or(|f| f.set_len(synced).is_err());
+        }
+        r
+    }
+
+    fn flush_inner(&mut self) -> io::Result<()> {
+        let synced = self.synced;
+        if self.cut {
+            self.handle()?.set_len(synced)?;
+            self.cut = false;
+            self.written = 0;
+        }
+        let at = synced + self.written as u64;
+        self.handle()?;
+        if let Some(file) = &self.file {
+            file.write_all_at(&self.buf[self.written..], at)?;
+        }
+        self.written = self.buf.len();
+        Ok(())
+    }
+
+    /// Writes and syncs everything accepted, the directory entry of a new
+    /// file included.
+    ///
+    /// # Errors
+    /// The write or a sync failed; the bytes stay accepted.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.sync_data()? {
+            if let Some(dir) = self.path.parent() {
+                // The new directory entry must survive a crash too.
+                File::open(dir).and_then(|d| d.sync_all())?;
+            }
+            self.fresh = false;
+        }
+        Ok(())
+    }
+
+    /// Like [`DurableFile::sync`] but leaves the directory to the caller
+    /// (one directory sync for many new files): returns whether this file
+    /// is new, in which case the caller syncs the directory and then calls
+    /// [`DurableFile::dir_synced`].
+    ///
+    /// # Errors
+    /// The write or the sync failed; the bytes stay accepted.
+    pub fn sync_data(&mut self) -> io::Result<bool> {
+        if self.buf.is_empty() && !self.cut {
+            return Ok(self.fresh && self.file.is_some());
+        }
+        self.flush()?;
+        let r = self.handle().and_then(File::sync_data);
+        if let Err(e) = r {
+            self.cut = true;
+            self.written = 0;
+            return Err(e);
+        }
+        self.synced += self.buf.len() as u64;
+        self.buf.clear();
+        self.written = 0;
+        Ok(self.fresh)
+    }
+
+    /// The directory holding this new file was synced.
+    pub fn dir_synced(&mut self) {
+        self.fresh = false;
+    }
+
+    /// The accepted, unsynced bytes (tests).
+    #[cfg(test)]
+    pub fn buf_for_test(&self) -> Vec<u8> {
+        self.buf.clone()
+    }
+
+    /// Closes the descriptor if nothing is pending (reopened on demand).
+    pub fn release(&mut self) {
+        if self.buf.is_empty() && !self.cut {
+            self.file = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_durable_file_appends_and_recovers_from_errors() {
+        let dir = crate::audit::testdir("durable");
+        let path = dir.join("f");
+        let mut f = DurableFile::lazy(&path);
+        f.append(b"one\n");
+        f.sync().unwrap();
+        f.append(b"two\n");
+        f.flush().unwrap();
+        // Simulate a failed sync: the unsynced tail is cut and rewritten.
+        f.cut = true;
+        f.written = 0;
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all_at(b"garbage", 8).unwrap();
+        f.sync().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\n");
+        f.release();
+        f.append(b"three\n");
+        f.sync().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\nthree\n");
+        let g = DurableFile::open(&path).unwrap();
+        assert_eq!(g.len(), 14);
+    }
+}

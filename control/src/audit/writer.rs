@@ -1,0 +1,772 @@
+//! The writer thread: drains the cores' queues and the sink into the JSONL
+//! chain and the per-session captures, syncs in batches, rotates daily,
+//! recovers after a crash, and survives a failing disk without losing what
+//! it accepted (see the module docs of `audit`).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::Receiver;
+use dataplane::audit::{unix_micros, AuditQueue, AuditRecord, Direction, Event, Verdict};
+use serde_json::{Map, Value};
+
+use super::chain::{Fields, Val};
+
+use super::chain::{self, Chain};
+use super::durable::DurableFile;
+use super::pcap::{Capture, Header, Peer};
+use super::sink::ControlEvent;
+use super::syslog::{Forwarder, Severity};
+use super::{AuditConfig, AuditError, Status};
+
+/// The file naming the last synced record.
+pub const HEAD: &str = "audit.head";
+/// Subdirectory of the captures.
+pub const PCAP_DIR: &str = "pcap";
+/// Records taken from one queue per pass (fairness between cores).
+const INGEST_BATCH: usize = 512;
+/// How long a stopping writer keeps retrying a failing disk.
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `audit-YYYY-MM-DD.jsonl` for a day.
+pub fn journal_name(day: &str) -> String {
+    format!("audit-{day}.jsonl")
+}
+
+/// The journal files of `dir`, oldest first.
+///
+/// # Errors
+/// The directory cannot be read.
+pub fn journal_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The session id as written in records and capture names.
+pub fn session_text(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// Where the chain continues after a (clean or unclean) stop.
+#[derive(Debug)]
+pub struct Recovery {
+    pub chain: Chain,
+    /// The newest journal file holding a record.
+    pub newest: Option<PathBuf>,
+    /// A torn last line that was cut off: (file, bytes removed).
+    pub torn: Option<(PathBuf, u64)>,
+}
+
+/// Reads the end of the newest journal file: cuts a torn last line (bytes
+/// after the last `\n`) and returns the last complete record's seq and hash.
+///
+/// # Errors
+/// A file cannot be read or cut, or the last complete line is not a valid
+/// record (the chain cannot be continued from it).
+pub fn recover(dir: &Path) -> Result<Recovery, AuditError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| AuditError::Io { path, error }
+    };
+    let files = journal_files(dir).map_err(io(dir))?;
+    let mut torn = None;
+    for (k, path) in files.iter().enumerate().rev() {
+        let mut f = fs::OpenOptions::new().read(true).write(true).open(path).map_err(io(path))?;
+        let len = f.metadata().map_err(io(path))?.len();
+        // Lines are a few hundred bytes; 1 MiB always holds the last two.
+        let start = len.saturating_sub(1 << 20);
+        let mut tail = Vec::with_capacity((len - start) as usize);
+        f.seek(SeekFrom::Start(start)).and_then(|_| f.read_to_end(&mut tail)).map_err(io(path))?;
+        let end = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let complete = start + end as u64;
+        if complete < len && k == files.len() - 1 && torn.is_none() {
+            // Only the newest file can have a torn tail from a crash.
+            f.set_len(complete).and_then(|()| f.sync_all()).map_err(io(path))?;
+            torn = Some((path.clone(), len - complete));
+        }
+        if end == 0 {
+            if start > 0 {
+                return Err(AuditError::Corrupt {
+                    file: path.clone(),
+                    line: 0,
+                    why: "no line end in its last MiB".into(),
+                });
+            }
+            continue;
+        }
+        let body = &tail[..end - 1];
+        let line_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if line_start == 0 && start > 0 {
+            return Err(AuditError::Corrupt { file: path.clone(), line: 0, why: "last line longer than 1 MiB".into() });
+        }
+        let sealed = chain::check_line(&body[line_start..]).map_err(|e| AuditError::Corrupt {
+            file: path.clone(),
+            line: 0,
+            why: format!("the last complete line is {e}"),
+        })?;
+        return Ok(Recovery { chain: Chain { seq: sealed.seq, hash: sealed.hash }, newest: Some(path.clone()), torn });
+    }
+    Ok(Recovery { chain: Chain::default(), newest: None, torn })
+}
+
+struct SessionLog {
+    protocol: String,
+    capture: Option<Capture>,
+    pcap: Option<String>,
+    requests: u64,
+    denied: u64,
+    touched: bool,
+}
+
+struct Failure {
+    since_us: u64,
+    error: String,
+}
+
+/// The writer's state; [`Writer::run`] is the thread body. Tests drive the
+/// methods directly with their own clock.
+pub struct Writer {
+    cfg: AuditConfig,
+    chain: Chain,
+    synced: Chain,
+    head_seq: u64,
+    day: String,
+    /// Days since the epoch `day` was last settled for (a cheap check).
+    day_number: u64,
+    file: DurableFile,
+    file_name: String,
+    synced_file_name: String,
+    sessions: HashMap<u64, SessionLog>,
+    /// Captures of closed sessions, until their last bytes are synced.
+    closing: Vec<Capture>,
+    healthy: Arc<AtomicBool>,
+    status: Arc<Status>,
+    failure: Option<Failure>,
+    next_retry: Instant,
+    forward: Option<Forwarder>,
+}
+
+impl Writer {
+    /// Prepares `cfg.dir`, recovers the chain and records the start (and a
+    /// torn tail, if one was cut) as of `now_us`.
+    ///
+    /// # Errors
+    /// See [`super::spawn`].
+    pub fn open(
+        cfg: AuditConfig,
+        healthy: Arc<AtomicBool>,
+        status: Arc<Status>,
+        now_us: u64,
+    ) -> Result<Self, AuditError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |error| AuditError::Io { path, error }
+        };
+        fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
+        if cfg.pcap {
+            let p = cfg.dir.join(PCAP_DIR);
+            fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        let forward = cfg.syslog.clone().map(Forwarder::new).transpose().map_err(AuditError::Syslog)?;
+        let rec = recover(&cfg.dir)?;
+        let today = chain::date(now_us);
+        let newest_name = rec.newest.as_ref().and_then(|p| p.file_name()).and_then(|n| n.to_str()).map(String::from);
+        // Never write into a file that sorts before the newest one (clock
+        // set back): the chain must follow the file order.
+        let (day, file_name) = match &newest_name {
+            Some(n) if *n >= journal_name(&today) => {
+                (n["audit-".len()..n.len() - ".jsonl".len()].to_string(), n.clone())
+            }
+            _ => (today.clone(), journal_name(&today)),
+        };
+        let path = cfg.dir.join(&file_name);
+        let file = if path.exists() { DurableFile::open(&path).map_err(io(&path))? } else { DurableFile::lazy(&path) };
+        status.seq.store(rec.chain.seq, Ordering::Relaxed);
+        status.synced_seq.store(rec.chain.seq, Ordering::Relaxed);
+        let mut w = Self {
+            cfg,
+            synced: rec.chain.clone(),
+            head_seq: 0,
+            chain: rec.chain,
+            day,
+            day_number: u64::MAX,
+            file,
+            synced_file_name: newest_name.unwrap_or_else(|| file_name.clone()),
+            file_name,
+            sessions: HashMap::new(),
+            closing: Vec::new(),
+            healthy,
+            status,
+            failure: None,
+            next_retry: Instant::now(),
+            forward,
+        };
+        let mut start = Fields::new("audit_start");
+        start
+            .put("pid", std::process::id())
+            .put("version", env!("CARGO_PKG_VERSION"))
+            .put("continues_seq", w.chain.seq);
+        w.seal(now_us, now_us, start, Severity::Notice);
+        if let Some((path, bytes)) = rec.torn {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            log::warn!("audit: {}: cut a torn last line ({bytes} bytes) left by a crash", path.display());
+            let detail = format!("{name}: {bytes} bytes after the last complete line were cut (unclean stop)");
+            let mut m = anomaly_fields(None, "torn_tail", &detail);
+            m.put("file", name.as_str()).put("bytes", bytes);
+            w.seal(now_us, now_us, m, Severity::Warning);
+        }
+        Ok(w)
+    }
+
+    /// Bytes accepted and not yet synced (journal and captures).
+    pub fn pending_bytes(&self) -> usize {
+        self.file.unsynced()
+            + self.sessions.values().filter_map(|s| s.capture.as_ref()).map(|c| c.pending()).sum::<usize>()
+            + self.closing.iter().map(Capture::pending).sum::<usize>()
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// The chain head (last record sealed).
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Seals `fields` as the next record; `now_us` decides the file (daily
+    /// rotation), `ts_us` is the record's time.
+    fn seal(&mut self, now_us: u64, ts_us: u64, fields: Fields<'_>, severity: Severity) {
+        if now_us / 86_400_000_000 != self.day_number {
+            let today = chain::date(now_us);
+            if today > self.day {
+                self.rotate(today.clone());
+            }
+            if today <= self.day {
+                // Rotated (or the clock is behind the file): settled for today.
+                self.day_number = now_us / 86_400_000_000;
+            }
+        }
+        let line = match &mut self.forward {
+            Some(f) => {
+                let event = fields.event().to_string();
+                let line = self.chain.seal(ts_us, fields);
+                f.push(ts_us, &event, self.chain.seq, &self.chain.hash, severity, &line);
+                line
+            }
+            None => self.chain.seal(ts_us, fields),
+        };
+        self.file.append(line.as_bytes());
+        self.status.seq.store(self.chain.seq, Ordering::Relaxed);
+    }
+
+    /// Starts the file of `day` once everything before is synced (if the
+    /// disk fails, records keep going to the current file until it works).
+    fn rotate(&mut self, day: String) {
+        if self.file.unsynced() > 0 && (self.failure.is_some() || self.sync_all().is_err()) {
+            return;
+        }
+        let name = journal_name(&day);
+        log::info!("audit: rotating to {name} at seq {}", self.chain.seq + 1);
+        self.file = DurableFile::lazy(&self.cfg.dir.join(&name));
+        self.file_name = name;
+        self.day = day;
+    }
+
+    /// Takes one record from a dp core.
+    pub fn ingest(&mut self, rec: &AuditRecord, now_us: u64) {
+        let sid = session_text(rec.session);
+        let ts = rec.ts_us;
+        let mut severity = Severity::Notice;
+        let m = match &rec.event {
+            Event::SessionOpen(o) => {
+                let mut log = SessionLog {
+                    protocol: o.protocol.as_str().to_string(),
+                    capture: None,
+                    pcap: None,
+                    requests: 0,
+                    denied: 0,
+                    touched: true,
+                };
+                if self.cfg.pcap {
+                    let name = self.pcap_name(&sid);
+                    let header = Header {
+                        session: &sid,
+                        user: o.user.as_str(),
+                        roles: o.roles.as_str(),
+                        asset_name: o.asset_name.as_str(),
+                        protocol: o.protocol.as_str(),
+                    };
+                    let path = self.cfg.dir.join(PCAP_DIR).join(&name);
+                    log.capture = Some(Capture::create(&path, &header, o.client, o.asset, ts));
+                    log.pcap = Some(name);
+                }
+                let mut m = Fields::new("session_open");
+                m.put("session", sid.as_str()).put("user", o.user.as_str());
+                m.put(
+                    "roles",
+                    Val::List(o.roles.as_str().split(',').filter(|r| !r.is_empty()).map(Into::into).collect()),
+                );
+                m.put("client", o.client.to_string()).put("endpoint", o.endpoint.to_string());
+                m.put("asset", o.asset_name.as_str()).put("asset_addr", o.asset.to_string());
+                m.put("protocol", o.protocol.as_str());
+                m.put("tls_version", o.tls_version.as_str()).put("tls_cipher", o.tls_cipher.as_str());
+                m.put("ticket", opt_text(o.ticket.as_str())).put("pcap", log.pcap.clone());
+                if o.user.truncated() || o.roles.truncated() || o.asset_name.truncated() {
+                    m.put("truncated", true);
+                }
+                self.sessions.insert(rec.session, log);
+                m
+            }
+            Event::Request(r) => {
+                let bytes = r.payload.as_bytes();
+                let modbus = self.protocol_of(rec.session).is_none_or(|p| p == "modbus");
+                let mut m = Fields::new("request");
+                m.put("session", sid.as_str()).put("req", r.seq);
+                m.put("unit", r.decoded.unit).put("function", r.decoded.function);
+                if modbus {
+                    if let Some(name) = modbus_function_name(r.decoded.function) {
+                        m.put("function_name", name);
+                    }
+                }
+                m.put("table", r.decoded.table.map(|t| t.as_str()));
+                if r.decoded.table.is_some() {
+                    m.put("address", r.decoded.address).put("count", r.decoded.count);
+                }
+                m.put("verdict", r.verdict.as_str()).put("rule", r.rule);
+                m.put("rule_name", opt_text(r.rule_name.as_str())).put("exception", r.exception);
+                payload_fields(&mut m, bytes, r.payload.total());
+                let denied = r.verdict == Verdict::Deny;
+                if denied {
+                    severity = Severity::Warning;
+                }
+                if let Some(s) = self.sessions.get_mut(&rec.session) {
+                    s.requests += 1;
+                    s.denied += u64::from(denied);
+                    s.touched = true;
+                    if let Some(c) = &mut s.capture {
+                        let rule = if r.rule_name.is_empty() { "default" } else { r.rule_name.as_str() };
+                        let comment = format!("req {} {} (rule {rule})", r.seq, r.verdict.as_str());
+                        c.data(ts, Peer::Client, bytes, Some(&comment));
+                        if let (true, Some(code), true) = (denied, r.exception, modbus && bytes.len() >= 8) {
+                            // The gate answered for the asset: show it.
+                            let ex = [bytes[0], bytes[1], 0, 0, 0, 3, bytes[6], bytes[7] | 0x80, code];
+                            c.data(
+                                ts,
+                                Peer::Asset,
+                                &ex,
+                                Some("exception sent by the gate; the asset never saw the request"),
+                            );
+                        }
+                    }
+                }
+                m
+            }
+            Event::Response(r) => {
+                let bytes = r.payload.as_bytes();
+                let mut m = Fields::new("response");
+                m.put("session", sid.as_str()).put("req", r.seq).put("latency_us", r.latency_us);
+                let modbus = self.protocol_of(rec.session).is_none_or(|p| p == "modbus");
+                if modbus && bytes.len() >= 9 && bytes[7] & 0x80 != 0 {
+                    m.put("exception", bytes[8]);
+                }
+                payload_fields(&mut m, bytes, r.payload.total());
+                if let Some(c) = self.capture(rec.session) {
+                    c.data(ts, Peer::Asset, bytes, None);
+                }
+                m
+            }
+            Event::Data(d) => {
+                let bytes = d.payload.as_bytes();
+                let mut m = Fields::new("data");
+                m.put("session", sid.as_str()).put("dir", d.direction.as_str());
+                payload_fields(&mut m, bytes, d.payload.total());
+                let peer = if d.direction == Direction::Up { Peer::Client } else { Peer::Asset };
+                if let Some(c) = self.capture(rec.session) {
+                    c.data(ts, peer, bytes, None);
+                }
+                m
+            }
+            Event::SessionClose(c) => {
+                let mut m = Fields::new("session_close");
+                m.put("session", sid.as_str()).put("reason", c.reason.as_str());
+                m.put("detail", opt_text(c.detail.as_str()));
+                m.put("bytes_up", c.bytes_up).put("bytes_down", c.bytes_down).put("duration_us", c.duration_us);
+                let log = self.sessions.remove(&rec.session);
+                m.put("requests", log.as_ref().map(|l| l.requests)).put("denied", log.as_ref().map(|l| l.denied));
+                let (mut pcap, mut digest, mut packets) = (None, None, None);
+                if let Some(SessionLog { capture: Some(mut cap), pcap: Some(name), .. }) = log {
+                    cap.close(ts, Some(&format!("session closed: {}", c.reason.as_str())));
+                    pcap = Some(name);
+                    digest = Some(cap.sha256());
+                    packets = Some(cap.packets());
+                    self.closing.push(cap);
+                }
+                m.put("pcap", pcap).put("pcap_sha256", digest).put("pcap_packets", packets);
+                m
+            }
+            Event::Anomaly(a) => {
+                severity = Severity::Warning;
+                let mut m =
+                    anomaly_fields((rec.session != 0).then_some(sid.as_str()), a.kind.as_str(), a.detail.as_str());
+                m.put("origin", "dataplane");
+                m
+            }
+        };
+        self.seal(now_us, ts, m, severity);
+    }
+
+    /// Takes one control-side event posted at `ts_us`.
+    pub fn ingest_control(&mut self, ts_us: u64, ev: ControlEvent, now_us: u64) {
+        let mut severity = Severity::Notice;
+        let m = match &ev {
+            ControlEvent::Auth(a) => {
+                let mut m = Fields::new("auth");
+                m.put("session", (a.session != 0).then(|| session_text(a.session)));
+                m.put("user", a.user.as_str()).put("source", a.source.to_string());
+                m.put("endpoint", a.endpoint.to_string()).put("method", a.method.as_str());
+                m.put("purpose", a.purpose.as_str()).put("asset", a.asset.as_deref());
+                m.put("service", a.service.as_deref());
+                m.put("result", if a.success { "success" } else { "failure" }).put("reason", a.reason.as_deref());
+                m.put("roles", Val::List(a.roles.iter().map(|r| r.as_str().into()).collect()));
+                m.put("ticket", a.ticket_id.as_deref()).put("expires_unix", a.expires_unix);
+                if !a.success {
+                    severity = Severity::Warning;
+                }
+                m
+            }
+            ControlEvent::DeniedFlow(d) => {
+                severity = Severity::Warning;
+                let mut m = Fields::new("denied_flow");
+                m.put("source", d.source.to_string()).put("destination", d.destination.to_string());
+                m.put("port", d.port).put("reason", d.reason.as_str());
+                m.put("count", d.count).put("interval_s", d.interval_s);
+                m
+            }
+            ControlEvent::PolicyReload(p) => {
+                let mut m = Fields::new("policy_reload");
+                m.put("generation", p.generation).put("file", p.file.as_str()).put("sha256", p.digest.as_deref());
+                m.put("result", if p.errors.is_empty() { "accepted" } else { "refused" });
+                if !p.errors.is_empty() {
+                    severity = Severity::Warning;
+                }
+                m.put("errors", Val::List(p.errors.iter().map(|e| e.as_str().into()).collect()));
+                m
+            }
+            ControlEvent::Anomaly { kind, detail } => {
+                severity = Severity::Warning;
+                let mut m = anomaly_fields(None, kind, detail);
+                m.put("origin", "control");
+                m
+            }
+        };
+        self.seal(now_us, ts_us, m, severity);
+    }
+
+    fn protocol_of(&self, session: u64) -> Option<&str> {
+        self.sessions.get(&session).map(|s| s.protocol.as_str())
+    }
+
+    fn capture(&mut self, session: u64) -> Option<&mut Capture> {
+        let s = self.sessions.get_mut(&session)?;
+        s.touched = true;
+        s.capture.as_mut()
+    }
+
+    /// `<session>.pcapng`, or `<session>-N.pcapng` if taken (a restarted
+    /// gate numbers sessions again).
+    fn pcap_name(&self, sid: &str) -> String {
+        let dir = self.cfg.dir.join(PCAP_DIR);
+        let taken = |n: &str| dir.join(n).exists() || self.sessions.values().any(|s| s.pcap.as_deref() == Some(n));
+        let first = format!("{sid}.pcapng");
+        if !taken(&first) {
+            return first;
+        }
+        (2..).map(|k| format!("{sid}-{k}.pcapng")).find(|n| !taken(n)).unwrap_or(first)
+    }
+
+    /// Writes what was accepted (no sync). Errors turn the writer unhealthy.
+    pub fn flush(&mut self, now_us: u64) {
+        if self.failure.is_some() {
+            return;
+        }
+        let r = self.flush_inner();
+        if let Err(e) = r {
+            self.fail(now_us, e);
+        }
+    }
+
+    fn flush_inner(&mut self) -> std::io::Result<()> {
+        for s in self.sessions.values_mut() {
+            if let Some(c) = &mut s.capture {
+                c.file().flush()?;
+            }
+        }
+        for c in &mut self.closing {
+            c.file().flush()?;
+        }
+        self.file.flush()
+    }
+
+    /// Syncs captures, then the journal, then `audit.head`. On success after
+    /// a failure, the writer turns healthy and records the outage.
+    pub fn sync(&mut self, now_us: u64) -> bool {
+        match self.sync_all() {
+            Ok(()) => {
+                if let Some(f) = self.failure.take() {
+                    log::warn!(
+                        "audit: writing works again after {:.1} s ({}); {} record(s) are on disk",
+                        (now_us.saturating_sub(f.since_us)) as f64 / 1e6,
+                        f.error,
+                        self.chain.seq
+                    );
+                    if let Ok(mut e) = self.status.last_error.lock() {
+                        *e = None;
+                    }
+                    let mut m = Fields::new("audit_outage");
+                    m.put("since", chain::rfc3339_micros(f.since_us)).put("until", chain::rfc3339_micros(now_us));
+                    m.put("error", f.error);
+                    self.seal(now_us, now_us, m, Severity::Warning);
+                    self.healthy.store(true, Ordering::Release);
+                    if let Err(e) = self.sync_all() {
+                        self.fail(now_us, e);
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                self.fail(now_us, e);
+                false
+            }
+        }
+    }
+
+    fn sync_all(&mut self) -> std::io::Result<()> {
+        let mut new_files = false;
+        for s in self.sessions.values_mut() {
+            if let Some(c) = &mut s.capture {
+                new_files |= c.file().sync_data()?;
+            }
+        }
+        for c in &mut self.closing {
+            new_files |= c.file().sync_data()?;
+        }
+        if new_files {
+            // One directory sync covers every capture created since the last.
+            File::open(self.cfg.dir.join(PCAP_DIR)).and_then(|d| d.sync_all())?;
+            for c in self.sessions.values_mut().filter_map(|s| s.capture.as_mut()).chain(&mut self.closing) {
+                c.file().dir_synced();
+            }
+        }
+        for s in self.sessions.values_mut() {
+            if let Some(c) = &mut s.capture {
+                if !s.touched {
+                    // Idle session: give its descriptor back.
+                    c.file().release();
+                }
+            }
+            s.touched = false;
+        }
+        self.closing.clear();
+        self.file.sync()?;
+        self.synced = self.chain.clone();
+        self.synced_file_name.clone_from(&self.file_name);
+        self.status.synced_seq.store(self.synced.seq, Ordering::Relaxed);
+        if self.synced.seq != self.head_seq {
+            self.write_head()?;
+            self.head_seq = self.synced.seq;
+        }
+        Ok(())
+    }
+
+    /// `audit.head`: the last synced record, replaced atomically.
+    fn write_head(&self) -> std::io::Result<()> {
+        let mut m = Map::new();
+        m.insert("file".into(), self.synced_file_name.clone().into());
+        m.insert("seq".into(), self.synced.seq.into());
+        m.insert("hash".into(), self.synced.hash.clone().into());
+        let mut text = String::new();
+        let _ = chain::canonical_into(&Value::Object(m), &mut text);
+        text.push('\n');
+        let tmp = self.cfg.dir.join(".audit.head.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()?;
+        fs::rename(&tmp, self.cfg.dir.join(HEAD))
+    }
+
+    fn fail(&mut self, now_us: u64, e: std::io::Error) {
+        let error = format!("{}: {e}", self.cfg.dir.display());
+        if let Ok(mut last) = self.status.last_error.lock() {
+            *last = Some(error.clone());
+        }
+        match &mut self.failure {
+            None => {
+                log::error!(
+                    "audit: cannot write: {error}; new sessions are refused, existing ones {:?}; {} bytes held in memory, retrying every {} ms",
+                    self.cfg.on_failure,
+                    self.pending_bytes(),
+                    self.cfg.retry_ms
+                );
+                self.healthy.store(false, Ordering::Release);
+                self.status.outages.fetch_add(1, Ordering::Relaxed);
+                self.failure = Some(Failure { since_us: now_us, error });
+            }
+            Some(f) if f.error != error => {
+                log::error!("audit: still cannot write: {error}");
+                f.error = error;
+            }
+            Some(_) => {}
+        }
+        self.next_retry = Instant::now() + Duration::from_millis(self.cfg.retry_ms.max(1));
+    }
+
+    /// Whether anything is waiting for a sync.
+    fn dirty(&self) -> bool {
+        self.pending_bytes() > 0 || self.synced.seq != self.chain.seq
+    }
+
+    /// The thread body: runs until `stop`, then drains and syncs.
+    pub fn run(mut self, queues: &[Arc<AuditQueue>], rx: &Receiver<(u64, ControlEvent)>, stop: &AtomicBool) {
+        let interval = Duration::from_millis(self.cfg.fsync_interval_ms.max(1));
+        let mut last_sync = Instant::now();
+        let mut stop_seen: Option<Instant> = None;
+        loop {
+            if stop_seen.is_none() && stop.load(Ordering::Acquire) {
+                stop_seen = Some(Instant::now());
+            }
+            let now_us = unix_micros();
+            let mut work = 0;
+            if self.pending_bytes() < self.cfg.max_pending_bytes {
+                while let Ok((ts, ev)) = rx.try_recv() {
+                    self.ingest_control(ts, ev, now_us);
+                    work += 1;
+                    if work >= INGEST_BATCH {
+                        break;
+                    }
+                }
+                for q in queues {
+                    for _ in 0..INGEST_BATCH {
+                        let Some(rec) = q.pop() else { break };
+                        self.ingest(&rec, now_us);
+                        work += 1;
+                    }
+                }
+            }
+            let now = Instant::now();
+            if self.failure.is_none() {
+                if work > 0 {
+                    self.flush(now_us);
+                }
+                if now.duration_since(last_sync) >= interval && self.dirty() {
+                    self.sync(now_us);
+                    last_sync = now;
+                }
+            } else if now >= self.next_retry {
+                self.sync(now_us);
+                last_sync = now;
+            }
+            if let Some(f) = &mut self.forward {
+                f.pump(now);
+                self.status.forwarded.store(f.sent, Ordering::Relaxed);
+                self.status.forward_dropped.store(f.dropped, Ordering::Relaxed);
+            }
+            self.status.pending_bytes.store(self.pending_bytes() as u64, Ordering::Relaxed);
+            if let Some(t) = stop_seen {
+                let drained = work == 0 && rx.is_empty() && queues.iter().all(|q| q.is_empty());
+                if drained || t.elapsed() > STOP_DEADLINE {
+                    break;
+                }
+            }
+            if work == 0 {
+                // Sink events wake the writer at once; core queues are
+                // looked at every millisecond.
+                if let Ok((ts, ev)) = rx.recv_timeout(Duration::from_millis(1)) {
+                    self.ingest_control(ts, ev, unix_micros());
+                }
+            }
+        }
+        self.finish();
+    }
+
+    /// Records the stop and syncs, retrying a failing disk for a while.
+    pub fn finish(&mut self) {
+        let now_us = unix_micros();
+        let mut m = Fields::new("audit_stop");
+        m.put("open_sessions", self.sessions.len());
+        self.seal(now_us, now_us, m, Severity::Notice);
+        let deadline = Instant::now() + STOP_DEADLINE;
+        while !self.sync(unix_micros()) {
+            if Instant::now() > deadline {
+                log::error!(
+                    "audit: stopping with {} bytes that could not be written (records after seq {}): {}",
+                    self.pending_bytes(),
+                    self.synced.seq,
+                    self.status.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_default()
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(self.cfg.retry_ms.max(1)));
+        }
+        if let Some(f) = &mut self.forward {
+            f.drain(Instant::now() + Duration::from_secs(2));
+            self.status.forwarded.store(f.sent, Ordering::Relaxed);
+        }
+    }
+}
+
+fn anomaly_fields<'a>(session: Option<&'a str>, kind: &'a str, detail: &'a str) -> Fields<'a> {
+    let mut m = Fields::new("anomaly");
+    m.put("session", session).put("kind", kind).put("detail", detail);
+    m
+}
+
+fn opt_text(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn payload_fields<'a>(m: &mut Fields<'a>, bytes: &'a [u8], total: u32) {
+    m.put("bytes", total).put("payload", Val::Hex(bytes));
+}
+
+/// Modbus function names in the journal (the `FunctionCode` variants).
+fn modbus_function_name(function: u8) -> Option<&'static str> {
+    Some(match function & 0x7F {
+        1 => "ReadCoils",
+        2 => "ReadDiscreteInputs",
+        3 => "ReadHoldingRegisters",
+        4 => "ReadInputRegisters",
+        5 => "WriteSingleCoil",
+        6 => "WriteSingleRegister",
+        7 => "ReadExceptionStatus",
+        8 => "Diagnostics",
+        11 => "GetCommEventCounter",
+        12 => "GetCommEventLog",
+        15 => "WriteMultipleCoils",
+        16 => "WriteMultipleRegisters",
+        17 => "ReportServerId",
+        20 => "ReadFileRecord",
+        21 => "WriteFileRecord",
+        22 => "MaskWriteRegister",
+        23 => "ReadWriteMultipleRegisters",
+        24 => "ReadFifoQueue",
+        43 => "EncapsulatedInterfaceTransport",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
