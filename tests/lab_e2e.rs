@@ -46,6 +46,12 @@ impl Lab {
     /// Brings up a lab, a CA, users alice (operator), bob (viewer), carol (guest), and a
     /// gate on `backend`; `None` when not root.
     fn up(backend: &str) -> Option<Self> {
+        Self::up_with(backend, None)
+    }
+
+    /// The same, with the gate reading `config` (a copy in the lab's run
+    /// directory, so a test may edit it) instead of config/lab.toml.
+    fn up_with(backend: &str, config: Option<&str>) -> Option<Self> {
         if !is_root() {
             eprintln!("SKIP: namespace tests need root (CI runs them as root)");
             return None;
@@ -81,10 +87,18 @@ impl Lab {
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             lab.secrets.push((user.to_string(), v["totp_secret"].as_str().unwrap().to_string()));
         }
+        let config_path = match config {
+            Some(text) => {
+                let p = lab.run.join("policy.toml");
+                std::fs::write(&p, text).unwrap();
+                p
+            }
+            None => repo().join("config/lab.toml"),
+        };
         let log = std::fs::File::create(lab.run.join("gate.log")).unwrap();
         let gate = Command::new("ip")
             .args(["netns", "exec", &format!("{}gate", lab.prefix), GATE, "run", "--config"])
-            .arg(repo().join("config/lab.toml"))
+            .arg(&config_path)
             .args(["--backend", backend, "--cores", "0", "--idle", "adaptive", "--ctl"])
             .arg(&lab.ctl)
             .arg("--secrets")
@@ -566,4 +580,104 @@ fn xsk_modbus_inspection_with_real_clients() {
     }
     assert!(fields.lines().any(|l| l.starts_with("6\t150")), "tshark: {fields}");
     assert!(fields.lines().any(|l| l.starts_with("6\t200")), "tshark: {fields}");
+}
+
+/// Hot reload under load: a pymodbus session polls every 10 ms while the
+/// policy file is rewritten 100 times (inotify): not one allowed request
+/// fails. A broken file changes nothing. Removing the operator's rules ends
+/// alice's session within one request (`policy_revoked`).
+#[test]
+fn xsk_policy_hot_reload_under_polling() {
+    let lab_toml = std::fs::read_to_string(repo().join("config/lab.toml")).unwrap();
+    let Some(mut lab) = Lab::up_with("xsk", Some(&lab_toml)) else { return };
+    let policy = lab.run.join("policy.toml");
+    let out = lab.login("alice", PASSWORD, &lab.totp("alice", 0));
+    assert!(out.status.success(), "{}", text(&out));
+    lab.connect("alice", 5040);
+    let generation0 = lab.counter("generation");
+
+    // 1500 reads at 10 ms (15 s) on one connection, in the background.
+    let py = repo().join(".venv/bin/python");
+    let script = repo().join("scripts/modbus_client.py");
+    let poller = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("user"), "timeout", "60"])
+        .arg(&py)
+        .arg(&script)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "5040",
+            "--json",
+            "poll",
+            "--interval-ms",
+            "10",
+            "--count",
+            "1500",
+            "100",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 100 reloads, one every ~100 ms: the file alternates between two
+    // equivalent versions (the second adds a harmless viewer rule).
+    let extra = "\n[[rule]]\nname = \"viewer-coils\"\nroles = [\"viewer\"]\nassets = [\"plc-7\"]\nprotocol = \"modbus\"\noperations = [\"read\"]\n";
+    for i in 0..100 {
+        let text = if i % 2 == 0 { format!("{lab_toml}{extra}") } else { lab_toml.clone() };
+        std::fs::write(&policy, text).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = poller.wait_with_output().unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("{}")).unwrap();
+    assert_eq!(summary["successes"], 1500, "{summary}");
+    assert_eq!(summary["failures"], 0, "{summary}");
+    let generation1 = lab.counter("generation");
+    assert!(generation1 >= generation0 + 90, "reloads seen: {generation0} -> {generation1}");
+
+    // A broken file: refused, the running policy stays.
+    let failures = lab.counter("reload_failures");
+    std::fs::write(&policy, lab_toml.replace("roles = [\"operator\", \"viewer\"]", "roles = [\"operater\"]")).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(lab.counter("generation"), generation1, "a broken file must not be published");
+    assert!(lab.counter("reload_failures") > failures);
+    assert!(lab.gate_log().contains("did you mean \"operator\""), "{}", lab.gate_log());
+    let out = lab.client(&["--host", "127.0.0.1", "--port", "5040", "read-holding", "100", "1"]);
+    assert!(out.status.success(), "still served by the running policy: {}", text(&out));
+
+    // Remove every rule of the operator role: alice's session ends at her next request.
+    let no_operator = lab_toml
+        .replace("roles = [\"operator\", \"viewer\"]", "roles = [\"viewer\"]")
+        .replace("roles = [\"operator\"]", "roles = [\"viewer\"]");
+    assert_ne!(no_operator, lab_toml);
+    let poller = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("user"), "timeout", "30"])
+        .arg(&py)
+        .arg(&script)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "5040",
+            "--json",
+            "poll",
+            "--interval-ms",
+            "50",
+            "--count",
+            "60",
+            "100",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(&policy, &no_operator).unwrap();
+    let out = poller.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let first_bad = lines.iter().position(|r| r["ok"] == false).expect("the session should have ended");
+    assert!(lines[..first_bad].iter().all(|r| r["ok"] == true));
+    assert!(lab.counter("close_policy_revoked") >= 1, "{}", lab.stats());
 }

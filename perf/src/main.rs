@@ -29,6 +29,9 @@ enum Command {
     /// Audit records per second the writer sustains (JSONL chain, fsync,
     /// pcapng per session).
     Audit(bench::audit::AuditArgs),
+    /// Request latency through the whole in-memory dataplane: as is, with 10
+    /// policy reloads per second, and with the audit trail on (same run).
+    Latency(bench::latency::LatencyArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Frames(args) => bench::frames::frames(args),
         Command::Policy(args) => bench::policy::policy(args),
         Command::Audit(args) => bench::audit::audit(args),
+        Command::Latency(args) => bench::latency::latency(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

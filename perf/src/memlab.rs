@@ -18,6 +18,7 @@ use control::auth::AuthWorker;
 use control::identity::totp::{self, Secret};
 use control::identity::{password, unix_now, Authenticator, User, UserDb};
 use control::{Config, Control};
+use dataplane::audit::AuditTap;
 use dataplane::auth::AuthChannel;
 use dataplane::core::{Clock, Core, CoreLinks, CoreOptions};
 use dataplane::io::{memory, FramePort};
@@ -85,6 +86,14 @@ impl MemLab {
     /// # Errors
     /// The config has no endpoint, or the kernel refused an eventfd.
     pub fn new(config: &Config, opts: CoreOptions) -> io::Result<Self> {
+        Self::new_with(config, opts, None)
+    }
+
+    /// The same, with the gate's core recording to `audit`.
+    ///
+    /// # Errors
+    /// As [`MemLab::new`].
+    pub fn new_with(config: &Config, opts: CoreOptions, audit: Option<AuditTap>) -> io::Result<Self> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
         let snap = &config.snapshot;
         let ep = snap.endpoints.first().ok_or_else(|| bad("the config has no endpoint"))?.clone();
@@ -129,7 +138,7 @@ impl MemLab {
         let sim = PlcSim::new(&mut plc, sim_port, if sim_port == 0 { 0 } else { 64 });
         let (counters, events) = control.add_core();
         let channel = AuthChannel::new(None)?;
-        let links = CoreLinks { counters, events, auth: channel.clone(), audit: None };
+        let links = CoreLinks { counters, events, auth: channel.clone(), audit };
         let gate = Core::new(0, gate_ports, control.shared(), links, opts).map_err(|e| bad(&e.to_string()))?;
         let skew = Arc::new(AtomicU64::new(0));
         let s = skew.clone();

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod drop;
 pub mod frames;
 pub mod json;
+pub mod latency;
 pub mod micro;
 pub mod mix;
 pub mod policy;

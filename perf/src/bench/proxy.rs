@@ -111,8 +111,31 @@ const SETUP: Duration = Duration::from_secs(20);
 
 /// Runs the proxy path for `warmup` then `seconds`.
 pub fn run(config: &Config, load: Load, warmup: Duration, seconds: Duration) -> Result<ProxyResult, String> {
+    run_with(config, load, warmup, seconds, Variant::default())
+}
+
+/// What else happens while the proxy path runs.
+#[derive(Clone, Default)]
+pub struct Variant {
+    /// Policy/config generations published per second (0: none).
+    pub reload_hz: f64,
+    /// Record every request to this audit trail (writer on its own thread).
+    pub audit: Option<dataplane::audit::AuditTap>,
+}
+
+/// [`run`] with reloads and/or auditing going on.
+///
+/// # Errors
+/// The lab could not be built, or the load stalled or failed.
+pub fn run_with(
+    config: &Config,
+    load: Load,
+    warmup: Duration,
+    seconds: Duration,
+    variant: Variant,
+) -> Result<ProxyResult, String> {
     let opts = CoreOptions { idle: IdleMode::Busy, ..CoreOptions::default() };
-    let mut lab = MemLab::new(config, opts).map_err(|e| e.to_string())?;
+    let mut lab = MemLab::new_with(config, opts, variant.audit.clone()).map_err(|e| e.to_string())?;
     lab.sim.logging = false;
     let ticket = lab.login("alice", SETUP).map_err(|e| format!("proxy path: {e}"))?;
     let mut conns = Vec::with_capacity(load.connections);
@@ -129,11 +152,11 @@ pub fn run(config: &Config, load: Load, warmup: Duration, seconds: Duration) -> 
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let mut errors = 0u64;
-    window(&mut lab, &mut conns, load, warmup, &mut hist, &mut errors)?;
+    window(&mut lab, &mut conns, load, warmup, &mut hist, &mut errors, &variant)?;
     hist.reset();
     let before = lab.control.totals();
     let start = Instant::now();
-    let tally = window(&mut lab, &mut conns, load, seconds, &mut hist, &mut errors)?;
+    let tally = window(&mut lab, &mut conns, load, seconds, &mut hist, &mut errors, &variant)?;
     let wall = start.elapsed();
     let after = lab.control.totals();
     if errors > 0 {
@@ -188,15 +211,24 @@ fn window(
     length: Duration,
     hist: &mut Histogram<u64>,
     errors: &mut u64,
+    variant: &Variant,
 ) -> Result<Tally, String> {
     let mut t = Tally::default();
     let start = Instant::now();
+    let reload_every = (variant.reload_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / variant.reload_hz));
+    let mut last_reload = start;
     let mut adu = [0u8; 260];
     let mut last_progress = start;
     loop {
         let t0 = Instant::now();
         if t0 - start >= length {
             break;
+        }
+        if reload_every.is_some_and(|every| t0 - last_reload >= every) {
+            // What a reload does to the cores: a new generation, the same content.
+            let snap = (*lab.control.snapshot()).clone();
+            lab.control.publish(snap).map_err(|e| format!("reload: {e}"))?;
+            last_reload = t0;
         }
         let now = lab.clock.now();
         lab.gate.poll_once();
