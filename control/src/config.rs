@@ -677,4 +677,45 @@ mod tests {
         assert!(e.to_string().contains("north_iface"), "{e}");
         assert!(e.0[0].line > 0);
     }
+
+    /// The stable-toolchain twin of `fuzz/fuzz_targets/config.rs`: mutated
+    /// lab configs (bytes flipped, lines cut, lines repeated) always end in a
+    /// config or in positioned errors, never a panic.
+    #[test]
+    fn mutated_configs_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let lines: Vec<&str> = LAB.lines().collect();
+        for _ in 0..3000 {
+            let mut bytes = LAB.as_bytes().to_vec();
+            match next() % 3 {
+                0 => {
+                    for _ in 0..1 + next() % 4 {
+                        let i = (next() as usize) % bytes.len();
+                        bytes[i] = (next() % 128) as u8;
+                    }
+                }
+                1 => {
+                    let cut = (next() as usize) % lines.len();
+                    bytes = lines[..cut].join("\n").into_bytes();
+                }
+                _ => {
+                    let i = (next() as usize) % lines.len();
+                    let mut l = lines.clone();
+                    l.insert(i, lines[(next() as usize) % lines.len()]);
+                    bytes = l.join("\n").into_bytes();
+                }
+            }
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                if let Err(e) = parse("fuzz.toml", text) {
+                    assert!(!e.0.is_empty());
+                }
+            }
+        }
+    }
 }

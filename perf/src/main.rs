@@ -32,6 +32,8 @@ enum Command {
     /// Request latency through the whole in-memory dataplane: as is, with 10
     /// policy reloads per second, and with the audit trail on (same run).
     Latency(bench::latency::LatencyArgs),
+    /// Modbus parse + policy verdict cost per request (the inspector alone).
+    Inspect(bench::inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => bench::policy::policy(args),
         Command::Audit(args) => bench::audit::audit(args),
         Command::Latency(args) => bench::latency::latency(args),
+        Command::Inspect(args) => bench::inspect::inspect(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod drop;
 pub mod frames;
+pub mod inspect;
 pub mod json;
 pub mod latency;
 pub mod micro;
