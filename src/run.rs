@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::api::Api;
-use control::audit::{AuditConfig, OnFailure, SyslogConfig};
+use control::audit::{AuditConfig, DeniedFlows, OnFailure, SyslogConfig};
 use control::auth::AuthWorker;
 use control::identity::users::UserDb;
 use control::identity::Authenticator;
 use control::{Control, TlsSource};
+use crossbeam::queue::ArrayQueue;
 use crossbeam::sync::Parker;
 use dataplane::audit::{AuditQueue, AuditTap};
 use dataplane::auth::AuthChannel;
+use dataplane::core::DROP_LOG;
 use dataplane::core::{Core, CoreLinks, CoreOptions, IdleMode};
 use dataplane::io::{self, Backend, FramePort};
 
@@ -130,8 +132,12 @@ fn start(args: &RunArgs) -> Result<(), String> {
         .map_err(|e| format!("audit trail in {}: {e}", args.audit_dir.display()))?;
     log::info!("audit trail in {} (on failure: {})", args.audit_dir.display(), args.audit_on_failure);
     control.set_audit(audit.sink());
+    control.watch_audit(queues.clone(), audit.health_flag());
     let parker = Parker::new();
     let mut channels = Vec::new();
+    let mut drop_logs = Vec::new();
+    let mut denied = DeniedFlows::new(Duration::from_secs(5), 4096);
+    let sink = audit.sink();
     let opts = CoreOptions {
         idle: args.idle,
         socket_buffer: args.socket_buffer as usize,
@@ -163,7 +169,9 @@ fn start(args: &RunArgs) -> Result<(), String> {
             healthy: audit.health_flag(),
             terminate_on_failure: audit.on_failure() == OnFailure::Terminate,
         };
-        let links = CoreLinks { counters, events, auth: channel, audit: Some(tap) };
+        let drops = Arc::new(ArrayQueue::new(DROP_LOG));
+        drop_logs.push(drops.clone());
+        let links = CoreLinks { counters, events, auth: channel, audit: Some(tap), drops: Some(drops) };
         let mut core = Core::new(k, ports, control.shared(), links, opts).map_err(|e| e.to_string())?;
         let stop = stop.clone();
         let t = std::thread::Builder::new()
@@ -213,6 +221,12 @@ fn start(args: &RunArgs) -> Result<(), String> {
     while !stop.load(Ordering::Relaxed) {
         control.drain_events(|ev| log::info!("{}", control::describe(ev)));
         control.refresh_policy(control::identity::unix_now());
+        for q in &drop_logs {
+            while let Some((src, dst, port, reason)) = q.pop() {
+                denied.add(src.into(), dst.into(), port, reason.as_str(), 1);
+            }
+        }
+        denied.flush(&sink, Instant::now(), false);
         if watch.as_mut().is_some_and(|w| w.changed()) {
             match control.reload() {
                 Ok(g) => log::info!("{} changed: config generation {g} in force", args.config.display()),
@@ -238,6 +252,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
     }
     // The cores and the auth worker are done: everything they queued is
     // written before the audit writer stops.
+    denied.flush(&sink, Instant::now(), true);
     audit.shutdown();
     control.drain_events(|ev| log::info!("{}", control::describe(ev)));
     log::info!("final counters: {}", pairs(&control));

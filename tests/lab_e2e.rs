@@ -40,6 +40,8 @@ struct Lab {
     helpers: Vec<Child>,
     /// TOTP secrets by user.
     secrets: Vec<(String, String)>,
+    /// A tmpfs mounted for the audit trail (unmounted on drop).
+    tmpfs: Option<PathBuf>,
 }
 
 impl Lab {
@@ -52,6 +54,11 @@ impl Lab {
     /// The same, with the gate reading `config` (a copy in the lab's run
     /// directory, so a test may edit it) instead of config/lab.toml.
     fn up_with(backend: &str, config: Option<&str>) -> Option<Self> {
+        Self::up_full(backend, config, None)
+    }
+
+    /// The same, with the audit directory on a tmpfs of `audit_kib` KiB.
+    fn up_full(backend: &str, config: Option<&str>, audit_kib: Option<u32>) -> Option<Self> {
         if !is_root() {
             eprintln!("SKIP: namespace tests need root (CI runs them as root)");
             return None;
@@ -66,8 +73,15 @@ impl Lab {
         }
         let prefix = format!("agt{}{}-", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::SeqCst));
         let run = PathBuf::from(format!("/run/accessgate-lab/{prefix}"));
-        let mut lab =
-            Self { ctl: run.join("ctl.sock"), prefix, run, gate: None, helpers: Vec::new(), secrets: Vec::new() };
+        let mut lab = Self {
+            ctl: run.join("ctl.sock"),
+            prefix,
+            run,
+            gate: None,
+            helpers: Vec::new(),
+            secrets: Vec::new(),
+            tmpfs: None,
+        };
         let out = Command::new(repo().join("scripts/lab")).args(["up", "--prefix", &lab.prefix]).output().unwrap();
         assert!(out.status.success(), "lab up failed:\n{}", text(&out));
         let out = Command::new(GATE).args(["cert", "init", "--dir"]).arg(lab.run.join("tls")).output().unwrap();
@@ -86,6 +100,17 @@ impl Lab {
             assert!(out.status.success(), "{}", text(&out));
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             lab.secrets.push((user.to_string(), v["totp_secret"].as_str().unwrap().to_string()));
+        }
+        if let Some(kib) = audit_kib {
+            let dir = lab.run.join("audit");
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "mount tmpfs: {}", text(&out));
+            lab.tmpfs = Some(dir);
         }
         let config_path = match config {
             Some(text) => {
@@ -300,6 +325,9 @@ impl Drop for Lab {
         if std::thread::panicking() {
             eprintln!("--- gate log ({}) ---\n{}", self.prefix, self.gate_log());
         }
+        if let Some(dir) = self.tmpfs.take() {
+            let _ = Command::new("umount").arg(&dir).status();
+        }
         let _ = Command::new(repo().join("scripts/lab")).args(["down", "--prefix", &self.prefix]).output();
     }
 }
@@ -466,6 +494,22 @@ fn xsk_non_endpoint_gets_no_syn_ack_and_is_counted() {
     assert!(after >= before + 2, "drop_no_endpoint {before} -> {after}");
     assert_eq!(lab.counter("sessions_opened"), 0);
     assert_eq!(lab.plc_events("connect"), 0);
+    // The audit trail summarises denied flows per source, destination and
+    // reason (every 5 s).
+    let start = Instant::now();
+    let denied = loop {
+        let found: Vec<_> = lab
+            .audit_records()
+            .into_iter()
+            .filter(|r| r["event"] == "denied_flow" && r["source"] == "198.18.0.2" && r["reason"] == "no_endpoint")
+            .collect();
+        if !found.is_empty() || start.elapsed() > Duration::from_secs(12) {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(denied.iter().any(|r| r["destination"] == "100.64.3.7" && r["port"] == 502), "{denied:?}");
+    assert!(denied.iter().any(|r| r["destination"] == "100.64.3.9" && r["port"] == 802), "{denied:?}");
 }
 
 #[test]
@@ -680,4 +724,58 @@ fn xsk_policy_hot_reload_under_polling() {
     let first_bad = lines.iter().position(|r| r["ok"] == false).expect("the session should have ended");
     assert!(lines[..first_bad].iter().all(|r| r["ok"] == true));
     assert!(lab.counter("close_policy_revoked") >= 1, "{}", lab.stats());
+}
+
+/// The audit trail on a full disk (a 256 KiB tmpfs): once the writer cannot
+/// write, new sessions are refused with `audit_unavailable`; when space
+/// returns, everything accepted is in the log and it verifies.
+#[test]
+fn xsk_full_audit_disk_refuses_new_sessions_and_loses_nothing() {
+    let Some(mut lab) = Lab::up_full("xsk", None, Some(256)) else { return };
+    let out = lab.login("alice", PASSWORD, &lab.totp("alice", 0));
+    assert!(out.status.success(), "{}", text(&out));
+    lab.connect("alice", 5050);
+    // Fill the disk with audited requests (each read is two records, and
+    // the pcapng grows too) until the writer reports it unhealthy.
+    let start = Instant::now();
+    while lab.counter("audit_healthy") == 1 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the audit disk never filled: {}", lab.stats());
+        let _ = lab.client(&[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "5050",
+            "--timeout",
+            "2",
+            "poll",
+            "--interval-ms",
+            "1",
+            "--count",
+            "200",
+            "0",
+            "100",
+        ]);
+    }
+    // A new session is refused with audit_unavailable (the PLC sees nothing of it).
+    let connects = lab.plc_events("connect");
+    let dir = lab.run.join("home-alice");
+    let out = lab.exec("user", 10, &[GATE, "connect", "plc-7", "--once", "--config-dir", dir.to_str().unwrap()], None);
+    assert!(text(&out).contains("audit unavailable"), "{}", text(&out));
+    assert_eq!(lab.plc_events("connect"), connects);
+    // Space returns: the writer catches up, and nothing accepted is missing.
+    let audit = lab.run.join("audit");
+    let out = Command::new("mount").args(["-o", "remount,size=64m"]).arg(&audit).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let start = Instant::now();
+    while lab.counter("audit_healthy") == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the writer did not recover");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let allowed = lab.counter("modbus_allowed");
+    std::thread::sleep(Duration::from_millis(500));
+    let requests =
+        lab.audit_records().into_iter().filter(|r| r["event"] == "request" && r["verdict"] == "allow").count() as u64;
+    assert_eq!(requests, allowed, "every forwarded request is in the audit trail");
+    let out = Command::new(GATE).args(["audit", "verify"]).arg(&audit).output().unwrap();
+    assert!(out.status.success(), "audit verify: {}", text(&out));
 }

@@ -64,6 +64,11 @@ fn answer(stream: UnixStream, control: &mut Control) -> std::io::Result<()> {
                 map.insert(k, v.into());
             }
             map.insert("reload_failures".into(), control.reload_failures().into());
+            if let Some((healthy, full, stalls)) = control.audit_state() {
+                map.insert("audit_healthy".into(), u64::from(healthy).into());
+                map.insert("audit_queue_full".into(), full.into());
+                map.insert("audit_stalls".into(), stalls.into());
+            }
             writeln!(out, "{}", serde_json::Value::Object(map))
         }
         "reload" => match control.reload() {

@@ -39,6 +39,8 @@ pub struct Control {
     tls: Option<dataplane::tls::TlsConfig>,
     authenticator: Option<(Arc<identity::Authenticator>, PathBuf)>,
     audit: Option<audit::AuditSink>,
+    audit_queues: Vec<Arc<dataplane::audit::AuditQueue>>,
+    audit_health: Option<Arc<std::sync::atomic::AtomicBool>>,
     shared: SharedSnapshot,
     cores: Vec<(Arc<CoreCounters>, Arc<ArrayQueue<SessionEvent>>)>,
     reload_failures: u64,
@@ -102,6 +104,8 @@ impl Control {
             tls: None,
             authenticator: None,
             audit: None,
+            audit_queues: Vec::new(),
+            audit_health: None,
             shared: Arc::new(ArcSwap::from_pointee(snap)),
             cores: Vec::new(),
             reload_failures: 0,
@@ -139,6 +143,25 @@ impl Control {
     /// Records reloads (accepted or refused) in the audit trail.
     pub fn set_audit(&mut self, sink: audit::AuditSink) {
         self.audit = Some(sink);
+    }
+
+    /// Lets `stats` show the audit trail's state: the writer's health and
+    /// how often the cores' queues held sessions back.
+    pub fn watch_audit(
+        &mut self,
+        queues: Vec<Arc<dataplane::audit::AuditQueue>>,
+        health: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        self.audit_queues = queues;
+        self.audit_health = Some(health);
+    }
+
+    /// `(healthy, queue_full, stalls)` of the audit trail, if there is one.
+    pub fn audit_state(&self) -> Option<(bool, u64, u64)> {
+        let health = self.audit_health.as_ref()?;
+        let full = self.audit_queues.iter().map(|q| q.full()).sum();
+        let stalls = self.audit_queues.iter().map(|q| q.stalls()).sum();
+        Some((health.load(std::sync::atomic::Ordering::Acquire), full, stalls))
     }
 
     /// Lets reloads re-read the users from `secrets` and the management

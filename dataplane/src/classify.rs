@@ -160,6 +160,29 @@ pub fn classify(frame: &[u8], side: Side, link: usize, snap: &Snapshot) -> Dispo
     }
 }
 
+/// A dropped IPv4 flow for the audit trail's denied-flow summary:
+/// (source, destination, destination port if TCP/UDP). `None` for non-IPv4.
+pub fn dropped_flow(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, Option<u16>)> {
+    let eth = Ethernet2HeaderSlice::from_slice(frame).ok()?;
+    let l3 = match eth.ether_type() {
+        EtherType::VLAN_TAGGED_FRAME => {
+            let tag = SingleVlanHeaderSlice::from_slice(frame.get(14..)?).ok()?;
+            (tag.ether_type() == EtherType::IPV4).then_some(frame.get(18..)?)?
+        }
+        EtherType::IPV4 => frame.get(14..)?,
+        _ => return None,
+    };
+    let ip = Ipv4HeaderSlice::from_slice(l3).ok()?;
+    let rest = l3.get(usize::from(ip.ihl()) * 4..)?;
+    let port = match ip.protocol() {
+        IpNumber::TCP | IpNumber::UDP if !ip.is_fragmenting_payload() => {
+            rest.get(2..4).map(|b| u16::from_be_bytes([b[0], b[1]]))
+        }
+        _ => None,
+    };
+    Some((ip.source_addr(), ip.destination_addr(), port))
+}
+
 fn on_link_vlan_known(snap: &Snapshot, link: usize, vlan: Option<u16>) -> bool {
     snap.segments.iter().any(|s| s.south_link == link && s.south_vlan == vlan)
 }

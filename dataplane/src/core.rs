@@ -20,7 +20,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 
 use crate::audit::{AuditOut, AuditRecord, AuditTap, Name, Note, SessionOpen, Text};
 use crate::auth::{AuthChannel, AuthVerdict};
-use crate::classify::{classify, Disposition, DropReason};
+use crate::classify::{classify, dropped_flow, Disposition, DropReason};
 use crate::counters::{bump, set, CoreCounters};
 use crate::io::{self, FramePort, BATCH, MAX_FRAME};
 use crate::session::{CloseReason, Flow, Kind, Next, Session, Step, StepCtx, Target, NO_ASSET};
@@ -176,6 +176,7 @@ pub struct Core {
     tx: TxStats,
     auth: Arc<AuthChannel>,
     audit: Option<AuditTap>,
+    drops: Option<Arc<ArrayQueue<DroppedFlow>>>,
     /// Records the audit queue could not take at once; retried every loop,
     /// and sessions read no new requests until it is empty.
     audit_backlog: VecDeque<AuditRecord>,
@@ -185,8 +186,17 @@ pub struct Core {
 /// Records a core holds back when its audit queue is full (preallocated).
 pub const AUDIT_BACKLOG: usize = 1024;
 
+/// A dropped flow: (source, destination, destination port, reason).
+pub type DroppedFlow = (Ipv4Addr, Ipv4Addr, Option<u16>, DropReason);
+
+/// Dropped flows a core reports before the control thread drains them
+/// (more are only counted).
+pub const DROP_LOG: usize = 1024;
+
 /// What a core shares with the control side.
 pub struct CoreLinks {
+    /// Dropped IPv4 flows, for the audit trail's aggregated denied flows.
+    pub drops: Option<Arc<ArrayQueue<DroppedFlow>>>,
     pub counters: Arc<CoreCounters>,
     pub events: Arc<ArrayQueue<SessionEvent>>,
     pub auth: Arc<AuthChannel>,
@@ -226,7 +236,7 @@ impl Core {
         links: CoreLinks,
         opts: CoreOptions,
     ) -> Result<Self, CoreError> {
-        let CoreLinks { counters, events, auth, audit } = links;
+        let CoreLinks { counters, events, auth, audit, drops } = links;
         let snap = shared.load_full();
         let clock = Clock::new();
         let now = clock.now();
@@ -298,6 +308,7 @@ impl Core {
             tx: TxStats::default(),
             auth,
             audit,
+            drops,
             audit_backlog: VecDeque::with_capacity(AUDIT_BACKLOG),
             plain: Box::new([0u8; 16 * 1024]),
         };
@@ -357,7 +368,7 @@ impl Core {
         let mut work = 0;
 
         // 1. Receive and classify one batch per port.
-        let Self { ports, sides, segments, counters, .. } = self;
+        let Self { ports, sides, segments, counters, drops, .. } = self;
         for (link, port) in ports.iter_mut().enumerate() {
             let side = sides.get(link).copied().unwrap_or(Side::South);
             let n = port
@@ -384,6 +395,11 @@ impl Core {
                     };
                     if let Some(reason) = reason {
                         bump(&counters.drops[reason as usize], 1);
+                        if let Some((src, dst, port)) = drops.as_ref().and_then(|_| dropped_flow(frame)) {
+                            if let Some(q) = drops {
+                                let _ = q.push((src, dst, port, reason));
+                            }
+                        }
                     }
                 })
                 .unwrap_or(0);

@@ -138,7 +138,7 @@ impl MemLab {
         let sim = PlcSim::new(&mut plc, sim_port, if sim_port == 0 { 0 } else { 64 });
         let (counters, events) = control.add_core();
         let channel = AuthChannel::new(None)?;
-        let links = CoreLinks { counters, events, auth: channel.clone(), audit };
+        let links = CoreLinks { counters, events, auth: channel.clone(), audit, drops: None };
         let gate = Core::new(0, gate_ports, control.shared(), links, opts).map_err(|e| bad(&e.to_string()))?;
         let skew = Arc::new(AtomicU64::new(0));
         let s = skew.clone();
