@@ -184,6 +184,19 @@ impl Lab {
         self.exec(ns, 30, &cmd, None)
     }
 
+    /// The Modbus client started in the background in the user namespace,
+    /// bounded by `timeout` seconds, its stdout piped.
+    fn background_client(&self, timeout: u32, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns("user"), "timeout", &timeout.to_string()])
+            .arg(repo().join(".venv/bin/python"))
+            .arg(repo().join("scripts/modbus_client.py"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     fn client(&self, args: &[&str]) -> Output {
         self.python("user", repo().join("scripts/modbus_client.py").to_str().unwrap(), args)
     }
@@ -641,13 +654,9 @@ fn xsk_policy_hot_reload_under_polling() {
     let generation0 = lab.counter("generation");
 
     // 1500 reads at 10 ms (15 s) on one connection, in the background.
-    let py = repo().join(".venv/bin/python");
-    let script = repo().join("scripts/modbus_client.py");
-    let poller = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("user"), "timeout", "60"])
-        .arg(&py)
-        .arg(&script)
-        .args([
+    let poller = lab.background_client(
+        60,
+        &[
             "--host",
             "127.0.0.1",
             "--port",
@@ -660,10 +669,8 @@ fn xsk_policy_hot_reload_under_polling() {
             "1500",
             "100",
             "1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     // 100 reloads, one every ~100 ms: the file alternates between two
     // equivalent versions (the second adds a harmless viewer rule).
     let extra = "\n[[rule]]\nname = \"viewer-coils\"\nroles = [\"viewer\"]\nassets = [\"plc-7\"]\nprotocol = \"modbus\"\noperations = [\"read\"]\n";
@@ -695,11 +702,9 @@ fn xsk_policy_hot_reload_under_polling() {
         .replace("roles = [\"operator\", \"viewer\"]", "roles = [\"viewer\"]")
         .replace("roles = [\"operator\"]", "roles = [\"viewer\"]");
     assert_ne!(no_operator, lab_toml);
-    let poller = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("user"), "timeout", "30"])
-        .arg(&py)
-        .arg(&script)
-        .args([
+    let poller = lab.background_client(
+        30,
+        &[
             "--host",
             "127.0.0.1",
             "--port",
@@ -712,10 +717,8 @@ fn xsk_policy_hot_reload_under_polling() {
             "60",
             "100",
             "1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     std::thread::sleep(Duration::from_millis(1000));
     std::fs::write(&policy, &no_operator).unwrap();
     let out = poller.wait_with_output().unwrap();

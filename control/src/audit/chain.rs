@@ -421,8 +421,9 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<u64> {
     Some(secs * 1_000_000 + us)
 }
 
-/// Howard Hinnant's civil_from_days: (year, month, day).
-fn civil(days: i64) -> (i64, i64, i64) {
+/// Howard Hinnant's civil_from_days: (year, month, day) of a day count
+/// since 1970-01-01 (proleptic Gregorian). Shared by every UTC formatter.
+pub fn civil(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
