@@ -7,10 +7,12 @@ pub mod frames;
 pub mod inspect;
 pub mod json;
 pub mod latency;
+pub mod load;
 pub mod micro;
 pub mod mix;
 pub mod policy;
 pub mod proxy;
+pub mod tls;
 
 use std::path::Path;
 use std::process::Command;

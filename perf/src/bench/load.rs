@@ -1,0 +1,2152 @@
+//! `accessgate-perf load`: Modbus/TCP request latency under a fixed,
+//! open-loop request rate, through the gate, through a TLS-terminating proxy
+//! (stunnel, HAProxy, nginx), or straight to the PLC (the floor).
+//!
+//! It opens `--sessions` long-lived sessions (plus `--idle-sessions` that
+//! are opened and then left alone) and sends read-holding-registers
+//! requests on a fixed schedule: request k is *intended* at
+//! `t0 + k / total_rate` and goes to session `k mod sessions`, so each
+//! session sends at `total_rate / sessions` requests per second, evenly
+//! spaced, whatever the server does (open loop: a slow answer does not
+//! delay the next request). Each answer's latency is measured from its
+//! request's intended send time, not from when it was actually sent, so a
+//! stall of the server or of the client itself shows up in full in every
+//! request that should have gone out during it (the "coordinated omission"
+//! correction of wrk2 and HdrHistogram). How late the client itself was
+//! (actual send minus intended) is kept apart as the send lag.
+//!
+//! Modes:
+//!
+//! - `gate`: TLS 1.3 to the asset's endpoint (rustls, the certificate
+//!   verified against `--ca`), the access hello with a ticket (read from the
+//!   file `accessgate login --config-dir` writes, or obtained by logging in
+//!   here with `--user --password --totp-secret`), then Modbus/TCP inside
+//!   the TLS stream.
+//! - `tls`: TLS 1.3 to a TLS-terminating proxy, then Modbus/TCP inside.
+//! - `plain`: Modbus/TCP straight to the PLC.
+//!
+//! The client is one thread with one epoll loop (mio): non-blocking
+//! sockets, a timerfd armed for the next intended send (sub-millisecond,
+//! which epoll's own timeout is not), one TLS record per request (requests
+//! that fall due together on the same session share one record and one
+//! write). Every answer is checked: function 3, the byte count, the first
+//! register's value (the simulator's holding register i holds i), and the
+//! transaction id of the oldest request in flight on that session.
+//!
+//! Latencies go into HdrHistograms (1 ns .. 60 s, 3 significant digits).
+//! Each run writes a JSON summary, one `.hgrm` file per rate step in
+//! HdrHistogram's percentile-distribution format (values in microseconds),
+//! and an SVG percentile plot (x = 1/(1-percentile) on a log scale, as
+//! HdrHistogram's plotter draws it). `--sweep` runs a list of total rates
+//! on the same sessions and stops at the first step whose p99 exceeds
+//! `--p99-bound-us` or that has any error; the last step that passed is the
+//! maximum sustainable rate.
+//!
+//! With `--server-pid`, the server's CPU time over the measurement window
+//! (utime + stime of all its threads, /proc/PID/stat) per 100 000 requests,
+//! and its resident memory before and after the sessions opened (VmRSS) per
+//! session. With `--gate-ctl` as well, the busy-polling gate's dp-core loop
+//! counts estimate how much of its always-100 % core was work: the loop rate
+//! per dp CPU second is calibrated for 1 s with the sessions open and quiet,
+//! and the share by which it falls under load is counted as the load's work
+//! (a lower bound: work done in loops that would have run anyway is missed).
+//!
+//! `accessgate-perf load report FILE...` puts runs side by side per
+//! scenario: added latency per percentile against a baseline label (the
+//! direct runs), the maximum sustainable rate, CPU per 100k requests and
+//! memory per session; it writes a Markdown table, a JSON file and one SVG
+//! plot per scenario.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::{ErrorKind, IsTerminal, Read, Write};
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::client::{self, Answer};
+use dataplane::wire::hello::Auth;
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
+use serde_json::{json, Map, Value};
+
+use super::{build_profile, si};
+
+/// Most sessions (active + idle) one run opens.
+const MAX_SESSIONS: usize = 20_000;
+/// Longest measurement window and warmup.
+const MAX_SECONDS: f64 = 300.0;
+const MAX_WARMUP: f64 = 60.0;
+/// Most sweep steps.
+const MAX_STEPS: usize = 24;
+/// Linux reports process CPU times in USER_HZ ticks (100 per second).
+const USER_HZ: f64 = 100.0;
+/// The timerfd's token; sessions are tokens 0..n.
+const TIMER: Token = Token(usize::MAX - 1);
+/// Highest latency the histograms hold: 60 s in ns.
+const HIST_MAX_NS: u64 = 60_000_000_000;
+/// Protocol anomalies kept for the result file.
+const MAX_ANOMALIES: usize = 20;
+/// Percentiles reported everywhere (1.0 = max).
+const PERCENTILES: [(&str, f64); 6] =
+    [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999), ("max", 1.0)];
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct LoadArgs {
+    #[command(subcommand)]
+    command: Option<LoadCommand>,
+    #[command(flatten)]
+    run: Box<RunArgs>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum LoadCommand {
+    /// Put `load` results side by side per scenario (added latency against a
+    /// baseline label, max rate, CPU per 100k requests, memory per session);
+    /// write a Markdown table, JSON and one SVG plot per scenario.
+    Report(ReportArgs),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// TLS to the asset's endpoint, the access hello with a ticket, Modbus inside.
+    Gate,
+    /// TLS to a TLS-terminating proxy, Modbus inside.
+    Tls,
+    /// Modbus/TCP straight to the PLC.
+    Plain,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Gate => "gate",
+            Mode::Tls => "tls",
+            Mode::Plain => "plain",
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// gate (TLS + access hello + Modbus), tls (TLS + Modbus) or plain (Modbus).
+    #[arg(long, value_enum, required = true)]
+    mode: Option<Mode>,
+    /// Where the sessions go (the endpoint, the proxy or the PLC).
+    #[arg(long, value_name = "IP:PORT", required = true)]
+    target: Option<SocketAddr>,
+    /// Name sent (SNI) and verified in the server's certificate.
+    #[arg(long, default_value = "gate.lab")]
+    server_name: String,
+    /// CA certificate (PEM) for tls and gate modes (gate: default from the ticket file).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// gate mode: the ticket file `accessgate login --config-dir DIR` wrote (DIR/ticket).
+    #[arg(long, value_name = "FILE")]
+    ticket_file: Option<PathBuf>,
+    /// gate mode without a ticket file: log in here first (the gate's login endpoint).
+    #[arg(long, value_name = "IP:PORT", default_value = "100.64.0.1:443")]
+    login: SocketAddr,
+    /// gate mode: user to log in as (with --password and --totp-secret).
+    #[arg(long)]
+    user: Option<String>,
+    /// gate mode: that user's password.
+    #[arg(long)]
+    password: Option<String>,
+    /// gate mode: that user's TOTP secret (base32); the code is computed here.
+    #[arg(long)]
+    totp_secret: Option<String>,
+    /// gate mode: asset and service named in the hello.
+    #[arg(long, default_value = "plc-7")]
+    asset: String,
+    #[arg(long, default_value = "modbus")]
+    service: String,
+    /// Sessions that send requests (1..=20000).
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    /// More sessions, opened (TLS, hello) before the load and then left idle.
+    #[arg(long, default_value_t = 0)]
+    idle_sessions: usize,
+    /// Requests per second per session.
+    #[arg(long, value_name = "REQ/S")]
+    rate: Option<f64>,
+    /// Requests per second over all sessions (instead of --rate).
+    #[arg(long, value_name = "REQ/S", conflicts_with = "rate")]
+    total_rate: Option<f64>,
+    /// Find the maximum: these total rates in turn, on the same sessions,
+    /// until a step fails (p50 or p99 above their bounds, or any error).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', conflicts_with_all = ["rate", "total_rate"])]
+    sweep: Vec<f64>,
+    /// Sweep pass criterion: p99 at most this (µs).
+    #[arg(long, default_value_t = 1000.0)]
+    p99_bound_us: f64,
+    /// Sweep pass criterion: p50 at most this (µs). A saturated server's
+    /// queue grows for the whole window, so its median runs away, while a
+    /// noisy machine's jitter only moves the upper percentiles.
+    #[arg(long, default_value_t = 1000.0)]
+    p50_bound_us: f64,
+    /// Measurement window per rate step (seconds, at most 300).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Load before each window opens, not recorded (seconds, at most 60).
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Stop sending after this many requests in a step (warmup included).
+    #[arg(long, value_name = "N")]
+    max_requests: Option<u64>,
+    /// Holding registers per read (1..=125), starting at --address.
+    #[arg(long, default_value_t = 10)]
+    registers: u16,
+    #[arg(long, default_value_t = 0)]
+    address: u16,
+    /// Modbus unit id.
+    #[arg(long, default_value_t = 1)]
+    unit: u8,
+    /// After the window, wait at most this long for the last answers (ms);
+    /// what is still unanswered counts as an error.
+    #[arg(long, default_value_t = 3000)]
+    drain_ms: u64,
+    /// Session handshakes in flight while opening.
+    #[arg(long, default_value_t = 32)]
+    connect_concurrency: usize,
+    /// Give up opening the sessions after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    connect_timeout: u64,
+    /// Pin the client to this CPU.
+    #[arg(long, value_name = "CPU")]
+    pin: Option<usize>,
+    /// Busy-poll (epoll_wait with a zero timeout) instead of sleeping until
+    /// the next send or answer: the client's CPU never idles, so its own
+    /// wake-up latency (large on a virtual machine's idle vCPU) stays out of
+    /// the measurement. Costs a whole CPU, shared with whatever else runs there.
+    #[arg(long)]
+    spin: bool,
+    /// The server's pid: its CPU time per 100k requests and VmRSS per session.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// The PLC's pid: its CPU share (to show it is not the bottleneck).
+    #[arg(long, value_name = "PID")]
+    plc_pid: Option<u32>,
+    /// The gate's management socket (with --server-pid): dp-loop work estimate and counters.
+    #[arg(long, value_name = "SOCKET", requires = "server_pid")]
+    gate_ctl: Option<PathBuf>,
+    /// Also report how busy these CPUs were (/proc/stat), e.g. 0,1.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    cpus: Vec<usize>,
+    /// Name of the target in results and reports (default: the mode).
+    #[arg(long)]
+    label: Option<String>,
+    /// Name of the scenario in results and reports.
+    #[arg(long, default_value = "run")]
+    scenario: String,
+    /// Free text recorded in the result.
+    #[arg(long, value_name = "TEXT")]
+    note: Vec<String>,
+    /// Output path prefix: PREFIX.json, PREFIX.svg, PREFIX[-stepN].hgrm
+    /// (default perf/results/load-SCENARIO-LABEL-<unix time>).
+    #[arg(long, value_name = "PREFIX")]
+    out: Option<PathBuf>,
+    /// Print only; write no files.
+    #[arg(long)]
+    no_write: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReportArgs {
+    /// Result files written by `load` (PREFIX.json).
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// The label the others are compared with (added latency = other − this).
+    #[arg(long, default_value = "direct")]
+    baseline: String,
+    /// Free text recorded in the report.
+    #[arg(long, value_name = "TEXT")]
+    note: Vec<String>,
+    /// Output prefix: PREFIX.md, PREFIX.json, PREFIX-SCENARIO.svg
+    /// (default perf/results/load-report-<unix time>).
+    #[arg(long, value_name = "PREFIX")]
+    out: Option<PathBuf>,
+    /// Also copy the outputs to this prefix (e.g. perf/results/load-latest).
+    #[arg(long, value_name = "PREFIX")]
+    latest: Option<PathBuf>,
+}
+
+pub fn load(args: &LoadArgs) -> Result<(), String> {
+    match &args.command {
+        Some(LoadCommand::Report(r)) => report(r),
+        None => run(&args.run),
+    }
+}
+
+// ------------------------------------------------------------------ sessions
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Connecting,
+    Handshaking,
+    Hello,
+    Ready,
+    Dead,
+}
+
+struct Session {
+    sock: TcpStream,
+    tls: Option<ClientConnection>,
+    phase: Phase,
+    /// Sent, unanswered: (transaction id, intended send time, in the window?).
+    inflight: VecDeque<(u16, Instant, bool)>,
+    next_tid: u16,
+    /// Plaintext received and not yet parsed.
+    rbuf: Vec<u8>,
+    /// Plaintext to send: requests not yet handed to TLS (or to the socket).
+    out: Vec<u8>,
+    /// Plain mode: bytes of `out` already written.
+    out_pos: usize,
+    dirty: bool,
+}
+
+/// What one step counted.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    sent: u64,
+    sent_in_window: u64,
+    answered: u64,
+    answered_in_window: u64,
+    exceptions: u64,
+    /// Exceptions by code (01..=0b; 0 = other).
+    exception_codes: [u64; 12],
+    bad_answers: u64,
+    out_of_order: u64,
+    /// Answers whose transaction id no request in flight has.
+    unexpected: u64,
+    /// Requests due on a session that was no longer open.
+    unsendable: u64,
+    /// Requests lost with a session that failed.
+    lost: u64,
+    session_failures: u64,
+}
+
+impl Tally {
+    fn errors(&self) -> u64 {
+        self.exceptions
+            + self.bad_answers
+            + self.out_of_order
+            + self.unexpected
+            + self.unsendable
+            + self.lost
+            + self.session_failures
+    }
+}
+
+struct Engine<'a> {
+    args: &'a RunArgs,
+    mode: Mode,
+    target: SocketAddr,
+    poll: Poll,
+    events: Events,
+    timer: TimerFd,
+    armed: Option<Instant>,
+    sessions: Vec<Session>,
+    active: Vec<usize>,
+    tls: Option<Arc<ClientConfig>>,
+    server_name: ServerName<'static>,
+    hello: Vec<u8>,
+    hist: Histogram<u64>,
+    lag: Histogram<u64>,
+    tally: Tally,
+    /// Recorded requests sent and not yet answered or lost.
+    outstanding: u64,
+    first_error: Option<String>,
+    plain: Vec<u8>,
+    dirty: Vec<usize>,
+    tokens: Vec<Token>,
+    /// The first few protocol anomalies seen (answers out of order, unknown ids).
+    anomalies: Vec<String>,
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid histogram bounds")
+}
+
+impl Engine<'_> {
+    fn note_error(&mut self, e: String) {
+        if self.first_error.is_none() {
+            self.first_error = Some(e);
+        }
+    }
+
+    /// Marks session `i` failed; its requests in flight are lost.
+    fn fail(&mut self, i: usize, why: String) {
+        let s = &mut self.sessions[i];
+        if s.phase == Phase::Dead {
+            return;
+        }
+        let was = s.phase;
+        s.phase = Phase::Dead;
+        let lost_recorded = s.inflight.iter().filter(|e| e.2).count() as u64;
+        self.tally.lost += s.inflight.len() as u64;
+        self.outstanding -= lost_recorded;
+        s.inflight.clear();
+        let _ = self.poll.registry().deregister(&mut s.sock);
+        let _ = s.sock.shutdown(std::net::Shutdown::Both);
+        self.tally.session_failures += 1;
+        self.note_error(format!("session {i} ({was:?}): {why}"));
+    }
+
+    fn start_session(&mut self, i: usize) -> Result<(), String> {
+        let mut sock = TcpStream::connect(self.target).map_err(|e| format!("connect {}: {e}", self.target))?;
+        self.poll
+            .registry()
+            .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| format!("epoll register: {e}"))?;
+        self.sessions.push(Session {
+            sock,
+            tls: None,
+            phase: Phase::Connecting,
+            inflight: VecDeque::new(),
+            next_tid: 1,
+            rbuf: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            dirty: false,
+        });
+        Ok(())
+    }
+
+    /// Moves session `i` along as far as its socket allows: connect, TLS,
+    /// hello, writes, reads and answers.
+    fn pump(&mut self, i: usize) {
+        if let Err(e) = self.pump_inner(i) {
+            self.fail(i, e);
+        }
+    }
+
+    fn pump_inner(&mut self, i: usize) -> Result<(), String> {
+        let mode = self.mode;
+        if self.sessions[i].phase == Phase::Dead {
+            return Ok(());
+        }
+        if self.sessions[i].phase == Phase::Connecting {
+            let s = &mut self.sessions[i];
+            if let Ok(Some(e)) | Err(e) = s.sock.take_error() {
+                return Err(format!("connect: {e}"));
+            }
+            match s.sock.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(()),
+                Err(e) => return Err(format!("connect: {e}")),
+            }
+            s.sock.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
+            match (mode, &self.tls) {
+                (Mode::Plain, _) => s.phase = Phase::Ready,
+                (_, Some(config)) => {
+                    let mut conn =
+                        ClientConnection::new(config.clone(), self.server_name.clone()).map_err(|e| e.to_string())?;
+                    conn.set_buffer_limit(None);
+                    s.tls = Some(conn);
+                    s.phase = Phase::Handshaking;
+                }
+                (_, None) => return Err("no TLS configuration".into()),
+            }
+        }
+        if mode == Mode::Plain {
+            return self.pump_plain(i);
+        }
+        // TLS: write what rustls has, read what the socket has, repeat while
+        // the phase moves on (the handshake's last flight, the hello).
+        loop {
+            let before = self.sessions[i].phase;
+            self.tls_write(i)?;
+            let got = self.tls_read(i)?;
+            let s = &mut self.sessions[i];
+            let Some(conn) = s.tls.as_mut() else { return Err("TLS session missing".into()) };
+            if s.phase == Phase::Handshaking && !conn.is_handshaking() {
+                if mode == Mode::Gate {
+                    conn.writer().write_all(&self.hello).map_err(|e| format!("hello: {e}"))?;
+                    s.phase = Phase::Hello;
+                } else {
+                    s.phase = Phase::Ready;
+                }
+            }
+            if s.phase == Phase::Hello {
+                match client::parse_answer(&s.rbuf)? {
+                    None => {}
+                    Some((Answer::Accept { .. }, n)) => {
+                        s.rbuf.drain(..n);
+                        s.phase = Phase::Ready;
+                    }
+                    Some((Answer::Refuse { reason, .. }, _)) => {
+                        return Err(format!("the gate refused the hello: {}", reason.as_str()))
+                    }
+                }
+            }
+            if let Some(now) = got {
+                if self.sessions[i].phase == Phase::Ready {
+                    self.answers(i, now)?;
+                }
+            }
+            let s = &self.sessions[i];
+            let wants = s.tls.as_ref().is_some_and(|c| c.wants_write());
+            if s.phase == before && !wants {
+                return Ok(());
+            }
+            if s.phase == before && got.is_none() {
+                // Something to write but the socket is full: the writable edge comes back here.
+                return self.tls_write(i);
+            }
+        }
+    }
+
+    /// Writes rustls' pending records until the socket would block.
+    fn tls_write(&mut self, i: usize) -> Result<(), String> {
+        let s = &mut self.sessions[i];
+        let Some(conn) = s.tls.as_mut() else { return Ok(()) };
+        while conn.wants_write() {
+            match conn.write_tls(&mut s.sock) {
+                Ok(0) => return Err("socket closed while writing".into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and decrypts everything available; `Some(time)` of the last
+    /// read that brought bytes.
+    fn tls_read(&mut self, i: usize) -> Result<Option<Instant>, String> {
+        let Self { sessions, plain, .. } = self;
+        let s = &mut sessions[i];
+        let Some(conn) = s.tls.as_mut() else { return Ok(None) };
+        let mut got = None;
+        loop {
+            match conn.read_tls(&mut s.sock) {
+                Ok(0) => return Err("the server closed the connection".into()),
+                Ok(_) => {
+                    got = Some(Instant::now());
+                    let state = conn.process_new_packets().map_err(|e| format!("TLS: {e}"))?;
+                    loop {
+                        match conn.reader().read(plain) {
+                            Ok(0) => break,
+                            Ok(n) => s.rbuf.extend_from_slice(&plain[..n]),
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(format!("TLS read: {e}")),
+                        }
+                    }
+                    if state.peer_has_closed() {
+                        return Err("the server sent close_notify".into());
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(got),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+
+    fn pump_plain(&mut self, i: usize) -> Result<(), String> {
+        self.plain_write(i)?;
+        let Self { sessions, plain, .. } = self;
+        let s = &mut sessions[i];
+        let mut got = None;
+        loop {
+            match s.sock.read(plain) {
+                Ok(0) => return Err("the server closed the connection".into()),
+                Ok(n) => {
+                    got = Some(Instant::now());
+                    s.rbuf.extend_from_slice(&plain[..n]);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+        if let Some(now) = got {
+            if s.phase == Phase::Ready {
+                self.answers(i, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn plain_write(&mut self, i: usize) -> Result<(), String> {
+        let s = &mut self.sessions[i];
+        while s.out_pos < s.out.len() {
+            match s.sock.write(&s.out[s.out_pos..]) {
+                Ok(0) => return Err("socket closed while writing".into()),
+                Ok(n) => s.out_pos += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        s.out.clear();
+        s.out_pos = 0;
+        Ok(())
+    }
+
+    /// Parses the complete answers in session `i`'s buffer, received at `now`.
+    fn answers(&mut self, i: usize, now: Instant) -> Result<(), String> {
+        let (qty, first) = (self.args.registers, self.args.address);
+        let Self { sessions, hist, tally, outstanding, anomalies, .. } = self;
+        let s = &mut sessions[i];
+        let mut at = 0;
+        while s.rbuf.len() - at >= 8 {
+            let f = &s.rbuf[at..];
+            let len = usize::from(u16::from_be_bytes([f[4], f[5]]));
+            if !(2..=254).contains(&len) {
+                return Err(format!("not a Modbus/TCP answer (length field {len})"));
+            }
+            if f.len() < 6 + len {
+                break;
+            }
+            let tid = u16::from_be_bytes([f[0], f[1]]);
+            let oldest = s.inflight.front().map(|e| e.0);
+            let Some(pos) = s.inflight.iter().position(|e| e.0 == tid) else {
+                tally.unexpected += 1;
+                if anomalies.len() < MAX_ANOMALIES {
+                    anomalies.push(format!(
+                        "session {i}: an answer with transaction id {tid}, which no request in flight has \
+                         (oldest in flight: {oldest:?})"
+                    ));
+                }
+                at += 6 + len;
+                continue;
+            };
+            let fc = f[7];
+            if pos > 0 {
+                // Modbus/TCP matches answers by transaction id, so this is
+                // legal (the gate answers a flood at once with exception 06,
+                // ahead of the PLC's answers): counted, not an error.
+                tally.out_of_order += 1;
+                if anomalies.len() < MAX_ANOMALIES {
+                    anomalies.push(format!(
+                        "session {i}: the answer to transaction {tid} (function {fc:#04x}{}) overtook {pos} older \
+                         request(s) (oldest {oldest:?})",
+                        if fc & 0x80 != 0 { format!(", exception {:#04x}", f[8]) } else { String::new() }
+                    ));
+                }
+            }
+            let Some((_, intended, recorded)) = s.inflight.remove(pos) else { break };
+            tally.answered += 1;
+            if recorded {
+                tally.answered_in_window += 1;
+                *outstanding -= 1;
+                let ns = now.saturating_duration_since(intended).as_nanos().clamp(1, u128::from(HIST_MAX_NS)) as u64;
+                let _ = hist.record(ns);
+            }
+            if fc & 0x80 != 0 {
+                tally.exceptions += 1;
+                let code = usize::from(f[8]);
+                tally.exception_codes[if code < 12 { code } else { 0 }] += 1;
+            } else if fc != 3
+                || len != 3 + 2 * usize::from(qty)
+                || usize::from(f[8]) != 2 * usize::from(qty)
+                || u16::from_be_bytes([f[9], f[10]]) != first
+            {
+                tally.bad_answers += 1;
+            }
+            at += 6 + len;
+        }
+        s.rbuf.drain(..at);
+        Ok(())
+    }
+
+    /// Queues one request on session `i`, intended at `intended`.
+    fn send(&mut self, i: usize, intended: Instant, recorded: bool, now: Instant) {
+        let (unit, addr, qty) = (self.args.unit, self.args.address, self.args.registers);
+        let s = &mut self.sessions[i];
+        self.tally.sent += 1;
+        if recorded {
+            self.tally.sent_in_window += 1;
+        }
+        if s.phase != Phase::Ready {
+            self.tally.unsendable += 1;
+            return;
+        }
+        let tid = s.next_tid;
+        s.next_tid = s.next_tid.wrapping_add(1);
+        let [t0, t1] = tid.to_be_bytes();
+        let [a0, a1] = addr.to_be_bytes();
+        let [q0, q1] = qty.to_be_bytes();
+        s.out.extend_from_slice(&[t0, t1, 0, 0, 0, 6, unit, 3, a0, a1, q0, q1]);
+        s.inflight.push_back((tid, intended, recorded));
+        if recorded {
+            self.outstanding += 1;
+            let ns = now.saturating_duration_since(intended).as_nanos().clamp(1, u128::from(HIST_MAX_NS)) as u64;
+            let _ = self.lag.record(ns);
+        }
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(i);
+        }
+    }
+
+    /// Writes the requests queued since the last flush: one TLS record and
+    /// one write per session.
+    fn flush(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            self.sessions[i].dirty = false;
+            let r = match self.mode {
+                Mode::Plain => self.plain_write(i),
+                _ => {
+                    let s = &mut self.sessions[i];
+                    let r = match s.tls.as_mut() {
+                        Some(conn) => conn.writer().write_all(&s.out).map_err(|e| format!("TLS write: {e}")),
+                        None => Err("TLS session missing".into()),
+                    };
+                    s.out.clear();
+                    r.and_then(|()| self.tls_write(i))
+                }
+            };
+            if let Err(e) = r {
+                self.fail(i, e);
+            }
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    /// Waits for events until `deadline` at the latest (timerfd, so
+    /// sub-millisecond), then handles them.
+    fn wait(&mut self, deadline: Instant) -> Result<(), String> {
+        let now = Instant::now();
+        let timeout = if deadline <= now || self.args.spin {
+            Some(Duration::ZERO)
+        } else {
+            if self.armed != Some(deadline) {
+                let d = deadline - now;
+                self.timer
+                    .set(Expiration::OneShot(TimeSpec::from_duration(d)), TimerSetTimeFlags::empty())
+                    .map_err(|e| format!("timerfd: {e}"))?;
+                self.armed = Some(deadline);
+            }
+            // A safety net only: the timerfd wakes the loop on time.
+            Some(deadline - now + Duration::from_millis(5))
+        };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(format!("epoll_wait: {e}")),
+        }
+        let mut tokens = std::mem::take(&mut self.tokens);
+        tokens.clear();
+        tokens.extend(self.events.iter().map(|e| e.token()));
+        for &t in &tokens {
+            if t == TIMER {
+                let mut b = [0u8; 8];
+                let _ = nix::unistd::read(&self.timer, &mut b);
+                self.armed = None;
+            } else if t.0 < self.sessions.len() {
+                self.pump(t.0);
+            }
+        }
+        self.tokens = tokens;
+        Ok(())
+    }
+
+    /// Opens `active + idle` sessions, `--connect-concurrency` at a time.
+    fn open_all(&mut self, active: usize, idle: usize) -> Result<f64, String> {
+        let total = active + idle;
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(self.args.connect_timeout);
+        let concurrency = self.args.connect_concurrency.max(1);
+        let mut progress = Progress::new();
+        let mut next = 0;
+        loop {
+            let mut pending = 0;
+            let mut ready = 0;
+            let mut dead = 0;
+            for s in &self.sessions {
+                match s.phase {
+                    Phase::Ready => ready += 1,
+                    Phase::Dead => dead += 1,
+                    _ => pending += 1,
+                }
+            }
+            if dead > 0 {
+                let why = self.first_error.clone().unwrap_or_default();
+                return Err(format!("{dead} session(s) failed to open ({ready} open): {why}"));
+            }
+            if ready == total {
+                break;
+            }
+            while pending < concurrency && next < total {
+                self.start_session(next)?;
+                next += 1;
+                pending += 1;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("only {ready} of {total} sessions open after {} s", self.args.connect_timeout));
+            }
+            progress.tick(|| format!("opening sessions: {ready}/{total} open, {pending} in progress"));
+            self.wait(Instant::now() + Duration::from_millis(20))?;
+        }
+        progress.done(&format!("{total} session(s) open in {:.2} s", started.elapsed().as_secs_f64()));
+        self.active = (0..active).collect();
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// One rate step: warmup, window, drain.
+    fn step(&mut self, total_rate: f64, probes: &Probes, title: &str) -> Result<StepOut, String> {
+        self.hist.reset();
+        self.lag.reset();
+        self.tally = Tally::default();
+        self.outstanding = 0;
+        let n = self.active.len() as u64;
+        let period_ns = 1e9 / total_rate;
+        let t0 = Instant::now() + Duration::from_millis(2);
+        let tw = t0 + Duration::from_secs_f64(self.args.warmup);
+        let mut tend = tw + Duration::from_secs_f64(self.args.seconds);
+        let max_k = self.args.max_requests.unwrap_or(u64::MAX);
+        let mut k: u64 = 0;
+        let mut snap0: Option<Snap> = None;
+        let mut snap1: Option<Snap> = None;
+        let mut drain_until: Option<Instant> = None;
+        let mut progress = Progress::new();
+        let at = |k: u64| t0 + Duration::from_nanos((k as f64 * period_ns) as u64);
+        loop {
+            let now = Instant::now();
+            if snap0.is_none() && now >= tw {
+                snap0 = Some(probes.snap()?);
+            }
+            while k < max_k {
+                let due = at(k);
+                if due > now || due >= tend {
+                    break;
+                }
+                let s = self.active[(k % n) as usize];
+                self.send(s, due, due >= tw, now);
+                k += 1;
+            }
+            if k >= max_k && tend > now {
+                tend = now.max(tw);
+            }
+            self.flush();
+            let now = Instant::now();
+            if now >= tend {
+                if snap0.is_none() {
+                    snap0 = Some(probes.snap()?);
+                }
+                if snap1.is_none() {
+                    snap1 = Some(probes.snap()?);
+                    drain_until = Some(now + Duration::from_millis(self.args.drain_ms));
+                }
+                if self.outstanding == 0 || drain_until.is_some_and(|d| now >= d) {
+                    break;
+                }
+            }
+            let elapsed = now.saturating_duration_since(t0).as_secs_f64();
+            let total = (tend - t0).as_secs_f64();
+            progress.tick(|| {
+                let p99 = if self.hist.is_empty() { "-".into() } else { us(self.hist.value_at_quantile(0.99)) };
+                format!(
+                    "{title}: {:>5.1}/{total:.1} s  sent {}  answered {}  in flight {}  errors {}  p99 so far {p99} µs",
+                    elapsed.min(total),
+                    self.tally.sent,
+                    self.tally.answered,
+                    self.tally.sent.saturating_sub(self.tally.answered + self.tally.lost + self.tally.unsendable),
+                    self.tally.errors()
+                )
+            });
+            let mut deadline = progress.next;
+            if k < max_k && at(k) < tend {
+                deadline = deadline.min(at(k));
+            } else if snap1.is_none() {
+                deadline = deadline.min(tend);
+            }
+            if snap0.is_none() {
+                deadline = deadline.min(tw);
+            }
+            if let Some(d) = drain_until {
+                deadline = deadline.min(d);
+            }
+            self.wait(deadline)?;
+        }
+        let unanswered = self.outstanding;
+        let (s0, s1) = (snap0.ok_or("no window start")?, snap1.ok_or("no window end")?);
+        progress.done(&format!(
+            "{title}: {} requests in the window, {} answered, p99 {} µs, errors {}",
+            self.tally.sent_in_window,
+            self.tally.answered_in_window,
+            if self.hist.is_empty() { "-".into() } else { us(self.hist.value_at_quantile(0.99)) },
+            self.tally.errors() + unanswered
+        ));
+        Ok(StepOut {
+            total_rate,
+            hist: self.hist.clone(),
+            lag: self.lag.clone(),
+            tally: self.tally,
+            unanswered,
+            s0,
+            s1,
+            sessions: n as usize,
+        })
+    }
+}
+
+// ------------------------------------------------------------------ progress
+
+/// A progress line on stderr: redrawn in place on a terminal, one line every
+/// 5 s otherwise.
+struct Progress {
+    tty: bool,
+    next: Instant,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self { tty: std::io::stderr().is_terminal(), next: Instant::now() + Duration::from_millis(500), drawn: false }
+    }
+
+    fn every(&self) -> Duration {
+        if self.tty {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(5)
+        }
+    }
+
+    fn tick(&mut self, line: impl FnOnce() -> String) {
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next = now + self.every();
+        let text = line();
+        if self.tty {
+            eprint!("\r\x1b[2K  {text}");
+            self.drawn = true;
+        } else {
+            eprintln!("  {text}");
+        }
+    }
+
+    fn done(&mut self, text: &str) {
+        if self.tty && self.drawn {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("  {text}");
+    }
+}
+
+// ------------------------------------------------------------------ probes
+
+/// What is watched around each window.
+struct Probes {
+    own: u32,
+    server: Option<u32>,
+    plc: Option<u32>,
+    gate_ctl: Option<PathBuf>,
+    cpus: Vec<usize>,
+}
+
+struct Snap {
+    at: Instant,
+    own: Option<u64>,
+    server: Option<u64>,
+    plc: Option<u64>,
+    /// (cpu, busy ticks, all ticks).
+    cpus: Vec<(usize, u64, u64)>,
+    gate: Option<GateSnap>,
+}
+
+struct GateSnap {
+    loops: u64,
+    dp_ticks: u64,
+    stats: Map<String, Value>,
+}
+
+impl Probes {
+    fn snap(&self) -> Result<Snap, String> {
+        let gate = match (&self.gate_ctl, self.server) {
+            (Some(ctl), Some(pid)) => Some(gate_snap(ctl, pid)?),
+            _ => None,
+        };
+        Ok(Snap {
+            at: Instant::now(),
+            own: proc_ticks(self.own),
+            server: self.server.and_then(proc_ticks),
+            plc: self.plc.and_then(proc_ticks),
+            cpus: cpu_ticks(&self.cpus),
+            gate,
+        })
+    }
+}
+
+/// utime + stime of a whole process, in USER_HZ ticks.
+fn proc_ticks(pid: u32) -> Option<u64> {
+    stat_ticks(&PathBuf::from(format!("/proc/{pid}/stat")))
+}
+
+fn stat_ticks(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// VmRSS of a process in KiB.
+fn vm_rss_kb(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn cpu_ticks(cpus: &[usize]) -> Vec<(usize, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    cpus.iter()
+        .filter_map(|&c| {
+            let name = format!("cpu{c}");
+            let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+            let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            let all: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            Some((c, all - idle, all))
+        })
+        .collect()
+}
+
+fn gate_snap(ctl: &Path, pid: u32) -> Result<GateSnap, String> {
+    let text = control::api::request(ctl, "stats").map_err(|e| format!("--gate-ctl: {e}"))?;
+    let v: Value =
+        serde_json::from_str(text.trim()).map_err(|e| format!("--gate-ctl {}: not stats JSON: {e}", ctl.display()))?;
+    let stats = v.as_object().cloned().unwrap_or_default();
+    let mut dp_ticks = 0;
+    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+    for task in std::fs::read_dir(&tasks).map_err(|e| format!("{}: {e}", tasks.display()))?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("dp") {
+            dp_ticks += stat_ticks(&task.path().join("stat")).unwrap_or(0);
+        }
+    }
+    Ok(GateSnap { loops: stats.get("loops").and_then(Value::as_u64).unwrap_or(0), dp_ticks, stats })
+}
+
+// ------------------------------------------------------------------ running
+
+struct StepOut {
+    total_rate: f64,
+    hist: Histogram<u64>,
+    lag: Histogram<u64>,
+    tally: Tally,
+    unanswered: u64,
+    s0: Snap,
+    s1: Snap,
+    sessions: usize,
+}
+
+impl RunArgs {
+    fn check(&self) -> Result<(), String> {
+        let ok = |what: &str, good: bool, allowed: &str| {
+            if good {
+                Ok(())
+            } else {
+                Err(format!("--{what} must be {allowed}"))
+            }
+        };
+        ok("sessions", (1..=MAX_SESSIONS).contains(&self.sessions), "in 1..=20000")?;
+        ok("idle-sessions", self.sessions + self.idle_sessions <= MAX_SESSIONS, "at most 20000 - --sessions")?;
+        ok("seconds", self.seconds > 0.0 && self.seconds <= MAX_SECONDS, "in (0, 300]")?;
+        ok("warmup", (0.0..=MAX_WARMUP).contains(&self.warmup), "in [0, 60]")?;
+        ok("registers", (1..=125).contains(&self.registers), "in 1..=125")?;
+        ok("address", usize::from(self.address) + usize::from(self.registers) <= 65_536, "such that the read fits")?;
+        ok("sweep", self.sweep.len() <= MAX_STEPS, "at most 24 rates")?;
+        ok("max-requests", self.max_requests.is_none_or(|n| n > 0), "at least 1")?;
+        for r in self.rates() {
+            ok("rate", r.is_finite() && r > 0.0 && r <= 10_000_000.0, "in (0, 10 M] requests/s in total")?;
+        }
+        ok("p99-bound-us", self.p99_bound_us > 0.0, "positive")?;
+        ok("p50-bound-us", self.p50_bound_us > 0.0, "positive")?;
+        ok("connect-concurrency", self.connect_concurrency >= 1, "at least 1")?;
+        Ok(())
+    }
+
+    /// The total rate of each step.
+    fn rates(&self) -> Vec<f64> {
+        if !self.sweep.is_empty() {
+            return self.sweep.clone();
+        }
+        match (self.rate, self.total_rate) {
+            (_, Some(t)) => vec![t],
+            (Some(r), None) => vec![r * self.sessions as f64],
+            (None, None) => vec![100.0 * self.sessions as f64],
+        }
+    }
+}
+
+/// A ticket as `accessgate login` stores it (src/access.rs `TicketFile`).
+struct TicketFile {
+    ca: Option<PathBuf>,
+    ticket: [u8; 32],
+    expires_unix: u64,
+}
+
+fn read_ticket_file(path: &Path) -> Result<TicketFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--ticket-file {}: {e}", path.display()))?;
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')));
+    let bad = || format!("--ticket-file {}: not a ticket file written by accessgate login", path.display());
+    let hex = get("ticket").filter(|h| h.len() == 64).ok_or_else(bad)?;
+    let mut ticket = [0u8; 32];
+    for (i, b) in ticket.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(TicketFile {
+        ca: get("ca").map(PathBuf::from),
+        ticket,
+        expires_unix: get("expires_unix").and_then(|e| e.parse().ok()).ok_or_else(bad)?,
+    })
+}
+
+/// Logs in at the gate (password + TOTP computed from the secret): a ticket.
+fn login(args: &RunArgs, config: &Arc<ClientConfig>) -> Result<[u8; 32], String> {
+    let (Some(user), Some(password), Some(secret)) = (&args.user, &args.password, &args.totp_secret) else {
+        return Err("gate mode needs --ticket-file, or --user, --password and --totp-secret".into());
+    };
+    let secret = control::identity::totp::Secret::from_base32(secret).map_err(|e| format!("--totp-secret: {e}"))?;
+    let code = control::identity::totp::code_at(&secret, super::unix_time(), 6);
+    let tcp = StdTcpStream::connect_timeout(&args.login, Duration::from_secs(5))
+        .map_err(|e| format!("--login {}: {e}", args.login))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let conn = client::connection(config, &args.server_name)?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let hello = client::hello_frame(Auth::Credentials { user, password: password.as_bytes(), totp: &code }, None);
+    match client::exchange(&mut stream, &hello)? {
+        Answer::Accept { ticket: Some(t), .. } => Ok(t),
+        Answer::Accept { .. } => Err("login: the gate accepted but sent no ticket".into()),
+        Answer::Refuse { reason, .. } => Err(format!("login refused: {}", reason.as_str())),
+    }
+}
+
+fn run(args: &RunArgs) -> Result<(), String> {
+    args.check()?;
+    let (Some(mode), Some(target)) = (args.mode, args.target) else {
+        return Err("--mode and --target are required".into());
+    };
+    let label = args.label.clone().unwrap_or_else(|| mode.name().to_string());
+    if let Some(cpu) = args.pin {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+            return Err(format!("--pin {cpu}: cannot pin to it"));
+        }
+    }
+    let profile = build_profile();
+    if profile != "release" {
+        eprintln!("!!! WARNING: this is a {profile} build. Numbers are meaningless; use --release.");
+    }
+    // TLS client config and the hello.
+    let ticket = match (mode, &args.ticket_file) {
+        (Mode::Gate, Some(p)) => Some(read_ticket_file(p)?),
+        _ => None,
+    };
+    if let Some(t) = &ticket {
+        if t.expires_unix <= super::unix_time() {
+            return Err("the ticket has expired: log in again".into());
+        }
+    }
+    let ca = args.ca.clone().or_else(|| ticket.as_ref().and_then(|t| t.ca.clone()));
+    let tls = match mode {
+        Mode::Plain => None,
+        _ => {
+            let ca = ca.ok_or("--ca is needed for tls and gate modes")?;
+            let pem = std::fs::read(&ca).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+            Some(client::client_config(&pem, false, None)?)
+        }
+    };
+    let hello = match (mode, &ticket, &tls) {
+        (Mode::Gate, Some(t), _) => {
+            client::hello_frame(Auth::Ticket(&t.ticket), Some((args.asset.as_str(), args.service.as_str())))
+        }
+        (Mode::Gate, None, Some(config)) => {
+            let t = login(args, config)?;
+            eprintln!("accessgate-perf load: logged in at {} as {}", args.login, args.user.as_deref().unwrap_or(""));
+            client::hello_frame(Auth::Ticket(&t), Some((args.asset.as_str(), args.service.as_str())))
+        }
+        _ => Vec::new(),
+    };
+    let server_name = ServerName::try_from(args.server_name.clone())
+        .map_err(|e| format!("--server-name {}: {e}", args.server_name))?;
+    for pid in [args.server_pid, args.plc_pid].into_iter().flatten() {
+        if proc_ticks(pid).is_none() {
+            return Err(format!("pid {pid}: no such process"));
+        }
+    }
+
+    let started = super::unix_time();
+    let machine = super::machine();
+    let probes = Probes {
+        own: std::process::id(),
+        server: args.server_pid,
+        plc: args.plc_pid,
+        gate_ctl: args.gate_ctl.clone(),
+        cpus: args.cpus.clone(),
+    };
+    // A busy-polling gate's loops per dp CPU second with nothing to do.
+    let calibrate = || match (&args.gate_ctl, args.server_pid) {
+        (Some(ctl), Some(pid)) => {
+            let a = gate_snap(ctl, pid)?;
+            std::thread::sleep(Duration::from_secs(1));
+            let b = gate_snap(ctl, pid)?;
+            Ok::<_, String>(Some(loops_per_cpu_sec(&a, &b)))
+        }
+        _ => Ok(None),
+    };
+    let idle_loops_empty = calibrate()?;
+    let rates = args.rates();
+    eprintln!(
+        "accessgate-perf load: {label} ({}) {target}, {} session(s) + {} idle, {} step(s) at {} req/s total, \
+         {:.1} s warmup + {:.1} s each",
+        mode.name(),
+        args.sessions,
+        args.idle_sessions,
+        rates.len(),
+        rates.iter().map(|r| si(*r)).collect::<Vec<_>>().join(", "),
+        args.warmup,
+        args.seconds
+    );
+
+    let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
+    let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
+        .map_err(|e| format!("timerfd: {e}"))?;
+    poll.registry()
+        .register(&mut SourceFd(&timer.as_fd().as_raw_fd()), TIMER, Interest::READABLE)
+        .map_err(|e| format!("epoll register: {e}"))?;
+    let mut engine = Engine {
+        args,
+        mode,
+        target,
+        poll,
+        events: Events::with_capacity(1024),
+        timer,
+        armed: None,
+        sessions: Vec::with_capacity(args.sessions + args.idle_sessions),
+        active: Vec::new(),
+        tls,
+        server_name,
+        hello,
+        hist: new_hist(),
+        lag: new_hist(),
+        tally: Tally::default(),
+        outstanding: 0,
+        first_error: None,
+        plain: vec![0u8; 64 * 1024],
+        dirty: Vec::new(),
+        tokens: Vec::new(),
+        anomalies: Vec::new(),
+    };
+
+    let rss0 = args.server_pid.and_then(vm_rss_kb);
+    let plc_rss0 = args.plc_pid.and_then(vm_rss_kb);
+    let connect_seconds = engine.open_all(args.sessions, args.idle_sessions)?;
+    // Let the servers settle (gate: hellos audited, TIME-WAITs of nothing).
+    std::thread::sleep(Duration::from_millis(500));
+    let rss1 = args.server_pid.and_then(vm_rss_kb);
+    let plc_rss1 = args.plc_pid.and_then(vm_rss_kb);
+    let total_sessions = args.sessions + args.idle_sessions;
+    let rss_per_session = match (rss0, rss1) {
+        (Some(a), Some(b)) => Some((b as f64 - a as f64) / total_sessions as f64),
+        _ => None,
+    };
+    if let Some(per) = rss_per_session {
+        eprintln!("  server VmRSS {} KiB -> {} KiB: {per:.1} KiB per session", rss0.unwrap_or(0), rss1.unwrap_or(0));
+    }
+    // The same with the sessions open and quiet: each dp loop also walks
+    // every session, so this is the baseline the load's work is counted from.
+    let idle_loops = calibrate()?;
+    if let (Some(a), Some(b)) = (idle_loops_empty, idle_loops) {
+        eprintln!("  gate dp loops per CPU second, idle: {} with no session, {} with these open", si(a), si(b));
+    }
+
+    let mut steps = Vec::new();
+    let mut max_ok: Option<f64> = None;
+    for (n, &rate) in rates.iter().enumerate() {
+        let title = if rates.len() > 1 {
+            format!("step {}/{} at {} req/s", n + 1, rates.len(), si(rate))
+        } else {
+            format!("{} req/s", si(rate))
+        };
+        let out = engine.step(rate, &probes, &title)?;
+        let passed = step_passed(&out, args);
+        if passed {
+            max_ok = Some(rate);
+        }
+        steps.push((out, passed));
+        if !passed && rates.len() > 1 {
+            eprintln!(
+                "  step failed (p50 above {} µs, p99 above {} µs, or errors): the sweep stops here",
+                args.p50_bound_us, args.p99_bound_us
+            );
+            break;
+        }
+        if engine.active.iter().all(|&i| engine.sessions[i].phase == Phase::Dead) {
+            break;
+        }
+    }
+    let rss2 = args.server_pid.and_then(vm_rss_kb);
+
+    // Output.
+    let prefix = args.out.clone().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("results").join(format!(
+            "load-{}-{}-{started}",
+            sanitize(&args.scenario),
+            sanitize(&label)
+        ))
+    });
+    let multi = steps.len() > 1 || !args.sweep.is_empty();
+    let mut step_docs = Vec::new();
+    let mut curves = Vec::new();
+    for (n, (out, passed)) in steps.iter().enumerate() {
+        let hgrm =
+            if multi { with_suffix(&prefix, &format!("-step{}.hgrm", n + 1)) } else { with_suffix(&prefix, ".hgrm") };
+        let doc = step_json(out, *passed, idle_loops, args, &hgrm);
+        print_step(&label, out, &doc);
+        if !args.no_write {
+            write_file(&hgrm, &hgrm_text(&out.hist, 1000.0))?;
+        }
+        curves.push((format!("{label} {} req/s", si(out.total_rate)), curve(&out.hist)));
+        step_docs.push(doc);
+    }
+    if let Some(e) = &engine.first_error {
+        eprintln!("  first error: {e}");
+    }
+    for a in engine.anomalies.iter().take(5) {
+        eprintln!("  anomaly: {a}");
+    }
+    let failed_sessions = engine.sessions.iter().filter(|s| s.phase == Phase::Dead).count();
+    let doc = json!({
+        "benchmark": "accessgate-perf load",
+        "schema": 1,
+        "label": label,
+        "mode": mode.name(),
+        "scenario": args.scenario,
+        "unix_time": started,
+        "date_utc": super::utc(started),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "build_profile": profile,
+        "git": to_value(&super::git(Path::new(env!("CARGO_MANIFEST_DIR")))),
+        "machine": to_value(&machine),
+        "notes": args.note,
+        "params": {
+            "target": target.to_string(),
+            "sessions": args.sessions,
+            "idle_sessions": args.idle_sessions,
+            "rates_total": rates,
+            "sweep": !args.sweep.is_empty(),
+            "p99_bound_us": args.p99_bound_us,
+            "p50_bound_us": args.p50_bound_us,
+            "seconds": args.seconds,
+            "warmup_seconds": args.warmup,
+            "registers": args.registers,
+            "address": args.address,
+            "unit": args.unit,
+            "client_pinned_cpu": args.pin,
+            "client_spins": args.spin,
+            "server_pid": args.server_pid,
+            "plc_pid": args.plc_pid,
+            "server_name": if mode == Mode::Plain { Value::Null } else { json!(args.server_name) },
+            "latency_definition": "answer received minus the request's intended send time (open loop, coordinated omission corrected)",
+        },
+        "setup": {
+            "sessions_opened": total_sessions,
+            "connect_seconds": connect_seconds,
+            "server_rss_kb_before": rss0,
+            "server_rss_kb_open": rss1,
+            "server_rss_kb_end": rss2,
+            "server_rss_kb_per_session": rss_per_session,
+            "plc_rss_kb_before": plc_rss0,
+            "plc_rss_kb_open": plc_rss1,
+            "gate_idle_loops_per_cpu_sec_no_session": idle_loops_empty,
+            "gate_idle_loops_per_cpu_sec_sessions_open": idle_loops,
+            "sessions_failed_by_end": failed_sessions,
+        },
+        "first_error": engine.first_error,
+        "anomalies": engine.anomalies,
+        "max_sustainable_rate": if args.sweep.is_empty() { Value::Null } else { json!(max_ok) },
+        "steps": step_docs,
+    });
+    if args.no_write {
+        return Ok(());
+    }
+    let title = format!("{} — {label}, {} session(s)", args.scenario, args.sessions);
+    write_file(&with_suffix(&prefix, ".svg"), &svg_plot(&title, &curves))?;
+    write_file(&with_suffix(&prefix, ".json"), &pretty(&doc))?;
+    eprintln!("  wrote {}.json (+ .svg, .hgrm)", prefix.display());
+    Ok(())
+}
+
+fn step_passed(out: &StepOut, args: &RunArgs) -> bool {
+    out.tally.errors() == 0
+        && out.unanswered == 0
+        && !out.hist.is_empty()
+        && (out.hist.value_at_quantile(0.5) as f64) / 1000.0 <= args.p50_bound_us
+        && (out.hist.value_at_quantile(0.99) as f64) / 1000.0 <= args.p99_bound_us
+}
+
+fn loops_per_cpu_sec(a: &GateSnap, b: &GateSnap) -> f64 {
+    (b.loops.saturating_sub(a.loops)) as f64 / ((b.dp_ticks.saturating_sub(a.dp_ticks)) as f64 / USER_HZ)
+}
+
+fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArgs, hgrm: &Path) -> Value {
+    let (s0, s1) = (&out.s0, &out.s1);
+    let window = (s1.at - s0.at).as_secs_f64();
+    let t = &out.tally;
+    let ticks = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / USER_HZ),
+        _ => None,
+    };
+    let server_cpu = ticks(s0.server, s1.server);
+    let own_cpu = ticks(s0.own, s1.own);
+    let plc_cpu = ticks(s0.plc, s1.plc);
+    let reqs = t.sent_in_window.max(1) as f64;
+    let mut lat = Map::new();
+    for (name, q) in PERCENTILES {
+        lat.insert(name.into(), json!(quantile_us(&out.hist, q)));
+    }
+    lat.insert("mean".into(), json!(out.hist.mean() / 1000.0));
+    lat.insert("count".into(), json!(out.hist.len()));
+    let mut cpus = Map::new();
+    for (a, b) in s0.cpus.iter().zip(&s1.cpus) {
+        cpus.insert(format!("cpu{}", a.0), json!(100.0 * (b.1 - a.1) as f64 / ((b.2 - a.2) as f64).max(1.0)));
+    }
+    let gate = match (&s0.gate, &s1.gate, idle_loops) {
+        (Some(g0), Some(g1), Some(idle)) => {
+            let dp_cpu = (g1.dp_ticks.saturating_sub(g0.dp_ticks)) as f64 / USER_HZ;
+            let loaded = loops_per_cpu_sec(g0, g1);
+            let work = (1.0 - loaded / idle).clamp(0.0, 1.0);
+            let mut deltas = Map::new();
+            for (k, v1) in &g1.stats {
+                if let (Some(b), Some(a)) = (v1.as_u64(), g0.stats.get(k).and_then(Value::as_u64)) {
+                    if b != a && k != "loops" {
+                        deltas.insert(k.clone(), json!(b as i64 - a as i64));
+                    }
+                }
+            }
+            json!({
+                "dp_cpu_percent": 100.0 * dp_cpu / window,
+                "idle_loops_per_cpu_sec_sessions_open": idle,
+                "loops_per_cpu_sec": loaded,
+                "dp_work_percent_estimate": 100.0 * work * dp_cpu / window,
+                "dp_work_cpu_s_per_100k_estimate": 1e5 * work * dp_cpu / reqs,
+                "counter_deltas": deltas,
+            })
+        }
+        _ => Value::Null,
+    };
+    json!({
+        "total_rate": out.total_rate,
+        "per_session_rate": out.total_rate / out.sessions as f64,
+        "sessions": out.sessions,
+        "window_seconds": window,
+        "sent_in_window": t.sent_in_window,
+        "answered_in_window": t.answered_in_window,
+        "achieved_rate": t.answered_in_window as f64 / window,
+        "latency_us": lat,
+        "send_lag_us": {
+            "p50": quantile_us(&out.lag, 0.5),
+            "p99": quantile_us(&out.lag, 0.99),
+            "p99.9": quantile_us(&out.lag, 0.999),
+            "max": quantile_us(&out.lag, 1.0),
+        },
+        "errors": {
+            "total": t.errors() + out.unanswered,
+            "exceptions": t.exceptions,
+            "bad_answers": t.bad_answers,
+            "exception_codes": t.exception_codes.iter().enumerate().filter(|(_, n)| **n > 0)
+                .map(|(c, n)| (format!("{c:#04x}"), json!(n))).collect::<Map<String, Value>>(),
+            "answers_out_of_order_not_an_error": t.out_of_order,
+            "unexpected_transaction_ids": t.unexpected,
+            "unsendable": t.unsendable,
+            "lost_with_session": t.lost,
+            "session_failures": t.session_failures,
+            "unanswered_after_drain": out.unanswered,
+        },
+        "passed": passed,
+        "p99_bound_us": args.p99_bound_us,
+        "client_cpu_percent": own_cpu.map(|c| 100.0 * c / window),
+        "server_cpu_percent": server_cpu.map(|c| 100.0 * c / window),
+        "server_cpu_s_per_100k": server_cpu.map(|c| 1e5 * c / reqs),
+        "plc_cpu_percent": plc_cpu.map(|c| 100.0 * c / window),
+        "cpu_busy_percent": cpus,
+        "gate": gate,
+        "hgrm": hgrm.file_name().map(|f| f.to_string_lossy().to_string()),
+        "curve": curve(&out.hist).iter().map(|&(q, v)| json!([q, v])).collect::<Vec<_>>(),
+        "histogram": hist_pairs(&out.hist),
+    })
+}
+
+fn print_step(label: &str, out: &StepOut, doc: &Value) {
+    let l = &doc["latency_us"];
+    let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+    eprintln!(
+        "  {label} @ {} req/s ({} sessions): p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {} µs  \
+         ({} samples, errors {})",
+        si(out.total_rate),
+        out.sessions,
+        f(&l["p50"]),
+        f(&l["p90"]),
+        f(&l["p99"]),
+        f(&l["p99.9"]),
+        f(&l["p99.99"]),
+        f(&l["max"]),
+        out.hist.len(),
+        doc["errors"]["total"]
+    );
+    eprintln!(
+        "    achieved {} answers/s; client CPU {}%, server CPU {}% ({} CPU-s per 100k), PLC CPU {}%; send lag p99 {} µs{}",
+        si(doc["achieved_rate"].as_f64().unwrap_or(0.0)),
+        f(&doc["client_cpu_percent"]),
+        f(&doc["server_cpu_percent"]),
+        doc["server_cpu_s_per_100k"].as_f64().map_or("-".into(), |x| format!("{x:.3}")),
+        f(&doc["plc_cpu_percent"]),
+        f(&doc["send_lag_us"]["p99"]),
+        doc["gate"]["dp_work_percent_estimate"]
+            .as_f64()
+            .map_or(String::new(), |w| format!("; gate dp work ≈ {w:.1}% of its core (loop-count estimate)"))
+    );
+}
+
+fn quantile_us(h: &Histogram<u64>, q: f64) -> Option<f64> {
+    if h.is_empty() {
+        return None;
+    }
+    let v = if q >= 1.0 { h.max() } else { h.value_at_quantile(q) };
+    Some(v as f64 / 1000.0)
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1000.0)
+}
+
+/// The percentile curve: (quantile, µs) at HdrHistogram's plotting steps.
+fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut pts: Vec<(f64, f64)> = Vec::new();
+    for v in h.iter_quantiles(5) {
+        let q = v.quantile_iterated_to();
+        if q >= 1.0 {
+            break;
+        }
+        pts.push((q, h.highest_equivalent(v.value_iterated_to()) as f64 / 1000.0));
+    }
+    pts.push((1.0, h.max() as f64 / 1000.0));
+    pts
+}
+
+/// HdrHistogram's percentile distribution text (as Java's
+/// `outputPercentileDistribution(out, 5, ratio)`), values divided by `ratio`.
+fn hgrm_text(h: &Histogram<u64>, ratio: f64) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "{:>12} {:>14} {:>10} {:>14}\n\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    let mut total = 0u64;
+    if !h.is_empty() {
+        for v in h.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
+            let q = v.quantile_iterated_to();
+            let value = h.highest_equivalent(v.value_iterated_to()) as f64 / ratio;
+            if q < 1.0 {
+                let _ = writeln!(s, "{value:>12.3} {q:>2.12} {total:>10} {:>14.2}", 1.0 / (1.0 - q));
+            } else {
+                let _ = writeln!(s, "{value:>12.3} {q:>2.12} {total:>10}");
+            }
+        }
+    }
+    let _ = writeln!(s, "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]", h.mean() / ratio, h.stdev() / ratio);
+    let _ = writeln!(s, "#[Max     = {:>12.3}, Total count    = {:>12}]", h.max() as f64 / ratio, h.len());
+    let _ = writeln!(s, "#[Buckets = {:>12}, SubBuckets     = {:>12}]", h.buckets(), 2048);
+    s
+}
+
+// ------------------------------------------------------------------ plots
+
+const COLORS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+
+/// A percentile plot as HdrHistogram's plotter draws it (x = 1/(1-q) on a
+/// log scale, labelled as percentiles), with latency on a log scale too so
+/// that a tens-of-µs floor and a tens-of-ms tail both stay readable.
+fn svg_plot(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
+    let w = 900.0;
+    let (l, r, t) = (80.0, 30.0, 50.0);
+    let ph = 400.0;
+    let pw = w - l - r;
+    let legend_top = t + ph + 55.0;
+    let h = legend_top + 20.0 * series.len() as f64 + 10.0;
+    let x_of = |q: f64| (1.0 / (1.0 - q.min(0.999_999_9))).log10();
+    let xmax = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().filter(|(q, _)| *q < 1.0).map(|&(q, _)| x_of(q)))
+        .fold(2.0f64, f64::max)
+        .ceil()
+        .min(7.0);
+    let values = || series.iter().flat_map(|(_, p)| p.iter().map(|&(_, v)| v)).filter(|v| *v > 0.0);
+    let ymin = 10f64.powf(values().fold(f64::INFINITY, f64::min).max(0.1).log10().floor());
+    let ymax = nice_ceiling(values().fold(ymin * 10.0, f64::max));
+    let (ly0, ly1) = (ymin.log10(), ymax.log10());
+    let px = |x: f64| l + pw * (x / xmax);
+    let py = |y: f64| t + ph * (1.0 - (y.max(ymin).log10() - ly0) / (ly1 - ly0));
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">"
+    );
+    let _ = writeln!(s, "<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>");
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"28\" font-size=\"15\" text-anchor=\"middle\">{}</text>",
+        l + pw / 2.0,
+        xml(title)
+    );
+    for i in 0..=(xmax as usize) {
+        let x = px(i as f64);
+        let label = match i {
+            0 => "0%".to_string(),
+            n => format!("{}%", 100.0 - 100.0 / 10f64.powi(n as i32)),
+        };
+        let _ = writeln!(s, "<line x1=\"{x:.1}\" y1=\"{t}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#ddd\"/>", t + ph);
+        let _ = writeln!(s, "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>", t + ph + 18.0);
+    }
+    // 1-2-5 grid lines per decade.
+    let mut decade = ymin;
+    while decade < ymax * 1.001 {
+        for m in [1.0, 2.0, 5.0] {
+            let y = decade * m;
+            if y > ymax * 1.001 {
+                break;
+            }
+            let yy = py(y);
+            let stroke = if m == 1.0 { "#bbb" } else { "#eee" };
+            let _ =
+                writeln!(s, "<line x1=\"{l}\" y1=\"{yy:.1}\" x2=\"{}\" y2=\"{yy:.1}\" stroke=\"{stroke}\"/>", l + pw);
+            let _ =
+                writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", l - 6.0, yy + 4.0, fmt_axis(y));
+        }
+        decade *= 10.0;
+    }
+    let _ = writeln!(
+        s,
+        "<rect x=\"{l}\" y=\"{t}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#444\"/>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">percentile (x = 1/(1-percentile), log scale)</text>\n\
+         <text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">latency from the intended \
+         send time (log scale)</text>",
+        l + pw / 2.0,
+        t + ph + 38.0,
+        t + ph / 2.0,
+        t + ph / 2.0
+    );
+    for (n, (name, pts)) in series.iter().enumerate() {
+        let color = COLORS[n % COLORS.len()];
+        let mut path = String::new();
+        for (i, &(q, v)) in pts.iter().filter(|(q, _)| *q < 1.0).enumerate() {
+            let _ = write!(path, "{}{:.1},{:.1} ", if i == 0 { "M" } else { "L" }, px(x_of(q)), py(v));
+        }
+        let _ = writeln!(s, "<path d=\"{path}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>");
+        let ly = legend_top + 20.0 * n as f64;
+        let at = |q: f64| pts.iter().find(|p| p.0 >= q).map_or(0.0, |p| p.1);
+        let max = pts.last().map_or(0.0, |p| p.1);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{l}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/>\
+             <text x=\"{}\" y=\"{}\">{} — p50 {}, p99 {}, p99.9 {}, max {}</text>",
+            l + 24.0,
+            l + 30.0,
+            ly + 4.0,
+            xml(name),
+            fmt_axis(at(0.5)),
+            fmt_axis(at(0.99)),
+            fmt_axis(at(0.999)),
+            fmt_axis(max)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn nice_ceiling(x: f64) -> f64 {
+    let p = 10f64.powf(x.log10().floor());
+    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if m * p >= x {
+            return m * p;
+        }
+    }
+    10.0 * p
+}
+
+fn fmt_axis(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0} ms", v / 1000.0)
+    } else if v >= 1000.0 {
+        format!("{:.1} ms", v / 1000.0)
+    } else if v >= 1.0 || v == 0.0 {
+        format!("{v:.0} µs")
+    } else {
+        format!("{v:.1} µs")
+    }
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+// ------------------------------------------------------------------ files
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+}
+
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn pretty(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The crate's own JSON value as serde_json's.
+fn to_value(j: &super::json::Json) -> Value {
+    serde_json::from_str(&j.pretty()).unwrap_or(Value::Null)
+}
+
+// ------------------------------------------------------------------ report
+
+/// One result file.
+struct Run {
+    label: String,
+    scenario: String,
+    doc: Value,
+}
+
+impl Run {
+    /// The step reported for the scenario: the only one, or for a sweep the
+    /// highest rate that passed (else the first).
+    fn shown_step(&self) -> Option<&Value> {
+        let steps = self.doc["steps"].as_array()?;
+        if self.is_sweep() {
+            steps.iter().rev().find(|s| s["passed"].as_bool() == Some(true)).or(steps.first())
+        } else {
+            steps.first()
+        }
+    }
+
+    fn is_sweep(&self) -> bool {
+        self.doc["params"]["sweep"].as_bool() == Some(true)
+    }
+}
+
+/// The histogram a step recorded (`"histogram": [[ns, count], ...]`).
+fn step_hist(step: &Value) -> Histogram<u64> {
+    let mut h = new_hist();
+    for pair in step["histogram"].as_array().into_iter().flatten() {
+        if let (Some(v), Some(c)) = (pair.get(0).and_then(Value::as_u64), pair.get(1).and_then(Value::as_u64)) {
+            let _ = h.record_n(v.clamp(1, HIST_MAX_NS), c);
+        }
+    }
+    h
+}
+
+/// The recorded values of a histogram as [[ns, count], ...].
+fn hist_pairs(h: &Histogram<u64>) -> Vec<Value> {
+    h.iter_recorded().map(|v| json!([h.highest_equivalent(v.value_iterated_to()), v.count_at_value()])).collect()
+}
+
+fn median_of(xs: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let v: Vec<f64> = xs.into_iter().filter(|x| x.is_finite()).collect();
+    (!v.is_empty()).then(|| super::median(&v))
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |x| format!("{x:.digits$}"))
+}
+
+/// All rounds of one label in one scenario.
+struct Group<'a> {
+    label: String,
+    runs: Vec<&'a Run>,
+}
+
+impl Group<'_> {
+    fn steps(&self) -> Vec<&Value> {
+        self.runs.iter().filter_map(|r| r.shown_step()).collect()
+    }
+
+    /// The shown steps' histograms merged (all rounds).
+    fn merged(&self) -> Histogram<u64> {
+        let mut h = new_hist();
+        for st in self.steps() {
+            let _ = h.add(step_hist(st));
+        }
+        h
+    }
+
+    fn median_step(&self, key: &[&str]) -> Option<f64> {
+        median_of(self.steps().iter().filter_map(|st| key.iter().fold(*st, |v, k| &v[*k]).as_f64()))
+    }
+
+    fn median_doc(&self, key: &[&str]) -> Option<f64> {
+        median_of(self.runs.iter().filter_map(|r| key.iter().fold(&r.doc, |v, k| &v[*k]).as_f64()))
+    }
+
+    fn errors(&self) -> u64 {
+        self.steps().iter().filter_map(|st| st["errors"]["total"].as_u64()).sum()
+    }
+}
+
+fn report(args: &ReportArgs) -> Result<(), String> {
+    let mut runs = Vec::new();
+    for path in &args.files {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let doc: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if doc["benchmark"] != "accessgate-perf load" {
+            return Err(format!("{}: not an `accessgate-perf load` result", path.display()));
+        }
+        runs.push(Run {
+            label: doc["label"].as_str().unwrap_or("?").to_string(),
+            scenario: doc["scenario"].as_str().unwrap_or("run").to_string(),
+            doc,
+        });
+    }
+    let mut scenarios: Vec<String> = Vec::new();
+    for r in &runs {
+        if !scenarios.contains(&r.scenario) {
+            scenarios.push(r.scenario.clone());
+        }
+    }
+    let started = super::unix_time();
+    let prefix = args.out.clone().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("results").join(format!("load-report-{started}"))
+    });
+    let mut md = String::new();
+    let _ = writeln!(md, "# accessgate-perf load report ({})\n", super::utc(started));
+    for n in &args.note {
+        let _ = writeln!(md, "- {n}");
+    }
+    if !args.note.is_empty() {
+        md.push('\n');
+    }
+    let mut scen_docs = Map::new();
+    let mut svgs = Vec::new();
+    for scen in &scenarios {
+        let mut groups: Vec<Group> = Vec::new();
+        for r in runs.iter().filter(|r| &r.scenario == scen) {
+            match groups.iter_mut().find(|g| g.label == r.label) {
+                Some(g) => g.runs.push(r),
+                None => groups.push(Group { label: r.label.clone(), runs: vec![r] }),
+            }
+        }
+        let p = &groups[0].runs[0].doc["params"];
+        let sweep = groups[0].runs[0].is_sweep();
+        let rounds = groups.iter().map(|g| g.runs.len()).max().unwrap_or(1);
+        let _ = writeln!(
+            md,
+            "## {scen}: {} session(s){}{}\n",
+            p["sessions"],
+            if sweep {
+                format!(
+                    ", sweep of total rates {} (a step passes with p50 ≤ {} µs, p99 ≤ {} µs and no errors)",
+                    rates_text(&p["rates_total"]),
+                    p["p50_bound_us"],
+                    p["p99_bound_us"]
+                )
+            } else {
+                format!(", {} req/s in total", rates_text(&p["rates_total"]))
+            },
+            match p["idle_sessions"].as_u64() {
+                Some(0) | None => String::new(),
+                Some(i) => format!(", + {i} idle sessions"),
+            }
+        );
+        let _ = writeln!(
+            md,
+            "Latency in µs from each request's intended send time (open loop, coordinated omission corrected), \
+             {rounds} round(s) merged per target{}; {} s window after {} s warmup{}.\n",
+            if rounds > 1 { " (p99 per round in brackets)" } else { "" },
+            p["seconds"],
+            p["warmup_seconds"],
+            if sweep { " per step; rows show the highest rate that passed (each round's own)" } else { "" }
+        );
+        let _ = writeln!(
+            md,
+            "| target | req/s | p50 | p90 | p99 | p99.9 | p99.99 | max | samples | errors | server CPU % | \
+             CPU-s / 100k req | RSS KiB / session | client CPU % |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let base = groups.iter().find(|g| g.label == args.baseline).map(Group::merged);
+        let mut series = Vec::new();
+        let mut run_docs = Vec::new();
+        for g in &groups {
+            let h = g.merged();
+            let q = |k: f64| quantile_us(&h, k);
+            let per_round: Vec<String> = g.steps().iter().map(|st| opt(st["latency_us"]["p99"].as_f64(), 0)).collect();
+            let rate = g.median_step(&["total_rate"]).unwrap_or(0.0);
+            let cpu100k = g.median_step(&["server_cpu_s_per_100k"]);
+            let work = g.median_step(&["gate", "dp_work_cpu_s_per_100k_estimate"]);
+            let cpu_text = match (cpu100k, work) {
+                (Some(c), Some(w)) => format!("{c:.2} (dp work ≈ {w:.2})"),
+                (c, _) => opt(c, 2),
+            };
+            let rss = g.median_doc(&["setup", "server_rss_kb_per_session"]);
+            let p99_text = if g.runs.len() > 1 {
+                format!("{} [{}]", opt(q(0.99), 0), per_round.join(", "))
+            } else {
+                opt(q(0.99), 0)
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                g.label,
+                si(rate),
+                opt(q(0.5), 0),
+                opt(q(0.9), 0),
+                p99_text,
+                opt(q(0.999), 0),
+                opt(q(0.9999), 0),
+                opt(q(1.0), 0),
+                h.len(),
+                g.errors(),
+                opt(g.median_step(&["server_cpu_percent"]), 0),
+                cpu_text,
+                opt(rss, 1),
+                opt(g.median_step(&["client_cpu_percent"]), 0),
+            );
+            series.push((format!("{} {} req/s", g.label, si(rate)), curve(&h)));
+            let mut lat = Map::new();
+            let mut added = Map::new();
+            for (k, qq) in PERCENTILES {
+                lat.insert(k.into(), json!(q(qq)));
+                if let (Some(b), Some(v)) = (base.as_ref().and_then(|b| quantile_us(b, qq)), q(qq)) {
+                    added.insert(k.into(), json!(v - b));
+                }
+            }
+            run_docs.push(json!({
+                "label": g.label,
+                "rounds": g.runs.len(),
+                "total_rate": rate,
+                "samples": h.len(),
+                "latency_us": lat,
+                "added_latency_us": if base.is_some() { Value::Object(added) } else { Value::Null },
+                "p99_per_round_us": g.steps().iter().map(|st| st["latency_us"]["p99"].clone()).collect::<Vec<_>>(),
+                "errors": g.errors(),
+                "server_cpu_percent": g.median_step(&["server_cpu_percent"]),
+                "server_cpu_s_per_100k": cpu100k,
+                "gate_dp_work_cpu_s_per_100k_estimate": work,
+                "client_cpu_percent": g.median_step(&["client_cpu_percent"]),
+                "plc_cpu_percent": g.median_step(&["plc_cpu_percent"]),
+                "rss_kb_per_session": rss,
+                "max_sustainable_rate_per_round":
+                    g.runs.iter().map(|r| r.doc["max_sustainable_rate"].clone()).collect::<Vec<_>>(),
+                "max_sustainable_rate_median": g.median_doc(&["max_sustainable_rate"]),
+                "files_unix_time": g.runs.iter().map(|r| r.doc["unix_time"].clone()).collect::<Vec<_>>(),
+            }));
+        }
+        if let Some(b) = &base {
+            let _ = writeln!(
+                md,
+                "\nAdded latency against `{}` (µs per percentile, merged rounds: target − {}):\n",
+                args.baseline, args.baseline
+            );
+            let _ = writeln!(md, "| target | p50 | p90 | p99 | p99.9 | p99.99 | max |");
+            let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+            for g in groups.iter().filter(|g| g.label != args.baseline) {
+                let h = g.merged();
+                let mut line = format!("| {} |", g.label);
+                for (_, qq) in PERCENTILES {
+                    let d = quantile_us(&h, qq).zip(quantile_us(b, qq)).map(|(a, c)| a - c);
+                    let _ = write!(line, " {} |", d.map_or("-".into(), |v| format!("{v:+.0}")));
+                }
+                let _ = writeln!(md, "{line}");
+            }
+        }
+        if sweep {
+            let _ = writeln!(
+                md,
+                "\nMax sustainable rate (median of rounds) and each round's steps (total req/s: p50/p99 µs; \
+                 ✗ = the step that failed):\n"
+            );
+            for g in &groups {
+                let maxes: Vec<String> =
+                    g.runs.iter().map(|r| r.doc["max_sustainable_rate"].as_f64().map_or("none".into(), si)).collect();
+                let _ = writeln!(
+                    md,
+                    "- **{}**: {} req/s (rounds: {})",
+                    g.label,
+                    g.median_doc(&["max_sustainable_rate"]).map_or("none".into(), si),
+                    maxes.join(", ")
+                );
+                for (n, r) in g.runs.iter().enumerate() {
+                    let steps = r.doc["steps"].as_array().cloned().unwrap_or_default();
+                    let text: Vec<String> = steps
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{}: {}/{}{}",
+                                si(s["total_rate"].as_f64().unwrap_or(0.0)),
+                                opt(s["latency_us"]["p50"].as_f64(), 0),
+                                opt(s["latency_us"]["p99"].as_f64(), 0),
+                                if s["passed"].as_bool() == Some(true) { "" } else { " ✗" }
+                            )
+                        })
+                        .collect();
+                    let last = steps.last();
+                    let _ = writeln!(
+                        md,
+                        "  - round {}: {} — at the last step: client CPU {}%, server CPU {}%{}",
+                        n + 1,
+                        text.join(", "),
+                        opt(last.and_then(|s| s["client_cpu_percent"].as_f64()), 0),
+                        opt(last.and_then(|s| s["server_cpu_percent"].as_f64()), 0),
+                        last.and_then(|s| s["gate"]["dp_work_percent_estimate"].as_f64())
+                            .map_or(String::new(), |w| format!(" (dp work ≈ {w:.0}%)"))
+                    );
+                }
+            }
+        }
+        md.push('\n');
+        let svg_path = with_suffix(&prefix, &format!("-{}.svg", sanitize(scen)));
+        let _ = writeln!(md, "Plot: `{}`\n", svg_path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default());
+        let title = format!("{scen}: {} session(s), {rounds} round(s) merged", p["sessions"]);
+        svgs.push((svg_path, svg_plot(&title, &series)));
+        scen_docs.insert(scen.clone(), json!({ "params": p, "targets": run_docs }));
+    }
+    print!("{md}");
+    let doc = json!({
+        "benchmark": "accessgate-perf load report",
+        "schema": 1,
+        "unix_time": started,
+        "date_utc": super::utc(started),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "build_profile": build_profile(),
+        "git": to_value(&super::git(Path::new(env!("CARGO_MANIFEST_DIR")))),
+        "machine": to_value(&super::machine()),
+        "notes": args.note,
+        "baseline": args.baseline,
+        "files": args.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "scenarios": scen_docs,
+    });
+    let mut outputs = vec![(with_suffix(&prefix, ".md"), md.clone()), (with_suffix(&prefix, ".json"), pretty(&doc))];
+    outputs.extend(svgs);
+    for (path, text) in &outputs {
+        write_file(path, text)?;
+    }
+    if let Some(latest) = &args.latest {
+        // Plots of scenarios an older report had and this one has not.
+        let stem = file_stem(latest);
+        if let Ok(dir) = std::fs::read_dir(latest.parent().unwrap_or(Path::new("."))) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with(&format!("{stem}-")) && name.ends_with(".svg") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let from = prefix.as_os_str().to_string_lossy().to_string();
+        let to = latest.as_os_str().to_string_lossy().to_string();
+        for (path, text) in &outputs {
+            let p = path.as_os_str().to_string_lossy().replacen(&from, &to, 1);
+            write_file(Path::new(&p), &text.replace(&file_stem(&prefix), &file_stem(latest)))?;
+        }
+    }
+    eprintln!("wrote {}.md, .json and {} plot(s)", prefix.display(), scenarios.len());
+    Ok(())
+}
+
+fn file_stem(p: &Path) -> String {
+    p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()
+}
+
+fn rates_text(v: &Value) -> String {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_f64).map(si).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hgrm_format_and_curve() {
+        let mut h = new_hist();
+        for v in 1..=10_000u64 {
+            h.record(v * 1000).unwrap();
+        }
+        let text = hgrm_text(&h, 1000.0);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "       Value     Percentile TotalCount 1/(1-Percentile)");
+        assert_eq!(lines[1], "");
+        assert!(lines[2].starts_with("       1.000 0.000000000000          1           1.00"), "{}", lines[2]);
+        let last_data = lines.iter().rev().find(|l| !l.starts_with('#')).unwrap();
+        assert!(last_data.contains("1.000000000000      10000"), "{last_data}");
+        assert!(text.contains("Total count    =        10000]"), "{text}");
+        let c = curve(&h);
+        assert_eq!(c.last().unwrap().0, 1.0);
+        let p99 = c.iter().find(|(q, _)| *q >= 0.99).unwrap().1;
+        assert!((9880.0..=9930.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn histograms_survive_the_result_file() {
+        let mut h = new_hist();
+        for v in [70_000u64, 70_100, 80_000, 5_000_000, 5_000_000] {
+            h.record(v).unwrap();
+        }
+        let step = json!({ "histogram": hist_pairs(&h) });
+        let back = step_hist(&step);
+        assert_eq!(back.len(), 5);
+        assert_eq!(back.value_at_quantile(0.5), h.value_at_quantile(0.5));
+        assert_eq!(back.max(), h.max());
+        assert_eq!(median_of([3.0, f64::NAN, 1.0, 2.0]), Some(2.0));
+    }
+
+    #[test]
+    fn plot_is_svg() {
+        let mut h = new_hist();
+        for v in [50_000u64, 60_000, 70_000, 900_000] {
+            h.record(v).unwrap();
+        }
+        let s = svg_plot("t <1>", &[("a".into(), curve(&h))]);
+        assert!(s.starts_with("<svg") && s.ends_with("</svg>\n"));
+        assert!(s.contains("t &lt;1&gt;") && s.contains("99%"));
+        assert_eq!(nice_ceiling(901.0), 1000.0);
+        assert_eq!(nice_ceiling(120.0), 200.0);
+    }
+
+    #[test]
+    fn ticket_file_round_trip() {
+        let dir = std::env::temp_dir().join(format!("agload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("ticket");
+        let hex: String = (0u8..32).map(|b| format!("{b:02x}")).collect();
+        std::fs::write(
+            &p,
+            format!("gate=100.64.0.1:443\nserver_name=gate.lab\nca=/x/ca.crt\nuser=a\nticket={hex}\nexpires_unix=99\n"),
+        )
+        .unwrap();
+        let t = read_ticket_file(&p).unwrap();
+        assert_eq!(t.ticket[31], 31);
+        assert_eq!(t.expires_unix, 99);
+        assert_eq!(t.ca.as_deref(), Some(Path::new("/x/ca.crt")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
