@@ -701,13 +701,23 @@ impl Core {
     fn service_rest(&mut self, s: usize, now: Instant, opts: CoreOptions) -> usize {
         let _ = now;
         let seg = &mut self.segments[s];
-        // Reap sockets whose TIME-WAIT ended.
+        // Reap finished sockets. An aborted socket is Closed at once but
+        // still owes its RST: smoltcp forgets the remote endpoint only after
+        // sending it. A socket in TIME-WAIT is removed at once: smoltcp scans
+        // every socket for every packet, so 10 s of TIME-WAIT after each
+        // short session (refusals, logins, a handshake flood) slowed every
+        // later packet (measured by the TLS handshake bench), and a client
+        // reusing its port got no SYN-ACK. A late retransmitted FIN now
+        // meets a RST instead, which ends nothing that was still open.
         seg.lingering.retain(|&(north, h)| {
             let set = if north { &mut seg.north.sockets } else { &mut seg.south.sockets };
             let sock = set.get::<tcp::Socket>(h);
-            // An aborted socket is Closed at once but still owes its RST:
-            // smoltcp forgets the remote endpoint only after sending it.
-            if sock.state() == tcp::State::Closed && sock.remote_endpoint().is_none() {
+            let done = match sock.state() {
+                tcp::State::Closed => sock.remote_endpoint().is_none(),
+                tcp::State::TimeWait => true,
+                _ => false,
+            };
+            if done {
                 set.remove(h);
                 false
             } else {
@@ -865,9 +875,18 @@ fn admit(segments: &mut [Segment], segment: usize, north: bool, frame: &[u8], vl
 
 /// Moves a finished session's sockets to the lingering list (closed ones are
 /// removed on the next reap).
+///
+/// A closing peer that stops answering (never sends its FIN) must not pin a
+/// socket forever: keep-alives every 5 s, and a reset after 15 s of silence.
 fn retire(seg: &mut Segment, sess: &Session) {
+    let bound = |s: &mut tcp::Socket<'_>| {
+        s.set_keep_alive(Some(Duration::from_secs(5)));
+        s.set_timeout(Some(Duration::from_secs(15)));
+    };
+    bound(seg.north.sockets.get_mut::<tcp::Socket>(sess.north));
     seg.lingering.push((true, sess.north));
     if let Some(south) = sess.south {
+        bound(seg.south.sockets.get_mut::<tcp::Socket>(south));
         seg.lingering.push((false, south));
     }
 }
