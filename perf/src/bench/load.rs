@@ -67,7 +67,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::client::{self, Answer};
-use dataplane::wire::hello::Auth;
+use dataplane::wire::hello::{Auth, Reason};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
@@ -93,6 +93,8 @@ const USER_HZ: f64 = 100.0;
 const TIMER: Token = Token(usize::MAX - 1);
 /// Highest latency the histograms hold: 60 s in ns.
 const HIST_MAX_NS: u64 = 60_000_000_000;
+/// Pause before opening again a session the gate refused for a passing reason.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
 /// Protocol anomalies kept for the result file.
 const MAX_ANOMALIES: usize = 20;
 /// Percentiles reported everywhere (1.0 = max).
@@ -186,6 +188,10 @@ struct RunArgs {
     /// until a step fails (p50 or p99 above their bounds, or any error).
     #[arg(long, value_name = "LIST", value_delimiter = ',', conflicts_with_all = ["rate", "total_rate"])]
     sweep: Vec<f64>,
+    /// Run every rate of --sweep even after a step fails (to compare
+    /// latencies rate by rate rather than to find the maximum).
+    #[arg(long, requires = "sweep")]
+    no_stop: bool,
     /// Sweep pass criterion: p99 at most this (µs).
     #[arg(long, default_value_t = 1000.0)]
     p99_bound_us: f64,
@@ -296,6 +302,9 @@ enum Phase {
     Hello,
     Ready,
     Dead,
+    /// Refused for a passing reason while opening (the gate's audit trail
+    /// could not take the session's records yet): opened again at this time.
+    Retry(Instant),
 }
 
 struct Session {
@@ -312,6 +321,8 @@ struct Session {
     /// Plain mode: bytes of `out` already written.
     out_pos: usize,
     dirty: bool,
+    /// The server's close_notify arrived (reported after what came before it).
+    closed: bool,
 }
 
 /// What one step counted.
@@ -371,6 +382,10 @@ struct Engine<'a> {
     tokens: Vec<Token>,
     /// The first few protocol anomalies seen (answers out of order, unknown ids).
     anomalies: Vec<String>,
+    /// Sessions are being opened (transient refusals are retried).
+    opening: bool,
+    /// Hellos refused as audit_unavailable while opening, and retried.
+    refusals_retried: u64,
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -402,13 +417,14 @@ impl Engine<'_> {
         self.note_error(format!("session {i} ({was:?}): {why}"));
     }
 
+    /// Opens session `i`: a new one, or again in place of a refused one.
     fn start_session(&mut self, i: usize) -> Result<(), String> {
         let mut sock = TcpStream::connect(self.target).map_err(|e| format!("connect {}: {e}", self.target))?;
         self.poll
             .registry()
             .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| format!("epoll register: {e}"))?;
-        self.sessions.push(Session {
+        let session = Session {
             sock,
             tls: None,
             phase: Phase::Connecting,
@@ -418,7 +434,12 @@ impl Engine<'_> {
             out: Vec::new(),
             out_pos: 0,
             dirty: false,
-        });
+            closed: false,
+        };
+        match self.sessions.get_mut(i) {
+            Some(old) => *old = session,
+            None => self.sessions.push(session),
+        }
         Ok(())
     }
 
@@ -484,6 +505,14 @@ impl Engine<'_> {
                         s.rbuf.drain(..n);
                         s.phase = Phase::Ready;
                     }
+                    Some((Answer::Refuse { reason, .. }, _)) if reason == Reason::AuditUnavailable && self.opening => {
+                        // Fail closed while the audit writer catches up: try again shortly.
+                        let _ = self.poll.registry().deregister(&mut s.sock);
+                        let _ = s.sock.shutdown(std::net::Shutdown::Both);
+                        s.phase = Phase::Retry(Instant::now() + RETRY_AFTER);
+                        self.refusals_retried += 1;
+                        return Ok(());
+                    }
                     Some((Answer::Refuse { reason, .. }, _)) => {
                         return Err(format!("the gate refused the hello: {}", reason.as_str()))
                     }
@@ -495,6 +524,9 @@ impl Engine<'_> {
                 }
             }
             let s = &self.sessions[i];
+            if s.closed && matches!(s.phase, Phase::Handshaking | Phase::Hello | Phase::Ready) {
+                return Err(format!("the server sent close_notify ({:?})", s.phase));
+            }
             let wants = s.tls.as_ref().is_some_and(|c| c.wants_write());
             if s.phase == before && !wants {
                 return Ok(());
@@ -544,7 +576,8 @@ impl Engine<'_> {
                         }
                     }
                     if state.peer_has_closed() {
-                        return Err("the server sent close_notify".into());
+                        s.closed = true;
+                        return Ok(got);
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(got),
@@ -764,16 +797,27 @@ impl Engine<'_> {
         let concurrency = self.args.connect_concurrency.max(1);
         let mut progress = Progress::new();
         let mut next = 0;
+        self.opening = true;
         loop {
             let mut pending = 0;
             let mut ready = 0;
             let mut dead = 0;
-            for s in &self.sessions {
+            let mut due = Vec::new();
+            let now = Instant::now();
+            for (i, s) in self.sessions.iter().enumerate() {
                 match s.phase {
                     Phase::Ready => ready += 1,
                     Phase::Dead => dead += 1,
+                    Phase::Retry(at) if at <= now => due.push(i),
                     _ => pending += 1,
                 }
+            }
+            for i in due {
+                if pending >= concurrency {
+                    break;
+                }
+                self.start_session(i)?;
+                pending += 1;
             }
             if dead > 0 {
                 let why = self.first_error.clone().unwrap_or_default();
@@ -793,7 +837,13 @@ impl Engine<'_> {
             progress.tick(|| format!("opening sessions: {ready}/{total} open, {pending} in progress"));
             self.wait(Instant::now() + Duration::from_millis(20))?;
         }
-        progress.done(&format!("{total} session(s) open in {:.2} s", started.elapsed().as_secs_f64()));
+        self.opening = false;
+        let retried = if self.refusals_retried > 0 {
+            format!(" ({} hello(s) refused as audit_unavailable on the way, opened again)", self.refusals_retried)
+        } else {
+            String::new()
+        };
+        progress.done(&format!("{total} session(s) open in {:.2} s{retried}", started.elapsed().as_secs_f64()));
         self.active = (0..active).collect();
         Ok(started.elapsed().as_secs_f64())
     }
@@ -1199,7 +1249,10 @@ fn run(args: &RunArgs) -> Result<(), String> {
             let a = gate_snap(ctl, pid)?;
             std::thread::sleep(Duration::from_secs(1));
             let b = gate_snap(ctl, pid)?;
-            Ok::<_, String>(Some(loops_per_cpu_sec(&a, &b)))
+            // Only a busy-polling core runs its loop flat out; one that
+            // sleeps when idle (--idle adaptive) has no such baseline.
+            let busy = (b.dp_ticks.saturating_sub(a.dp_ticks)) as f64 / USER_HZ >= 0.8;
+            Ok::<_, String>(busy.then(|| loops_per_cpu_sec(&a, &b)))
         }
         _ => Ok(None),
     };
@@ -1245,6 +1298,8 @@ fn run(args: &RunArgs) -> Result<(), String> {
         dirty: Vec::new(),
         tokens: Vec::new(),
         anomalies: Vec::new(),
+        opening: false,
+        refusals_retried: 0,
     };
 
     let rss0 = args.server_pid.and_then(vm_rss_kb);
@@ -1283,7 +1338,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
             max_ok = Some(rate);
         }
         steps.push((out, passed));
-        if !passed && rates.len() > 1 {
+        if !passed && rates.len() > 1 && !args.no_stop {
             eprintln!(
                 "  step failed (p50 above {} µs, p99 above {} µs, or errors): the sweep stops here",
                 args.p50_bound_us, args.p99_bound_us
@@ -1344,6 +1399,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
             "idle_sessions": args.idle_sessions,
             "rates_total": rates,
             "sweep": !args.sweep.is_empty(),
+            "sweep_runs_every_rate": args.no_stop,
             "p99_bound_us": args.p99_bound_us,
             "p50_bound_us": args.p50_bound_us,
             "seconds": args.seconds,
@@ -1370,6 +1426,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
             "gate_idle_loops_per_cpu_sec_no_session": idle_loops_empty,
             "gate_idle_loops_per_cpu_sec_sessions_open": idle_loops,
             "sessions_failed_by_end": failed_sessions,
+            "hellos_refused_audit_unavailable_and_retried": engine.refusals_retried,
         },
         "first_error": engine.first_error,
         "anomalies": engine.anomalies,
