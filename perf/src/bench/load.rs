@@ -239,6 +239,10 @@ struct RunArgs {
     /// The server's pid: its CPU time per 100k requests and VmRSS per session.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// The server was started just for this run (no earlier sessions): its
+    /// VmRSS growth per session is then meaningful, and reports show it.
+    #[arg(long, requires = "server_pid")]
+    fresh_server: bool,
     /// The PLC's pid: its CPU share (to show it is not the bottleneck).
     #[arg(long, value_name = "PID")]
     plc_pid: Option<u32>,
@@ -1334,7 +1338,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
         };
         let out = engine.step(rate, &probes, &title)?;
         let passed = step_passed(&out, args);
-        if passed {
+        if passed && steps.iter().all(|(_, ok)| *ok) {
             max_ok = Some(rate);
         }
         steps.push((out, passed));
@@ -1370,7 +1374,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
         if !args.no_write {
             write_file(&hgrm, &hgrm_text(&out.hist, 1000.0))?;
         }
-        curves.push((format!("{label} {} req/s", si(out.total_rate)), curve(&out.hist)));
+        curves.push((format!("{label} {} req/s{}", si(out.total_rate), legend_stats(&out.hist)), curve(&out.hist)));
         step_docs.push(doc);
     }
     if let Some(e) = &engine.first_error {
@@ -1421,6 +1425,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
             "server_rss_kb_open": rss1,
             "server_rss_kb_end": rss2,
             "server_rss_kb_per_session": rss_per_session,
+            "server_fresh": args.fresh_server,
             "plc_rss_kb_before": plc_rss0,
             "plc_rss_kb_open": plc_rss1,
             "gate_idle_loops_per_cpu_sec_no_session": idle_loops_empty,
@@ -1712,24 +1717,24 @@ fn svg_plot(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
         }
         let _ = writeln!(s, "<path d=\"{path}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>");
         let ly = legend_top + 20.0 * n as f64;
-        let at = |q: f64| pts.iter().find(|p| p.0 >= q).map_or(0.0, |p| p.1);
-        let max = pts.last().map_or(0.0, |p| p.1);
         let _ = writeln!(
             s,
             "<line x1=\"{l}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/>\
-             <text x=\"{}\" y=\"{}\">{} — p50 {}, p99 {}, p99.9 {}, max {}</text>",
+             <text x=\"{}\" y=\"{}\">{}</text>",
             l + 24.0,
             l + 30.0,
             ly + 4.0,
             xml(name),
-            fmt_axis(at(0.5)),
-            fmt_axis(at(0.99)),
-            fmt_axis(at(0.999)),
-            fmt_axis(max)
         );
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// " — p50 …, p99 …, p99.9 …, max …" for a plot's legend.
+fn legend_stats(h: &Histogram<u64>) -> String {
+    let q = |k: f64| quantile_us(h, k).map_or("-".into(), fmt_axis);
+    format!(" — p50 {}, p99 {}, p99.9 {}, max {}", q(0.5), q(0.99), q(0.999), q(1.0))
 }
 
 fn nice_ceiling(x: f64) -> f64 {
@@ -1803,7 +1808,8 @@ impl Run {
     fn shown_step(&self) -> Option<&Value> {
         let steps = self.doc["steps"].as_array()?;
         if self.is_sweep() {
-            steps.iter().rev().find(|s| s["passed"].as_bool() == Some(true)).or(steps.first())
+            // The last step of the unbroken run of passes from the start.
+            steps.iter().take_while(|s| s["passed"].as_bool() == Some(true)).last().or(steps.first())
         } else {
             steps.first()
         }
@@ -1948,7 +1954,7 @@ fn report(args: &ReportArgs) -> Result<(), String> {
         let _ = writeln!(
             md,
             "| target | req/s | p50 | p90 | p99 | p99.9 | p99.99 | max | samples | errors | server CPU % | \
-             CPU-s / 100k req | RSS KiB / session | client CPU % |"
+             CPU-s / 100k req | RSS KiB / session (fresh server) | client CPU % |"
         );
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let base = groups.iter().find(|g| g.label == args.baseline).map(Group::merged);
@@ -1965,7 +1971,14 @@ fn report(args: &ReportArgs) -> Result<(), String> {
                 (Some(c), Some(w)) => format!("{c:.2} (dp work ≈ {w:.2})"),
                 (c, _) => opt(c, 2),
             };
-            let rss = g.median_doc(&["setup", "server_rss_kb_per_session"]);
+            // Memory per session only from servers that had served no one
+            // before (a server's allocator keeps what earlier sessions freed).
+            let rss = median_of(
+                g.runs
+                    .iter()
+                    .filter(|r| r.doc["setup"]["server_fresh"].as_bool() == Some(true))
+                    .filter_map(|r| r.doc["setup"]["server_rss_kb_per_session"].as_f64()),
+            );
             let p99_text = if g.runs.len() > 1 {
                 format!("{} [{}]", opt(q(0.99), 0), per_round.join(", "))
             } else {
@@ -1989,7 +2002,7 @@ fn report(args: &ReportArgs) -> Result<(), String> {
                 opt(rss, 1),
                 opt(g.median_step(&["client_cpu_percent"]), 0),
             );
-            series.push((format!("{} {} req/s", g.label, si(rate)), curve(&h)));
+            series.push((format!("{} {} req/s{}", g.label, si(rate), legend_stats(&h)), curve(&h)));
             let mut lat = Map::new();
             let mut added = Map::new();
             for (k, qq) in PERCENTILES {
