@@ -30,22 +30,26 @@
 //! which epoll's own timeout is not), one TLS record per request (requests
 //! that fall due together on the same session share one record and one
 //! write). Every answer is checked: function 3, the byte count, the first
-//! register's value (the simulator's holding register i holds i), and the
-//! transaction id of the oldest request in flight on that session.
+//! register's value (the simulator's holding register i holds i), and its
+//! transaction id against the requests in flight on that session (answers
+//! may overtake older ones, as Modbus/TCP allows: counted, not an error).
+//! Hellos the gate refuses as `audit_unavailable` while the sessions open
+//! (it fails closed while its audit writer catches up) are retried.
 //!
 //! Latencies go into HdrHistograms (1 ns .. 60 s, 3 significant digits).
 //! Each run writes a JSON summary, one `.hgrm` file per rate step in
 //! HdrHistogram's percentile-distribution format (values in microseconds),
 //! and an SVG percentile plot (x = 1/(1-percentile) on a log scale, as
-//! HdrHistogram's plotter draws it). `--sweep` runs a list of total rates
-//! on the same sessions and stops at the first step whose p99 exceeds
-//! `--p99-bound-us` or that has any error; the last step that passed is the
-//! maximum sustainable rate.
+//! HdrHistogram's plotter draws it; latency on a log scale). `--sweep` runs
+//! a list of total rates on the same sessions and stops at the first step
+//! whose p50 exceeds `--p50-bound-us`, whose p99 exceeds `--p99-bound-us`,
+//! or that has any error (`--no-stop` runs them all); the last step of the
+//! unbroken run of passes is the maximum sustainable rate.
 //!
 //! With `--server-pid`, the server's CPU time over the measurement window
 //! (utime + stime of all its threads, /proc/PID/stat) per 100 000 requests,
 //! and its resident memory before and after the sessions opened (VmRSS) per
-//! session. With `--gate-ctl` as well, the busy-polling gate's dp-core loop
+//! session (reports show it only for `--fresh-server` runs). With `--gate-ctl` as well, the busy-polling gate's dp-core loop
 //! counts estimate how much of its always-100 % core was work: the loop rate
 //! per dp CPU second is calibrated for 1 s with the sessions open and quiet,
 //! and the share by which it falls under load is counted as the load's work
