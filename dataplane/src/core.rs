@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
@@ -24,10 +23,11 @@ use crate::classify::{classify, dropped_flow, Disposition, DropReason};
 use crate::counters::{bump, set, CoreCounters};
 use crate::io::{self, FramePort, BATCH, MAX_FRAME};
 use crate::session::{CloseReason, Flow, Kind, Next, Session, Step, StepCtx, Target, NO_ASSET};
+use crate::shard::{ShardedStack, Sock, Touch, NO_OWNER};
 use crate::snapshot::{Ipv4Net, Protocol, SharedSnapshot, Side, Snapshot};
-use crate::stack::{Stack, StackAddressing, TxStats};
+use crate::stack::{StackAddressing, TxStats};
 use crate::tls::Tls;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// How a core waits when there is no work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,22 +136,99 @@ impl Default for Clock {
 /// A socket that is listening, or was and has not yet become a session.
 struct Listener {
     endpoint: SocketAddrV4,
-    handle: SocketHandle,
+    sock: Sock,
 }
 
 /// One overlay segment's pair of stacks and its sessions.
+///
+/// Sessions live in slots (stable indices: the stacks record which slot
+/// owns each socket). A loop steps only the sessions on the ready list —
+/// those whose sockets received frames or ran timers, that moved bytes last
+/// time, or that got an auth verdict — plus a slice of all sessions every
+/// [`SWEEP_EVERY`] for the clocks a session keeps itself (hello deadline,
+/// ticket expiry, schedule windows, a new policy generation).
 struct Segment {
-    north: Stack,
-    south: Stack,
+    north: ShardedStack,
+    south: ShardedStack,
     south_address: Ipv4Addr,
     listeners: Vec<Listener>,
-    sessions: Vec<Session>,
-    /// Closed sockets waiting out TIME-WAIT: (north side?, handle).
-    lingering: Vec<(bool, SocketHandle)>,
+    slots: Vec<Option<Session>>,
+    free: Vec<u32>,
+    live: usize,
+    /// Slots to step on the next pass, and whether each slot is on it.
+    ready: Vec<u32>,
+    queued: Vec<bool>,
+    /// Spare list swapped with `ready` while stepping (no allocation).
+    stepping: Vec<u32>,
+    /// A listener's bucket saw a frame or a timer: check for accepts.
+    accept: bool,
+    /// Next slot the sweep looks at, and when the next slice is due.
+    sweep_at: usize,
+    next_sweep: Instant,
+    /// Retired sockets waiting for their last segments: (north side?, socket).
+    lingering: Vec<(bool, Sock)>,
     next_port: u16,
     /// Connection requests in this batch: listeners to have ready before
     /// smoltcp sees them (it answers a SYN no socket listens for with RST).
     syn_burst: usize,
+}
+
+impl Segment {
+    fn queue(&mut self, slot: u32) {
+        if let Some(q) = self.queued.get_mut(slot as usize) {
+            if !*q {
+                *q = true;
+                self.ready.push(slot);
+            }
+        }
+    }
+
+    fn insert(&mut self, sess: Session) -> u32 {
+        self.live += 1;
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(sess);
+                slot
+            }
+            None => {
+                self.slots.push(Some(sess));
+                self.queued.push(false);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn take(&mut self, slot: u32) -> Option<Session> {
+        let sess = self.slots.get_mut(slot as usize)?.take()?;
+        self.live -= 1;
+        self.free.push(slot);
+        Some(sess)
+    }
+
+    fn live_slots(&self) -> Vec<u32> {
+        self.slots.iter().enumerate().filter(|(_, s)| s.is_some()).map(|(i, _)| i as u32).collect()
+    }
+}
+
+/// What the stacks' passes tell a segment.
+struct Touched<'a> {
+    seg_ready: &'a mut Vec<u32>,
+    queued: &'a mut [bool],
+    accept: &'a mut bool,
+}
+
+impl Touch for Touched<'_> {
+    fn owner(&mut self, owner: u32) {
+        if let Some(q) = self.queued.get_mut(owner as usize) {
+            if !*q {
+                *q = true;
+                self.seg_ready.push(owner);
+            }
+        }
+    }
+    fn listeners(&mut self) {
+        *self.accept = true;
+    }
 }
 
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
@@ -159,12 +236,18 @@ const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 /// Most listening sockets one endpoint keeps (its SYN backlog).
 pub const MAX_LISTENERS: usize = 256;
 
+/// How often a slice of every segment's sessions is stepped regardless of
+/// traffic; all of them are visited within ten slices.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(10);
+
 /// One dp core.
 pub struct Core {
     id: usize,
     ports: Vec<Box<dyn FramePort>>,
     sides: Vec<Side>,
     segments: Vec<Segment>,
+    /// Session id -> (segment, slot), for auth verdicts.
+    index: HashMap<u64, (usize, u32)>,
     shared: SharedSnapshot,
     snap: Arc<Snapshot>,
     counters: Arc<CoreCounters>,
@@ -180,6 +263,8 @@ pub struct Core {
     /// Records the audit queue could not take at once; retried every loop,
     /// and sessions read no new requests until it is empty.
     audit_backlog: VecDeque<AuditRecord>,
+    /// The audit trail held sessions back last pass: step them all this one.
+    audit_held: bool,
     plain: Box<[u8; 16 * 1024]>,
 }
 
@@ -247,7 +332,7 @@ impl Core {
         for (i, seg) in snap.segments.iter().enumerate() {
             let south_port = ports.get(seg.south_link).ok_or(CoreError::MissingPort(seg.south_link))?;
             let seed = (id as u64) << 32 | i as u64;
-            let north = Stack::new(
+            let north = ShardedStack::new(
                 0,
                 snap.north_vlan,
                 &StackAddressing {
@@ -267,7 +352,7 @@ impl Core {
                 seed ^ 0x9e37_79b9,
                 now,
             );
-            let south = Stack::new(
+            let south = ShardedStack::new(
                 seg.south_link,
                 seg.south_vlan,
                 &StackAddressing {
@@ -285,7 +370,15 @@ impl Core {
                 south,
                 south_address: seg.south_address.addr,
                 listeners: Vec::new(),
-                sessions: Vec::new(),
+                slots: Vec::new(),
+                free: Vec::new(),
+                live: 0,
+                ready: Vec::new(),
+                queued: Vec::new(),
+                stepping: Vec::new(),
+                accept: true,
+                sweep_at: 0,
+                next_sweep: now,
                 lingering: Vec::new(),
                 next_port: *EPHEMERAL.start() + ((id as u16).wrapping_mul(4099) % 8192),
                 syn_burst: 0,
@@ -297,6 +390,7 @@ impl Core {
             ports,
             sides,
             segments,
+            index: HashMap::new(),
             shared,
             snap: snap.clone(),
             counters,
@@ -310,9 +404,13 @@ impl Core {
             audit,
             drops,
             audit_backlog: VecDeque::with_capacity(AUDIT_BACKLOG),
+            audit_held: false,
             plain: Box::new([0u8; 16 * 1024]),
         };
         core.reconcile(&snap);
+        for s in 0..core.segments.len() {
+            core.top_up_listeners(s, 0);
+        }
         Ok(core)
     }
 
@@ -414,8 +512,11 @@ impl Core {
         }
 
         // 3. Run each segment.
+        let held = self.audit_pressure();
+        let walk_all = held || self.audit_held;
+        self.audit_held = held;
         for s in 0..self.segments.len() {
-            work += self.run_segment(s, now);
+            work += self.run_segment(s, now, walk_all);
         }
 
         // 4. Transmit.
@@ -431,63 +532,105 @@ impl Core {
         work
     }
 
-    fn run_segment(&mut self, s: usize, now: Instant) -> usize {
-        let seg = &mut self.segments[s];
-        let north_link = seg.north.link;
-        let south_link = seg.south.link;
-        let had_frames = !seg.north.rx.is_empty() || !seg.south.rx.is_empty();
-        if seg.syn_burst > 0 {
-            let burst = std::mem::take(&mut seg.syn_burst);
+    /// Whether the audit trail is holding sessions back (they read no new
+    /// requests while it has no room, so nothing on the wire wakes them).
+    fn audit_pressure(&self) -> bool {
+        match &self.audit {
+            None => false,
+            Some(tap) => {
+                !self.audit_backlog.is_empty()
+                    || !tap.healthy.load(Ordering::Acquire)
+                    || !tap.queue.has_room(AUDIT_HEADROOM)
+            }
+        }
+    }
+
+    /// Ingress on both stacks, accepts, the ready sessions, a sweep slice,
+    /// egress. Returns the work done.
+    fn run_segment(&mut self, s: usize, now: Instant, walk_all: bool) -> usize {
+        let mut work = 0;
+        if self.segments[s].syn_burst > 0 {
+            let burst = std::mem::take(&mut self.segments[s].syn_burst);
             self.top_up_listeners(s, burst);
         }
-        let Self { ports, segments, scratch, tx, .. } = self;
-        let seg = &mut segments[s];
-        seg.north.poll(now, ports[north_link].as_mut(), scratch, tx);
-        seg.south.poll(now, ports[south_link].as_mut(), scratch, tx);
-        let work = self.service(s, now);
-        if work > 0 || had_frames {
-            // Send what the sessions just queued without waiting a loop.
+        {
             let Self { ports, segments, scratch, tx, .. } = self;
             let seg = &mut segments[s];
-            seg.north.poll(now, ports[north_link].as_mut(), scratch, tx);
-            seg.south.poll(now, ports[south_link].as_mut(), scratch, tx);
+            let mut touched = Touched { seg_ready: &mut seg.ready, queued: &mut seg.queued, accept: &mut seg.accept };
+            work += seg.north.ingest(now, ports[seg.north.link].as_mut(), scratch, tx, &mut touched);
+            work += seg.south.ingest(now, ports[seg.south.link].as_mut(), scratch, tx, &mut touched);
         }
+        if std::mem::take(&mut self.segments[s].accept) {
+            work += self.accept(s, now);
+        }
+        let seg = &mut self.segments[s];
+        if walk_all {
+            for slot in seg.live_slots() {
+                seg.queue(slot);
+            }
+        } else if now >= seg.next_sweep && seg.live > 0 {
+            seg.next_sweep = now + SWEEP_EVERY;
+            let n = seg.slots.len();
+            let slice = n.div_ceil(10).max(16).min(n);
+            for k in 0..slice {
+                let slot = (seg.sweep_at + k) % n;
+                if seg.slots[slot].is_some() {
+                    seg.queue(slot as u32);
+                }
+            }
+            seg.sweep_at = (seg.sweep_at + slice) % n;
+        }
+        work += self.step_ready(s, now);
+        self.reap(s);
+        let Self { ports, segments, scratch, tx, .. } = self;
+        let seg = &mut segments[s];
+        let mut touched = Touched { seg_ready: &mut seg.ready, queued: &mut seg.queued, accept: &mut seg.accept };
+        seg.north.egress(now, ports[seg.north.link].as_mut(), scratch, tx, &mut touched);
+        seg.south.egress(now, ports[seg.south.link].as_mut(), scratch, tx, &mut touched);
         work
     }
 
-    /// Promotes accepted connections to sessions, steps sessions, keeps the
-    /// listener pools full and reaps TIME-WAIT sockets.
-    fn service(&mut self, s: usize, now: Instant) -> usize {
+    /// Promotes accepted connections to sessions and keeps the listener
+    /// pools full.
+    fn accept(&mut self, s: usize, now: Instant) -> usize {
         let mut work = 0;
-        let opts = self.opts;
-
-        // Accepted connections become sessions.
         let mut i = 0;
         while i < self.segments[s].listeners.len() {
             let seg = &mut self.segments[s];
-            let Listener { endpoint, handle } = seg.listeners[i];
-            let sock = seg.north.sockets.get_mut::<tcp::Socket>(handle);
-            match sock.state() {
+            let Listener { endpoint, sock } = seg.listeners[i];
+            let state = seg.north.peek(sock).state();
+            match state {
                 tcp::State::Listen | tcp::State::SynReceived => {
                     i += 1;
-                    continue;
                 }
                 tcp::State::Established | tcp::State::CloseWait => {
-                    let client =
-                        sock.remote_endpoint().and_then(v4).unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+                    let client = seg
+                        .north
+                        .peek(sock)
+                        .remote_endpoint()
+                        .and_then(v4)
+                        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
                     seg.listeners.swap_remove(i);
-                    self.open_session(s, endpoint, handle, client, now);
+                    self.open_session(s, endpoint, sock, client, now);
                     work += 1;
                 }
                 _ => {
-                    seg.north.sockets.remove(handle);
+                    seg.north.remove(sock);
                     seg.listeners.swap_remove(i);
                     bump(&self.counters.handshakes_failed, 1);
                 }
             }
         }
+        self.top_up_listeners(s, 0);
+        work
+    }
 
-        // Step sessions.
+    /// Steps the sessions on segment `s`'s ready list.
+    fn step_ready(&mut self, s: usize, now: Instant) -> usize {
+        if self.segments[s].ready.is_empty() {
+            return 0;
+        }
+        let mut work = 0;
         let unix = unix_now();
         let unix_us = unix_micros();
         let snap = self.snap.clone();
@@ -502,13 +645,15 @@ impl Core {
                 )
             }
         };
-        let mut i = 0;
-        while i < self.segments[s].sessions.len() {
+        let mut batch = std::mem::take(&mut self.segments[s].stepping);
+        std::mem::swap(&mut batch, &mut self.segments[s].ready);
+        for &slot in &batch {
             let Self { segments, plain, counters, id, audit, audit_backlog, .. } = self;
             let seg = &mut segments[s];
-            let sess = &mut seg.sessions[i];
-            let north = seg.north.sockets.get_mut::<tcp::Socket>(sess.north);
-            let south = sess.south.map(|h| seg.south.sockets.get_mut::<tcp::Socket>(h));
+            seg.queued[slot as usize] = false;
+            let Some(sess) = seg.slots[slot as usize].as_mut() else { continue };
+            let north = seg.north.socket(sess.north);
+            let south = sess.south.map(|h| seg.south.socket(h));
             let (up, down) = (sess.bytes_up, sess.bytes_down);
             let mut ctx = StepCtx {
                 core: *id,
@@ -531,34 +676,37 @@ impl Core {
             bump(&counters.bytes_down, sess.bytes_down - down);
             match step {
                 Step::Running { moved } => {
-                    work += moved;
-                    i += 1;
+                    if moved > 0 {
+                        // More may be waiting behind what fitted this time.
+                        work += moved;
+                        seg.queue(slot);
+                    }
                 }
                 Step::Authenticate(req) => {
-                    i += 1;
                     work += 1;
-                    if let Err(req) = self.auth.requests.push(*req) {
+                    if self.auth.requests.push(*req).is_err() {
                         // The workers are saturated: drop the session before
                         // anything reached an asset, rather than wait unbounded.
                         let seg = &mut self.segments[s];
-                        if let Some(k) = seg.sessions.iter().position(|x| x.id == req.session) {
-                            let sess = seg.sessions.swap_remove(k);
-                            seg.north.sockets.get_mut::<tcp::Socket>(sess.north).abort();
+                        if let Some(sess) = seg.take(slot) {
+                            seg.north.socket(sess.north).abort();
                             self.finish(s, sess, CloseReason::AuthBusy, now);
-                            i = k;
                         }
                     } else if let Some(worker) = &self.auth.worker {
                         worker.unpark();
                     }
                 }
                 Step::Closed(reason) => {
-                    let sess = seg.sessions.swap_remove(i);
-                    self.finish(s, sess, reason, now);
+                    if let Some(sess) = seg.take(slot) {
+                        self.finish(s, sess, reason, now);
+                    }
                     work += 1;
                 }
             }
         }
-        work + self.service_rest(s, now, opts)
+        batch.clear();
+        self.segments[s].stepping = batch;
+        work
     }
 
     /// Retries records the audit queue could not take.
@@ -583,7 +731,8 @@ impl Core {
         }
     }
 
-    /// Accounts a finished session and retires its sockets.
+    /// Accounts a finished session (already taken out of its slot) and
+    /// retires its sockets.
     fn finish(&mut self, s: usize, sess: Session, reason: CloseReason, now: Instant) {
         let ts = unix_micros();
         match reason {
@@ -606,6 +755,7 @@ impl Core {
                 (now - sess.opened).total_micros(),
             ));
         }
+        self.index.remove(&sess.id);
         let seg = &mut self.segments[s];
         retire(seg, &sess);
         bump(&self.counters.closes[reason as usize], 1);
@@ -621,51 +771,45 @@ impl Core {
     }
 
     fn update_active(&self) {
-        set(&self.counters.sessions_active, self.segments.iter().map(|g| g.sessions.len() as u64).sum());
+        set(&self.counters.sessions_active, self.segments.iter().map(|g| g.live as u64).sum());
     }
 
     /// Delivers an auth verdict to its session (if it is still there).
     fn apply_verdict(&mut self, verdict: AuthVerdict, now: Instant) {
-        let id = verdict.session();
-        let Some((s, k)) = self
-            .segments
-            .iter()
-            .enumerate()
-            .find_map(|(s, seg)| seg.sessions.iter().position(|x| x.id == id).map(|k| (s, k)))
-        else {
-            return;
-        };
-        if self.segments[s].sessions[k].on_verdict(verdict) == Next::Connect {
-            self.connect_south(s, k, now);
+        let Some(&(s, slot)) = self.index.get(&verdict.session()) else { return };
+        let seg = &mut self.segments[s];
+        let Some(sess) = seg.slots[slot as usize].as_mut() else { return };
+        let next = sess.on_verdict(verdict);
+        seg.queue(slot);
+        if next == Next::Connect {
+            self.connect_south(s, slot, now);
         }
     }
 
     /// Opens the asset connection of an authorised session.
-    fn connect_south(&mut self, s: usize, k: usize, now: Instant) {
+    fn connect_south(&mut self, s: usize, slot: u32, now: Instant) {
         let opts = self.opts;
-        let endpoint = self.segments[s].sessions[k].flow.endpoint;
-        let protocol = self
-            .snap
-            .endpoint_at(*endpoint.ip(), endpoint.port())
-            .map_or(Protocol::Tcp, |e| self.snap.endpoints[e].protocol);
         let Self { segments, snap, .. } = self;
-        segments[s].sessions[k].bind_policy(&snap.policy, snap.generation, protocol);
-        let seg = &mut self.segments[s];
-        let asset = seg.sessions[k].flow.asset;
+        let seg = &mut segments[s];
+        let Some(sess) = seg.slots[slot as usize].as_mut() else { return };
+        let endpoint = sess.flow.endpoint;
+        let protocol =
+            snap.endpoint_at(*endpoint.ip(), endpoint.port()).map_or(Protocol::Tcp, |e| snap.endpoints[e].protocol);
+        sess.bind_policy(&snap.policy, snap.generation, protocol);
+        let asset = sess.flow.asset;
         let mut sock = new_socket(opts.socket_buffer);
         sock.set_timeout(Some(opts.connect_timeout));
-        let local_port = next_port(seg);
+        let local_port = next_port(&mut seg.next_port);
         let remote = IpEndpoint::new(IpAddress::Ipv4(*asset.ip()), asset.port());
         let local = IpListenEndpoint { addr: Some(IpAddress::Ipv4(seg.south_address)), port: local_port };
         let connected = sock.connect(seg.south.iface.context(), remote, local);
-        let south = seg.south.sockets.add(sock);
-        seg.sessions[k].connecting(south, now);
+        let south = seg.south.add(sock, slot);
+        sess.connecting(south, now);
         if connected.is_err() {
             // No route: the session step sees the closed socket and ends it
             // as `asset_unreachable`.
-            seg.south.sockets.get_mut::<tcp::Socket>(south).abort();
+            seg.south.socket(south).abort();
         }
-        let sess = &mut seg.sessions[k];
         let Some(grant) = sess.grant.as_deref() else { return };
         let tls = sess.negotiated();
         let record = AuditRecord::session_open(
@@ -698,35 +842,32 @@ impl Core {
         self.audit(record);
     }
 
-    fn service_rest(&mut self, s: usize, now: Instant, opts: CoreOptions) -> usize {
-        let _ = now;
+    /// Removes retired sockets that are done.
+    ///
+    /// An aborted socket is Closed at once but still owes its RST: smoltcp
+    /// forgets the remote endpoint only after sending it. A socket in
+    /// TIME-WAIT is removed at once: a client reusing its port should get a
+    /// SYN-ACK, and a late retransmitted FIN now meets a RST instead, which
+    /// ends nothing that was still open.
+    fn reap(&mut self, s: usize) {
         let seg = &mut self.segments[s];
-        // Reap finished sockets. An aborted socket is Closed at once but
-        // still owes its RST: smoltcp forgets the remote endpoint only after
-        // sending it. A socket in TIME-WAIT is removed at once: smoltcp scans
-        // every socket for every packet, so 10 s of TIME-WAIT after each
-        // short session (refusals, logins, a handshake flood) slowed every
-        // later packet (measured by the TLS handshake bench), and a client
-        // reusing its port got no SYN-ACK. A late retransmitted FIN now
-        // meets a RST instead, which ends nothing that was still open.
-        seg.lingering.retain(|&(north, h)| {
-            let set = if north { &mut seg.north.sockets } else { &mut seg.south.sockets };
-            let sock = set.get::<tcp::Socket>(h);
+        if seg.lingering.is_empty() {
+            return;
+        }
+        let Segment { north, south, lingering, .. } = seg;
+        lingering.retain(|&(is_north, h)| {
+            let stack = if is_north { &mut *north } else { &mut *south };
+            let sock = stack.peek(h);
             let done = match sock.state() {
                 tcp::State::Closed => sock.remote_endpoint().is_none(),
                 tcp::State::TimeWait => true,
                 _ => false,
             };
             if done {
-                set.remove(h);
-                false
-            } else {
-                true
+                stack.remove(h);
             }
+            !done
         });
-        self.top_up_listeners(s, 0);
-        let _ = opts;
-        0
     }
 
     /// Keeps `backlog + burst` listeners ready per endpoint of segment `s`
@@ -741,123 +882,133 @@ impl Core {
             let ready = seg
                 .listeners
                 .iter()
-                .filter(|l| {
-                    l.endpoint == ep && seg.north.sockets.get::<tcp::Socket>(l.handle).state() == tcp::State::Listen
-                })
+                .filter(|l| l.endpoint == ep && seg.north.peek(l.sock).state() == tcp::State::Listen)
                 .count();
             for _ in ready..want {
                 let mut sock = new_socket(opts.socket_buffer);
                 sock.set_timeout(Some(Duration::from_secs(5)));
                 if sock.listen(IpListenEndpoint { addr: Some(IpAddress::Ipv4(*ep.ip())), port: ep.port() }).is_ok() {
-                    let handle = seg.north.sockets.add(sock);
-                    seg.listeners.push(Listener { endpoint: ep, handle });
+                    let sock = seg.north.add_listener(sock);
+                    seg.listeners.push(Listener { endpoint: ep, sock });
                 }
             }
         }
     }
 
-    fn open_session(
-        &mut self,
-        s: usize,
-        endpoint: SocketAddrV4,
-        north: SocketHandle,
-        client: SocketAddrV4,
-        now: Instant,
-    ) {
+    fn open_session(&mut self, s: usize, endpoint: SocketAddrV4, north: Sock, client: SocketAddrV4, now: Instant) {
         let login = self.snap.login == Some(endpoint);
         let found = self.snap.endpoint_at(*endpoint.ip(), endpoint.port()).map(|e| &self.snap.endpoints[e]);
         let tls = self.snap.tls.as_ref().map(Tls::new);
+        let refuse = |core: &mut Self, reason: CloseReason| {
+            let seg = &mut core.segments[s];
+            let north = seg.north.promote(north, NO_OWNER);
+            seg.north.socket(north).abort();
+            seg.lingering.push((true, north));
+            bump(&core.counters.closes[reason as usize], 1);
+        };
         let (target, asset) = match (login, found) {
             (true, _) => (Target { kind: Kind::Login, asset: String::new(), service: String::new() }, NO_ASSET),
             (false, Some(e)) => {
                 (Target { kind: Kind::Asset, asset: e.asset.clone(), service: e.service.clone() }, e.underlay)
             }
-            (false, None) => {
-                let seg = &mut self.segments[s];
-                seg.north.sockets.get_mut::<tcp::Socket>(north).abort();
-                seg.lingering.push((true, north));
-                bump(&self.counters.closes[CloseReason::EndpointRemoved as usize], 1);
-                return;
-            }
+            (false, None) => return refuse(self, CloseReason::EndpointRemoved),
         };
         let Some(Ok(tls)) = tls else {
             // No usable TLS configuration: nothing may pass in plaintext.
-            let seg = &mut self.segments[s];
-            seg.north.sockets.get_mut::<tcp::Socket>(north).abort();
-            seg.lingering.push((true, north));
-            bump(&self.counters.closes[CloseReason::TlsFailed as usize], 1);
-            return;
+            return refuse(self, CloseReason::TlsFailed);
         };
-        let seg = &mut self.segments[s];
-        let sock = seg.north.sockets.get_mut::<tcp::Socket>(north);
-        sock.set_timeout(None);
-        tune(sock);
         self.next_session += 1;
         let id = (self.id as u64) << 48 | self.next_session;
         let flow = Flow { client, endpoint, asset };
-        seg.sessions.push(Session::new(id, flow, target, north, tls, now, self.opts.connect_timeout));
+        let connect_timeout = self.opts.connect_timeout;
+        let seg = &mut self.segments[s];
+        let slot = seg.insert(Session::new(id, flow, target, north, tls, now, connect_timeout));
+        let north = seg.north.promote(north, slot);
+        if let Some(sess) = seg.slots[slot as usize].as_mut() {
+            sess.north = north;
+        }
+        let sock = seg.north.socket(north);
+        sock.set_timeout(None);
+        tune(sock);
+        seg.queue(slot);
+        self.index.insert(id, (s, slot));
         bump(&self.counters.sessions_opened, 1);
         self.update_active();
         let _ = self.events.push(SessionEvent::Accepted { id, client, endpoint });
     }
 
     /// Applies a new snapshot: listeners and sessions of endpoints that are
-    /// gone are closed; new endpoints get listeners on the next service pass.
+    /// gone are closed; new endpoints get listeners; every session is
+    /// stepped (it re-checks the policy).
     fn reconcile(&mut self, snap: &Snapshot) {
         set(&self.counters.generation, snap.generation);
         for seg in &mut self.segments {
-            seg.listeners.retain(|l| {
+            let Segment { listeners, north, lingering, .. } = seg;
+            listeners.retain(|l| {
                 let keep = snap.is_endpoint(*l.endpoint.ip(), l.endpoint.port());
                 if !keep {
-                    seg.north.sockets.get_mut::<tcp::Socket>(l.handle).abort();
-                    seg.lingering.push((true, l.handle));
+                    north.socket(l.sock).abort();
+                    lingering.push((true, l.sock));
                 }
                 keep
             });
+            seg.accept = true;
         }
         let now = self.clock.now();
         for s in 0..self.segments.len() {
-            let mut i = 0;
-            while i < self.segments[s].sessions.len() {
-                let ep = self.segments[s].sessions[i].flow.endpoint;
+            for slot in self.segments[s].live_slots() {
+                let seg = &mut self.segments[s];
+                let Some(sess) = seg.slots[slot as usize].as_ref() else { continue };
+                let ep = sess.flow.endpoint;
                 if snap.endpoint_at(*ep.ip(), ep.port()).is_some() || snap.login == Some(ep) {
-                    i += 1;
+                    seg.queue(slot);
                 } else {
-                    self.abort_session(s, i, CloseReason::EndpointRemoved, now);
+                    self.abort_session(s, slot, CloseReason::EndpointRemoved, now);
                 }
             }
         }
         self.update_active();
     }
 
-    /// Resets both sides of session `i` of segment `s` and accounts it.
-    fn abort_session(&mut self, s: usize, i: usize, reason: CloseReason, now: Instant) {
+    /// Resets both sides of the session in `slot` of segment `s` and
+    /// accounts it.
+    fn abort_session(&mut self, s: usize, slot: u32, reason: CloseReason, now: Instant) {
         let seg = &mut self.segments[s];
-        let sess = seg.sessions.swap_remove(i);
-        seg.north.sockets.get_mut::<tcp::Socket>(sess.north).abort();
+        let Some(sess) = seg.take(slot) else { return };
+        seg.north.socket(sess.north).abort();
         if let Some(h) = sess.south {
-            seg.south.sockets.get_mut::<tcp::Socket>(h).abort();
+            seg.south.socket(h).abort();
         }
         self.finish(s, sess, reason, now);
     }
 
-    /// The earliest smoltcp timer over all stacks.
+    /// How long until some stack or session needs the core.
     fn next_timer(&mut self, now: Instant) -> Option<Duration> {
-        self.segments.iter_mut().flat_map(|seg| [seg.north.poll_delay(now), seg.south.poll_delay(now)]).flatten().min()
+        self.segments
+            .iter()
+            .flat_map(|seg| {
+                let sweep =
+                    (seg.live > 0).then(|| if seg.next_sweep > now { seg.next_sweep - now } else { Duration::ZERO });
+                let ready = (!seg.ready.is_empty() || seg.accept).then_some(Duration::ZERO);
+                [seg.north.poll_delay(now), seg.south.poll_delay(now), sweep, ready]
+            })
+            .flatten()
+            .min()
     }
 
     /// Resets every session and sends the resets.
     pub fn shutdown(&mut self) {
         let now = self.clock.now();
         for s in 0..self.segments.len() {
-            while !self.segments[s].sessions.is_empty() {
-                self.abort_session(s, 0, CloseReason::Shutdown, now);
+            for slot in self.segments[s].live_slots() {
+                self.abort_session(s, slot, CloseReason::Shutdown, now);
             }
         }
         let Self { ports, segments, scratch, tx, .. } = self;
         for seg in segments.iter_mut() {
-            seg.north.poll(now, ports[seg.north.link].as_mut(), scratch, tx);
-            seg.south.poll(now, ports[seg.south.link].as_mut(), scratch, tx);
+            let mut touched = Touched { seg_ready: &mut seg.ready, queued: &mut seg.queued, accept: &mut seg.accept };
+            seg.north.egress(now, ports[seg.north.link].as_mut(), scratch, tx, &mut touched);
+            seg.south.egress(now, ports[seg.south.link].as_mut(), scratch, tx, &mut touched);
         }
         for port in ports.iter_mut() {
             let _ = port.flush();
@@ -865,6 +1016,10 @@ impl Core {
         set(&self.counters.sessions_active, 0);
     }
 }
+
+/// Free audit slots below which the core steps every session each pass
+/// (they may be holding requests back for lack of room).
+const AUDIT_HEADROOM: usize = 256;
 
 /// Copies an admitted frame into the target stack's ring.
 fn admit(segments: &mut [Segment], segment: usize, north: bool, frame: &[u8], vlan: bool) -> Option<DropReason> {
@@ -883,17 +1038,19 @@ fn retire(seg: &mut Segment, sess: &Session) {
         s.set_keep_alive(Some(Duration::from_secs(5)));
         s.set_timeout(Some(Duration::from_secs(15)));
     };
-    bound(seg.north.sockets.get_mut::<tcp::Socket>(sess.north));
+    bound(seg.north.socket(sess.north));
+    seg.north.set_owner(sess.north, NO_OWNER);
     seg.lingering.push((true, sess.north));
     if let Some(south) = sess.south {
-        bound(seg.south.sockets.get_mut::<tcp::Socket>(south));
+        bound(seg.south.socket(south));
+        seg.south.set_owner(south, NO_OWNER);
         seg.lingering.push((false, south));
     }
 }
 
-fn next_port(seg: &mut Segment) -> u16 {
-    let p = seg.next_port;
-    seg.next_port = if p >= *EPHEMERAL.end() { *EPHEMERAL.start() } else { p + 1 };
+fn next_port(next: &mut u16) -> u16 {
+    let p = *next;
+    *next = if p >= *EPHEMERAL.end() { *EPHEMERAL.start() } else { p + 1 };
     p
 }
 

@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod io;
 pub mod policy;
 pub mod session;
+pub mod shard;
 pub mod snapshot;
 pub mod stack;
 pub mod tls;

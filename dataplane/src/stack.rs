@@ -79,7 +79,7 @@ impl RxRing {
         self.len == 0
     }
 
-    fn pop(&mut self) -> Option<&[u8]> {
+    pub(crate) fn pop(&mut self) -> Option<&[u8]> {
         if self.len == 0 {
             return None;
         }
@@ -128,7 +128,7 @@ pub fn capabilities() -> DeviceCapabilities {
     caps
 }
 
-pub struct RxToken<'a>(&'a [u8]);
+pub struct RxToken<'a>(pub(crate) &'a [u8]);
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -137,10 +137,10 @@ impl phy::RxToken for RxToken<'_> {
 }
 
 pub struct TxToken<'a> {
-    port: &'a mut dyn FramePort,
-    vlan: Option<u16>,
-    scratch: &'a mut [u8; MAX_FRAME],
-    tx: &'a mut TxStats,
+    pub(crate) port: &'a mut dyn FramePort,
+    pub(crate) vlan: Option<u16>,
+    pub(crate) scratch: &'a mut [u8; MAX_FRAME],
+    pub(crate) tx: &'a mut TxStats,
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -206,7 +206,9 @@ impl phy::Device for StackDevice<'_> {
     }
 }
 
-/// One smoltcp interface with its sockets and receive ring.
+/// One smoltcp interface with one socket set and a receive ring: a plain
+/// host (the in-memory lab's PCs and PLCs). The gate's cores use
+/// [`crate::shard::ShardedStack`].
 pub struct Stack {
     pub iface: Interface,
     pub sockets: SocketSet<'static>,
@@ -228,6 +230,36 @@ pub struct StackAddressing {
     pub any_ip: Vec<Ipv4Net>,
 }
 
+/// The smoltcp interface of a stack: its MAC, address, default route and
+/// AnyIP prefixes.
+pub fn interface(addressing: &StackAddressing, seed: u64, now: Instant) -> Interface {
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(addressing.mac)));
+    config.random_seed = seed;
+    let mut dummy = NullDevice;
+    let mut iface = Interface::new(config, &mut dummy, now);
+    let own = addressing.address.addr;
+    iface.update_ip_addrs(|addrs| {
+        // Capacity is a compile-time feature (8); one address never overflows it.
+        let _ = addrs.push(IpCidr::new(own.into(), addressing.address.len));
+    });
+    if let Some(gw) = addressing.gateway {
+        let _ = iface.routes_mut().add_default_ipv4_route(gw);
+    }
+    for &prefix in &addressing.any_ip {
+        iface.set_any_ip(true);
+        let cidr = IpCidr::new(prefix.network().into(), prefix.len);
+        iface.routes_mut().update(|routes| {
+            let _ = routes.push(smoltcp::iface::Route {
+                cidr,
+                via_router: own.into(),
+                preferred_until: None,
+                expires_at: None,
+            });
+        });
+    }
+    iface
+}
+
 impl Stack {
     /// Builds a stack on link `link`.
     pub fn new(
@@ -238,30 +270,7 @@ impl Stack {
         seed: u64,
         now: Instant,
     ) -> Self {
-        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(addressing.mac)));
-        config.random_seed = seed;
-        let mut dummy = NullDevice;
-        let mut iface = Interface::new(config, &mut dummy, now);
-        let own = addressing.address.addr;
-        iface.update_ip_addrs(|addrs| {
-            // Capacity is a compile-time feature (8); one address never overflows it.
-            let _ = addrs.push(IpCidr::new(own.into(), addressing.address.len));
-        });
-        if let Some(gw) = addressing.gateway {
-            let _ = iface.routes_mut().add_default_ipv4_route(gw);
-        }
-        for &prefix in &addressing.any_ip {
-            iface.set_any_ip(true);
-            let cidr = IpCidr::new(prefix.network().into(), prefix.len);
-            iface.routes_mut().update(|routes| {
-                let _ = routes.push(smoltcp::iface::Route {
-                    cidr,
-                    via_router: own.into(),
-                    preferred_until: None,
-                    expires_at: None,
-                });
-            });
-        }
+        let iface = interface(addressing, seed, now);
         Self { iface, sockets: SocketSet::new(Vec::new()), rx: RxRing::new(ring), link, vlan }
     }
 

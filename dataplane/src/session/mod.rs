@@ -16,7 +16,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use smoltcp::iface::SocketHandle;
+use crate::shard::Sock;
 use smoltcp::socket::tcp::{Socket, State};
 use smoltcp::time::{Duration, Instant};
 
@@ -128,8 +128,8 @@ pub struct Session {
     pub id: u64,
     pub flow: Flow,
     pub kind: Kind,
-    pub north: SocketHandle,
-    pub south: Option<SocketHandle>,
+    pub north: Sock,
+    pub south: Option<Sock>,
     pub phase: Phase,
     pub opened: Instant,
     pub bytes_up: u64,
@@ -228,7 +228,7 @@ impl Session {
         id: u64,
         flow: Flow,
         target: Target,
-        north: SocketHandle,
+        north: Sock,
         tls: Tls,
         now: Instant,
         connect_timeout: Duration,
@@ -405,7 +405,7 @@ impl Session {
     }
 
     /// Notes when the south connect was started.
-    pub fn connecting(&mut self, south: SocketHandle, now: Instant) {
+    pub fn connecting(&mut self, south: Sock, now: Instant) {
         self.south = Some(south);
         self.connect_started = now;
     }
