@@ -34,7 +34,9 @@ pub struct RunArgs {
     /// CPU ids of the dp cores, one per NIC queue (queue i on the i-th core).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     cores: Vec<usize>,
-    /// busy: poll forever; adaptive: spin briefly, then sleep in poll(2).
+    /// busy: poll forever (a dedicated core). adaptive[:SPIN_US[:SHARE_PCT]]:
+    /// after work keep polling up to SPIN_US (default 100), spending at most
+    /// SHARE_PCT % of the time spinning (default 20), then sleep in poll(2).
     #[arg(long, default_value = "adaptive")]
     idle: IdleMode,
     /// Users: argon2id hashes, TOTP secrets, roles (mode 0600).
@@ -198,7 +200,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
     let api = Api::bind(&args.ctl).map_err(|e| format!("management socket {}: {e}", args.ctl.display()))?;
     let snap = control.snapshot();
     log::info!(
-        "gate up: {} segment(s), {} endpoint(s), {} core(s) on CPUs {:?}, idle {:?}, ctl {}",
+        "gate up: {} segment(s), {} endpoint(s), {} core(s) on CPUs {:?}, idle {}, ctl {}",
         snap.segments.len(),
         snap.endpoints.len(),
         args.cores.len(),

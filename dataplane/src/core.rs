@@ -22,7 +22,7 @@ use crate::auth::{AuthChannel, AuthVerdict};
 use crate::classify::{classify, dropped_flow, Disposition, DropReason};
 use crate::counters::{bump, set, CoreCounters};
 use crate::io::{self, FramePort, BATCH, MAX_FRAME};
-use crate::session::{CloseReason, Flow, Kind, Next, Session, Step, StepCtx, Target, NO_ASSET};
+use crate::session::{CloseReason, Flow, Kind, Next, Phase, Session, Step, StepCtx, Target, NO_ASSET};
 use crate::shard::{ShardedStack, Sock, Touch, NO_OWNER};
 use crate::snapshot::{Ipv4Net, Protocol, SharedSnapshot, Side, Snapshot};
 use crate::stack::{StackAddressing, TxStats};
@@ -34,24 +34,69 @@ use std::collections::{HashMap, VecDeque};
 pub enum IdleMode {
     /// Poll forever (a dedicated core; lowest latency, 100% CPU).
     Busy,
-    /// Keep polling for `spin_us` after the last work, then block in `poll()`
-    /// on the ports' fds until a frame arrives or a TCP timer is due.
-    Adaptive { spin_us: u64 },
+    /// Keep polling for up to `spin_us` after the last work, then block in
+    /// `poll()` on the ports' fds until a frame arrives or a timer is due.
+    /// Spinning is paid from a budget that refills at `share_pct` % of
+    /// wall time (at most [`SPIN_CREDIT_MAX_US`] saved up): under steady
+    /// load the core spins at most that share of its time on top of the
+    /// work, and sleeps at once when the budget is spent. Waking a sleeping
+    /// core costs tens of microseconds on a VM; spinning through a short gap
+    /// costs CPU; the budget bounds the second.
+    Adaptive { spin_us: u64, share_pct: u8 },
 }
+
+/// Default spin after work (µs) and spin budget (% of time) of `adaptive`.
+pub const DEFAULT_SPIN_US: u64 = 100;
+pub const DEFAULT_SPIN_SHARE: u8 = 20;
+
+/// The most spin time an adaptive core saves up, in microseconds.
+pub const SPIN_CREDIT_MAX_US: f64 = 2_000.0;
 
 impl Default for IdleMode {
     fn default() -> Self {
-        Self::Adaptive { spin_us: 200 }
+        Self::Adaptive { spin_us: DEFAULT_SPIN_US, share_pct: DEFAULT_SPIN_SHARE }
+    }
+}
+
+impl std::fmt::Display for IdleMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Busy => write!(f, "busy"),
+            Self::Adaptive { spin_us, share_pct } => write!(f, "adaptive:{spin_us}:{share_pct}"),
+        }
     }
 }
 
 impl std::str::FromStr for IdleMode {
     type Err = String;
+    /// `busy`, `adaptive`, `adaptive:SPIN_US` or `adaptive:SPIN_US:SHARE_PCT`.
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "busy" => Ok(Self::Busy),
-            "adaptive" => Ok(Self::default()),
-            other => Err(format!("unknown idle mode {other:?} (expected busy or adaptive)")),
+        let mut parts = s.split(':');
+        let bad = || {
+            format!("unknown idle mode {s:?} (expected busy, adaptive, adaptive:SPIN_US or adaptive:SPIN_US:SHARE_PCT)")
+        };
+        match parts.next() {
+            Some("busy") if parts.next().is_none() => Ok(Self::Busy),
+            Some("adaptive") => {
+                let (mut spin_us, mut share_pct) = (DEFAULT_SPIN_US, DEFAULT_SPIN_SHARE);
+                if let Some(v) = parts.next() {
+                    spin_us = v.parse().ok().filter(|v| *v <= 10_000).ok_or_else(|| {
+                        format!("idle mode {s:?}: spin {v:?} is not a number of microseconds in 0..=10000")
+                    })?;
+                }
+                if let Some(v) = parts.next() {
+                    share_pct = v
+                        .parse()
+                        .ok()
+                        .filter(|v| *v <= 100)
+                        .ok_or_else(|| format!("idle mode {s:?}: share {v:?} is not a percentage in 0..=100"))?;
+                }
+                if parts.next().is_some() {
+                    return Err(bad());
+                }
+                Ok(Self::Adaptive { spin_us, share_pct })
+            }
+            _ => Err(bad()),
         }
     }
 }
@@ -144,9 +189,10 @@ struct Listener {
 /// Sessions live in slots (stable indices: the stacks record which slot
 /// owns each socket). A loop steps only the sessions on the ready list —
 /// those whose sockets received frames or ran timers, that moved bytes last
-/// time, or that got an auth verdict — plus a slice of all sessions every
-/// [`SWEEP_EVERY`] for the clocks a session keeps itself (hello deadline,
-/// ticket expiry, schedule windows, a new policy generation).
+/// time, or that got an auth verdict — plus, every [`SWEEP_EVERY`], those of
+/// a slice of all sessions whose own clocks are due (hello deadline, ticket
+/// expiry, schedule windows, a new policy generation: `Session::clock_due`,
+/// which touches no socket).
 struct Segment {
     north: ShardedStack,
     south: ShardedStack,
@@ -422,16 +468,32 @@ impl Core {
     /// Runs until `stop` is set, then resets every session.
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut last_work = std::time::Instant::now();
+        let mut last = last_work;
+        let mut credit_us = SPIN_CREDIT_MAX_US;
         let mut fds = Vec::with_capacity(self.ports.len());
         while !stop.load(Ordering::Relaxed) {
-            if self.poll_once() > 0 {
-                last_work = std::time::Instant::now();
-                continue;
+            let work = self.poll_once();
+            if self.audit_held {
+                // The audit writer shares this CPU (or the machine is short
+                // of them) and is behind: let it run now rather than at a
+                // time the scheduler picks.
+                std::thread::yield_now();
             }
-            let IdleMode::Adaptive { spin_us } = self.opts.idle else {
+            let IdleMode::Adaptive { spin_us, share_pct } = self.opts.idle else {
                 continue;
             };
-            if last_work.elapsed().as_micros() < u128::from(spin_us) {
+            let now = std::time::Instant::now();
+            let dt = now.duration_since(last).as_secs_f64() * 1e6;
+            last = now;
+            if work > 0 {
+                credit_us = (credit_us + dt * f64::from(share_pct) / 100.0).min(SPIN_CREDIT_MAX_US);
+                last_work = now;
+                continue;
+            }
+            // An empty pass is spin time: paid from the credit, which
+            // refills at share_pct % of the time passing.
+            credit_us = (credit_us + dt * f64::from(share_pct) / 100.0 - dt).min(SPIN_CREDIT_MAX_US);
+            if credit_us > 0.0 && now.duration_since(last_work).as_micros() < u128::from(spin_us) {
                 std::hint::spin_loop();
                 continue;
             }
@@ -448,7 +510,12 @@ impl Core {
                 io::wait_readable(&fds, timer);
                 self.auth.doorbell.clear();
             }
-            last_work = std::time::Instant::now();
+            // No spin after a wake-up: a frame that woke the core makes the
+            // next pass do work (and start a spin); a timer does not.
+            let now = std::time::Instant::now();
+            credit_us = (credit_us + now.duration_since(last).as_secs_f64() * 1e4 * f64::from(share_pct))
+                .min(SPIN_CREDIT_MAX_US);
+            last = now;
         }
         self.shutdown();
     }
@@ -570,11 +637,12 @@ impl Core {
             }
         } else if now >= seg.next_sweep && seg.live > 0 {
             seg.next_sweep = now + SWEEP_EVERY;
+            let (unix, generation) = (unix_now(), self.snap.generation);
             let n = seg.slots.len();
             let slice = n.div_ceil(10).max(16).min(n);
             for k in 0..slice {
                 let slot = (seg.sweep_at + k) % n;
-                if seg.slots[slot].is_some() {
+                if seg.slots[slot].as_ref().is_some_and(|x| x.clock_due(now, unix, generation)) {
                     seg.queue(slot as u32);
                 }
             }
@@ -654,7 +722,7 @@ impl Core {
             let Some(sess) = seg.slots[slot as usize].as_mut() else { continue };
             let north = seg.north.socket(sess.north);
             let south = sess.south.map(|h| seg.south.socket(h));
-            let (up, down) = (sess.bytes_up, sess.bytes_down);
+            let (up, down, phase) = (sess.bytes_up, sess.bytes_down, sess.phase);
             let mut ctx = StepCtx {
                 core: *id,
                 now,
@@ -676,9 +744,14 @@ impl Core {
             bump(&counters.bytes_down, sess.bytes_down - down);
             match step {
                 Step::Running { moved } => {
-                    if moved > 0 {
-                        // More may be waiting behind what fitted this time.
-                        work += moved;
+                    // More may be waiting behind what fitted this time: after
+                    // bytes moved, a phase change, or (handshake and hello)
+                    // records still unread, step again next pass; nothing on
+                    // the wire would wake the session otherwise.
+                    let unread = matches!(sess.phase, Phase::Handshaking | Phase::Hello)
+                        && seg.north.peek(sess.north).recv_queue() > 0;
+                    if moved > 0 || sess.phase != phase || unread {
+                        work += moved.max(1);
                         seg.queue(slot);
                     }
                 }
@@ -1072,5 +1145,24 @@ fn v4(ep: IpEndpoint) -> Option<SocketAddrV4> {
         IpAddress::Ipv4(a) => Some(SocketAddrV4::new(a, ep.port)),
         #[allow(unreachable_patterns)]
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_modes_parse_and_print() {
+        assert_eq!("busy".parse::<IdleMode>(), Ok(IdleMode::Busy));
+        assert_eq!("adaptive".parse::<IdleMode>(), Ok(IdleMode::default()));
+        assert_eq!("adaptive:50".parse::<IdleMode>(), Ok(IdleMode::Adaptive { spin_us: 50, share_pct: 20 }));
+        assert_eq!("adaptive:0:0".parse::<IdleMode>(), Ok(IdleMode::Adaptive { spin_us: 0, share_pct: 0 }));
+        let m = IdleMode::Adaptive { spin_us: 300, share_pct: 35 };
+        assert_eq!(m.to_string().parse::<IdleMode>(), Ok(m));
+        for bad in ["", "spin", "busy:1", "adaptive:x", "adaptive:10001", "adaptive:5:101", "adaptive:1:2:3"] {
+            let e = bad.parse::<IdleMode>().unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
+        }
     }
 }

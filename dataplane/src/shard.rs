@@ -127,6 +127,8 @@ pub struct ShardedStack {
     pub vlan: Option<u16>,
     buckets: Box<[Bucket]>,
     dirty: Vec<u32>,
+    /// Buckets whose timers were due in this egress pass.
+    fired: Vec<u32>,
     /// No bucket is due before this (may be early, never late).
     next_due: Option<Instant>,
     sockets: usize,
@@ -160,6 +162,7 @@ impl ShardedStack {
             vlan,
             buckets,
             dirty: Vec::with_capacity(64),
+            fired: Vec::with_capacity(64),
             next_due: None,
             sockets: 0,
         }
@@ -335,26 +338,26 @@ impl ShardedStack {
         tx: &mut TxStats,
         touch: &mut impl Touch,
     ) {
-        let timers = self.next_due.is_some_and(|d| d <= now);
-        let first_timer = self.dirty.len();
-        if timers {
+        if self.next_due.is_some_and(|d| d <= now) {
             let mut next = None::<Instant>;
             for (i, b) in self.buckets.iter_mut().enumerate() {
                 match b.due {
-                    // Dirty buckets are polled anyway (their due is redone).
-                    _ if b.dirty => {}
                     Some(d) if d <= now => {
-                        b.dirty = true;
-                        self.dirty.push(i as u32);
+                        self.fired.push(i as u32);
+                        if !b.dirty {
+                            b.dirty = true;
+                            self.dirty.push(i as u32);
+                        }
                     }
-                    Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
-                    None => {}
+                    // Dirty buckets get a new due when they are polled.
+                    Some(d) if !b.dirty => next = Some(next.map_or(d, |n| n.min(d))),
+                    _ => {}
                 }
             }
             self.next_due = next;
         }
         let mut next = self.next_due;
-        for (n, &i) in self.dirty.iter().enumerate() {
+        for &i in &self.dirty {
             let Self { buckets, iface, vlan, .. } = self;
             let b = &mut buckets[i as usize];
             let mut dev = OneFrame { frame: None, port: &mut *port, vlan: *vlan, scratch: &mut *scratch, tx: &mut *tx };
@@ -364,19 +367,22 @@ impl ShardedStack {
             if let Some(d) = b.due {
                 next = Some(next.map_or(d, |n| n.min(d)));
             }
-            if timers && n >= first_timer {
-                if i as usize == LISTEN {
-                    touch.listeners();
-                }
-                for m in &b.members {
-                    if m.owner != NO_OWNER {
-                        touch.owner(m.owner);
-                    }
-                }
-            }
         }
         self.dirty.clear();
         self.next_due = next;
+        // A timer that ran may have closed a socket (connect or keep-alive
+        // timeout): its session looks.
+        for &i in &self.fired {
+            if i as usize == LISTEN {
+                touch.listeners();
+            }
+            for m in &self.buckets[i as usize].members {
+                if m.owner != NO_OWNER {
+                    touch.owner(m.owner);
+                }
+            }
+        }
+        self.fired.clear();
     }
 
     /// How long until this stack needs an egress pass (zero if one is owed).

@@ -373,6 +373,25 @@ impl Session {
         }
     }
 
+    /// Whether the session's own clocks need a step with no frame to wake
+    /// it: the hello deadline, the connect timeout, the end of its ticket or
+    /// of the schedule window that permits it, a new policy generation, or a
+    /// close in progress. Touches no socket (the core's sweep asks this of
+    /// every session).
+    pub fn clock_due(&self, now: Instant, unix: u64, generation: u64) -> bool {
+        match self.phase {
+            Phase::Handshaking | Phase::Hello => now - self.opened > HELLO_DEADLINE,
+            Phase::Authenticating => false,
+            Phase::Connecting => now - self.connect_started >= self.connect_timeout,
+            Phase::Open => {
+                generation != self.checked_generation
+                    || unix >= self.permit_until
+                    || self.grant.as_deref().is_some_and(|g| unix >= g.expires_unix)
+            }
+            Phase::Finishing(_) => true,
+        }
+    }
+
     /// Applies an auth worker's verdict.
     pub fn on_verdict(&mut self, verdict: AuthVerdict) -> Next {
         if self.phase != Phase::Authenticating {
@@ -449,14 +468,24 @@ impl Session {
         let Some(mut hb) = self.hello.take() else { return Step::Running { moved: 0 } };
         // Read only up to the end of the first frame: what follows is the
         // OT stream and must wait until the user is authorised.
-        let want = match hello::frame_len(&hb.buf[..hb.len]) {
-            Framing::Complete(n) => n,
-            Framing::NeedMore(n) => hb.len + n,
-            Framing::Reject(_) => hb.len,
-        }
-        .min(hb.buf.len());
-        if want > hb.len {
+        // The header first, then the rest it announces: loop until the frame
+        // is whole or rustls has no more plaintext (a session is stepped
+        // when frames arrive, not every pass, so nothing may be left for
+        // "next time").
+        loop {
+            let want = match hello::frame_len(&hb.buf[..hb.len]) {
+                Framing::Complete(n) => n,
+                Framing::NeedMore(n) => hb.len + n,
+                Framing::Reject(_) => hb.len,
+            }
+            .min(hb.buf.len());
+            if want <= hb.len {
+                break;
+            }
             let n = self.tls.read_plain(&mut hb.buf[hb.len..want]);
+            if n == 0 {
+                break;
+            }
             hb.len += n;
         }
         match hello::frame_len(&hb.buf[..hb.len]) {
