@@ -24,13 +24,12 @@
 //! of bucket 0 into its hashed bucket (a smoltcp socket is a plain value).
 
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use crate::io::{FramePort, MAX_FRAME};
-use crate::stack::{capabilities, interface, RxRing, RxToken, StackAddressing, TxStats, TxToken};
+use crate::stack::{interface, RxRing, StackAddressing, StackDevice, TxStats};
 
 /// Hashed buckets per stack (a power of two), plus bucket 0 for listeners.
 pub const BUCKETS: usize = 1024;
@@ -282,8 +281,7 @@ impl ShardedStack {
             frames += 1;
             let (bucket, owner, tcp) = Self::route_in(buckets, frame);
             other |= !tcp;
-            let mut dev =
-                OneFrame { frame: Some(frame), port: &mut *port, vlan: *vlan, scratch: &mut *scratch, tx: &mut *tx };
+            let mut dev = StackDevice::one(Some(frame), &mut *port, *vlan, &mut *scratch, &mut *tx);
             iface.poll_ingress_single(now, &mut dev, &mut buckets[bucket].set);
             self.mark(bucket);
             if bucket == LISTEN {
@@ -360,7 +358,7 @@ impl ShardedStack {
         for &i in &self.dirty {
             let Self { buckets, iface, vlan, .. } = self;
             let b = &mut buckets[i as usize];
-            let mut dev = OneFrame { frame: None, port: &mut *port, vlan: *vlan, scratch: &mut *scratch, tx: &mut *tx };
+            let mut dev = StackDevice::one(None, &mut *port, *vlan, &mut *scratch, &mut *tx);
             iface.poll_egress(now, &mut dev, &mut b.set);
             b.dirty = false;
             b.due = iface.poll_at(now, &b.set);
@@ -391,44 +389,5 @@ impl ShardedStack {
             return Some(Duration::ZERO);
         }
         self.next_due.map(|d| if d > now { d - now } else { Duration::ZERO })
-    }
-}
-
-/// The device of one ingress frame (or of an egress pass: no frame).
-struct OneFrame<'a> {
-    frame: Option<&'a [u8]>,
-    port: &'a mut dyn FramePort,
-    vlan: Option<u16>,
-    scratch: &'a mut [u8; MAX_FRAME],
-    tx: &'a mut TxStats,
-}
-
-impl phy::Device for OneFrame<'_> {
-    type RxToken<'b>
-        = RxToken<'b>
-    where
-        Self: 'b;
-    type TxToken<'b>
-        = TxToken<'b>
-    where
-        Self: 'b;
-
-    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
-        let frame = self.frame.take()?;
-        Some((
-            RxToken(frame),
-            TxToken { port: &mut *self.port, vlan: self.vlan, scratch: &mut *self.scratch, tx: &mut *self.tx },
-        ))
-    }
-
-    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
-        if !self.port.tx_ready() {
-            return None;
-        }
-        Some(TxToken { port: &mut *self.port, vlan: self.vlan, scratch: &mut *self.scratch, tx: &mut *self.tx })
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        capabilities()
     }
 }

@@ -90,10 +90,18 @@ impl RxRing {
     }
 }
 
-/// The `smoltcp::phy::Device` of one stack for one poll: frames from its ring,
-/// transmissions into its port.
+/// Where a device's received frames come from.
+enum Source<'a> {
+    /// A stack's receive ring, drained.
+    Ring(&'a mut RxRing),
+    /// One frame (or none: an egress-only pass).
+    One(Option<&'a [u8]>),
+}
+
+/// The `smoltcp::phy::Device` of one stack for one poll: frames from its ring
+/// (or a single frame), transmissions into its port.
 pub struct StackDevice<'a> {
-    rx: &'a mut RxRing,
+    rx: Source<'a>,
     port: &'a mut dyn FramePort,
     vlan: Option<u16>,
     scratch: &'a mut [u8; MAX_FRAME],
@@ -109,7 +117,18 @@ impl<'a> StackDevice<'a> {
         scratch: &'a mut [u8; MAX_FRAME],
         tx: &'a mut TxStats,
     ) -> Self {
-        Self { rx, port, vlan, scratch, tx }
+        Self { rx: Source::Ring(rx), port, vlan, scratch, tx }
+    }
+
+    /// A device that receives `frame` (if any) and transmits into `port`.
+    pub fn one(
+        frame: Option<&'a [u8]>,
+        port: &'a mut dyn FramePort,
+        vlan: Option<u16>,
+        scratch: &'a mut [u8; MAX_FRAME],
+        tx: &'a mut TxStats,
+    ) -> Self {
+        Self { rx: Source::One(frame), port, vlan, scratch, tx }
     }
 }
 
@@ -128,7 +147,7 @@ pub fn capabilities() -> DeviceCapabilities {
     caps
 }
 
-pub struct RxToken<'a>(pub(crate) &'a [u8]);
+pub struct RxToken<'a>(&'a [u8]);
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -137,10 +156,10 @@ impl phy::RxToken for RxToken<'_> {
 }
 
 pub struct TxToken<'a> {
-    pub(crate) port: &'a mut dyn FramePort,
-    pub(crate) vlan: Option<u16>,
-    pub(crate) scratch: &'a mut [u8; MAX_FRAME],
-    pub(crate) tx: &'a mut TxStats,
+    port: &'a mut dyn FramePort,
+    vlan: Option<u16>,
+    scratch: &'a mut [u8; MAX_FRAME],
+    tx: &'a mut TxStats,
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -187,7 +206,10 @@ impl phy::Device for StackDevice<'_> {
         Self: 'b;
 
     fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
-        let frame = self.rx.pop()?;
+        let frame = match &mut self.rx {
+            Source::Ring(ring) => ring.pop()?,
+            Source::One(frame) => frame.take()?,
+        };
         Some((
             RxToken(frame),
             TxToken { port: &mut *self.port, vlan: self.vlan, scratch: &mut *self.scratch, tx: &mut *self.tx },

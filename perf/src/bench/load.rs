@@ -1015,6 +1015,8 @@ struct Snap {
     at: Instant,
     own: Option<u64>,
     server: Option<u64>,
+    /// The server's threads by name (threads of one name summed).
+    threads: Vec<(String, u64)>,
     plc: Option<u64>,
     /// (cpu, busy ticks, all ticks).
     cpus: Vec<(usize, u64, u64)>,
@@ -1037,6 +1039,7 @@ impl Probes {
             at: Instant::now(),
             own: proc_ticks(self.own),
             server: self.server.and_then(proc_ticks),
+            threads: self.server.map(thread_ticks).unwrap_or_default(),
             plc: self.plc.and_then(proc_ticks),
             cpus: cpu_ticks(&self.cpus),
             gate,
@@ -1054,6 +1057,21 @@ fn stat_ticks(path: &Path) -> Option<u64> {
     let rest = &text[text.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// utime + stime of each thread of a process, summed by thread name.
+fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
+        let t = stat_ticks(&task.path().join("stat")).unwrap_or(0);
+        match out.iter_mut().find(|(n, _)| *n == comm) {
+            Some((_, v)) => *v += t,
+            None => out.push((comm, t)),
+        }
+    }
+    out
 }
 
 /// VmRSS of a process in KiB.
@@ -1543,6 +1561,14 @@ fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArg
         "client_cpu_percent": own_cpu.map(|c| 100.0 * c / window),
         "server_cpu_percent": server_cpu.map(|c| 100.0 * c / window),
         "server_cpu_s_per_100k": server_cpu.map(|c| 1e5 * c / reqs),
+        "server_threads_cpu_percent": s1
+            .threads
+            .iter()
+            .map(|(name, b)| {
+                let a = s0.threads.iter().find(|(n, _)| n == name).map_or(0, |(_, a)| *a);
+                (name.clone(), json!(100.0 * b.saturating_sub(a) as f64 / USER_HZ / window))
+            })
+            .collect::<Map<String, Value>>(),
         "plc_cpu_percent": plc_cpu.map(|c| 100.0 * c / window),
         "cpu_busy_percent": cpus,
         "gate": gate,
@@ -1581,6 +1607,10 @@ fn print_step(label: &str, out: &StepOut, doc: &Value) {
             .as_f64()
             .map_or(String::new(), |w| format!("; gate dp work ≈ {w:.1}% of its core (loop-count estimate)"))
     );
+    if let Some(threads) = doc["server_threads_cpu_percent"].as_object().filter(|t| t.len() > 1) {
+        let list: Vec<String> = threads.iter().map(|(n, v)| format!("{n} {:.1}%", v.as_f64().unwrap_or(0.0))).collect();
+        eprintln!("    server threads: {}", list.join(", "));
+    }
 }
 
 fn quantile_us(h: &Histogram<u64>, q: f64) -> Option<f64> {
