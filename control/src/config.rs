@@ -683,13 +683,8 @@ mod tests {
     /// config or in positioned errors, never a panic.
     #[test]
     fn mutated_configs_never_panic() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = dataplane::xorshift::XorShift::new(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next_u64();
         let lines: Vec<&str> = LAB.lines().collect();
         for _ in 0..3000 {
             let mut bytes = LAB.as_bytes().to_vec();

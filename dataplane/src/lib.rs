@@ -25,3 +25,4 @@ pub mod snapshot;
 pub mod stack;
 pub mod tls;
 pub mod wire;
+pub mod xorshift;

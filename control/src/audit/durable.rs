@@ -141,10 +141,9 @@ impl DurableFile {
         Ok(())
     }
 
-    /// Like [`DurableFile::sync`] but leaves the directory to the caller
-    /// (one directory sync for many new files): returns whether this file
-    /// is new, in which case the caller syncs the directory and then calls
-    /// [`DurableFile::dir_synced`].
+    /// Like [`DurableFile::sync`] but leaves the directory to the caller:
+    /// returns whether this file is new (its directory entry still needs a
+    /// sync).
     ///
     /// # Errors
     /// The write or the sync failed; the bytes stay accepted.
@@ -165,9 +164,41 @@ impl DurableFile {
         Ok(self.fresh)
     }
 
-    /// The directory holding this new file was synced.
-    pub fn dir_synced(&mut self) {
+    /// Writes what was accepted, for a sync of the whole file system the
+    /// caller makes ([`dataplane::io::syncfs`], one call for many files).
+    /// Returns whether the file needs that sync (bytes written, or a new
+    /// directory entry); after it succeeded, call
+    /// [`DurableFile::synced_by_caller`].
+    ///
+    /// # Errors
+    /// The write failed; the bytes stay accepted.
+    pub fn write_for_syncfs(&mut self) -> io::Result<bool> {
+        if self.buf.is_empty() && !self.cut {
+            return Ok(self.fresh && self.file.is_some());
+        }
+        self.flush()?;
+        Ok(true)
+    }
+
+    /// The caller's file-system sync succeeded: what was written before it
+    /// is durable, the directory entry too.
+    pub fn synced_by_caller(&mut self) {
+        if !self.cut && self.written == self.buf.len() {
+            self.synced += self.buf.len() as u64;
+            self.buf.clear();
+            self.written = 0;
+        }
         self.fresh = false;
+    }
+
+    /// The caller's file-system sync failed: nothing since the last good
+    /// sync is known to be on disk, so it is all written again (from the
+    /// last synced offset) before the next sync.
+    pub fn sync_failed(&mut self) {
+        if !self.buf.is_empty() {
+            self.cut = true;
+            self.written = 0;
+        }
     }
 
     /// The accepted, unsynced bytes (tests).

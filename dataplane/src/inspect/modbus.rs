@@ -609,13 +609,8 @@ mod tests {
 
     #[test]
     fn never_panics_on_random_streams() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::xorshift::XorShift::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = || rng.next_u64();
         for _ in 0..20_000 {
             let mut insp = ModbusInspector::new();
             let mut w = Wires::default();

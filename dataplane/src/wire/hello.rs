@@ -1123,23 +1123,6 @@ mod tests {
         assert!(!format!("{m:?}").contains("165"), "ticket bytes shown");
     }
 
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     fn tags_ascending(frame: &[u8]) -> bool {
         let mut last = None;
         for f in (Fields { rest: &frame[HEADER_LEN..] }) {
@@ -1180,7 +1163,7 @@ mod tests {
 
     #[test]
     fn random_and_mutated_frames_never_panic() {
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = crate::xorshift::XorShift::new(0x9e37_79b9_7f4a_7c15);
         let seeds: Vec<Vec<u8>> = shapes().iter().map(emit_vec).collect();
         let mut accepted = 0;
         let mut buf = Vec::with_capacity(MAX_FRAME_LEN + 16);
@@ -1192,7 +1175,7 @@ mod tests {
                 if rng.below(2) == 0 {
                     buf.extend_from_slice(&[b'A', b'G', 1, 1 + rng.below(3) as u8, 0, len as u8]);
                 }
-                buf.extend((0..len).map(|_| rng.next() as u8));
+                buf.extend((0..len).map(|_| rng.byte()));
             } else {
                 buf.extend_from_slice(&seeds[rng.below(seeds.len())]);
                 for _ in 0..1 + rng.below(3) {
@@ -1204,14 +1187,14 @@ mod tests {
                         }
                         1 if len > 0 => {
                             let i = rng.below(len);
-                            buf[i] = rng.next() as u8;
+                            buf[i] = rng.byte();
                         }
                         2 if len > 0 => {
                             buf.truncate(rng.below(len));
                         }
                         3 => {
                             let at = rng.below(len + 1);
-                            buf.insert(at, rng.next() as u8);
+                            buf.insert(at, rng.byte());
                         }
                         4 if len > HEADER_LEN => {
                             // Re-declare the payload length to match (or not).

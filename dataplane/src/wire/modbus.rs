@@ -2719,28 +2719,6 @@ mod test {
         assert_eq!(TxError::Full.to_string(), "transaction table full");
     }
 
-    /// xorshift64: deterministic, dependency-free pseudo-random numbers.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn byte(&mut self) -> u8 {
-            self.next() as u8
-        }
-    }
-
     #[derive(Default)]
     struct Stats {
         requests: usize,
@@ -2829,7 +2807,7 @@ mod test {
     }
 
     /// Applies one random mutation to `buf`.
-    fn mutate(rng: &mut Rng, buf: &mut Vec<u8>) {
+    fn mutate(rng: &mut crate::xorshift::XorShift, buf: &mut Vec<u8>) {
         const INTERESTING: [u16; 10] = [0, 1, 2, 0x79, 0x7B, 0x7D, 0x7B0, 0x7D0, 0xFF00, 0xFFFF];
         let at = if buf.is_empty() { 0 } else { rng.below(buf.len()) };
         match rng.below(7) {
@@ -2861,7 +2839,7 @@ mod test {
     #[test]
     fn fuzz_no_panic_and_exact_reemit() {
         const ITERATIONS: usize = 200_000;
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = crate::xorshift::XorShift::new(0x9E37_79B9_7F4A_7C15);
         let mut stats = Stats { decoded: vec![0; 256], ..Stats::default() };
         let seeds: Vec<&[u8]> = ALL_REQUESTS.iter().chain(ALL_RESPONSES).copied().collect();
         let mut buf = Vec::with_capacity(600);

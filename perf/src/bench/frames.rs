@@ -24,9 +24,6 @@ use super::{build_profile, drop, median, micro, proxy, si};
 /// The lab config, embedded so the bench runs from any directory.
 const LAB_CONFIG: &str = include_str!("../../../config/lab.toml");
 
-/// Hard limit on one measurement.
-const MAX_SECONDS: f64 = 60.0;
-
 #[derive(clap::Args, Debug)]
 pub struct FramesArgs {
     /// Seconds per measurement (each of drop, proxy and classify; at most 60).
@@ -67,15 +64,8 @@ pub struct FramesArgs {
 
 impl FramesArgs {
     fn check(&self) -> Result<(), String> {
-        let range = |what: &str, ok: bool, allowed: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("--{what} must be {allowed}"))
-            }
-        };
-        range("seconds", self.seconds > 0.0 && self.seconds <= MAX_SECONDS, "in (0, 60]")?;
-        range("warmup", (0.0..=10.0).contains(&self.warmup), "in [0, 10]")?;
+        let range = super::arg;
+        super::check_window(self.seconds, self.warmup)?;
         range("batch", (1..=LINK_DEPTH).contains(&self.batch), "in 1..=1024 (the memory link depth)")?;
         range("connections", (1..=dataplane::core::MAX_LISTENERS).contains(&self.connections), "in 1..=256")?;
         range("depth", (1..=64).contains(&self.depth), "in 1..=64")?;

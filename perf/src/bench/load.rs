@@ -1126,13 +1126,7 @@ struct StepOut {
 
 impl RunArgs {
     fn check(&self) -> Result<(), String> {
-        let ok = |what: &str, good: bool, allowed: &str| {
-            if good {
-                Ok(())
-            } else {
-                Err(format!("--{what} must be {allowed}"))
-            }
-        };
+        let ok = super::arg;
         ok("sessions", (1..=MAX_SESSIONS).contains(&self.sessions), "in 1..=20000")?;
         ok("idle-sessions", self.sessions + self.idle_sessions <= MAX_SESSIONS, "at most 20000 - --sessions")?;
         ok("seconds", self.seconds > 0.0 && self.seconds <= MAX_SECONDS, "in (0, 300]")?;

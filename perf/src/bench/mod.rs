@@ -21,6 +21,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use json::Json;
 
 /// The build profile this binary was compiled with, as far as it can tell.
+/// An argument check of the benches: `Ok` if `ok`, else
+/// "--WHAT must be ALLOWED".
+pub fn arg(what: &str, ok: bool, allowed: &str) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("--{what} must be {allowed}"))
+    }
+}
+
+/// The measurement window of the closed-loop benches: `--seconds` in
+/// (0, 60], `--warmup` in [0, 10].
+pub fn check_window(seconds: f64, warmup: f64) -> Result<(), String> {
+    arg("seconds", seconds > 0.0 && seconds <= 60.0, "in (0, 60]")?;
+    arg("warmup", (0.0..=10.0).contains(&warmup), "in [0, 10]")
+}
+
 pub fn build_profile() -> &'static str {
     if cfg!(debug_assertions) {
         "debug"

@@ -39,8 +39,6 @@ use rustls::{ClientConfig, ClientConnection, HandshakeKind, NamedGroup};
 use super::json::Json;
 use super::{build_profile, median, si};
 
-/// Hard limit on one measurement window.
-const MAX_SECONDS: f64 = 60.0;
 /// Most client threads.
 const MAX_CONNECTIONS: usize = 256;
 /// Connect, read and write timeout of one client socket: a server that
@@ -434,15 +432,8 @@ fn loops_per_cpu_sec(a: &GateSnap, b: &GateSnap) -> f64 {
 
 impl LoadArgs {
     fn check(&self) -> Result<(), String> {
-        let range = |what: &str, ok: bool, allowed: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("--{what} must be {allowed}"))
-            }
-        };
-        range("seconds", self.seconds > 0.0 && self.seconds <= MAX_SECONDS, "in (0, 60]")?;
-        range("warmup", (0.0..=10.0).contains(&self.warmup), "in [0, 10]")?;
+        let range = super::arg;
+        super::check_window(self.seconds, self.warmup)?;
         range("connections", (1..=MAX_CONNECTIONS).contains(&self.connections), "in 1..=256")?;
         range("runs", (1..=9).contains(&self.runs), "in 1..=9")?;
         range("max-handshakes", self.max_handshakes.is_none_or(|n| n > 0), "at least 1")?;
