@@ -70,6 +70,9 @@ impl FlowKey {
             return None;
         }
         let ihl = usize::from(ip[0] & 0x0f) * 4;
+        if ihl < 20 {
+            return None;
+        }
         let tcp = ip.get(ihl..ihl + 14)?;
         let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         let key = Self {
@@ -389,5 +392,85 @@ impl ShardedStack {
             return Some(Duration::ZERO);
         }
         self.next_due.map(|d| if d > now { d - now } else { Duration::ZERO })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xorshift::XorShift;
+
+    /// Ethernet + IPv4 (IHL 5) + TCP header, 198.18.0.2:40000 -> 100.64.3.7:802.
+    fn tcp_frame(flags: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[198, 18, 0, 2]);
+        f[30..34].copy_from_slice(&[100, 64, 3, 7]);
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&802u16.to_be_bytes());
+        f[46] = 0x50;
+        f[47] = flags;
+        f
+    }
+
+    #[test]
+    fn keys_come_from_the_addresses_and_syn_is_a_pure_syn() {
+        let (key, syn) = FlowKey::of_frame(&tcp_frame(0x02)).unwrap();
+        assert_eq!(key, FlowKey { remote_ip: 0xc612_0002, local_ip: 0x6440_0307, remote_port: 40000, local_port: 802 });
+        assert!(syn);
+        assert!(!FlowKey::of_frame(&tcp_frame(0x12)).unwrap().1, "SYN-ACK is not a connection request");
+        assert!(!FlowKey::of_frame(&tcp_frame(0x10)).unwrap().1);
+        assert!((1..=BUCKETS).contains(&key.bucket()));
+    }
+
+    #[test]
+    fn what_is_not_a_first_tcp_fragment_has_no_key() {
+        let good = tcp_frame(0x10);
+        let mut arp = good.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let mut udp = good.clone();
+        udp[23] = 17;
+        let mut v6 = good.clone();
+        v6[14] = 0x65;
+        let mut fragment = good.clone();
+        fragment[20] = 0x00;
+        fragment[21] = 0x08; // offset 64 bytes: no TCP header in this one
+        let mut long_ihl = good.clone();
+        long_ihl[14] = 0x4f; // 60-byte IP header: the TCP ports are past the end
+        let mut short_ihl = good.clone();
+        short_ihl[14] = 0x44; // 16 bytes: not a valid IPv4 header
+        let cases =
+            [("arp", arp), ("udp", udp), ("ipv6", v6), ("fragment", fragment), ("ihl", long_ihl), ("ihl<5", short_ihl)];
+        for (what, f) in cases {
+            assert!(FlowKey::of_frame(&f).is_none(), "{what}");
+        }
+        // A first fragment (more-fragments set, offset 0) still has its ports.
+        let mut first = good.clone();
+        first[20] = 0x20;
+        assert!(FlowKey::of_frame(&first).is_some());
+    }
+
+    #[test]
+    fn every_prefix_and_random_bytes_never_panic() {
+        let good = tcp_frame(0x18);
+        for n in 0..good.len() {
+            let got = FlowKey::of_frame(&good[..n]);
+            // The ports and flags end at byte 48.
+            assert_eq!(got.is_some(), n >= 48, "prefix of {n} bytes");
+        }
+        let mut rng = XorShift::new(0x5eed);
+        for _ in 0..20_000 {
+            let mut f = good.clone();
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(f.len());
+                f[i] = rng.byte();
+            }
+            f.truncate(rng.below(f.len() + 1));
+            if let Some((key, _)) = FlowKey::of_frame(&f) {
+                assert!((1..=BUCKETS).contains(&key.bucket()));
+            }
+        }
     }
 }

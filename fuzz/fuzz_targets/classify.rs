@@ -1,8 +1,10 @@
 //! Classifies arbitrary bytes as a frame from either side of the lab's
-//! gate. Invariant: classification never panics and admits only ARP/TCP.
+//! gate. Invariant: classification never panics and admits only ARP/TCP;
+//! the sharded stacks' flow-key parse never panics and reads real ports.
 #![no_main]
 
 use dataplane::classify::{classify, Disposition};
+use dataplane::shard::FlowKey;
 use dataplane::snapshot::{Endpoint, LinkSpec, Protocol, SegmentSpec, Side, Snapshot};
 use libfuzzer_sys::fuzz_target;
 
@@ -45,4 +47,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     });
+    // The sharded stacks' frame-to-bucket parse sees every admitted frame.
+    if let Some((key, _syn)) = FlowKey::of_frame(data) {
+        let ihl = usize::from(data[14] & 0x0f) * 4;
+        assert!(data.len() >= 14 + ihl + 14, "a key needs the TCP ports and flags");
+        assert_eq!(key.remote_port, u16::from_be_bytes([data[14 + ihl], data[15 + ihl]]));
+        assert_eq!(key.local_port, u16::from_be_bytes([data[16 + ihl], data[17 + ihl]]));
+    }
 });
