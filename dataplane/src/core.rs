@@ -25,7 +25,7 @@ use crate::io::{self, FramePort, BATCH, MAX_FRAME};
 use crate::session::{CloseReason, Flow, Kind, Next, Phase, Session, Step, StepCtx, Target, NO_ASSET};
 use crate::shard::{ShardedStack, Sock, Touch, NO_OWNER};
 use crate::snapshot::{Ipv4Net, Protocol, SharedSnapshot, Side, Snapshot};
-use crate::stack::{StackAddressing, TxStats};
+use crate::stack::{Stack, StackAddressing, TxStats, Wire};
 use crate::tls::Tls;
 use std::collections::{HashMap, VecDeque};
 
@@ -378,7 +378,7 @@ impl Core {
         for (i, seg) in snap.segments.iter().enumerate() {
             let south_port = ports.get(seg.south_link).ok_or(CoreError::MissingPort(seg.south_link))?;
             let seed = (id as u64) << 32 | i as u64;
-            let north = ShardedStack::new(
+            let north = ShardedStack::new(Stack::new(
                 0,
                 snap.north_vlan,
                 &StackAddressing {
@@ -397,8 +397,8 @@ impl Core {
                 opts.ring,
                 seed ^ 0x9e37_79b9,
                 now,
-            );
-            let south = ShardedStack::new(
+            ));
+            let south = ShardedStack::new(Stack::new(
                 seg.south_link,
                 seg.south_vlan,
                 &StackAddressing {
@@ -410,7 +410,7 @@ impl Core {
                 opts.ring,
                 seed ^ 0x7f4a_7c15,
                 now,
-            );
+            ));
             segments.push(Segment {
                 north,
                 south,
@@ -628,8 +628,10 @@ impl Core {
             let Self { ports, segments, scratch, tx, .. } = self;
             let seg = &mut segments[s];
             let mut touched = Touched { seg_ready: &mut seg.ready, queued: &mut seg.queued, accept: &mut seg.accept };
-            work += seg.north.ingest(now, ports[seg.north.link].as_mut(), scratch, tx, &mut touched);
-            work += seg.south.ingest(now, ports[seg.south.link].as_mut(), scratch, tx, &mut touched);
+            work +=
+                seg.north.ingest(now, &mut Wire { port: ports[seg.north.link].as_mut(), scratch, tx }, &mut touched);
+            work +=
+                seg.south.ingest(now, &mut Wire { port: ports[seg.south.link].as_mut(), scratch, tx }, &mut touched);
         }
         if std::mem::take(&mut self.segments[s].accept) {
             work += self.accept(s, now);
@@ -657,8 +659,8 @@ impl Core {
         let Self { ports, segments, scratch, tx, .. } = self;
         let seg = &mut segments[s];
         let mut touched = Touched { seg_ready: &mut seg.ready, queued: &mut seg.queued, accept: &mut seg.accept };
-        seg.north.egress(now, ports[seg.north.link].as_mut(), scratch, tx, &mut touched);
-        seg.south.egress(now, ports[seg.south.link].as_mut(), scratch, tx, &mut touched);
+        seg.north.egress(now, &mut Wire { port: ports[seg.north.link].as_mut(), scratch, tx }, &mut touched);
+        seg.south.egress(now, &mut Wire { port: ports[seg.south.link].as_mut(), scratch, tx }, &mut touched);
         work
     }
 
@@ -1084,8 +1086,8 @@ impl Core {
         let Self { ports, segments, scratch, tx, .. } = self;
         for seg in segments.iter_mut() {
             let mut touched = Touched { seg_ready: &mut seg.ready, queued: &mut seg.queued, accept: &mut seg.accept };
-            seg.north.egress(now, ports[seg.north.link].as_mut(), scratch, tx, &mut touched);
-            seg.south.egress(now, ports[seg.south.link].as_mut(), scratch, tx, &mut touched);
+            seg.north.egress(now, &mut Wire { port: ports[seg.north.link].as_mut(), scratch, tx }, &mut touched);
+            seg.south.egress(now, &mut Wire { port: ports[seg.south.link].as_mut(), scratch, tx }, &mut touched);
         }
         for port in ports.iter_mut() {
             let _ = port.flush();

@@ -28,8 +28,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
-use crate::io::{FramePort, MAX_FRAME};
-use crate::stack::{interface, RxRing, StackAddressing, StackDevice, TxStats};
+use crate::stack::{RxRing, Stack, StackDevice, Wire};
 
 /// Hashed buckets per stack (a power of two), plus bucket 0 for listeners.
 pub const BUCKETS: usize = 1024;
@@ -145,21 +144,16 @@ pub trait Touch {
 }
 
 impl ShardedStack {
-    /// Builds a stack on link `link`.
-    pub fn new(
-        link: usize,
-        vlan: Option<u16>,
-        addressing: &StackAddressing,
-        ring: usize,
-        seed: u64,
-        now: Instant,
-    ) -> Self {
+    /// The stack `plain` (its interface, receive ring and link), its
+    /// sockets spread over buckets from now on.
+    pub fn new(plain: Stack) -> Self {
+        let Stack { iface, rx, link, vlan, .. } = plain;
         let buckets = (0..=BUCKETS)
             .map(|_| Bucket { set: SocketSet::new(Vec::new()), members: Vec::new(), dirty: false, due: None })
             .collect();
         Self {
-            iface: interface(addressing, seed, now),
-            rx: RxRing::new(ring),
+            iface,
+            rx,
             link,
             vlan,
             buckets,
@@ -268,14 +262,7 @@ impl ShardedStack {
 
     /// Runs every frame of the receive ring through smoltcp, each against
     /// its own bucket only.
-    pub fn ingest(
-        &mut self,
-        now: Instant,
-        port: &mut dyn FramePort,
-        scratch: &mut [u8; MAX_FRAME],
-        tx: &mut TxStats,
-        touch: &mut impl Touch,
-    ) -> usize {
+    pub fn ingest(&mut self, now: Instant, wire: &mut Wire<'_>, touch: &mut impl Touch) -> usize {
         let mut frames = 0;
         let mut other = false;
         loop {
@@ -284,7 +271,7 @@ impl ShardedStack {
             frames += 1;
             let (bucket, owner, tcp) = Self::route_in(buckets, frame);
             other |= !tcp;
-            let mut dev = StackDevice::one(Some(frame), &mut *port, *vlan, &mut *scratch, &mut *tx);
+            let mut dev = StackDevice::one(Some(frame), wire, *vlan);
             iface.poll_ingress_single(now, &mut dev, &mut buckets[bucket].set);
             self.mark(bucket);
             if bucket == LISTEN {
@@ -331,14 +318,7 @@ impl ShardedStack {
     /// Transmits what the touched buckets' sockets have to send and runs
     /// the timers that are due. Sockets whose timers ran are reported (a
     /// timeout may have closed them).
-    pub fn egress(
-        &mut self,
-        now: Instant,
-        port: &mut dyn FramePort,
-        scratch: &mut [u8; MAX_FRAME],
-        tx: &mut TxStats,
-        touch: &mut impl Touch,
-    ) {
+    pub fn egress(&mut self, now: Instant, wire: &mut Wire<'_>, touch: &mut impl Touch) {
         if self.next_due.is_some_and(|d| d <= now) {
             let mut next = None::<Instant>;
             for (i, b) in self.buckets.iter_mut().enumerate() {
@@ -361,7 +341,7 @@ impl ShardedStack {
         for &i in &self.dirty {
             let Self { buckets, iface, vlan, .. } = self;
             let b = &mut buckets[i as usize];
-            let mut dev = StackDevice::one(None, &mut *port, *vlan, &mut *scratch, &mut *tx);
+            let mut dev = StackDevice::one(None, wire, *vlan);
             iface.poll_egress(now, &mut dev, &mut b.set);
             b.dirty = false;
             b.due = iface.poll_at(now, &b.set);

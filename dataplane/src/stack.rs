@@ -90,6 +90,14 @@ impl RxRing {
     }
 }
 
+/// Where a stack's frames go out: the port, a scratch frame for when the
+/// port has no buffer, and the transmit counts.
+pub struct Wire<'a> {
+    pub port: &'a mut dyn FramePort,
+    pub scratch: &'a mut [u8; MAX_FRAME],
+    pub tx: &'a mut TxStats,
+}
+
 /// Where a device's received frames come from.
 enum Source<'a> {
     /// A stack's receive ring, drained.
@@ -109,26 +117,10 @@ pub struct StackDevice<'a> {
 }
 
 impl<'a> StackDevice<'a> {
-    /// A device over `rx` and `port` tagging frames with `vlan`.
-    pub fn new(
-        rx: &'a mut RxRing,
-        port: &'a mut dyn FramePort,
-        vlan: Option<u16>,
-        scratch: &'a mut [u8; MAX_FRAME],
-        tx: &'a mut TxStats,
-    ) -> Self {
-        Self { rx: Source::Ring(rx), port, vlan, scratch, tx }
-    }
-
-    /// A device that receives `frame` (if any) and transmits into `port`.
-    pub fn one(
-        frame: Option<&'a [u8]>,
-        port: &'a mut dyn FramePort,
-        vlan: Option<u16>,
-        scratch: &'a mut [u8; MAX_FRAME],
-        tx: &'a mut TxStats,
-    ) -> Self {
-        Self { rx: Source::One(frame), port, vlan, scratch, tx }
+    /// A device that receives `frame` (if any) and transmits on `wire`,
+    /// tagging frames with `vlan`.
+    pub fn one(frame: Option<&'a [u8]>, wire: &'a mut Wire<'_>, vlan: Option<u16>) -> Self {
+        Self { rx: Source::One(frame), port: &mut *wire.port, vlan, scratch: &mut *wire.scratch, tx: &mut *wire.tx }
     }
 }
 
@@ -305,7 +297,7 @@ impl Stack {
         scratch: &mut [u8; MAX_FRAME],
         tx: &mut TxStats,
     ) -> bool {
-        let mut dev = StackDevice::new(&mut self.rx, port, self.vlan, scratch, tx);
+        let mut dev = StackDevice { rx: Source::Ring(&mut self.rx), port, vlan: self.vlan, scratch, tx };
         self.iface.poll(now, &mut dev, &mut self.sockets) == smoltcp::iface::PollResult::SocketStateChanged
     }
 
