@@ -19,7 +19,7 @@ use perf::memlab::{MemLab, LINK_DEPTH};
 use super::json::Json;
 use super::mix::{self, MIX_LEN};
 use super::proxy::Load;
-use super::{build_profile, drop, median, micro, proxy, si};
+use super::{build_profile, drop, median, micro, pin, proxy, si};
 
 /// The lab config, embedded so the bench runs from any directory.
 const LAB_CONFIG: &str = include_str!("../../../config/lab.toml");
@@ -210,19 +210,6 @@ pub fn frames(args: &FramesArgs) -> Result<(), String> {
     println!();
     println!("wrote {} and {}", stamped.display(), latest.display());
     Ok(())
-}
-
-fn pin(cpu: usize) -> Result<(), String> {
-    let ids = core_affinity::get_core_ids().ok_or("cannot list this process's CPUs")?;
-    let id = ids.iter().copied().find(|c| c.id == cpu).ok_or_else(|| {
-        let have: Vec<String> = ids.iter().map(|c| c.id.to_string()).collect();
-        format!("--pin {cpu}: not one of this process's CPUs ({})", have.join(", "))
-    })?;
-    if core_affinity::set_for_current(id) {
-        Ok(())
-    } else {
-        Err(format!("--pin {cpu}: sched_setaffinity failed"))
-    }
 }
 
 fn drop_values(d: &drop::DropResult) -> Values {

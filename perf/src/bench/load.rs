@@ -82,6 +82,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 use serde_json::{json, Map, Value};
 
+use super::procfs::{self, CpuTicks, USER_HZ};
 use super::{build_profile, si};
 
 /// Most sessions (active + idle) one run opens.
@@ -91,8 +92,6 @@ const MAX_SECONDS: f64 = 300.0;
 const MAX_WARMUP: f64 = 60.0;
 /// Most sweep steps.
 const MAX_STEPS: usize = 24;
-/// Linux reports process CPU times in USER_HZ ticks (100 per second).
-const USER_HZ: f64 = 100.0;
 /// The timerfd's token; sessions are tokens 0..n.
 const TIMER: Token = Token(usize::MAX - 1);
 /// Highest latency the histograms hold: 60 s in ns.
@@ -1018,8 +1017,7 @@ struct Snap {
     /// The server's threads by name (threads of one name summed).
     threads: Vec<(String, u64)>,
     plc: Option<u64>,
-    /// (cpu, busy ticks, all ticks).
-    cpus: Vec<(usize, u64, u64)>,
+    cpus: Vec<CpuTicks>,
     gate: Option<GateSnap>,
 }
 
@@ -1027,6 +1025,15 @@ struct GateSnap {
     loops: u64,
     dp_ticks: u64,
     stats: Map<String, Value>,
+}
+
+fn gate_snap(ctl: &Path, pid: u32) -> Result<GateSnap, String> {
+    let stats = procfs::gate_stats(ctl)?;
+    Ok(GateSnap {
+        loops: stats.get("loops").and_then(Value::as_u64).unwrap_or(0),
+        dp_ticks: procfs::dp_ticks(pid)?,
+        stats,
+    })
 }
 
 impl Probes {
@@ -1037,78 +1044,14 @@ impl Probes {
         };
         Ok(Snap {
             at: Instant::now(),
-            own: proc_ticks(self.own),
-            server: self.server.and_then(proc_ticks),
-            threads: self.server.map(thread_ticks).unwrap_or_default(),
-            plc: self.plc.and_then(proc_ticks),
-            cpus: cpu_ticks(&self.cpus),
+            own: procfs::process_ticks(self.own),
+            server: self.server.and_then(procfs::process_ticks),
+            threads: self.server.map(procfs::thread_ticks).unwrap_or_default(),
+            plc: self.plc.and_then(procfs::process_ticks),
+            cpus: procfs::cpu_ticks(&self.cpus),
             gate,
         })
     }
-}
-
-/// utime + stime of a whole process, in USER_HZ ticks.
-fn proc_ticks(pid: u32) -> Option<u64> {
-    stat_ticks(&PathBuf::from(format!("/proc/{pid}/stat")))
-}
-
-fn stat_ticks(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// utime + stime of each thread of a process, summed by thread name.
-fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
-    let mut out: Vec<(String, u64)> = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
-        let t = stat_ticks(&task.path().join("stat")).unwrap_or(0);
-        match out.iter_mut().find(|(n, _)| *n == comm) {
-            Some((_, v)) => *v += t,
-            None => out.push((comm, t)),
-        }
-    }
-    out
-}
-
-/// VmRSS of a process in KiB.
-fn vm_rss_kb(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn cpu_ticks(cpus: &[usize]) -> Vec<(usize, u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    cpus.iter()
-        .filter_map(|&c| {
-            let name = format!("cpu{c}");
-            let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
-            let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-            let all: u64 = v.iter().take(8).sum();
-            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            Some((c, all - idle, all))
-        })
-        .collect()
-}
-
-fn gate_snap(ctl: &Path, pid: u32) -> Result<GateSnap, String> {
-    let text = control::api::request(ctl, "stats").map_err(|e| format!("--gate-ctl: {e}"))?;
-    let v: Value =
-        serde_json::from_str(text.trim()).map_err(|e| format!("--gate-ctl {}: not stats JSON: {e}", ctl.display()))?;
-    let stats = v.as_object().cloned().unwrap_or_default();
-    let mut dp_ticks = 0;
-    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
-    for task in std::fs::read_dir(&tasks).map_err(|e| format!("{}: {e}", tasks.display()))?.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.starts_with("dp") {
-            dp_ticks += stat_ticks(&task.path().join("stat")).unwrap_or(0);
-        }
-    }
-    Ok(GateSnap { loops: stats.get("loops").and_then(Value::as_u64).unwrap_or(0), dp_ticks, stats })
 }
 
 // ------------------------------------------------------------------ running
@@ -1208,9 +1151,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
     };
     let label = args.label.clone().unwrap_or_else(|| mode.name().to_string());
     if let Some(cpu) = args.pin {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-            return Err(format!("--pin {cpu}: cannot pin to it"));
-        }
+        super::pin(cpu)?;
     }
     let profile = build_profile();
     if profile != "release" {
@@ -1249,7 +1190,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
     let server_name = ServerName::try_from(args.server_name.clone())
         .map_err(|e| format!("--server-name {}: {e}", args.server_name))?;
     for pid in [args.server_pid, args.plc_pid].into_iter().flatten() {
-        if proc_ticks(pid).is_none() {
+        if procfs::process_ticks(pid).is_none() {
             return Err(format!("pid {pid}: no such process"));
         }
     }
@@ -1322,13 +1263,13 @@ fn run(args: &RunArgs) -> Result<(), String> {
         refusals_retried: 0,
     };
 
-    let rss0 = args.server_pid.and_then(vm_rss_kb);
-    let plc_rss0 = args.plc_pid.and_then(vm_rss_kb);
+    let rss0 = args.server_pid.and_then(procfs::vm_rss_kb);
+    let plc_rss0 = args.plc_pid.and_then(procfs::vm_rss_kb);
     let connect_seconds = engine.open_all(args.sessions, args.idle_sessions)?;
     // Let the servers settle (gate: hellos audited, TIME-WAITs of nothing).
     std::thread::sleep(Duration::from_millis(500));
-    let rss1 = args.server_pid.and_then(vm_rss_kb);
-    let plc_rss1 = args.plc_pid.and_then(vm_rss_kb);
+    let rss1 = args.server_pid.and_then(procfs::vm_rss_kb);
+    let plc_rss1 = args.plc_pid.and_then(procfs::vm_rss_kb);
     let total_sessions = args.sessions + args.idle_sessions;
     let rss_per_session = match (rss0, rss1) {
         (Some(a), Some(b)) => Some((b as f64 - a as f64) / total_sessions as f64),
@@ -1369,7 +1310,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
             break;
         }
     }
-    let rss2 = args.server_pid.and_then(vm_rss_kb);
+    let rss2 = args.server_pid.and_then(procfs::vm_rss_kb);
 
     // Output.
     let prefix = args.out.clone().unwrap_or_else(|| {
@@ -1473,7 +1414,7 @@ fn step_passed(out: &StepOut, args: &RunArgs) -> bool {
 }
 
 fn loops_per_cpu_sec(a: &GateSnap, b: &GateSnap) -> f64 {
-    (b.loops.saturating_sub(a.loops)) as f64 / ((b.dp_ticks.saturating_sub(a.dp_ticks)) as f64 / USER_HZ)
+    procfs::loops_per_cpu_sec(b.loops.saturating_sub(a.loops), b.dp_ticks.saturating_sub(a.dp_ticks))
 }
 
 fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArgs, hgrm: &Path) -> Value {
@@ -1496,7 +1437,7 @@ fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArg
     lat.insert("count".into(), json!(out.hist.len()));
     let mut cpus = Map::new();
     for (a, b) in s0.cpus.iter().zip(&s1.cpus) {
-        cpus.insert(format!("cpu{}", a.0), json!(100.0 * (b.1 - a.1) as f64 / ((b.2 - a.2) as f64).max(1.0)));
+        cpus.insert(format!("cpu{}", a.cpu), json!(b.busy_percent_since(a)));
     }
     let gate = match (&s0.gate, &s1.gate, idle_loops) {
         (Some(g0), Some(g1), Some(idle)) => {

@@ -1,5 +1,7 @@
 //! The benchmarks of `accessgate-perf` and what they share: the machine
-//! description written with every result, medians, and number formatting.
+//! description written with every result, medians, number formatting,
+//! argument checks, CPU pinning, and what they read from /proc
+//! ([`procfs`]).
 
 pub mod audit;
 pub mod drop;
@@ -11,6 +13,7 @@ pub mod load;
 pub mod micro;
 pub mod mix;
 pub mod policy;
+pub mod procfs;
 pub mod proxy;
 pub mod tls;
 
@@ -20,7 +23,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use json::Json;
 
-/// The build profile this binary was compiled with, as far as it can tell.
 /// An argument check of the benches: `Ok` if `ok`, else
 /// "--WHAT must be ALLOWED".
 pub fn arg(what: &str, ok: bool, allowed: &str) -> Result<(), String> {
@@ -38,6 +40,24 @@ pub fn check_window(seconds: f64, warmup: f64) -> Result<(), String> {
     arg("warmup", (0.0..=10.0).contains(&warmup), "in [0, 10]")
 }
 
+/// Pins the calling thread to `cpu`.
+///
+/// # Errors
+/// `cpu` is not one of this process's CPUs, or the kernel refused.
+pub fn pin(cpu: usize) -> Result<(), String> {
+    let ids = core_affinity::get_core_ids().ok_or("cannot list this process's CPUs")?;
+    let id = ids.iter().copied().find(|c| c.id == cpu).ok_or_else(|| {
+        let have: Vec<String> = ids.iter().map(|c| c.id.to_string()).collect();
+        format!("--pin {cpu}: not one of this process's CPUs ({})", have.join(", "))
+    })?;
+    if core_affinity::set_for_current(id) {
+        Ok(())
+    } else {
+        Err(format!("--pin {cpu}: sched_setaffinity failed"))
+    }
+}
+
+/// The build profile this binary was compiled with, as far as it can tell.
 pub fn build_profile() -> &'static str {
     if cfg!(debug_assertions) {
         "debug"

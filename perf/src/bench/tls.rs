@@ -37,7 +37,8 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, NamedGroup};
 
 use super::json::Json;
-use super::{build_profile, median, si};
+use super::procfs::{self, CpuTicks, USER_HZ};
+use super::{build_profile, median, pin, si};
 
 /// Most client threads.
 const MAX_CONNECTIONS: usize = 256;
@@ -46,9 +47,6 @@ const MAX_CONNECTIONS: usize = 256;
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause after a failed attempt, so a refusing server is not hammered.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
-/// Linux reports process CPU times in USER_HZ ticks, 100 per second on every
-/// architecture Access Gate runs on.
-const USER_HZ: f64 = 100.0;
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -354,40 +352,16 @@ struct CpuSnap {
     at: Instant,
     own_ticks: Option<u64>,
     server_ticks: Option<u64>,
-    /// (cpu, busy ticks, all ticks, softirq ticks) from /proc/stat.
-    cpus: Vec<(usize, u64, u64, u64)>,
+    cpus: Vec<CpuTicks>,
 }
 
 fn cpu_snap(server: Option<u32>, cpus: &[usize]) -> CpuSnap {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let cpus = cpus
-        .iter()
-        .filter_map(|&c| {
-            let name = format!("cpu{c}");
-            let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
-            let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-            let all: u64 = v.iter().take(8).sum();
-            // idle + iowait are not busy.
-            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            Some((c, all - idle, all, v.get(6).copied().unwrap_or(0)))
-        })
-        .collect();
     CpuSnap {
         at: Instant::now(),
-        own_ticks: proc_ticks(Path::new("/proc/self/stat")),
-        server_ticks: server.and_then(|p| proc_ticks(&PathBuf::from(format!("/proc/{p}/stat")))),
-        cpus,
+        own_ticks: procfs::process_ticks(std::process::id()),
+        server_ticks: server.and_then(procfs::process_ticks),
+        cpus: procfs::cpu_ticks(cpus),
     }
-}
-
-/// utime + stime of a whole process (all its threads), in USER_HZ ticks.
-fn proc_ticks(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    // The command name may hold spaces; the fields start after its ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After ')': state is field 3, utime field 14, stime field 15.
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 /// A busy-polling gate's dp cores at one instant (`--gate-ctl`).
@@ -403,22 +377,12 @@ struct GateSnap {
 }
 
 fn gate_snap(ctl: &Path, pid: u32) -> Result<GateSnap, String> {
-    let text = control::api::request(ctl, "stats").map_err(|e| format!("--gate-ctl: {e}"))?;
-    let v: serde_json::Value =
-        serde_json::from_str(text.trim()).map_err(|e| format!("--gate-ctl {}: not stats JSON: {e}", ctl.display()))?;
-    let n = |k: &str| v[k].as_u64().unwrap_or(0);
-    let mut dp_ticks = 0;
-    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
-    for task in std::fs::read_dir(&tasks).map_err(|e| format!("{}: {e}", tasks.display()))?.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.starts_with("dp") {
-            dp_ticks += proc_ticks(&task.path().join("stat")).unwrap_or(0);
-        }
-    }
+    let stats = procfs::gate_stats(ctl)?;
+    let n = |k: &str| stats.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
     Ok(GateSnap {
         at: Instant::now(),
         loops: n("loops"),
-        dp_ticks,
+        dp_ticks: procfs::dp_ticks(pid)?,
         sessions: n("sessions_opened"),
         hello_malformed: n("close_hello_malformed"),
         hello_timeout: n("close_hello_timeout"),
@@ -427,7 +391,7 @@ fn gate_snap(ctl: &Path, pid: u32) -> Result<GateSnap, String> {
 
 /// Loops per second of dp-thread CPU time between two snapshots.
 fn loops_per_cpu_sec(a: &GateSnap, b: &GateSnap) -> f64 {
-    (b.loops - a.loops) as f64 / ((b.dp_ticks - a.dp_ticks) as f64 / USER_HZ)
+    procfs::loops_per_cpu_sec(b.loops - a.loops, b.dp_ticks - a.dp_ticks)
 }
 
 impl LoadArgs {
@@ -444,7 +408,7 @@ impl LoadArgs {
             }
         }
         if let Some(p) = self.server_pid {
-            if proc_ticks(&PathBuf::from(format!("/proc/{p}/stat"))).is_none() {
+            if procfs::process_ticks(p).is_none() {
                 return Err(format!("--server-pid {p}: no such process (or /proc/{p}/stat unreadable)"));
             }
         }
@@ -707,9 +671,8 @@ fn run_once(
     }
     v.push(("capacity_per_core", 1e6 / get(&v, "server_cpu_us_per_handshake")));
     for (a, b) in s0.cpus.iter().zip(&s1.cpus) {
-        let all = ((b.2 - a.2) as f64).max(1.0);
-        v.push((cpu_key(a.0), 100.0 * (b.1 - a.1) as f64 / all));
-        v.push((softirq_key(a.0), 100.0 * (b.3 - a.3) as f64 / all));
+        v.push((cpu_key(a.cpu), b.busy_percent_since(a)));
+        v.push((softirq_key(a.cpu), b.softirq_percent_since(a)));
     }
     let negotiated = shared.negotiated.lock().ok().and_then(|n| n.clone());
     Ok((v, negotiated))
@@ -943,19 +906,6 @@ fn close(conn: &mut ClientConnection, sock: &mut TcpStream, mode: CloseMode) -> 
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
-    }
-}
-
-fn pin(cpu: usize) -> Result<(), String> {
-    let ids = core_affinity::get_core_ids().ok_or("cannot list this process's CPUs")?;
-    let id = ids.iter().copied().find(|c| c.id == cpu).ok_or_else(|| {
-        let have: Vec<String> = ids.iter().map(|c| c.id.to_string()).collect();
-        format!("--pin {cpu}: not one of this process's CPUs ({})", have.join(", "))
-    })?;
-    if core_affinity::set_for_current(id) {
-        Ok(())
-    } else {
-        Err(format!("--pin {cpu}: sched_setaffinity failed"))
     }
 }
 
@@ -1266,61 +1216,32 @@ fn print_report(
     header.push_str("  unit");
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count().max(78)));
+    // The rows both modes report after their own rate rows.
+    const SHARED: [Row; 9] = [
+        ("latency_p50_us", "  latency p50", "µs", true),
+        ("latency_p99_us", "  latency p99", "µs", true),
+        ("client_cpu_percent", "  client CPU", "% of one CPU", true),
+        ("server_cpu_percent", "  server CPU", "% of one CPU", true),
+        ("server_cpu_us_per_handshake", "  server CPU per handshake", "µs (process CPU time)", true),
+        ("gate_dp_work_percent", "  gate dp work (estimate)", "% of one CPU, not idle-looping", true),
+        (
+            "capacity_per_core",
+            "  1 / server CPU per handshake",
+            "handshakes/s per core (busy poll: lower bound)",
+            false,
+        ),
+        ("gate_work_us_per_handshake", "  gate work per handshake", "µs, loop-count estimate (lower bound)", true),
+        ("unclean_closes", "  unclean closes", "per window", true),
+    ];
+    let full: &[Row] = &[("full_per_sec", "  full handshakes", "handshakes/s", false)];
+    let resume: &[Row] = &[
+        ("resumed_per_sec", "  resumptions", "handshakes/s", false),
+        ("handshakes_per_sec", "  all handshakes", "handshakes/s", false),
+        ("resumed_percent", "  resumed share", "%", true),
+    ];
     let sections: [(&str, &str, &[Row]); 2] = [
-        (
-            "full",
-            "full handshakes (no session cache)",
-            &[
-                ("full_per_sec", "  full handshakes", "handshakes/s", false),
-                ("latency_p50_us", "  latency p50", "µs", true),
-                ("latency_p99_us", "  latency p99", "µs", true),
-                ("client_cpu_percent", "  client CPU", "% of one CPU", true),
-                ("server_cpu_percent", "  server CPU", "% of one CPU", true),
-                ("server_cpu_us_per_handshake", "  server CPU per handshake", "µs (process CPU time)", true),
-                ("gate_dp_work_percent", "  gate dp work (estimate)", "% of one CPU, not idle-looping", true),
-                (
-                    "capacity_per_core",
-                    "  1 / server CPU per handshake",
-                    "handshakes/s per core (busy poll: lower bound)",
-                    false,
-                ),
-                (
-                    "gate_work_us_per_handshake",
-                    "  gate work per handshake",
-                    "µs, loop-count estimate (lower bound)",
-                    true,
-                ),
-                ("unclean_closes", "  unclean closes", "per window", true),
-            ],
-        ),
-        (
-            "resume",
-            "resumption (shared client session cache)",
-            &[
-                ("resumed_per_sec", "  resumptions", "handshakes/s", false),
-                ("handshakes_per_sec", "  all handshakes", "handshakes/s", false),
-                ("resumed_percent", "  resumed share", "%", true),
-                ("latency_p50_us", "  latency p50", "µs", true),
-                ("latency_p99_us", "  latency p99", "µs", true),
-                ("client_cpu_percent", "  client CPU", "% of one CPU", true),
-                ("server_cpu_percent", "  server CPU", "% of one CPU", true),
-                ("server_cpu_us_per_handshake", "  server CPU per handshake", "µs (process CPU time)", true),
-                ("gate_dp_work_percent", "  gate dp work (estimate)", "% of one CPU, not idle-looping", true),
-                (
-                    "capacity_per_core",
-                    "  1 / server CPU per handshake",
-                    "handshakes/s per core (busy poll: lower bound)",
-                    false,
-                ),
-                (
-                    "gate_work_us_per_handshake",
-                    "  gate work per handshake",
-                    "µs, loop-count estimate (lower bound)",
-                    true,
-                ),
-                ("unclean_closes", "  unclean closes", "per window", true),
-            ],
-        ),
+        ("full", "full handshakes (no session cache)", full),
+        ("resume", "resumption (shared client session cache)", resume),
     ];
     // CPUs watched with --cpus, in order.
     let cpu_rows: Vec<(&'static str, String)> = (0..8)
@@ -1333,7 +1254,7 @@ fn print_report(
         }
         println!("{title}");
         let cpus = cpu_rows.iter().map(|(k, l)| (*k, l.as_str(), "% (/proc/stat, all processes)", true));
-        for (key, label, unit, raw) in rows.iter().copied().chain(cpus) {
+        for (key, label, unit, raw) in rows.iter().chain(&SHARED).copied().chain(cpus) {
             let m = |l: &str| groups.get(&(l.to_string(), mode.to_string())).map_or(f64::NAN, |g| g.median(key));
             if labels.iter().all(|l| m(l).is_nan()) {
                 continue;
