@@ -201,11 +201,8 @@ struct Segment {
     slots: Vec<Option<Session>>,
     free: Vec<u32>,
     live: usize,
-    /// Slots to step on the next pass, and whether each slot is on it.
-    ready: Vec<u32>,
-    queued: Vec<bool>,
-    /// Spare list swapped with `ready` while stepping (no allocation).
-    stepping: Vec<u32>,
+    /// Slots to step on the next pass.
+    ready: ReadyList,
     /// A listener's bucket saw a frame or a timer: check for accepts.
     accept: bool,
     /// Next slot the sweep looks at, and when the next slice is due.
@@ -219,14 +216,49 @@ struct Segment {
     syn_burst: usize,
 }
 
-impl Segment {
-    fn queue(&mut self, slot: u32) {
+/// Session slots to step on the next pass, each at most once.
+#[derive(Default)]
+struct ReadyList {
+    slots: Vec<u32>,
+    /// Per slot: on `slots` now.
+    queued: Vec<bool>,
+    /// The list being stepped is swapped out to here (no allocation).
+    spare: Vec<u32>,
+}
+
+impl ReadyList {
+    /// Puts `slot` on the list unless it is on it.
+    fn push(&mut self, slot: u32) {
         if let Some(q) = self.queued.get_mut(slot as usize) {
             if !*q {
                 *q = true;
-                self.ready.push(slot);
+                self.slots.push(slot);
             }
         }
+    }
+
+    /// The list so far, to step; what is pushed meanwhile waits for the next
+    /// pass. Each slot is [`ReadyList::unmark`]ed when its step begins.
+    fn take(&mut self) -> Vec<u32> {
+        let mut batch = std::mem::take(&mut self.spare);
+        std::mem::swap(&mut batch, &mut self.slots);
+        batch
+    }
+
+    fn unmark(&mut self, slot: u32) {
+        self.queued[slot as usize] = false;
+    }
+
+    /// Returns a stepped batch's storage.
+    fn give_back(&mut self, mut batch: Vec<u32>) {
+        batch.clear();
+        self.spare = batch;
+    }
+}
+
+impl Segment {
+    fn queue(&mut self, slot: u32) {
+        self.ready.push(slot);
     }
 
     fn insert(&mut self, sess: Session) -> u32 {
@@ -238,7 +270,7 @@ impl Segment {
             }
             None => {
                 self.slots.push(Some(sess));
-                self.queued.push(false);
+                self.ready.queued.push(false);
                 (self.slots.len() - 1) as u32
             }
         }
@@ -258,19 +290,13 @@ impl Segment {
 
 /// What the stacks' passes tell a segment.
 struct Touched<'a> {
-    seg_ready: &'a mut Vec<u32>,
-    queued: &'a mut [bool],
+    ready: &'a mut ReadyList,
     accept: &'a mut bool,
 }
 
 impl Touch for Touched<'_> {
     fn owner(&mut self, owner: u32) {
-        if let Some(q) = self.queued.get_mut(owner as usize) {
-            if !*q {
-                *q = true;
-                self.seg_ready.push(owner);
-            }
-        }
+        self.ready.push(owner);
     }
     fn listeners(&mut self) {
         *self.accept = true;
@@ -419,9 +445,7 @@ impl Core {
                 slots: Vec::new(),
                 free: Vec::new(),
                 live: 0,
-                ready: Vec::new(),
-                queued: Vec::new(),
-                stepping: Vec::new(),
+                ready: ReadyList::default(),
                 accept: true,
                 sweep_at: 0,
                 next_sweep: now,
@@ -470,6 +494,8 @@ impl Core {
         let mut last_work = std::time::Instant::now();
         let mut last = last_work;
         let mut credit_us = SPIN_CREDIT_MAX_US;
+        // The time since `last` was spent spinning (else working or asleep).
+        let mut spun = false;
         let mut fds = Vec::with_capacity(self.ports.len());
         while !stop.load(Ordering::Relaxed) {
             let work = self.poll_once();
@@ -482,18 +508,19 @@ impl Core {
             let IdleMode::Adaptive { spin_us, share_pct } = self.opts.idle else {
                 continue;
             };
+            // The credit refills at share_pct % of the time passing; spin
+            // time is paid from it.
             let now = std::time::Instant::now();
             let dt = now.duration_since(last).as_secs_f64() * 1e6;
             last = now;
+            let paid = if std::mem::take(&mut spun) { dt } else { 0.0 };
+            credit_us = (credit_us + dt * f64::from(share_pct) / 100.0 - paid).min(SPIN_CREDIT_MAX_US);
             if work > 0 {
-                credit_us = (credit_us + dt * f64::from(share_pct) / 100.0).min(SPIN_CREDIT_MAX_US);
                 last_work = now;
                 continue;
             }
-            // An empty pass is spin time: paid from the credit, which
-            // refills at share_pct % of the time passing.
-            credit_us = (credit_us + dt * f64::from(share_pct) / 100.0 - dt).min(SPIN_CREDIT_MAX_US);
             if credit_us > 0.0 && now.duration_since(last_work).as_micros() < u128::from(spin_us) {
+                spun = true;
                 std::hint::spin_loop();
                 continue;
             }
@@ -504,6 +531,8 @@ impl Core {
             // an otherwise idle gate.
             let timer = self.next_timer(now).map_or(50, |d| d.total_micros().div_ceil(1000).min(50) as i32);
             if timer == 0 {
+                // A timer due within the millisecond: busy-wait (spin time).
+                spun = true;
                 continue;
             }
             fds.clear();
@@ -516,10 +545,6 @@ impl Core {
             }
             // No spin after a wake-up: a frame that woke the core makes the
             // next pass do work (and start a spin); a timer does not.
-            let now = std::time::Instant::now();
-            credit_us = (credit_us + now.duration_since(last).as_secs_f64() * 1e4 * f64::from(share_pct))
-                .min(SPIN_CREDIT_MAX_US);
-            last = now;
         }
         self.shutdown();
     }
@@ -627,7 +652,7 @@ impl Core {
         {
             let Self { ports, segments, scratch, tx, .. } = self;
             let seg = &mut segments[s];
-            let mut touched = Touched { seg_ready: &mut seg.ready, queued: &mut seg.queued, accept: &mut seg.accept };
+            let mut touched = Touched { ready: &mut seg.ready, accept: &mut seg.accept };
             work +=
                 seg.north.ingest(now, &mut Wire { port: ports[seg.north.link].as_mut(), scratch, tx }, &mut touched);
             work +=
@@ -638,8 +663,10 @@ impl Core {
         }
         let seg = &mut self.segments[s];
         if walk_all {
-            for slot in seg.live_slots() {
-                seg.queue(slot);
+            for slot in 0..seg.slots.len() {
+                if seg.slots[slot].is_some() {
+                    seg.queue(slot as u32);
+                }
             }
         } else if now >= seg.next_sweep && seg.live > 0 {
             seg.next_sweep = now + SWEEP_EVERY;
@@ -658,7 +685,7 @@ impl Core {
         self.reap(s);
         let Self { ports, segments, scratch, tx, .. } = self;
         let seg = &mut segments[s];
-        let mut touched = Touched { seg_ready: &mut seg.ready, queued: &mut seg.queued, accept: &mut seg.accept };
+        let mut touched = Touched { ready: &mut seg.ready, accept: &mut seg.accept };
         seg.north.egress(now, &mut Wire { port: ports[seg.north.link].as_mut(), scratch, tx }, &mut touched);
         seg.south.egress(now, &mut Wire { port: ports[seg.south.link].as_mut(), scratch, tx }, &mut touched);
         work
@@ -701,7 +728,7 @@ impl Core {
 
     /// Steps the sessions on segment `s`'s ready list.
     fn step_ready(&mut self, s: usize, now: Instant) -> usize {
-        if self.segments[s].ready.is_empty() {
+        if self.segments[s].ready.slots.is_empty() {
             return 0;
         }
         let mut work = 0;
@@ -719,12 +746,11 @@ impl Core {
                 )
             }
         };
-        let mut batch = std::mem::take(&mut self.segments[s].stepping);
-        std::mem::swap(&mut batch, &mut self.segments[s].ready);
+        let batch = self.segments[s].ready.take();
         for &slot in &batch {
             let Self { segments, plain, counters, id, audit, audit_backlog, .. } = self;
             let seg = &mut segments[s];
-            seg.queued[slot as usize] = false;
+            seg.ready.unmark(slot);
             let Some(sess) = seg.slots[slot as usize].as_mut() else { continue };
             let north = seg.north.socket(sess.north);
             let south = sess.south.map(|h| seg.south.socket(h));
@@ -783,8 +809,7 @@ impl Core {
                 }
             }
         }
-        batch.clear();
-        self.segments[s].stepping = batch;
+        self.segments[s].ready.give_back(batch);
         work
     }
 
@@ -1068,7 +1093,7 @@ impl Core {
             .flat_map(|seg| {
                 let sweep =
                     (seg.live > 0).then(|| if seg.next_sweep > now { seg.next_sweep - now } else { Duration::ZERO });
-                let ready = (!seg.ready.is_empty() || seg.accept).then_some(Duration::ZERO);
+                let ready = (!seg.ready.slots.is_empty() || seg.accept).then_some(Duration::ZERO);
                 [seg.north.poll_delay(now), seg.south.poll_delay(now), sweep, ready]
             })
             .flatten()
@@ -1085,7 +1110,7 @@ impl Core {
         }
         let Self { ports, segments, scratch, tx, .. } = self;
         for seg in segments.iter_mut() {
-            let mut touched = Touched { seg_ready: &mut seg.ready, queued: &mut seg.queued, accept: &mut seg.accept };
+            let mut touched = Touched { ready: &mut seg.ready, accept: &mut seg.accept };
             seg.north.egress(now, &mut Wire { port: ports[seg.north.link].as_mut(), scratch, tx }, &mut touched);
             seg.south.egress(now, &mut Wire { port: ports[seg.south.link].as_mut(), scratch, tx }, &mut touched);
         }

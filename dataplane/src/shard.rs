@@ -132,7 +132,6 @@ pub struct ShardedStack {
     fired: Vec<u32>,
     /// No bucket is due before this (may be early, never late).
     next_due: Option<Instant>,
-    sockets: usize,
 }
 
 /// What an ingress or egress pass tells the core.
@@ -160,7 +159,6 @@ impl ShardedStack {
             dirty: Vec::with_capacity(64),
             fired: Vec::with_capacity(64),
             next_due: None,
-            sockets: 0,
         }
     }
 
@@ -183,19 +181,8 @@ impl ShardedStack {
         self.buckets[s.bucket as usize].set.get::<tcp::Socket>(s.handle)
     }
 
-    /// Open sockets (all buckets).
-    pub fn len(&self) -> usize {
-        self.sockets
-    }
-
-    /// Whether the stack has no socket.
-    pub fn is_empty(&self) -> bool {
-        self.sockets == 0
-    }
-
-    /// Adds a listening socket.
+    /// Adds a listening socket (or any socket no frame is routed to).
     pub fn add_listener(&mut self, sock: tcp::Socket<'static>) -> Sock {
-        self.sockets += 1;
         self.mark(LISTEN);
         let handle = self.buckets[LISTEN].set.add(sock);
         Sock { bucket: LISTEN as u32, handle }
@@ -205,11 +192,8 @@ impl ShardedStack {
     /// hashed bucket, owned by `owner`. One without endpoints (a failed
     /// connect) goes to bucket 0, where nothing is routed to it.
     pub fn add(&mut self, sock: tcp::Socket<'static>, owner: u32) -> Sock {
-        self.sockets += 1;
         let Some(key) = FlowKey::of_socket(&sock) else {
-            self.mark(LISTEN);
-            let handle = self.buckets[LISTEN].set.add(sock);
-            return Sock { bucket: LISTEN as u32, handle };
+            return self.add_listener(sock);
         };
         let bucket = key.bucket();
         // A socket lingering with the same addresses is a dead connection
@@ -217,7 +201,6 @@ impl ShardedStack {
         if let Some(i) = self.buckets[bucket].members.iter().position(|m| m.key == key && m.owner == NO_OWNER) {
             let old = self.buckets[bucket].members.swap_remove(i);
             self.buckets[bucket].set.remove(old.handle);
-            self.sockets -= 1;
         }
         self.mark(bucket);
         let b = &mut self.buckets[bucket];
@@ -237,7 +220,6 @@ impl ShardedStack {
             return s;
         }
         let sock = self.buckets[LISTEN].set.remove(s.handle);
-        self.sockets -= 1;
         // The gate's stacks are built with TCP sockets only.
         let smoltcp::socket::Socket::Tcp(sock) = sock;
         self.add(sock, owner)
@@ -257,7 +239,6 @@ impl ShardedStack {
             b.members.swap_remove(i);
         }
         b.set.remove(s.handle);
-        self.sockets -= 1;
     }
 
     /// Runs every frame of the receive ring through smoltcp, each against
