@@ -19,7 +19,7 @@ use perf::memlab::{MemLab, LINK_DEPTH};
 use super::json::Json;
 use super::mix::{self, MIX_LEN};
 use super::proxy::Load;
-use super::{build_profile, drop, median, micro, pin, proxy, si};
+use super::{drop, median, micro, proxy, si};
 
 /// The lab config, embedded so the bench runs from any directory.
 const LAB_CONFIG: &str = include_str!("../../../config/lab.toml");
@@ -106,16 +106,7 @@ pub fn frames(args: &FramesArgs) -> Result<(), String> {
         Some(p) => control::config::load(p).map_err(|e| e.to_string())?,
         None => control::config::parse("config/lab.toml (embedded)", LAB_CONFIG).map_err(|e| e.to_string())?,
     };
-    if let Some(cpu) = args.pin {
-        pin(cpu)?;
-    }
-    let profile = build_profile();
-    if profile != "release" {
-        eprintln!();
-        eprintln!("!!! WARNING: this is a {profile} build. Numbers are meaningless.");
-        eprintln!("!!! Run: cargo run --release -p perf --bin accessgate-perf -- frames");
-        eprintln!();
-    }
+    let profile = super::prepare(args.pin, "frames")?;
     let started = super::unix_time();
     let machine = super::machine();
     let seconds = Duration::from_secs_f64(args.seconds);
@@ -151,55 +142,53 @@ pub fn frames(args: &FramesArgs) -> Result<(), String> {
         return Ok(());
     }
     let dir = args.out_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
-    let doc = Json::obj([
-        ("benchmark", Json::from("accessgate-perf frames")),
-        ("schema", Json::from(1u64)),
-        ("unix_time", Json::from(started)),
-        ("date_utc", Json::from(super::utc(started))),
-        ("command", Json::from(std::env::args().collect::<Vec<_>>().join(" "))),
-        ("build_profile", Json::from(profile)),
-        ("git", super::git(Path::new(env!("CARGO_MANIFEST_DIR")))),
-        ("machine", machine),
-        ("pinned_cpu", Json::from(args.pin)),
-        ("idle_mode", Json::from("busy (the bench calls Core::poll_once directly, never sleeps)")),
-        (
-            "params",
-            Json::obj([
-                ("seconds", Json::from(args.seconds)),
-                ("warmup_seconds", Json::from(args.warmup)),
-                ("runs", Json::from(args.runs)),
-                ("drop_batch", Json::from(args.batch)),
-                ("core_rx_burst", Json::from(BATCH)),
-                ("drop_mix_frames", Json::from(MIX_LEN)),
-                (
-                    "drop_mix_kinds",
-                    Json::Arr(
-                        mix::Kind::ALL
-                            .iter()
-                            .map(|k| {
-                                Json::obj([("kind", Json::from(k.name())), ("drop", Json::from(k.expected().as_str()))])
-                            })
-                            .collect(),
+    let doc = Json::obj(
+        super::result_header("accessgate-perf frames", started, profile).into_iter().chain([
+            ("machine", machine),
+            ("pinned_cpu", Json::from(args.pin)),
+            ("idle_mode", Json::from("busy (the bench calls Core::poll_once directly, never sleeps)")),
+            (
+                "params",
+                Json::obj([
+                    ("seconds", Json::from(args.seconds)),
+                    ("warmup_seconds", Json::from(args.warmup)),
+                    ("runs", Json::from(args.runs)),
+                    ("drop_batch", Json::from(args.batch)),
+                    ("core_rx_burst", Json::from(BATCH)),
+                    ("drop_mix_frames", Json::from(MIX_LEN)),
+                    (
+                        "drop_mix_kinds",
+                        Json::Arr(
+                            mix::Kind::ALL
+                                .iter()
+                                .map(|k| {
+                                    Json::obj([
+                                        ("kind", Json::from(k.name())),
+                                        ("drop", Json::from(k.expected().as_str())),
+                                    ])
+                                })
+                                .collect(),
+                        ),
                     ),
-                ),
-                ("link_depth", Json::from(LINK_DEPTH)),
-                ("proxy_connections", Json::from(args.connections)),
-                ("proxy_depth", Json::from(args.depth)),
-                ("proxy_registers", Json::from(u64::from(args.registers))),
-                (
-                    "config",
-                    Json::from(
-                        args.config
-                            .as_ref()
-                            .map_or("config/lab.toml (embedded)".to_string(), |p| p.display().to_string()),
+                    ("link_depth", Json::from(LINK_DEPTH)),
+                    ("proxy_connections", Json::from(args.connections)),
+                    ("proxy_depth", Json::from(args.depth)),
+                    ("proxy_registers", Json::from(u64::from(args.registers))),
+                    (
+                        "config",
+                        Json::from(
+                            args.config
+                                .as_ref()
+                                .map_or("config/lab.toml (embedded)".to_string(), |p| p.display().to_string()),
+                        ),
                     ),
-                ),
-            ]),
-        ),
-        ("drop_path", drops.json()),
-        ("proxy_path", proxies.json()),
-        ("classify_micro", micros.json()),
-    ]);
+                ]),
+            ),
+            ("drop_path", drops.json()),
+            ("proxy_path", proxies.json()),
+            ("classify_micro", micros.json()),
+        ]),
+    );
     let text = doc.pretty();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let stamped = dir.join(format!("foundation-{started}.json"));

@@ -1150,13 +1150,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
         return Err("--mode and --target are required".into());
     };
     let label = args.label.clone().unwrap_or_else(|| mode.name().to_string());
-    if let Some(cpu) = args.pin {
-        super::pin(cpu)?;
-    }
-    let profile = build_profile();
-    if profile != "release" {
-        eprintln!("!!! WARNING: this is a {profile} build. Numbers are meaningless; use --release.");
-    }
+    let profile = super::prepare(args.pin, "load ...")?;
     // TLS client config and the hello.
     let ticket = match (mode, &args.ticket_file) {
         (Mode::Gate, Some(p)) => Some(read_ticket_file(p)?),

@@ -57,6 +57,39 @@ pub fn pin(cpu: usize) -> Result<(), String> {
     }
 }
 
+/// What every measuring subcommand does first: pin to `--pin` if given, and
+/// warn loudly unless this is a release build. Returns the build profile.
+///
+/// # Errors
+/// The CPU cannot be pinned to.
+pub fn prepare(cpu: Option<usize>, command: &str) -> Result<&'static str, String> {
+    if let Some(cpu) = cpu {
+        pin(cpu)?;
+    }
+    let profile = build_profile();
+    if profile != "release" {
+        eprintln!();
+        eprintln!("!!! WARNING: this is a {profile} build. Numbers are meaningless.");
+        eprintln!("!!! Run: cargo run --release -p perf --bin accessgate-perf -- {command}");
+        eprintln!();
+    }
+    Ok(profile)
+}
+
+/// The fields every result file starts with: what wrote it, when, from
+/// which command line, build profile and commit.
+pub fn result_header(benchmark: &str, started: u64, profile: &str) -> [(&'static str, Json); 7] {
+    [
+        ("benchmark", Json::from(benchmark)),
+        ("schema", Json::from(1u64)),
+        ("unix_time", Json::from(started)),
+        ("date_utc", Json::from(utc(started))),
+        ("command", Json::from(std::env::args().collect::<Vec<_>>().join(" "))),
+        ("build_profile", Json::from(profile)),
+        ("git", git(Path::new(env!("CARGO_MANIFEST_DIR")))),
+    ]
+}
+
 /// The build profile this binary was compiled with, as far as it can tell.
 pub fn build_profile() -> &'static str {
     if cfg!(debug_assertions) {

@@ -38,7 +38,7 @@ use rustls::{ClientConfig, ClientConnection, HandshakeKind, NamedGroup};
 
 use super::json::Json;
 use super::procfs::{self, CpuTicks, USER_HZ};
-use super::{build_profile, median, pin, si};
+use super::{median, si};
 
 /// Most client threads.
 const MAX_CONNECTIONS: usize = 256;
@@ -431,16 +431,7 @@ fn measure(args: &LoadArgs) -> Result<(), String> {
     let name = ServerName::try_from(server_name.to_string()).map_err(|e| format!("--server-name: {e}"))?;
     // Before pinning, so that it counts every CPU of the machine.
     let machine = super::machine();
-    if let Some(cpu) = args.pin {
-        pin(cpu)?;
-    }
-    let profile = build_profile();
-    if profile != "release" {
-        eprintln!();
-        eprintln!("!!! WARNING: this is a {profile} build. Numbers are meaningless.");
-        eprintln!("!!! Run: cargo run --release -p perf --bin accessgate-perf -- tls ...");
-        eprintln!();
-    }
+    let profile = super::prepare(args.pin, "tls ...")?;
     let mode = if args.resume { "resume" } else { "full" };
     let started = super::unix_time();
     eprintln!(
@@ -473,16 +464,9 @@ fn measure(args: &LoadArgs) -> Result<(), String> {
     let Some(path) = &args.json else { return Ok(()) };
     let keys: Vec<&str> = runs.first().map(|r| r.iter().map(|(k, _)| *k).collect()).unwrap_or_default();
     let as_obj = |r: &Values| Json::obj(r.iter().map(|(k, v)| (*k, Json::from(*v))));
-    let doc = Json::obj([
-        ("benchmark", Json::from("accessgate-perf tls")),
-        ("schema", Json::from(1u64)),
+    let doc = Json::obj(super::result_header("accessgate-perf tls", started, profile).into_iter().chain([
         ("label", Json::from(args.label.as_str())),
         ("mode", Json::from(mode)),
-        ("unix_time", Json::from(started)),
-        ("date_utc", Json::from(super::utc(started))),
-        ("command", Json::from(std::env::args().collect::<Vec<_>>().join(" "))),
-        ("build_profile", Json::from(profile)),
-        ("git", super::git(Path::new(env!("CARGO_MANIFEST_DIR")))),
         ("machine", machine),
         ("notes", Json::Arr(args.note.iter().map(|n| Json::from(n.as_str())).collect())),
         (
@@ -513,7 +497,7 @@ fn measure(args: &LoadArgs) -> Result<(), String> {
             })),
         ),
         ("runs", Json::Arr(runs.iter().map(as_obj).collect())),
-    ]);
+    ]));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -1121,21 +1105,14 @@ fn report(args: &ReportArgs) -> Result<(), String> {
             ));
         }
     }
-    let doc = Json::obj([
-        ("benchmark", Json::from("accessgate-perf tls report")),
-        ("schema", Json::from(1u64)),
-        ("unix_time", Json::from(started)),
-        ("date_utc", Json::from(super::utc(started))),
-        ("command", Json::from(std::env::args().collect::<Vec<_>>().join(" "))),
-        ("build_profile", Json::from(profile)),
-        ("git", super::git(Path::new(env!("CARGO_MANIFEST_DIR")))),
+    let doc = Json::obj(super::result_header("accessgate-perf tls report", started, &profile).into_iter().chain([
         ("machine", to_json(&first["machine"])),
         ("notes", Json::Arr(args.note.iter().map(|n| Json::from(n.as_str())).collect())),
         ("baseline", Json::from(base)),
         ("ratio_definition", Json::from("baseline ÷ peer, per median")),
         ("servers", Json::obj(servers)),
         ("ratios", Json::obj(ratios)),
-    ]);
+    ]));
     let dir = args.out_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let stamped = dir.join(format!("tls-{started}.json"));
