@@ -72,6 +72,11 @@ impl DurableFile {
         self.buf.len()
     }
 
+    /// Bytes accepted and not yet written.
+    pub fn unwritten(&self) -> usize {
+        self.buf.len() - self.written
+    }
+
     /// Length of the file once everything accepted is written.
     pub fn len(&self) -> u64 {
         self.synced + self.buf.len() as u64
@@ -227,7 +232,9 @@ mod tests {
         f.append(b"one\n");
         f.sync().unwrap();
         f.append(b"two\n");
+        assert_eq!((f.unwritten(), f.unsynced()), (4, 4));
         f.flush().unwrap();
+        assert_eq!((f.unwritten(), f.unsynced()), (0, 4), "written, not yet synced");
         // Simulate a failed sync: the unsynced tail is cut and rewritten.
         f.cut = true;
         f.written = 0;

@@ -10,8 +10,9 @@
 //!   that carries across files ([`chain`] defines the canonical form and the
 //!   hash), and into one pcapng per session (`pcap/<session>.pcapng`,
 //!   [`pcap`]) whose SHA-256 the session-close record carries.
-//! - Durability: lines are written at once and `fsync`ed every
-//!   `fsync_interval_ms`; `audit.head` names the last synced record so a
+//! - Durability: lines and capture blocks are written and `fsync`ed every
+//!   `fsync_interval_ms` (group commit; written sooner once 512 KiB of
+//!   journal wait); `audit.head` names the last synced record so a
 //!   verifier sees whole records removed from the end. After a crash the
 //!   writer cuts a torn last line, records an anomaly saying so, and
 //!   continues the chain from the last complete line.
@@ -38,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use dataplane::io::Doorbell;
 use serde::Deserialize;
 
 pub use dataplane::audit::{AuditQueue, AuditRecord};
@@ -237,15 +239,17 @@ pub fn spawn(cfg: AuditConfig, queues: Vec<Arc<AuditQueue>>, stop: Arc<AtomicBoo
     let healthy = Arc::new(AtomicBool::new(true));
     let status = Arc::new(Status::default());
     let (tx, rx) = crossbeam::channel::bounded(sink::SINK_CAPACITY);
+    let bell = Arc::new(Doorbell::new().map_err(|error| AuditError::Io { path: PathBuf::from("eventfd"), error })?);
     let on_failure = cfg.on_failure;
     let writer = writer::Writer::open(cfg, healthy.clone(), status.clone(), dataplane::audit::unix_micros())?;
     let thread_stop = stop.clone();
+    let thread_bell = bell.clone();
     let thread = std::thread::Builder::new()
         .name("audit".into())
-        .spawn(move || writer.run(&queues, &rx, &thread_stop))
+        .spawn(move || writer.run(&queues, &rx, &thread_bell, &thread_stop))
         .map_err(|error| AuditError::Io { path: PathBuf::from("audit thread"), error })?;
     Ok(AuditHandle {
-        sink: AuditSink::new(tx, healthy.clone()),
+        sink: AuditSink::new(tx, healthy.clone(), bell),
         healthy,
         on_failure,
         status,

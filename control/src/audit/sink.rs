@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Sender, TrySendError};
 use dataplane::auth::{AuthRequest, AuthVerdict, Credentials, Purpose};
+use dataplane::io::Doorbell;
 
 /// Control-side events one writer channel holds.
 pub const SINK_CAPACITY: usize = 4096;
@@ -146,11 +147,13 @@ pub enum ControlEvent {
 pub struct AuditSink {
     tx: Sender<(u64, ControlEvent)>,
     healthy: Arc<AtomicBool>,
+    /// Wakes the writer from its wait (one `write` to an eventfd).
+    bell: Arc<Doorbell>,
 }
 
 impl AuditSink {
-    pub(crate) fn new(tx: Sender<(u64, ControlEvent)>, healthy: Arc<AtomicBool>) -> Self {
-        Self { tx, healthy }
+    pub(crate) fn new(tx: Sender<(u64, ControlEvent)>, healthy: Arc<AtomicBool>, bell: Arc<Doorbell>) -> Self {
+        Self { tx, healthy, bell }
     }
 
     /// Whether the writer is writing (false while the disk is full, ...).
@@ -165,7 +168,9 @@ impl AuditSink {
     pub fn post(&self, event: ControlEvent) -> Result<(), AuditUnavailable> {
         self.tx.try_send((dataplane::audit::unix_micros(), event)).map_err(|e| match e {
             TrySendError::Full(_) | TrySendError::Disconnected(_) => AuditUnavailable,
-        })
+        })?;
+        self.bell.ring();
+        Ok(())
     }
 
     /// Records an authentication success or failure. Accept a session only
