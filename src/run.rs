@@ -82,6 +82,11 @@ pub struct RunArgs {
     /// How long to wait for an asset to accept, in milliseconds.
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     connect_timeout_ms: u64,
+    /// How long the gate's TCP may hold a segment's ACK to send it with the
+    /// answer, in milliseconds (0: ACK every segment at once, one more frame
+    /// per request each way).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=200))]
+    tcp_ack_delay_ms: u64,
 }
 
 pub fn run(args: &RunArgs) -> ExitCode {
@@ -144,6 +149,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
         idle: args.idle,
         socket_buffer: args.socket_buffer as usize,
         connect_timeout: smoltcp::time::Duration::from_millis(args.connect_timeout_ms),
+        ack_delay: (args.tcp_ack_delay_ms > 0).then(|| smoltcp::time::Duration::from_millis(args.tcp_ack_delay_ms)),
         ..CoreOptions::default()
     };
 

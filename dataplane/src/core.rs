@@ -113,6 +113,11 @@ pub struct CoreOptions {
     pub ring: usize,
     /// How long the gate waits for the asset to accept a connection.
     pub connect_timeout: Duration,
+    /// How long a received segment's ACK may wait to ride on data going the
+    /// other way (None: ACK at once). A Modbus answer usually follows its
+    /// request within the delay, so the ACK costs no frame of its own; the
+    /// Linux peers the gate replaces delay theirs by 40 ms or more.
+    pub ack_delay: Option<Duration>,
 }
 
 impl Default for CoreOptions {
@@ -123,6 +128,7 @@ impl Default for CoreOptions {
             backlog: 4,
             ring: 2 * BATCH,
             connect_timeout: Duration::from_secs(3),
+            ack_delay: Some(Duration::from_millis(10)),
         }
     }
 }
@@ -901,7 +907,7 @@ impl Core {
             snap.endpoint_at(*endpoint.ip(), endpoint.port()).map_or(Protocol::Tcp, |e| snap.endpoints[e].protocol);
         sess.bind_policy(&snap.policy, snap.generation, protocol);
         let asset = sess.flow.asset;
-        let mut sock = new_socket(opts.socket_buffer);
+        let mut sock = new_socket(&opts);
         sock.set_timeout(Some(opts.connect_timeout));
         let local_port = next_port(&mut seg.next_port);
         let remote = IpEndpoint::new(IpAddress::Ipv4(*asset.ip()), asset.port());
@@ -989,7 +995,7 @@ impl Core {
                 .filter(|l| l.endpoint == ep && seg.north.peek(l.sock).state() == tcp::State::Listen)
                 .count();
             for _ in ready..want {
-                let mut sock = new_socket(opts.socket_buffer);
+                let mut sock = new_socket(&opts);
                 sock.set_timeout(Some(Duration::from_secs(5)));
                 if sock.listen(IpListenEndpoint { addr: Some(IpAddress::Ipv4(*ep.ip())), port: ep.port() }).is_ok() {
                     let sock = seg.north.add_listener(sock);
@@ -1033,7 +1039,7 @@ impl Core {
         }
         let sock = seg.north.socket(north);
         sock.set_timeout(None);
-        tune(sock);
+        tune(sock, self.opts.ack_delay);
         seg.queue(slot);
         self.index.insert(id, (s, slot));
         bump(&self.counters.sessions_opened, 1);
@@ -1158,17 +1164,19 @@ fn next_port(next: &mut u16) -> u16 {
     p
 }
 
-fn new_socket(buffer: usize) -> tcp::Socket<'static> {
+fn new_socket(opts: &CoreOptions) -> tcp::Socket<'static> {
+    let buffer = opts.socket_buffer;
     let mut sock =
         tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; buffer]), tcp::SocketBuffer::new(vec![0u8; buffer]));
-    tune(&mut sock);
+    tune(&mut sock, opts.ack_delay);
     sock
 }
 
-/// Request/response traffic: no Nagle, no delayed ACK.
-fn tune(sock: &mut tcp::Socket<'_>) {
+/// Request/response traffic: no Nagle (a request or answer goes out whole
+/// at once); ACKs delayed by `ack_delay` so they ride on the answer.
+fn tune(sock: &mut tcp::Socket<'_>, ack_delay: Option<Duration>) {
     sock.set_nagle_enabled(false);
-    sock.set_ack_delay(None);
+    sock.set_ack_delay(ack_delay);
 }
 
 fn v4(ep: IpEndpoint) -> Option<SocketAddrV4> {

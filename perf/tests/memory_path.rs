@@ -344,3 +344,34 @@ fn plaintext_garbage_and_oversized_hellos_never_reach_the_plc() {
     );
     plc_saw_nothing(&lab);
 }
+
+/// Gate frames sent for `n` read requests on an open session.
+fn frames_per_requests(lab: &mut MemLab, h: smoltcp::iface::SocketHandle, n: u16) -> u64 {
+    let mut adu = [0u8; 260];
+    let before = lab.control.totals().tx_frames;
+    for tid in 0..n {
+        let len = request(&mut adu, 100 + tid, 1, 3, &read_holding(tid, 4));
+        let resp = exchange(lab, h, &adu[..len]);
+        assert_eq!(&resp[..2], &(100 + tid).to_be_bytes(), "the answer to request {tid}");
+    }
+    lab.control.totals().tx_frames - before
+}
+
+#[test]
+fn acks_ride_on_the_answers_unless_turned_off() {
+    // Delayed (the default is 10 ms; 1 s here so a slow test machine cannot
+    // fire the timer mid-exchange): per request the gate sends the request
+    // to the PLC and the answer to the user, each carrying the ACK of what
+    // came the other way. Immediate: a pure ACK to the user and one to the
+    // PLC besides.
+    let delayed = CoreOptions { ack_delay: Some(smoltcp::time::Duration::from_secs(1)), ..CoreOptions::default() };
+    let mut lab = lab_with(LAB, delayed);
+    let h = session(&mut lab);
+    let _ = frames_per_requests(&mut lab, h, 1);
+    assert_eq!(frames_per_requests(&mut lab, h, 20), 40, "2 frames per request with delayed ACKs");
+
+    let mut lab = lab_with(LAB, CoreOptions { ack_delay: None, ..CoreOptions::default() });
+    let h = session(&mut lab);
+    let _ = frames_per_requests(&mut lab, h, 1);
+    assert_eq!(frames_per_requests(&mut lab, h, 20), 80, "4 frames per request with immediate ACKs");
+}
