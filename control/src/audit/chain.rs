@@ -109,26 +109,29 @@ fn push_int(out: &mut String, u: u64, negative: bool) {
 fn push_string(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let esc = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\u{8}' => "\\b",
-            '\t' => "\\t",
-            '\n' => "\\n",
-            '\u{c}' => "\\f",
-            '\r' => "\\r",
-            c if (c as u32) < 0x20 => "",
+    // Byte by byte: everything escaped is ASCII, and no byte of a multi-byte
+    // UTF-8 sequence is below 0x80, so every cut is on a char boundary (a
+    // char walk was 1.6 % of the writer's profile).
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            0x0c => "\\f",
+            b'\r' => "\\r",
+            b if b < 0x20 => "",
             _ => continue,
         };
         out.push_str(&s[start..i]);
         if esc.is_empty() {
             use std::fmt::Write;
-            let _ = write!(out, "\\u{:04x}", c as u32);
+            let _ = write!(out, "\\u{b:04x}");
         } else {
             out.push_str(esc);
         }
-        start = i + c.len_utf8();
+        start = i + 1;
     }
     out.push_str(&s[start..]);
     out.push('"');

@@ -167,6 +167,8 @@ pub struct Writer {
     touched_before: Vec<u64>,
     /// pcapng names in use by open sessions.
     pcap_names: HashSet<String>,
+    /// The per-request pcapng comment, built here (no allocation each).
+    comment: String,
     /// Captures of closed sessions, until their last bytes are synced.
     closing: Vec<Capture>,
     healthy: Arc<AtomicBool>,
@@ -227,6 +229,7 @@ impl Writer {
             touched: Vec::new(),
             touched_before: Vec::new(),
             pcap_names: HashSet::new(),
+            comment: String::new(),
             closing: Vec::new(),
             healthy,
             status,
@@ -388,9 +391,12 @@ impl Writer {
                         self.touched.push(rec.session);
                     }
                     if let Some(c) = &mut s.capture {
+                        use std::fmt::Write as _;
                         let rule = if r.rule_name.is_empty() { "default" } else { r.rule_name.as_str() };
-                        let comment = format!("req {} {} (rule {rule})", r.seq, r.verdict.as_str());
-                        c.data(ts, Peer::Client, bytes, Some(&comment));
+                        let comment = &mut self.comment;
+                        comment.clear();
+                        let _ = write!(comment, "req {} {} (rule {rule})", r.seq, r.verdict.as_str());
+                        c.data(ts, Peer::Client, bytes, Some(comment));
                         if let (true, Some(code), true) = (denied, r.exception, modbus && bytes.len() >= 8) {
                             // The gate answered for the asset: show it.
                             let ex = [bytes[0], bytes[1], 0, 0, 0, 3, bytes[6], bytes[7] | 0x80, code];
