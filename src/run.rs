@@ -35,8 +35,8 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',', default_value = "0")]
     cores: Vec<usize>,
     /// busy: poll forever (a dedicated core). adaptive[:SPIN_US[:SHARE_PCT]]:
-    /// after work keep polling up to SPIN_US (default 100), spending at most
-    /// SHARE_PCT % of the time spinning (default 20), then sleep in poll(2).
+    /// after work keep polling up to SPIN_US (default 50), spending at most
+    /// SHARE_PCT % of the time spinning (default 5), then sleep in poll(2).
     #[arg(long, default_value = "adaptive")]
     idle: IdleMode,
     /// Users: argon2id hashes, TOTP secrets, roles (mode 0600).
