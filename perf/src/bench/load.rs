@@ -195,6 +195,12 @@ struct RunArgs {
     /// latencies rate by rate rather than to find the maximum).
     #[arg(long, requires = "sweep")]
     no_stop: bool,
+    /// Run a failed sweep step again, up to N more times, before it counts
+    /// as failed: one stalled window of a noisy machine should not end a
+    /// sweep, while a saturated server fails every attempt (its queue
+    /// grows in each). Each step's attempts are in the JSON.
+    #[arg(long, default_value_t = 0, requires = "sweep")]
+    retry_failed: u32,
     /// Sweep pass criterion: p99 at most this (µs).
     #[arg(long, default_value_t = 1000.0)]
     p99_bound_us: f64,
@@ -1077,6 +1083,7 @@ impl RunArgs {
         ok("registers", (1..=125).contains(&self.registers), "in 1..=125")?;
         ok("address", usize::from(self.address) + usize::from(self.registers) <= 65_536, "such that the read fits")?;
         ok("sweep", self.sweep.len() <= MAX_STEPS, "at most 24 rates")?;
+        ok("retry-failed", self.retry_failed <= 3, "at most 3")?;
         ok("max-requests", self.max_requests.is_none_or(|n| n > 0), "at least 1")?;
         for r in self.rates() {
             ok("rate", r.is_finite() && r > 0.0 && r <= 10_000_000.0, "in (0, 10 M] requests/s in total")?;
@@ -1287,12 +1294,22 @@ fn run(args: &RunArgs) -> Result<(), String> {
         } else {
             format!("{} req/s", si(rate))
         };
-        let out = engine.step(rate, &probes, &title)?;
-        let passed = step_passed(&out, args);
-        if passed && steps.iter().all(|(_, ok)| *ok) {
+        let mut out = engine.step(rate, &probes, &title)?;
+        let mut passed = step_passed(&out, args);
+        let mut attempts = 1;
+        while !passed
+            && attempts <= args.retry_failed
+            && engine.active.iter().any(|&i| engine.sessions[i].phase != Phase::Dead)
+        {
+            attempts += 1;
+            eprintln!("  step failed: trying {} req/s again (attempt {attempts})", si(rate));
+            out = engine.step(rate, &probes, &format!("{title}, attempt {attempts}"))?;
+            passed = step_passed(&out, args);
+        }
+        if passed && steps.iter().all(|(_, ok, _)| *ok) {
             max_ok = Some(rate);
         }
-        steps.push((out, passed));
+        steps.push((out, passed, attempts));
         if !passed && rates.len() > 1 && !args.no_stop {
             eprintln!(
                 "  step failed (p50 above {} µs, p99 above {} µs, or errors): the sweep stops here",
@@ -1317,10 +1334,11 @@ fn run(args: &RunArgs) -> Result<(), String> {
     let multi = steps.len() > 1 || !args.sweep.is_empty();
     let mut step_docs = Vec::new();
     let mut curves = Vec::new();
-    for (n, (out, passed)) in steps.iter().enumerate() {
+    for (n, (out, passed, attempts)) in steps.iter().enumerate() {
         let hgrm =
             if multi { with_suffix(&prefix, &format!("-step{}.hgrm", n + 1)) } else { with_suffix(&prefix, ".hgrm") };
-        let doc = step_json(out, *passed, idle_loops, args, &hgrm);
+        let mut doc = step_json(out, *passed, idle_loops, args, &hgrm);
+        doc["attempts"] = json!(attempts);
         print_step(&label, out, &doc);
         if !args.no_write {
             write_file(&hgrm, &hgrm_text(&out.hist, 1000.0))?;
@@ -1355,6 +1373,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
             "rates_total": rates,
             "sweep": !args.sweep.is_empty(),
             "sweep_runs_every_rate": args.no_stop,
+            "sweep_retries_failed_steps": args.retry_failed,
             "p99_bound_us": args.p99_bound_us,
             "p50_bound_us": args.p50_bound_us,
             "seconds": args.seconds,
@@ -2017,7 +2036,7 @@ fn report(args: &ReportArgs) -> Result<(), String> {
             let _ = writeln!(
                 md,
                 "\nMax sustainable rate (median of rounds) and each round's steps (total req/s: p50/p99 µs; \
-                 ✗ = the step that failed):\n"
+                 ✗ = the step that failed; \"attempt N\": the N-th try of a step, --retry-failed):\n"
             );
             for g in &groups {
                 let maxes: Vec<String> =
@@ -2034,11 +2053,13 @@ fn report(args: &ReportArgs) -> Result<(), String> {
                     let text: Vec<String> = steps
                         .iter()
                         .map(|s| {
+                            let tries = s["attempts"].as_u64().unwrap_or(1);
                             format!(
-                                "{}: {}/{}{}",
+                                "{}: {}/{}{}{}",
                                 si(s["total_rate"].as_f64().unwrap_or(0.0)),
                                 opt(s["latency_us"]["p50"].as_f64(), 0),
                                 opt(s["latency_us"]["p99"].as_f64(), 0),
+                                if tries > 1 { format!(" (attempt {tries})") } else { String::new() },
                                 if s["passed"].as_bool() == Some(true) { "" } else { " ✗" }
                             )
                         })
@@ -2150,6 +2171,27 @@ mod tests {
         assert_eq!(back.value_at_quantile(0.5), h.value_at_quantile(0.5));
         assert_eq!(back.max(), h.max());
         assert_eq!(median_of([3.0, f64::NAN, 1.0, 2.0]), Some(2.0));
+    }
+
+    #[test]
+    fn retry_failed_needs_a_sweep_and_is_bounded() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["load", "--mode", "plain", "--target", "127.0.0.1:502"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|c| c.run)
+        };
+        assert!(parse(&["--retry-failed", "1"]).is_err(), "a retry without --sweep is refused by clap");
+        let ok = parse(&["--sweep", "1000,2000", "--retry-failed", "2"]).unwrap();
+        assert_eq!(ok.retry_failed, 2);
+        assert!(ok.check().is_ok());
+        let bad = parse(&["--sweep", "1000,2000", "--retry-failed", "4"]).unwrap();
+        assert!(bad.check().unwrap_err().contains("retry-failed"), "{:?}", bad.check());
     }
 
     #[test]
