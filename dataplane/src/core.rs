@@ -48,7 +48,7 @@ pub enum IdleMode {
 /// Default spin after work (µs) and spin budget (% of time) of `adaptive`.
 /// 50 µs covers a gap inside a request's round trip on a LAN; 5 % keeps
 /// the spin from eating a CPU budget: under a 50 % CPU quota (`scripts/bench`
-/// s6) 100 µs / 20 % saturated at 17.5k req/s in three rounds of four,
+/// s6) 100 µs / 20 % saturated at 17.5k req/s in two rounds of three,
 /// 50 µs / 5 % at 22.5–31k, with the same p50 / p99 at 20k req/s unquota'd.
 pub const DEFAULT_SPIN_US: u64 = 50;
 pub const DEFAULT_SPIN_SHARE: u8 = 5;
