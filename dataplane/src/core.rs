@@ -17,7 +17,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 
-use crate::audit::{AuditOut, AuditRecord, AuditTap, Name, Note, SessionOpen, Text};
+use crate::audit::{unix_micros, AuditOut, AuditRecord, AuditTap, Name, Note, SessionOpen, Text};
 use crate::auth::{AuthChannel, AuthVerdict};
 use crate::classify::{classify, dropped_flow, Disposition, DropReason};
 use crate::counters::{bump, set, CoreCounters};
@@ -157,11 +157,6 @@ pub enum SessionEvent {
     },
     /// The session ended; `detail` says why a refusal or failure happened.
     Closed { id: u64, reason: CloseReason, bytes_up: u64, bytes_down: u64, micros: u64, detail: Option<String> },
-}
-
-/// Unix time in microseconds (audit timestamps).
-fn unix_micros() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Unix time in seconds (policy windows are in UTC).

@@ -136,12 +136,13 @@ struct Failure {
     error: String,
 }
 
-/// How long an idle writer waits for records, by idle rounds in a row (ms).
 /// Records are written at each sync (group commit), or before it once the
 /// journal holds this much unwritten. Writing every millisecond was a
 /// `pwrite` per busy session's capture per millisecond: a third of the
 /// writer's CPU at 20k requests a second.
 const FLUSH_BYTES: usize = 512 << 10;
+
+/// How long an idle writer waits for records, by idle rounds in a row (ms).
 const IDLE_BACKOFF_MS: [i32; 6] = [1, 1, 1, 2, 3, 5];
 
 /// The writer's state; [`Writer::run`] is the thread body. Tests drive the
