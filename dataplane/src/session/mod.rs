@@ -383,13 +383,20 @@ impl Session {
             Phase::Handshaking | Phase::Hello => now - self.opened > HELLO_DEADLINE,
             Phase::Authenticating => false,
             Phase::Connecting => now - self.connect_started >= self.connect_timeout,
-            Phase::Open => {
-                generation != self.checked_generation
-                    || unix >= self.permit_until
-                    || self.grant.as_deref().is_some_and(|g| unix >= g.expires_unix)
-            }
+            Phase::Open => self.grant_expired(unix) || self.permit_stale(unix, generation),
             Phase::Finishing(_) => true,
         }
+    }
+
+    /// The user's ticket has ended.
+    fn grant_expired(&self, unix: u64) -> bool {
+        self.grant.as_deref().is_some_and(|g| unix >= g.expires_unix)
+    }
+
+    /// The last permit no longer holds: the policy changed or its window
+    /// ended. [`Session::reauthorize`] checks again; the sweep wakes for it.
+    fn permit_stale(&self, unix: u64, generation: u64) -> bool {
+        generation != self.checked_generation || unix >= self.permit_until
     }
 
     /// Applies an auth worker's verdict.
@@ -734,10 +741,10 @@ impl Session {
     /// On a new policy generation or when the permitting window ends, asks
     /// the policy again whether this session may go on.
     fn reauthorize(&mut self, ctx: &StepCtx<'_>) -> Option<CloseReason> {
-        if self.grant.as_deref().is_some_and(|g| ctx.unix >= g.expires_unix) {
+        if self.grant_expired(ctx.unix) {
             return Some(CloseReason::SessionExpired);
         }
-        if ctx.generation == self.checked_generation && ctx.unix < self.permit_until {
+        if !self.permit_stale(ctx.unix, ctx.generation) {
             return None;
         }
         if ctx.generation != self.checked_generation {
