@@ -57,7 +57,26 @@ pub fn journal_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// The session id as written in records and capture names.
 pub fn session_text(id: u64) -> String {
-    format!("{id:016x}")
+    SessionHex::new(id).as_str().to_string()
+}
+
+/// [`session_text`] on the stack (no allocation per record).
+struct SessionHex([u8; 16]);
+
+impl SessionHex {
+    fn new(id: u64) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut b = [0u8; 16];
+        for (i, d) in b.iter_mut().enumerate() {
+            *d = DIGITS[((id >> (60 - 4 * i)) & 15) as usize];
+        }
+        Self(b)
+    }
+
+    fn as_str(&self) -> &str {
+        // Always ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// Where the chain continues after a (clean or unclean) stop.
@@ -170,6 +189,9 @@ pub struct Writer {
     pcap_names: HashSet<String>,
     /// The per-request pcapng comment, built here (no allocation each).
     comment: String,
+    /// Scratch of the record being sealed, and its file line.
+    body: String,
+    line: String,
     /// Captures of closed sessions, until their last bytes are synced.
     closing: Vec<Capture>,
     healthy: Arc<AtomicBool>,
@@ -231,6 +253,8 @@ impl Writer {
             touched_before: Vec::new(),
             pcap_names: HashSet::new(),
             comment: String::new(),
+            body: String::with_capacity(1024),
+            line: String::with_capacity(1024),
             closing: Vec::new(),
             healthy,
             status,
@@ -289,16 +313,15 @@ impl Writer {
                 self.day_number = now_us / 86_400_000_000;
             }
         }
-        let line = match &mut self.forward {
+        match &mut self.forward {
             Some(f) => {
                 let event = fields.event().to_string();
-                let line = self.chain.seal(ts_us, fields);
-                f.push(ts_us, &event, self.chain.seq, &self.chain.hash, severity, &line);
-                line
+                self.chain.seal_into(ts_us, fields, &mut self.body, &mut self.line);
+                f.push(ts_us, &event, self.chain.seq, &self.chain.hash, severity, &self.line);
             }
-            None => self.chain.seal(ts_us, fields),
-        };
-        self.file.append(line.as_bytes());
+            None => self.chain.seal_into(ts_us, fields, &mut self.body, &mut self.line),
+        }
+        self.file.append(self.line.as_bytes());
         self.status.seq.store(self.chain.seq, Ordering::Relaxed);
     }
 
@@ -317,7 +340,8 @@ impl Writer {
 
     /// Takes one record from a dp core.
     pub fn ingest(&mut self, rec: &AuditRecord, now_us: u64) {
-        let sid = session_text(rec.session);
+        let sid = SessionHex::new(rec.session);
+        let sid = sid.as_str();
         let ts = rec.ts_us;
         let mut severity = Severity::Notice;
         let m = match &rec.event {
@@ -332,9 +356,9 @@ impl Writer {
                 };
                 self.touched.push(rec.session);
                 if self.cfg.pcap {
-                    let name = self.pcap_name(&sid);
+                    let name = self.pcap_name(sid);
                     let header = Header {
-                        session: &sid,
+                        session: sid,
                         user: o.user.as_str(),
                         roles: o.roles.as_str(),
                         asset_name: o.asset_name.as_str(),
@@ -346,7 +370,7 @@ impl Writer {
                     log.pcap = Some(name);
                 }
                 let mut m = Fields::new("session_open");
-                m.put("session", sid.as_str()).put("user", o.user.as_str());
+                m.put("session", sid).put("user", o.user.as_str());
                 m.put(
                     "roles",
                     Val::List(o.roles.as_str().split(',').filter(|r| !r.is_empty()).map(Into::into).collect()),
@@ -366,7 +390,7 @@ impl Writer {
                 let bytes = r.payload.as_bytes();
                 let modbus = self.protocol_of(rec.session).is_none_or(|p| p == "modbus");
                 let mut m = Fields::new("request");
-                m.put("session", sid.as_str()).put("req", r.seq);
+                m.put("session", sid).put("req", r.seq);
                 m.put("unit", r.decoded.unit).put("function", r.decoded.function);
                 if modbus {
                     if let Some(name) = modbus_function_name(r.decoded.function) {
@@ -415,7 +439,7 @@ impl Writer {
             Event::Response(r) => {
                 let bytes = r.payload.as_bytes();
                 let mut m = Fields::new("response");
-                m.put("session", sid.as_str()).put("req", r.seq).put("latency_us", r.latency_us);
+                m.put("session", sid).put("req", r.seq).put("latency_us", r.latency_us);
                 let modbus = self.protocol_of(rec.session).is_none_or(|p| p == "modbus");
                 if modbus && bytes.len() >= 9 && bytes[7] & 0x80 != 0 {
                     m.put("exception", bytes[8]);
@@ -429,7 +453,7 @@ impl Writer {
             Event::Data(d) => {
                 let bytes = d.payload.as_bytes();
                 let mut m = Fields::new("data");
-                m.put("session", sid.as_str()).put("dir", d.direction.as_str());
+                m.put("session", sid).put("dir", d.direction.as_str());
                 payload_fields(&mut m, bytes, d.payload.total());
                 let peer = if d.direction == Direction::Up { Peer::Client } else { Peer::Asset };
                 if let Some(c) = self.capture(rec.session) {
@@ -439,7 +463,7 @@ impl Writer {
             }
             Event::SessionClose(c) => {
                 let mut m = Fields::new("session_close");
-                m.put("session", sid.as_str()).put("reason", c.reason.as_str());
+                m.put("session", sid).put("reason", c.reason.as_str());
                 m.put("detail", opt_text(c.detail.as_str()));
                 m.put("bytes_up", c.bytes_up).put("bytes_down", c.bytes_down).put("duration_us", c.duration_us);
                 let log = self.sessions.remove(&rec.session);
@@ -460,8 +484,7 @@ impl Writer {
             }
             Event::Anomaly(a) => {
                 severity = Severity::Warning;
-                let mut m =
-                    anomaly_fields((rec.session != 0).then_some(sid.as_str()), a.kind.as_str(), a.detail.as_str());
+                let mut m = anomaly_fields((rec.session != 0).then_some(sid), a.kind.as_str(), a.detail.as_str());
                 m.put("origin", "dataplane");
                 m
             }
@@ -710,13 +733,14 @@ impl Writer {
         let mut last_sync = Instant::now();
         let mut stop_seen: Option<Instant> = None;
         let mut idle = 0;
+        let mut pending = self.pending_bytes();
         loop {
             if stop_seen.is_none() && stop.load(Ordering::Acquire) {
                 stop_seen = Some(Instant::now());
             }
             let now_us = unix_micros();
             let mut work = 0;
-            if self.pending_bytes() < self.cfg.max_pending_bytes {
+            if pending < self.cfg.max_pending_bytes {
                 while let Ok((ts, ev)) = rx.try_recv() {
                     self.ingest_control(ts, ev, now_us);
                     work += 1;
@@ -750,7 +774,9 @@ impl Writer {
                 self.status.forwarded.store(f.sent, Ordering::Relaxed);
                 self.status.forward_dropped.store(f.dropped, Ordering::Relaxed);
             }
-            self.status.pending_bytes.store(self.pending_bytes() as u64, Ordering::Relaxed);
+            // Only this thread changes it: the next pass starts from this.
+            pending = self.pending_bytes();
+            self.status.pending_bytes.store(pending as u64, Ordering::Relaxed);
             if let Some(t) = stop_seen {
                 let drained = work == 0 && rx.is_empty() && queues.iter().all(|q| q.is_empty());
                 if drained || t.elapsed() > STOP_DEADLINE {
