@@ -42,6 +42,11 @@ pub struct RunArgs {
     /// Users: argon2id hashes, TOTP secrets, roles (mode 0600).
     #[arg(long, default_value = "/etc/accessgate/secrets.toml")]
     secrets: PathBuf,
+    /// Where each user's last TOTP step is kept, so a code is good once
+    /// across restarts too (default: the secrets file's path with
+    /// `.totp-steps` appended; created on the first login).
+    #[arg(long)]
+    totp_steps: Option<PathBuf>,
     /// The gate's TLS certificate chain (PEM).
     #[arg(long, default_value = "/etc/accessgate/gate.crt")]
     cert: PathBuf,
@@ -122,6 +127,12 @@ fn start(args: &RunArgs) -> Result<(), String> {
         .map_err(|e| format!("TLS: {e}"))?;
     let users = UserDb::load(&args.secrets).map_err(|e| format!("{e}"))?;
     log::info!("{} user(s) from {}", users.len(), args.secrets.display());
+    let steps = args.totp_steps.clone().unwrap_or_else(|| {
+        let mut p = args.secrets.clone().into_os_string();
+        p.push(".totp-steps");
+        PathBuf::from(p)
+    });
+    let authenticator = Arc::new(Authenticator::new(users).with_step_file(&steps)?);
     let audit_cfg = AuditConfig {
         dir: args.audit_dir.clone(),
         on_failure: if args.audit_on_failure == "terminate" { OnFailure::Terminate } else { OnFailure::Hold },
@@ -193,7 +204,6 @@ fn start(args: &RunArgs) -> Result<(), String> {
             .map_err(|e| format!("spawning core {k}: {e}"))?;
         threads.push(t);
     }
-    let authenticator = Arc::new(Authenticator::new(users));
     control.set_authenticator(authenticator.clone(), args.secrets.clone());
     let worker = AuthWorker::new(authenticator, control.shared(), channels).with_audit(audit.sink());
     let worker_stop = stop.clone();

@@ -37,6 +37,8 @@ struct Lab {
     run: PathBuf,
     ctl: PathBuf,
     gate: Option<Child>,
+    /// How the gate was started (`restart_gate` starts it again so).
+    gate_args: Vec<std::ffi::OsString>,
     helpers: Vec<Child>,
     /// TOTP secrets by user.
     secrets: Vec<(String, String)>,
@@ -78,6 +80,7 @@ impl Lab {
             prefix,
             run,
             gate: None,
+            gate_args: Vec::new(),
             helpers: Vec::new(),
             secrets: Vec::new(),
             tmpfs: None,
@@ -120,37 +123,48 @@ impl Lab {
             }
             None => repo().join("config/lab.toml"),
         };
-        let log = std::fs::File::create(lab.run.join("gate.log")).unwrap();
-        let gate = Command::new("ip")
-            .args(["netns", "exec", &format!("{}gate", lab.prefix), GATE, "run", "--config"])
-            .arg(&config_path)
-            // Sleep as soon as a pass finds no work: the strictest mode for
-            // work a session leaves behind with no frame to wake it (a hello
-            // read in two steps stalled here 6 times in 8 before the fix).
-            .args(["--backend", backend, "--cores", "0", "--idle", "adaptive:0:0", "--ctl"])
-            .arg(&lab.ctl)
-            .arg("--secrets")
-            .arg(lab.run.join("secrets.toml"))
-            .arg("--cert")
-            .arg(lab.run.join("tls/gate.crt"))
-            .arg("--key")
-            .arg(lab.run.join("tls/gate.key"))
-            .arg("--audit-dir")
-            .arg(lab.run.join("audit"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        lab.gate = Some(gate);
+        let mut args: Vec<std::ffi::OsString> =
+            ["netns", "exec", &format!("{}gate", lab.prefix), GATE, "run", "--config"].iter().map(Into::into).collect();
+        args.push(config_path.into());
+        // Sleep as soon as a pass finds no work: the strictest mode for
+        // work a session leaves behind with no frame to wake it (a hello
+        // read in two steps stalled here 6 times in 8 before the fix).
+        args.extend(["--backend", backend, "--cores", "0", "--idle", "adaptive:0:0"].iter().map(Into::into));
+        args.extend(["--ctl".into(), lab.ctl.clone().into(), "--secrets".into(), lab.run.join("secrets.toml").into()]);
+        args.extend(["--cert".into(), lab.run.join("tls/gate.crt").into()]);
+        args.extend(["--key".into(), lab.run.join("tls/gate.key").into()]);
+        args.extend(["--audit-dir".into(), lab.run.join("audit").into()]);
+        lab.gate_args = args;
+        lab.start_gate();
+        Some(lab)
+    }
+
+    /// Starts the gate (its log appended to gate.log) and waits for its
+    /// management socket.
+    fn start_gate(&mut self) {
+        let _ = std::fs::remove_file(&self.ctl);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.run.join("gate.log")).unwrap();
+        let gate =
+            Command::new("ip").args(&self.gate_args).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+        self.gate = Some(gate);
         let start = Instant::now();
-        while !lab.ctl.exists() {
-            assert!(start.elapsed() < Duration::from_secs(15), "gate did not start:\n{}", lab.gate_log());
-            if let Some(status) = lab.gate.as_mut().unwrap().try_wait().unwrap() {
-                panic!("gate exited with {status}:\n{}", lab.gate_log());
+        while !self.ctl.exists() {
+            assert!(start.elapsed() < Duration::from_secs(15), "gate did not start:\n{}", self.gate_log());
+            if let Some(status) = self.gate.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gate exited with {status}:\n{}", self.gate_log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(lab)
+    }
+
+    /// Stops the gate (SIGINT) and starts it again with the same arguments.
+    fn restart_gate(&mut self) {
+        if let Some(mut g) = self.gate.take() {
+            let _ = Command::new("kill").args(["-INT", &g.id().to_string()]).status();
+            let status = g.wait().unwrap();
+            assert!(status.success(), "gate stopped with {status}:\n{}", self.gate_log());
+        }
+        self.start_gate();
     }
 
     fn gate_log(&self) -> String {
@@ -788,4 +802,23 @@ fn xsk_full_audit_disk_refuses_new_sessions_and_loses_nothing() {
     assert_eq!(requests, allowed, "every forwarded request is in the audit trail");
     let out = Command::new(GATE).args(["audit", "verify"]).arg(&audit).output().unwrap();
     assert!(out.status.success(), "audit verify: {}", text(&out));
+}
+
+/// A TOTP code is good once across a restart of the gate too: the gate
+/// keeps each user's last step next to the secrets and reads it at start.
+#[test]
+fn xsk_a_totp_code_is_not_good_again_after_a_restart() {
+    let Some(mut lab) = Lab::up("xsk") else { return };
+    let code = lab.totp("alice", 0);
+    let out = lab.login("alice", PASSWORD, &code);
+    assert!(out.status.success(), "{}", text(&out));
+    let steps = std::fs::read_to_string(lab.run.join("secrets.toml.totp-steps")).unwrap();
+    assert!(steps.lines().any(|l| l.starts_with("alice ")), "{steps}");
+    lab.restart_gate();
+    let out = lab.login("alice", PASSWORD, &code);
+    assert!(!out.status.success(), "the same code logged in again after a restart: {}", text(&out));
+    assert!(text(&out).contains("refused: bad credentials"), "{}", text(&out));
+    // The next step's code is new, and works.
+    let out = lab.login("alice", PASSWORD, &lab.totp("alice", 1));
+    assert!(out.status.success(), "{}", text(&out));
 }

@@ -26,6 +26,7 @@
 
 pub mod limiter;
 pub mod password;
+pub mod steps;
 pub mod tickets;
 pub mod totp;
 pub mod users;
@@ -39,6 +40,7 @@ use arc_swap::ArcSwap;
 use dataplane::wire::hello::Reason;
 
 pub use limiter::{LimitPolicy, Limiter, LockedKey, Lockout};
+pub use steps::StepFile;
 pub use tickets::{Redeemed, Ticket, TicketError, TicketId, TicketStore};
 pub use users::{User, UserDb, UserDbError};
 
@@ -117,6 +119,8 @@ pub struct Authenticator {
     users: ArcSwap<UserDb>,
     state: Mutex<State>,
     dummy_phc: String,
+    /// Where `last_step` is kept across restarts (None: memory only).
+    steps: Option<StepFile>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -141,7 +145,22 @@ impl Authenticator {
                 last_step: HashMap::new(),
             }),
             dummy_phc: password::DUMMY_PHC.to_string(),
+            steps: None,
         }
+    }
+
+    /// Keeps each user's last TOTP step in `path` across restarts, starting
+    /// from what it holds (steps of users no longer in the file are dropped).
+    ///
+    /// # Errors
+    /// The file cannot be read or is malformed (see [`StepFile::load`]).
+    pub fn with_step_file(mut self, path: &std::path::Path) -> Result<Self, String> {
+        let (file, mut steps) = StepFile::load(path)?;
+        let users = self.users.load();
+        steps.retain(|name, _| users.get(name).is_some());
+        self.lock().last_step = steps;
+        self.steps = Some(file);
+        Ok(self)
     }
 
     /// The users in force.
@@ -236,6 +255,17 @@ impl Authenticator {
         }
         state.last_step.insert(user.to_string(), step);
         state.limiter.record_success(user);
+        if let Some(file) = &self.steps {
+            // Under the lock, so the file follows the logins in order. A
+            // failed write keeps the login (the step is in memory; only a
+            // restart before the next good write could replay this code).
+            if let Err(e) = file.save(&state.last_step) {
+                log::error!(
+                    "TOTP step file {}: {e}: the code just used could be used again after a restart",
+                    file.path().display()
+                );
+            }
+        }
         drop(state);
         log::info!("login ok: user {user:?} from {source}, roles {:?}", account.roles);
         Ok(Identity { user: account.name.clone(), roles: account.roles.clone() })
@@ -390,6 +420,34 @@ mod tests {
         let next = code(T0 + 30);
         a.login("alice", PASSWORD, &next, IP, T0 + 30).unwrap();
         assert!(a.login("alice", PASSWORD, &next, IP, T0 + 31).is_err());
+    }
+
+    #[test]
+    fn a_code_is_good_once_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("accessgate-auth-steps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secrets.toml.totp-steps");
+        let _ = std::fs::remove_file(&path);
+        let c = code(T0);
+        // Memory only, a restart forgets: the same code passes again.
+        auth().login("alice", PASSWORD, &c, IP, T0).unwrap();
+        auth().login("alice", PASSWORD, &c, IP, T0 + 5).unwrap();
+        // With the step file it does not.
+        let a = auth().with_step_file(&path).unwrap();
+        a.login("alice", PASSWORD, &c, IP, T0).unwrap();
+        drop(a);
+        let b = auth().with_step_file(&path).unwrap();
+        assert_eq!(reason(b.login("alice", PASSWORD, &c, IP, T0 + 5)), Reason::BadCredentials);
+        b.login("alice", PASSWORD, &code(T0 + 30), IP, T0 + 30).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(&format!("alice {}\n", (T0 + 30) / 30)), "{text}");
+        // Steps of users who are gone are dropped on load; a bad file is an error.
+        std::fs::write(&path, format!("ghost 5\nalice {}\n", T0 / 30)).unwrap();
+        let c2 = auth().with_step_file(&path).unwrap();
+        assert_eq!(c2.lock().last_step.len(), 1);
+        std::fs::write(&path, "alice soon\n").unwrap();
+        assert!(auth().with_step_file(&path).unwrap_err().contains("line 1"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

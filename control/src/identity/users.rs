@@ -397,15 +397,7 @@ impl UserDb {
         if !dir.exists() {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err(&dir))?;
         }
-        let base = path.file_name().map_or_else(|| "secrets.toml".into(), |n| n.to_string_lossy());
-        let tmp = dir.join(format!(".{base}.tmp-{}", std::process::id()));
-        let result = write_synced(&tmp, text.as_bytes()).and_then(|()| fs::rename(&tmp, path)).map_err(io_err(path));
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-            return result;
-        }
-        // Make the rename itself durable.
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))
+        replace_file(path, text.as_bytes()).map_err(io_err(path))
     }
 
     /// A user by name.
@@ -469,6 +461,24 @@ impl UserDb {
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
     }
+}
+
+/// Replaces `path` with `bytes` atomically: a temporary file in the same
+/// directory (mode 0600, fsync), a rename over `path`, an fsync of the
+/// directory (so the rename itself is durable). On failure the old file is
+/// untouched and the temporary one removed.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let base = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy());
+    let tmp = dir.join(format!(".{base}.tmp-{}", std::process::id()));
+    if let Err(e) = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    File::open(&dir).and_then(|d| d.sync_all())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
