@@ -38,6 +38,13 @@ pub struct LoginArgs {
     /// Where the ticket is stored (default: $XDG_CONFIG_HOME/accessgate or ~/.config/accessgate).
     #[arg(long)]
     config_dir: Option<PathBuf>,
+    /// Client certificate (PEM) enrolled for the user (`accessgate user
+    /// add-cert`): it replaces the password, which is then not asked for.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -135,9 +142,15 @@ fn tls_to(
     addr: SocketAddrV4,
     server_name: &str,
     ca: &Path,
+    client_cert: Option<(&Path, &Path)>,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
-    let ca_pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-    let config = client::client_config(&ca_pem, false, None)?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let ca_pem = read(ca)?;
+    let pair = match client_cert {
+        Some((cert, key)) => Some((read(cert)?, read(key)?)),
+        None => None,
+    };
+    let config = client::client_config(&ca_pem, false, pair.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())))?;
     let conn = client::connection(&config, server_name)?;
     let tcp = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5))
         .map_err(|e| format!("cannot reach {addr}: {e}"))?;
@@ -194,6 +207,9 @@ fn do_login(args: &LoginArgs) -> Result<String, String> {
     };
     let password = if args.password_stdin {
         prompt("")?
+    } else if args.cert.is_some() {
+        // The certificate is the first factor.
+        String::new()
     } else {
         rpassword::prompt_password(format!("password for {}: ", args.user)).map_err(|e| e.to_string())?
     };
@@ -201,7 +217,8 @@ fn do_login(args: &LoginArgs) -> Result<String, String> {
         Some(t) => t.clone(),
         None => prompt("TOTP code: ")?,
     };
-    let mut stream = tls_to(gate, &args.server_name, &args.ca)?;
+    let cert = args.cert.as_deref().zip(args.key.as_deref());
+    let mut stream = tls_to(gate, &args.server_name, &args.ca, cert)?;
     let hello =
         client::hello_frame(Auth::Credentials { user: &args.user, password: password.as_bytes(), totp: &totp }, None);
     match client::exchange(&mut stream, &hello)? {
@@ -244,7 +261,7 @@ fn do_connect(args: &ConnectArgs) -> Result<(), String> {
         return Err("ticket expired: run accessgate login".into());
     }
     // Ask the gate where the asset's endpoint is (and whether we may go there).
-    let mut stream = tls_to(ticket.gate, &ticket.server_name, &ticket.ca)?;
+    let mut stream = tls_to(ticket.gate, &ticket.server_name, &ticket.ca, None)?;
     let hello = client::hello_frame(Auth::Ticket(&ticket.ticket), Some((&args.asset, &args.service)));
     let endpoint: SocketAddrV4 = match client::exchange(&mut stream, &hello)? {
         Answer::Accept { granted, .. } => {
@@ -284,7 +301,7 @@ fn carry(
     service: &str,
 ) -> Result<(), String> {
     local.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut stream = tls_to(endpoint, &ticket.server_name, &ticket.ca)?;
+    let mut stream = tls_to(endpoint, &ticket.server_name, &ticket.ca, None)?;
     let hello = client::hello_frame(Auth::Ticket(&ticket.ticket), Some((asset, service)));
     match client::exchange(&mut stream, &hello)? {
         Answer::Accept { .. } => {}

@@ -1,5 +1,6 @@
-//! `accessgate user add|list|disable|enable|reset-totp|passwd`: manage the
-//! secrets file (users, roles, argon2id password hashes, TOTP secrets).
+//! `accessgate user add|list|disable|enable|reset-totp|passwd|add-cert`:
+//! manage the secrets file (users, roles, argon2id password hashes, TOTP
+//! secrets, client-certificate fingerprints).
 //!
 //! Passwords are asked twice without echo (or read from one line of stdin
 //! with `--password-stdin`) and never printed. Enrolling a TOTP secret prints
@@ -74,6 +75,16 @@ enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Enroll a client certificate: with it (signed by the gate's
+    /// --client-ca) the user logs in with the certificate + TOTP, no
+    /// password (`accessgate login --cert --key`).
+    AddCert {
+        /// The user name.
+        name: String,
+        /// The certificate (PEM; the first one in the file).
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+    },
     /// Set a user's password.
     Passwd {
         /// The user name.
@@ -105,7 +116,28 @@ fn run(args: &UserArgs) -> Result<(), String> {
         UserCommand::Enable { name } => set_disabled(path, name, false),
         UserCommand::ResetTotp { name, json } => reset_totp(path, name, *json),
         UserCommand::Passwd { name, password_stdin } => passwd(path, name, *password_stdin),
+        UserCommand::AddCert { name, cert } => add_cert(path, name, cert),
     }
+}
+
+fn add_cert(path: &Path, name: &str, cert: &Path) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .ok_or_else(|| format!("{}: no PEM certificate in it", cert.display()))?
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let fp = users::cert_fingerprint(&der);
+    let mut db = load(path)?;
+    let user = db.require_mut(name).map_err(|e| e.to_string())?;
+    if user.cert_fingerprints.contains(&fp) {
+        println!("user {name:?} already has certificate {fp}");
+        return Ok(());
+    }
+    user.cert_fingerprints.push(fp.clone());
+    db.save(path).map_err(|e| e.to_string())?;
+    println!("user {name:?}: certificate {fp} enrolled (reload the gate to use it)");
+    Ok(())
 }
 
 /// Loads an existing secrets file, saying how to start one if missing.

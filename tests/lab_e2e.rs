@@ -822,3 +822,76 @@ fn xsk_a_totp_code_is_not_good_again_after_a_restart() {
     let out = lab.login("alice", PASSWORD, &lab.totp("alice", 1));
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// Certificate + TOTP: a user whose client certificate is enrolled (`user
+/// add-cert`) and chains to the gate's `--client-ca` logs in without a
+/// password; a certificate from the same CA that is not theirs is refused,
+/// and so is a login with neither password nor certificate.
+#[test]
+fn xsk_client_certificate_and_totp_log_in_without_a_password() {
+    let Some(mut lab) = Lab::up("xsk") else { return };
+    let tls = lab.run.join("tls");
+    let sh = |script: &str| {
+        let out = Command::new("sh").arg("-c").arg(script).current_dir(&tls).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", text(&out));
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    sh(&format!("openssl req -x509 {ec} -keyout cca.key -out cca.crt -subj /CN=lab-client-ca -days 1"));
+    sh("printf 'extendedKeyUsage=clientAuth\\n' > client-ext.cnf");
+    for who in ["alice", "other"] {
+        sh(&format!(
+            "openssl req {ec} -keyout {who}.key -out {who}.csr -subj /CN={who} && openssl x509 -req -in {who}.csr \
+             -CA cca.crt -CAkey cca.key -CAcreateserial -out {who}.crt -days 1 -extfile client-ext.cnf"
+        ));
+    }
+    let out = Command::new(GATE)
+        .arg("user")
+        .arg("--secrets")
+        .arg(lab.run.join("secrets.toml"))
+        .args(["add-cert", "alice", "--cert"])
+        .arg(tls.join("alice.crt"))
+        .output()
+        .unwrap();
+    assert!(out.status.success() && text(&out).contains("enrolled"), "{}", text(&out));
+    lab.gate_args.extend(["--client-ca".into(), tls.join("cca.crt").into()]);
+    lab.restart_gate();
+
+    let login_with = |who: &str, totp: &str| {
+        let (cert, key) = (tls.join(format!("{who}.crt")), tls.join(format!("{who}.key")));
+        let ca = tls.join("ca.crt");
+        let dir = lab.run.join("home-alice");
+        let args = [
+            GATE,
+            "login",
+            "--gate",
+            "100.64.0.1",
+            "--user",
+            "alice",
+            "--totp",
+            totp,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--config-dir",
+            dir.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ];
+        lab.exec("user", 20, &args, None)
+    };
+    // Someone else's certificate (same CA) is no factor for alice.
+    let out = login_with("other", &lab.totp("alice", 0));
+    assert!(!out.status.success() && text(&out).contains("refused: bad credentials"), "{}", text(&out));
+    // Her own certificate + TOTP, no password: logged in, and the ticket works.
+    let out = login_with("alice", &lab.totp("alice", 0));
+    assert!(out.status.success() && text(&out).contains("logged in as alice"), "{}", text(&out));
+    lab.connect("alice", 5021);
+    let out = lab.client(&["--host", "127.0.0.1", "--port", "5021", "--json", "read-holding", "0", "2"]);
+    assert!(out.status.success() && text(&out).contains("[0, 1]"), "{}", text(&out));
+    let log = lab.gate_log();
+    assert!(log.contains("login ok: user \"alice\"") && log.contains("(client certificate + TOTP)"), "{log}");
+    // No certificate and an empty password: refused.
+    let out = lab.login("alice", "", &lab.totp("alice", 1));
+    assert!(!out.status.success() && text(&out).contains("refused: bad credentials"), "{}", text(&out));
+}

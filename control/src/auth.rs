@@ -109,7 +109,8 @@ impl AuthWorker {
         let source = IpAddr::V4(req.source);
         let (identity, ticket_expiry, ticket_id_text) = match &mut req.credentials {
             Credentials::Password { user, password, totp } => {
-                let result = self.authenticator.login(user, password, totp, source, now);
+                let cert = req.client_cert.as_deref();
+                let result = self.authenticator.login_with_cert(user, password, totp, cert, source, now);
                 password.fill(0);
                 match result {
                     Ok(identity) => (identity, None, None),

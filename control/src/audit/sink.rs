@@ -61,11 +61,20 @@ pub struct AuthEvent {
 impl AuthEvent {
     /// What the request says (before deciding: `decide` consumes it).
     pub fn request(req: &AuthRequest) -> Self {
+        // "cert": an empty password, the client certificate is the first
+        // factor; "password+cert": a password on a session that also
+        // presented a certificate.
         let (user, method) = match &req.credentials {
-            Credentials::Password { user, .. } => (user.clone(), "password"),
-            Credentials::Ticket(_) => (String::new(), "ticket"),
+            Credentials::Password { user, password, .. } if password.is_empty() && req.client_cert.is_some() => {
+                (user.clone(), "cert".to_string())
+            }
+            Credentials::Password { user, .. } => (user.clone(), "password".to_string()),
+            Credentials::Ticket(_) => (String::new(), "ticket".to_string()),
         };
-        let method = if req.client_cert.is_some() { format!("{method}+cert") } else { method.to_string() };
+        let method = match (req.client_cert.is_some(), method.as_str()) {
+            (true, "password" | "ticket") => format!("{method}+cert"),
+            _ => method,
+        };
         let (purpose, asset, service) = match &req.purpose {
             Purpose::Login => ("login", None, None),
             Purpose::Resolve { asset, service } => ("resolve", Some(asset.clone()), Some(service.clone())),

@@ -10,9 +10,11 @@
 //!   workers (never a dp core: a password check costs ~25 ms).
 //!
 //! Login order: lockout check (refused before any password work), then the
-//! password (an unknown or disabled user costs the same argon2 verification
-//! against a dummy hash, so timing does not reveal which names exist), then
-//! the TOTP code, which must belong to a step newer than the last one this
+//! first factor: the password (an unknown or disabled user costs the same
+//! argon2 verification against a dummy hash, so timing does not reveal which
+//! names exist), or, when the password is empty, a client certificate that
+//! the TLS layer verified against the client CA and whose fingerprint is
+//! one of the user's `cert_fingerprints`; then the TOTP code, which must belong to a step newer than the last one this
 //! user logged in with (a code is good once). Wrong password, wrong or
 //! replayed code count as failures; a missing code does not.
 //!
@@ -38,6 +40,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 use dataplane::wire::hello::Reason;
+use subtle::ConstantTimeEq;
 
 pub use limiter::{LimitPolicy, Limiter, LockedKey, Lockout};
 pub use steps::StepFile;
@@ -202,6 +205,27 @@ impl Authenticator {
         source: IpAddr,
         now: u64,
     ) -> Result<Identity, Refusal> {
+        self.login_with_cert(user, password, totp, None, source, now)
+    }
+
+    /// [`Authenticator::login`] on a TLS session that presented the verified
+    /// client certificate `client_cert` (DER). With an empty password the
+    /// certificate is the first factor if its fingerprint is one of the
+    /// user's; a non-empty password is checked as always (the certificate
+    /// then adds nothing). The TOTP code is required either way.
+    ///
+    /// # Errors
+    /// As [`Authenticator::login`]; an empty password without an enrolled
+    /// certificate is `BadCredentials` (counted as a failure).
+    pub fn login_with_cert(
+        &self,
+        user: &str,
+        password: &[u8],
+        totp: &str,
+        client_cert: Option<&[u8]>,
+        source: IpAddr,
+        now: u64,
+    ) -> Result<Identity, Refusal> {
         if let Err(lock) = self.lock().limiter.check(user, source, now) {
             log::warn!(
                 "login refused: user {user:?} from {source}: locked ({}, {} s left)",
@@ -217,20 +241,27 @@ impl Authenticator {
         // Slow part, outside the lock.
         let users = self.users.load_full();
         let account = users.get(user);
-        let password_ok = match account.and_then(|u| u.password.as_deref()) {
-            Some(phc) => password::verify(phc, password),
-            None => {
-                let _ = password::verify(&self.dummy_phc, password);
-                false
-            }
+        let cert = client_cert.filter(|_| password.is_empty()).map(users::cert_fingerprint);
+        let cert_ok = match (&cert, account) {
+            (Some(fp), Some(u)) => u.cert_fingerprints.iter().any(|f| f.as_bytes().ct_eq(fp.as_bytes()).into()),
+            _ => false,
         };
+        let first_ok = cert_ok
+            || match account.and_then(|u| u.password.as_deref()) {
+                Some(phc) => password::verify(phc, password),
+                None => {
+                    let _ = password::verify(&self.dummy_phc, password);
+                    false
+                }
+            };
         let account = match account {
-            Some(u) if password_ok && !u.disabled => u,
+            Some(u) if first_ok && !u.disabled => u,
             other => {
                 let why = match other {
                     None => "unknown user",
-                    Some(u) if u.disabled && password_ok => "user disabled",
-                    Some(u) if u.password.is_none() => "user has no password",
+                    Some(u) if u.disabled && first_ok => "user disabled",
+                    Some(_) if cert.is_some() => "client certificate not enrolled for this user",
+                    Some(u) if u.password.is_none() => "user has no password (and no enrolled client certificate)",
                     Some(_) => "wrong password",
                 };
                 return Err(self.fail(user, source, now, why));
@@ -267,7 +298,8 @@ impl Authenticator {
             }
         }
         drop(state);
-        log::info!("login ok: user {user:?} from {source}, roles {:?}", account.roles);
+        let method = if cert_ok { "client certificate + TOTP" } else { "password + TOTP" };
+        log::info!("login ok: user {user:?} from {source} ({method}), roles {:?}", account.roles);
         Ok(Identity { user: account.name.clone(), roles: account.roles.clone() })
     }
 
@@ -376,6 +408,11 @@ mod tests {
 
     /// Users with cheap hashes; the dummy hash cheap too (tests are
     /// unoptimized; the timing equality is a property of the real params).
+    /// Stand-ins for client certificate DER (only their SHA-256 matters
+    /// here; the TLS layer verified the real ones against the client CA).
+    const CERT: &[u8] = b"certificate of cid";
+    const OTHER_CERT: &[u8] = b"someone else's certificate";
+
     fn auth() -> Authenticator {
         let mut db = UserDb::new();
         for (name, disabled) in [("alice", false), ("mallory", true)] {
@@ -385,6 +422,11 @@ mod tests {
             u.disabled = disabled;
             db.add(u).unwrap();
         }
+        // A certificate-only user (no password), enrolled with CERT.
+        let mut cert_user = User::new("cid", &["viewer".to_string()]);
+        cert_user.totp = Some(secret());
+        cert_user.cert_fingerprints.push(users::cert_fingerprint(CERT));
+        db.add(cert_user).unwrap();
         let mut nototp = User::new("newbie", &["viewer".to_string()]);
         nototp.password = Some(password::tests::cheap(PASSWORD));
         db.add(nototp).unwrap();
@@ -448,6 +490,29 @@ mod tests {
         std::fs::write(&path, "alice soon\n").unwrap();
         assert!(auth().with_step_file(&path).unwrap_err().contains("line 1"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_enrolled_client_certificate_replaces_the_password_not_the_code() {
+        let a = auth();
+        let login = |user: &str, pw: &[u8], totp: &str, cert: Option<&[u8]>, at: u64| {
+            a.login_with_cert(user, pw, totp, cert, IP, at)
+        };
+        // Certificate + TOTP, no password.
+        assert_eq!(login("cid", b"", &code(T0), Some(CERT), T0).unwrap().user, "cid");
+        // The code is still required, and still good once.
+        assert_eq!(reason(login("cid", b"", "", Some(CERT), T0 + 1)), Reason::MfaRequired);
+        assert_eq!(reason(login("cid", b"", &code(T0), Some(CERT), T0 + 2)), Reason::BadCredentials);
+        // A certificate that is not the user's, or none at all, is no factor.
+        assert_eq!(reason(login("cid", b"", &code(T0 + 30), Some(OTHER_CERT), T0 + 30)), Reason::BadCredentials);
+        assert_eq!(reason(login("cid", b"", &code(T0 + 30), None, T0 + 30)), Reason::BadCredentials);
+        // cid's certificate does not log in as alice.
+        assert_eq!(reason(login("alice", b"", &code(T0), Some(CERT), T0)), Reason::BadCredentials);
+        // A password, when given, is checked even with a good certificate.
+        let a2 = auth();
+        assert_eq!(reason(a2.login_with_cert("cid", b"guess", &code(T0), Some(CERT), IP, T0)), Reason::BadCredentials);
+        // Alice with her password, on a session that also presented one: fine.
+        assert!(a2.login_with_cert("alice", PASSWORD, &code(T0), Some(OTHER_CERT), IP, T0).is_ok());
     }
 
     #[test]

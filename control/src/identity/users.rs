@@ -170,6 +170,13 @@ fn check_word(word: &str, max: usize, punct: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The fingerprint of a certificate as the secrets file writes it:
+/// `sha256:` and the lowercase hex SHA-256 of its DER.
+pub fn cert_fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", crate::audit::chain::hex(&Sha256::digest(der)))
+}
+
 fn check_fingerprint(fp: &str) -> Result<(), String> {
     match fp.strip_prefix("sha256:") {
         Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Ok(()),

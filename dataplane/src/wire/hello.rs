@@ -24,7 +24,11 @@
 //! Text fields are UTF-8 and may not contain control characters, so a name
 //! from the wire can be logged as is. A credentials hello may leave out the
 //! TOTP code (tag 3): [`Auth::Credentials`] then has `totp: ""` and the gate
-//! answers `mfa_required` if the password was right.
+//! answers `mfa_required` if the password was right. It may also leave out
+//! the password (tag 2), which then reads as `password: b""`: the client
+//! presented a TLS client certificate as its first factor (the gate refuses
+//! it as `bad_credentials` unless that certificate is enrolled for the user).
+//! A password that is present is 1..=256 bytes.
 //!
 //! Cost (release, one core, a 64-byte credentials + target hello):
 //! `frame_len` ~5 ns, `parse` ~36 ns, `emit` ~11 ns.
@@ -528,10 +532,11 @@ impl<'a> Message<'a> {
         let auth = match (user, password, ticket) {
             (_, _, Some(_)) if has_credentials => return Err(Error::CredentialsAndTicket),
             (_, _, Some(t)) => Auth::Ticket(t),
-            (Some(user), Some(password), None) => Auth::Credentials { user, password, totp: code.unwrap_or("") },
+            (Some(user), password, None) => {
+                Auth::Credentials { user, password: password.unwrap_or(b""), totp: code.unwrap_or("") }
+            }
             (None, None, None) if !has_credentials => return Err(Error::NoAuth),
             (None, _, None) => return Err(Error::MissingField(tag::USER)),
-            (Some(_), None, None) => return Err(Error::MissingField(tag::PASSWORD)),
         };
         let target = match (asset, service) {
             (Some(a), Some(s)) => Some((a, s)),
@@ -602,7 +607,9 @@ impl<'a> Message<'a> {
                 match auth {
                     Auth::Credentials { user, password, totp } => {
                         f(tag::USER, user.as_bytes());
-                        f(tag::PASSWORD, password);
+                        if !password.is_empty() {
+                            f(tag::PASSWORD, password);
+                        }
                         if !totp.is_empty() {
                             f(tag::TOTP, totp.as_bytes());
                         }
@@ -759,9 +766,11 @@ mod tests {
     fn shapes() -> Vec<Message<'static>> {
         let creds = Auth::Credentials { user: "alice", password: b"s3cret!!", totp: "123456" };
         let no_code = Auth::Credentials { user: "bob", password: b"\x00\xffbinary", totp: "" };
+        // A client-certificate login: no password field at all.
+        let cert_login = Auth::Credentials { user: "carol", password: b"", totp: "654321" };
         let ticket = Auth::Ticket(&TICKET);
         let mut v = Vec::new();
-        for auth in [creds, no_code, ticket] {
+        for auth in [creds, no_code, cert_login, ticket] {
             v.push(Message::Hello { auth, target: None });
             v.push(Message::Hello { auth, target: Some(("plc-7", "modbus")) });
         }
@@ -982,8 +991,12 @@ mod tests {
             ("service without asset", hello(&[ticket.clone(), service.clone()]), Error::IncompleteTarget),
             ("no auth", hello(&[asset.clone(), service.clone()]), Error::NoAuth),
             ("empty hello", hello(&[]), Error::NoAuth),
-            ("user without password", hello(&[user.clone(), code.clone()]), Error::MissingField(tag::PASSWORD)),
             ("password without user", hello(std::slice::from_ref(&pass)), Error::MissingField(tag::USER)),
+            (
+                "empty password field (leave it out for a certificate login)",
+                hello(&[user.clone(), tlv(tag::PASSWORD, b"")]),
+                Error::BadLength { tag: tag::PASSWORD, len: 0 },
+            ),
             ("empty user", hello(&[tlv(tag::USER, b""), pass.clone()]), Error::BadLength { tag: tag::USER, len: 0 }),
             (
                 "user of 65 bytes",
