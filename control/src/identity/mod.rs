@@ -14,9 +14,11 @@
 //! argon2 verification against a dummy hash, so timing does not reveal which
 //! names exist), or, when the password is empty, a client certificate that
 //! the TLS layer verified against the client CA and whose fingerprint is
-//! one of the user's `cert_fingerprints`; then the TOTP code, which must belong to a step newer than the last one this
-//! user logged in with (a code is good once). Wrong password, wrong or
-//! replayed code count as failures; a missing code does not.
+//! one of the user's `cert_fingerprints`; then the TOTP code, which must
+//! belong to a step newer than the last one this user logged in with (a
+//! code is good once, across restarts too with a [`StepFile`]). A wrong
+//! password, certificate or code, or a replayed code, counts as a failure;
+//! a missing code does not.
 //!
 //! Nothing secret is ever logged: no password, code, secret or ticket (a
 //! ticket appears only as a prefix of its SHA-256). User names are logged
