@@ -231,28 +231,19 @@ impl Lab {
 
     /// `accessgate login` in the user namespace.
     fn login(&self, user: &str, password: &str, totp: &str) -> Output {
+        self.login_with(user, totp, &["--password-stdin"], Some(&format!("{password}\n")))
+    }
+
+    /// `accessgate login` for `user` with `totp`, `extra` arguments and
+    /// `stdin`.
+    fn login_with(&self, user: &str, totp: &str, extra: &[&str], stdin: Option<&str>) -> Output {
         let ca = self.run.join("tls/ca.crt");
         let dir = self.run.join(format!("home-{user}"));
-        self.exec(
-            "user",
-            20,
-            &[
-                GATE,
-                "login",
-                "--gate",
-                "100.64.0.1",
-                "--user",
-                user,
-                "--password-stdin",
-                "--totp",
-                totp,
-                "--ca",
-                ca.to_str().unwrap(),
-                "--config-dir",
-                dir.to_str().unwrap(),
-            ],
-            Some(&format!("{password}\n")),
-        )
+        let mut args =
+            vec![GATE, "login", "--gate", "100.64.0.1", "--user", user, "--totp", totp, "--ca", ca.to_str().unwrap()];
+        args.extend(["--config-dir", dir.to_str().unwrap()]);
+        args.extend(extra);
+        self.exec("user", 20, &args, stdin)
     }
 
     /// Starts `accessgate connect` for `user` on 127.0.0.1:`port` in the user
@@ -858,27 +849,8 @@ fn xsk_client_certificate_and_totp_log_in_without_a_password() {
 
     let login_with = |who: &str, totp: &str| {
         let (cert, key) = (tls.join(format!("{who}.crt")), tls.join(format!("{who}.key")));
-        let ca = tls.join("ca.crt");
-        let dir = lab.run.join("home-alice");
-        let args = [
-            GATE,
-            "login",
-            "--gate",
-            "100.64.0.1",
-            "--user",
-            "alice",
-            "--totp",
-            totp,
-            "--ca",
-            ca.to_str().unwrap(),
-            "--config-dir",
-            dir.to_str().unwrap(),
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ];
-        lab.exec("user", 20, &args, None)
+        let cert_args = ["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()];
+        lab.login_with("alice", totp, &cert_args, None)
     };
     // Someone else's certificate (same CA) is no factor for alice.
     let out = login_with("other", &lab.totp("alice", 0));
