@@ -34,15 +34,21 @@ use sha2::{Digest, Sha256};
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The digits of lowercase hex.
+pub(crate) const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
+    push_hex(&mut s, bytes);
     s
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b & 15)]));
+    }
 }
 
 /// Appends the canonical form of `value` to `out`.
@@ -98,36 +104,28 @@ fn push_object(map: &Map<String, Value>, skip: Option<&str>, out: &mut String) -
     Ok(())
 }
 
-fn push_int(out: &mut String, mut u: u64, negative: bool) {
+fn push_int(out: &mut String, u: u64, negative: bool) {
     if negative {
         out.push('-');
     }
-    // Digits from the right into a stack buffer (the fmt machinery was
-    // 2 % of the writer's profile).
-    let mut buf = [0u8; 20];
+    push_digits(out, u, 1);
+}
+
+/// Appends `x` in decimal, zero-padded to at least `width` digits. Digits
+/// go from the right into a stack buffer (the fmt machinery was 2 % of the
+/// writer's profile).
+fn push_digits(out: &mut String, mut x: u64, width: usize) {
+    let mut buf = [b'0'; 20];
     let mut i = buf.len();
     loop {
         i -= 1;
-        buf[i] = b'0' + (u % 10) as u8;
-        u /= 10;
-        if u == 0 {
+        buf[i] = b'0' + (x % 10) as u8;
+        x /= 10;
+        if x == 0 {
             break;
         }
     }
-    for &d in &buf[i..] {
-        out.push(char::from(d));
-    }
-}
-
-/// Appends `x` as exactly `width` decimal digits (zero-padded; `x` below
-/// 10^width).
-fn push_digits(out: &mut String, mut x: u64, width: usize) {
-    let mut buf = [b'0'; 6];
-    for i in (0..width.min(6)).rev() {
-        buf[i] = b'0' + (x % 10) as u8;
-        x /= 10;
-    }
-    for &d in &buf[..width.min(6)] {
+    for &d in &buf[i.min(buf.len().saturating_sub(width))..] {
         out.push(char::from(d));
     }
 }
@@ -281,13 +279,9 @@ fn push_val(out: &mut String, v: &Val<'_>) {
             out.push('"');
         }
         Val::Hex(b) => {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
             out.reserve(b.len() * 2 + 2);
             out.push('"');
-            for x in *b {
-                out.push(DIGITS[usize::from(x >> 4)] as char);
-                out.push(DIGITS[usize::from(x & 15)] as char);
-            }
+            push_hex(out, b);
             out.push('"');
         }
         Val::List(items) => {
@@ -469,11 +463,7 @@ fn push_rfc3339_micros(out: &mut String, ts_us: u64) {
     let secs = ts_us / 1_000_000;
     let (y, m, d) = civil((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    if y <= 9999 {
-        push_digits(out, y as u64, 4);
-    } else {
-        push_int(out, y as u64, false);
-    }
+    push_digits(out, y as u64, 4);
     out.push('-');
     push_digits(out, m as u64, 2);
     out.push('-');

@@ -64,16 +64,11 @@ impl AuthEvent {
         // "cert": an empty password, the client certificate is the first
         // factor; "password+cert": a password on a session that also
         // presented a certificate.
+        let cert = req.client_cert.is_some();
         let (user, method) = match &req.credentials {
-            Credentials::Password { user, password, .. } if password.is_empty() && req.client_cert.is_some() => {
-                (user.clone(), "cert".to_string())
-            }
-            Credentials::Password { user, .. } => (user.clone(), "password".to_string()),
-            Credentials::Ticket(_) => (String::new(), "ticket".to_string()),
-        };
-        let method = match (req.client_cert.is_some(), method.as_str()) {
-            (true, "password" | "ticket") => format!("{method}+cert"),
-            _ => method,
+            Credentials::Password { user, password, .. } if password.is_empty() && cert => (user.clone(), "cert"),
+            Credentials::Password { user, .. } => (user.clone(), if cert { "password+cert" } else { "password" }),
+            Credentials::Ticket(_) => (String::new(), if cert { "ticket+cert" } else { "ticket" }),
         };
         let (purpose, asset, service) = match &req.purpose {
             Purpose::Login => ("login", None, None),
@@ -85,7 +80,7 @@ impl AuthEvent {
             user,
             source: IpAddr::V4(req.source),
             endpoint: req.endpoint,
-            method,
+            method: method.into(),
             purpose: purpose.into(),
             asset,
             service,
@@ -288,5 +283,35 @@ impl DeniedFlows {
             self.started = now;
         }
         posted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    #[test]
+    fn auth_method_names_the_first_factor_and_a_presented_certificate() {
+        let method = |credentials: Credentials, cert: bool| {
+            let req = AuthRequest {
+                core: 0,
+                session: 1,
+                source: Ipv4Addr::new(198, 18, 0, 2),
+                endpoint: SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 1), 443),
+                credentials,
+                purpose: Purpose::Login,
+                client_cert: cert.then(|| b"der".to_vec()),
+            };
+            AuthEvent::request(&req).method
+        };
+        let password =
+            |pw: &[u8]| Credentials::Password { user: "alice".into(), password: pw.to_vec(), totp: "1".into() };
+        assert_eq!(method(password(b"pw"), false), "password");
+        assert_eq!(method(password(b"pw"), true), "password+cert");
+        assert_eq!(method(password(b""), true), "cert");
+        assert_eq!(method(password(b""), false), "password");
+        assert_eq!(method(Credentials::Ticket([0; 32]), false), "ticket");
+        assert_eq!(method(Credentials::Ticket([0; 32]), true), "ticket+cert");
     }
 }

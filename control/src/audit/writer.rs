@@ -65,10 +65,9 @@ struct SessionHex([u8; 16]);
 
 impl SessionHex {
     fn new(id: u64) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut b = [0u8; 16];
         for (i, d) in b.iter_mut().enumerate() {
-            *d = DIGITS[((id >> (60 - 4 * i)) & 15) as usize];
+            *d = chain::HEX_DIGITS[((id >> (60 - 4 * i)) & 15) as usize];
         }
         Self(b)
     }

@@ -468,10 +468,8 @@ mod tests {
 
     #[test]
     fn a_code_is_good_once_across_restarts() {
-        let dir = std::env::temp_dir().join(format!("accessgate-auth-steps-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = users::tests::tempdir("auth-steps");
         let path = dir.join("secrets.toml.totp-steps");
-        let _ = std::fs::remove_file(&path);
         let c = code(T0);
         // Memory only, a restart forgets: the same code passes again.
         auth().login("alice", PASSWORD, &c, IP, T0).unwrap();

@@ -114,10 +114,8 @@ mod tests {
 
     #[test]
     fn steps_round_trip_and_bad_lines_are_named() {
-        let dir = std::env::temp_dir().join(format!("accessgate-steps-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::identity::users::tests::tempdir("steps");
         let path = dir.join("secrets.toml.totp-steps");
-        let _ = std::fs::remove_file(&path);
         let (file, steps) = StepFile::load(&path).unwrap();
         assert!(steps.is_empty(), "a missing file is an empty one");
         let steps = HashMap::from([("alice".to_string(), 59_866_533), ("bob".to_string(), 7)]);

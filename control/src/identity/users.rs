@@ -499,7 +499,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const PHC: &str =
@@ -527,7 +527,8 @@ cert_fingerprints = ["sha256:{fp}"]
         )
     }
 
-    fn tempdir(tag: &str) -> PathBuf {
+    /// A fresh directory for one test (the identity tests share it).
+    pub(crate) fn tempdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("accessgate-identity-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
