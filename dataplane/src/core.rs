@@ -20,7 +20,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 use crate::audit::{unix_micros, AuditOut, AuditRecord, AuditTap, Name, Note, SessionOpen, Text};
 use crate::auth::{AuthChannel, AuthVerdict};
 use crate::classify::{classify, dropped_flow, Disposition, DropReason};
-use crate::counters::{bump, set, CoreCounters};
+use crate::counters::{bump, bump_over, set, CoreCounters};
 use crate::io::{self, FramePort, BATCH, MAX_FRAME};
 use crate::session::{CloseReason, Flow, Kind, Next, Phase, Session, Step, StepCtx, Target, NO_ASSET};
 use crate::shard::{ShardedStack, Sock, Touch, NO_OWNER};
@@ -343,6 +343,9 @@ pub struct Core {
     /// The audit trail held sessions back last pass: step them all this one.
     audit_held: bool,
     plain: Box<[u8; 16 * 1024]>,
+    /// The last pass: when it started and how long its work took (µs; 0
+    /// for a pass without work). `None` after a sleep.
+    last_pass: Option<(i64, i64)>,
 }
 
 /// Records a core holds back when its audit queue is full (preallocated).
@@ -480,6 +483,7 @@ impl Core {
             drops,
             audit_backlog: VecDeque::with_capacity(AUDIT_BACKLOG),
             audit_held: false,
+            last_pass: None,
             plain: Box::new([0u8; 16 * 1024]),
         };
         core.reconcile(&snap);
@@ -547,6 +551,8 @@ impl Core {
                 bump(&self.counters.sleeps, 1);
                 io::wait_readable(&fds, timer);
                 self.auth.doorbell.clear();
+                // A sleep is not a stall.
+                self.last_pass = None;
             }
             // No spin after a wake-up: a frame that woke the core makes the
             // next pass do work (and start a spin); a timer does not.
@@ -558,6 +564,11 @@ impl Core {
     /// Returns a measure of work done (frames + bytes + events); 0 means idle.
     pub fn poll_once(&mut self) -> usize {
         let now = self.clock.now();
+        // Time between the last pass's work and this pass: the core was off
+        // its CPU (a pass without work takes well under a microsecond).
+        if let Some((start, took)) = self.last_pass {
+            bump_over(&self.counters.stalls, (now.total_micros() - start - took).max(0) as u64);
+        }
         let snap = self.shared.load();
         if snap.generation != self.snap.generation {
             let fresh = self.shared.load_full();
@@ -625,6 +636,15 @@ impl Core {
             let _ = port.flush();
         }
         bump(&self.counters.loops, 1);
+        let took = if work > 0 {
+            // One more clock read, for passes with work only.
+            let took = self.clock.now().total_micros() - now.total_micros();
+            bump_over(&self.counters.slow_passes, took.max(0) as u64);
+            took
+        } else {
+            0
+        };
+        self.last_pass = Some((now.total_micros(), took));
         if self.tx.sent + self.tx.dropped > 0 {
             bump(&self.counters.tx_frames, self.tx.sent);
             bump(&self.counters.tx_dropped, self.tx.dropped);

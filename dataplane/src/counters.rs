@@ -32,8 +32,32 @@ pub struct CoreCounters {
     pub modbus_unmatched: AtomicU64,
     pub loops: AtomicU64,
     pub sleeps: AtomicU64,
+    /// Passes that did work and took at least 100 µs / 1 ms / 10 ms
+    /// (cumulative: a 2 ms pass counts in the first two).
+    pub slow_passes: [AtomicU64; STALL_BOUNDS_US.len()],
+    /// Times the core was off its CPU (preempted, or held up in a system
+    /// call) for at least 100 µs / 1 ms / 10 ms between two passes, its
+    /// own sleeps not counted.
+    pub stalls: [AtomicU64; STALL_BOUNDS_US.len()],
     /// Snapshot generation the core runs on.
     pub generation: AtomicU64,
+}
+
+/// The bounds of [`CoreCounters::slow_passes`] and [`CoreCounters::stalls`].
+pub const STALL_BOUNDS_US: [u64; 3] = [100, 1_000, 10_000];
+
+/// Their names in `ctl stats`.
+const STALL_NAMES: [&str; 3] = ["100us", "1ms", "10ms"];
+
+/// Counts `us` in every bucket of `c` whose bound it reaches.
+#[inline]
+pub fn bump_over(c: &[AtomicU64; STALL_BOUNDS_US.len()], us: u64) {
+    for (bound, slot) in STALL_BOUNDS_US.iter().zip(c) {
+        if us < *bound {
+            break;
+        }
+        bump(slot, 1);
+    }
 }
 
 /// Adds `n` to a counter this thread alone writes.
@@ -67,6 +91,8 @@ pub struct CounterTotals {
     pub modbus_unmatched: u64,
     pub loops: u64,
     pub sleeps: u64,
+    pub slow_passes: [u64; STALL_BOUNDS_US.len()],
+    pub stalls: [u64; STALL_BOUNDS_US.len()],
     pub generation: u64,
 }
 
@@ -100,6 +126,10 @@ impl CounterTotals {
             t.modbus_unmatched += c.modbus_unmatched.load(Relaxed);
             t.loops += c.loops.load(Relaxed);
             t.sleeps += c.sleeps.load(Relaxed);
+            for i in 0..STALL_BOUNDS_US.len() {
+                t.slow_passes[i] += c.slow_passes[i].load(Relaxed);
+                t.stalls[i] += c.stalls[i].load(Relaxed);
+            }
             let g = c.generation.load(Relaxed);
             t.generation = if first { g } else { t.generation.min(g) };
             first = false;
@@ -148,6 +178,30 @@ impl CounterTotals {
             ("loops".into(), self.loops),
             ("sleeps".into(), self.sleeps),
         ]);
+        out.extend(STALL_NAMES.iter().zip(self.slow_passes).map(|(n, v)| (format!("slow_passes_{n}"), v)));
+        out.extend(STALL_NAMES.iter().zip(self.stalls).map(|(n, v)| (format!("stalls_{n}"), v)));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_counts_in_every_bucket_it_reaches() {
+        let c = CoreCounters::default();
+        for us in [0, 99, 100, 999, 1_000, 9_999, 10_000, 250_000] {
+            bump_over(&c.stalls, us);
+        }
+        let t = CounterTotals::sum([&c]);
+        assert_eq!(t.stalls, [6, 4, 2]);
+        assert_eq!(t.slow_passes, [0, 0, 0]);
+        let pairs = t.to_pairs();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        assert_eq!(get("stalls_100us"), Some(6));
+        assert_eq!(get("stalls_1ms"), Some(4));
+        assert_eq!(get("stalls_10ms"), Some(2));
+        assert_eq!(get("slow_passes_1ms"), Some(0));
     }
 }
