@@ -1025,6 +1025,10 @@ struct Snap {
     plc: Option<u64>,
     cpus: Vec<CpuTicks>,
     gate: Option<GateSnap>,
+    /// The kernel's TCP loss counters in the client's and the PLC's
+    /// network namespaces.
+    tcp_client: Option<[u64; 3]>,
+    tcp_plc: Option<[u64; 3]>,
 }
 
 struct GateSnap {
@@ -1055,6 +1059,8 @@ impl Probes {
             threads: self.server.map(procfs::thread_ticks).unwrap_or_default(),
             plc: self.plc.and_then(procfs::process_ticks),
             cpus: procfs::cpu_ticks(&self.cpus),
+            tcp_client: procfs::tcp_loss(self.own),
+            tcp_plc: self.plc.and_then(procfs::tcp_loss),
             gate,
         })
     }
@@ -1452,6 +1458,16 @@ fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArg
     for (a, b) in s0.cpus.iter().zip(&s1.cpus) {
         cpus.insert(format!("cpu{}", a.cpu), json!(b.busy_percent_since(a)));
     }
+    let mut tcp_loss = Map::new();
+    for (side, a, b) in [("client", s0.tcp_client, s1.tcp_client), ("plc", s0.tcp_plc, s1.tcp_plc)] {
+        if let (Some(a), Some(b)) = (a, b) {
+            let named = procfs::TCP_LOSS_COUNTERS.iter().zip(a.iter().zip(b));
+            tcp_loss.insert(
+                side.into(),
+                named.map(|(n, (a, b))| ((*n).to_string(), json!(b.saturating_sub(*a)))).collect(),
+            );
+        }
+    }
     let gate = match (&s0.gate, &s1.gate, idle_loops) {
         (Some(g0), Some(g1), Some(idle)) => {
             let dp_cpu = (g1.dp_ticks.saturating_sub(g0.dp_ticks)) as f64 / USER_HZ;
@@ -1519,6 +1535,7 @@ fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArg
             .collect::<Map<String, Value>>(),
         "plc_cpu_percent": plc_cpu.map(|c| 100.0 * c / window),
         "cpu_busy_percent": cpus,
+        "kernel_tcp_loss_in_window": tcp_loss,
         "gate": gate,
         "hgrm": hgrm.file_name().map(|f| f.to_string_lossy().to_string()),
         "curve": curve(&out.hist).iter().map(|&(q, v)| json!([q, v])).collect::<Vec<_>>(),
@@ -1558,6 +1575,31 @@ fn print_step(label: &str, out: &StepOut, doc: &Value) {
     if let Some(threads) = doc["server_threads_cpu_percent"].as_object().filter(|t| t.len() > 1) {
         let list: Vec<String> = threads.iter().map(|(n, v)| format!("{n} {:.1}%", v.as_f64().unwrap_or(0.0))).collect();
         eprintln!("    server threads: {}", list.join(", "));
+    }
+    let loss = &doc["kernel_tcp_loss_in_window"];
+    let sides: Vec<String> = ["client", "plc"]
+        .iter()
+        .filter(|side| loss[**side].is_object())
+        .map(|side| {
+            let n = |i: usize| loss[*side][procfs::TCP_LOSS_COUNTERS[i]].as_u64().unwrap_or(0);
+            format!("{side} {} / {} / {}", n(0), n(1), n(2))
+        })
+        .collect();
+    if !sides.is_empty() {
+        eprintln!("    kernel TCP segments retransmitted / tail-loss probes / timeouts: {}", sides.join("; "));
+    }
+    let deltas = &doc["gate"]["counter_deltas"];
+    if deltas.is_object() {
+        let n = |k: &str| deltas[k].as_i64().unwrap_or(0);
+        eprintln!(
+            "    gate dp passes with work ≥100 µs / ≥1 ms / ≥10 ms: {} / {} / {}; off-CPU between passes: {} / {} / {}",
+            n("slow_passes_100us"),
+            n("slow_passes_1ms"),
+            n("slow_passes_10ms"),
+            n("stalls_100us"),
+            n("stalls_1ms"),
+            n("stalls_10ms")
+        );
     }
 }
 

@@ -123,9 +123,46 @@ pub fn gate_stats(ctl: &Path) -> Result<Map<String, Value>, String> {
     Ok(v.as_object().cloned().unwrap_or_default())
 }
 
+/// The TCP loss-recovery counters the benches report per step: lost
+/// segments the kernel sent again, tail-loss probes, and retransmission
+/// timeouts.
+pub const TCP_LOSS_COUNTERS: [&str; 3] = ["Tcp:RetransSegs", "TcpExt:TCPLossProbes", "TcpExt:TCPTimeouts"];
+
+/// [`TCP_LOSS_COUNTERS`] of the network namespace process `pid` is in
+/// (`/proc/PID/net/snmp` and `netstat`), in that order.
+pub fn tcp_loss(pid: u32) -> Option<[u64; 3]> {
+    let mut text = std::fs::read_to_string(format!("/proc/{pid}/net/snmp")).ok()?;
+    text.push_str(&std::fs::read_to_string(format!("/proc/{pid}/net/netstat")).ok()?);
+    let mut out = [None; 3];
+    let lines: Vec<&str> = text.lines().collect();
+    // Each group is a line of names and a line of values, both led by "Group:".
+    for pair in lines.chunks_exact(2) {
+        let (mut names, mut values) = (pair[0].split_whitespace(), pair[1].split_whitespace());
+        let (Some(group), Some(group2)) = (names.next(), values.next()) else { continue };
+        if group != group2 {
+            return None;
+        }
+        for (name, value) in names.zip(values) {
+            for (slot, want) in out.iter_mut().zip(TCP_LOSS_COUNTERS) {
+                if want.strip_prefix(group).is_some_and(|n| n == name) {
+                    *slot = value.parse::<u64>().ok();
+                }
+            }
+        }
+    }
+    Some([out[0]?, out[1]?, out[2]?])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_namespace_has_tcp_loss_counters() {
+        let pid = std::process::id();
+        assert!(tcp_loss(pid).is_some(), "/proc/{pid}/net/snmp and netstat name all of {TCP_LOSS_COUNTERS:?}");
+        assert_eq!(tcp_loss(u32::MAX), None);
+    }
 
     #[test]
     fn this_process_has_ticks_threads_memory_and_cpus() {
