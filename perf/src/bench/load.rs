@@ -1468,11 +1468,9 @@ fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArg
             );
         }
     }
-    let gate = match (&s0.gate, &s1.gate, idle_loops) {
-        (Some(g0), Some(g1), Some(idle)) => {
+    let gate = match (&s0.gate, &s1.gate) {
+        (Some(g0), Some(g1)) => {
             let dp_cpu = (g1.dp_ticks.saturating_sub(g0.dp_ticks)) as f64 / USER_HZ;
-            let loaded = loops_per_cpu_sec(g0, g1);
-            let work = (1.0 - loaded / idle).clamp(0.0, 1.0);
             let mut deltas = Map::new();
             for (k, v1) in &g1.stats {
                 if let (Some(b), Some(a)) = (v1.as_u64(), g0.stats.get(k).and_then(Value::as_u64)) {
@@ -1481,14 +1479,21 @@ fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArg
                     }
                 }
             }
-            json!({
+            let mut doc = json!({
                 "dp_cpu_percent": 100.0 * dp_cpu / window,
-                "idle_loops_per_cpu_sec_sessions_open": idle,
-                "loops_per_cpu_sec": loaded,
-                "dp_work_percent_estimate": 100.0 * work * dp_cpu / window,
-                "dp_work_cpu_s_per_100k_estimate": 1e5 * work * dp_cpu / reqs,
                 "counter_deltas": deltas,
-            })
+            });
+            // The loop-count estimate of a busy core's work needs its idle
+            // calibration (a gate that sleeps has none: its CPU is the figure).
+            if let Some(idle) = idle_loops {
+                let loaded = loops_per_cpu_sec(g0, g1);
+                let work = (1.0 - loaded / idle).clamp(0.0, 1.0);
+                doc["idle_loops_per_cpu_sec_sessions_open"] = json!(idle);
+                doc["loops_per_cpu_sec"] = json!(loaded);
+                doc["dp_work_percent_estimate"] = json!(100.0 * work * dp_cpu / window);
+                doc["dp_work_cpu_s_per_100k_estimate"] = json!(1e5 * work * dp_cpu / reqs);
+            }
+            doc
         }
         _ => Value::Null,
     };
