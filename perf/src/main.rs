@@ -41,6 +41,9 @@ enum Command {
     Load(bench::load::LoadArgs),
     /// Modbus parse + policy verdict cost per request (the inspector alone).
     Inspect(bench::inspect::InspectArgs),
+    /// How late a thread sleeping on one CPU runs after another CPU wakes
+    /// it: the machine's floor under every proxy's tail.
+    Wake(bench::wake::WakeArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Latency(args) => bench::latency::latency(args),
         Command::Load(args) => bench::load::load(args),
         Command::Inspect(args) => bench::inspect::inspect(args),
+        Command::Wake(args) => bench::wake::wake(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod procfs;
 pub mod proxy;
 pub mod tls;
+pub mod wake;
 
 use std::path::Path;
 use std::process::Command;
