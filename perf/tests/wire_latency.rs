@@ -1,0 +1,106 @@
+//! `scripts/wire-latency` on captures whose timings are known: it must find
+//! the round trips, the PLC's service times and which slow round trips a
+//! slow PLC answer explains.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+/// One Ethernet/IPv4/TCP frame with `payload`, from `src` to `dst` port.
+fn frame(src: ([u8; 4], u16), dst: ([u8; 4], u16), seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
+    let total = (20 + 20 + payload.len()) as u16;
+    f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.1.to_be_bytes());
+    f.extend_from_slice(&dst.1.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&0u32.to_be_bytes());
+    f.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A classic pcap file of `(microseconds, frame)`.
+fn write_pcap(path: &Path, frames: &[(u64, Vec<u8>)]) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (us, f) in frames {
+        let base = 1_800_000_000u64 * 1_000_000 + us;
+        out.extend_from_slice(&((base / 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((base % 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    std::fs::File::create(path).and_then(|mut file| file.write_all(&out)).expect("write pcap");
+}
+
+#[test]
+fn round_trips_plc_service_and_overlap_come_out_of_known_captures() {
+    if Command::new("tshark").arg("--version").output().is_err() {
+        eprintln!("SKIP: tshark is not installed (scripts/bootstrap installs it)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wire-latency-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (user, proxy, plc) = (([198, 18, 0, 2], 40_000), ([198, 18, 0, 1], 802), ([198, 19, 3, 7], 502));
+    let (south, plc_port) = (([198, 19, 3, 1], 50_000), plc);
+
+    // 120 requests 1 ms apart: round trip 100 µs, but 5 ms for #30 and #80.
+    // The PLC answers in 10 µs, but in 3 ms for #30 (inside its round trip).
+    let mut client = Vec::new();
+    let mut at_plc = Vec::new();
+    for i in 0..120u32 {
+        let t = u64::from(i) * 10_000;
+        let rtt = if i == 30 || i == 80 { 5_000 } else { 100 };
+        let service = if i == 30 { 3_000 } else { 10 };
+        client.push((t, frame(user, proxy, i * 40, &[0x17; 40])));
+        client.push((t + rtt, frame(proxy, user, i * 40, &[0x17; 39])));
+        let tid = (i as u16).to_be_bytes();
+        let ask = [tid[0], tid[1], 0, 0, 0, 6, 1, 3, 0, 0, 0, 1];
+        let answer = [tid[0], tid[1], 0, 0, 0, 5, 1, 3, 2, 0, 0];
+        at_plc.push((t + 20, frame(south, plc_port, i * 12, &ask)));
+        at_plc.push((t + 20 + service, frame(plc_port, south, i * 11, &answer)));
+    }
+    // An idle session: its handshake only, which must not count.
+    client.push((500, frame(([198, 18, 0, 2], 40_001), proxy, 0, &[0x16; 200])));
+    client.sort_by_key(|(t, _)| *t);
+    at_plc.sort_by_key(|(t, _)| *t);
+    let (c, p) = (dir.join("client.pcap"), dir.join("plc.pcap"));
+    write_pcap(&c, &client);
+    write_pcap(&p, &at_plc);
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/wire-latency");
+    let out = Command::new(script).arg(&c).arg(&p).output().expect("run scripts/wire-latency");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(
+        lines[0],
+        "wire round trip at the client's interface (port 802): p50 100  p90 100  p99 5000  p99.9 5000  max 5000 µs  (120 samples)"
+    );
+    assert_eq!(
+        lines[1],
+        "PLC service time at the PLC's interface (port 502): p50 10  p90 10  p99 10  p99.9 3000  max 3000 µs  (120 samples)"
+    );
+    assert_eq!(lines[2], "round trips over 1000 µs: 2, of which 1 overlap a PLC answer over 1000 µs (1 such answers)");
+
+    // A file tshark cannot read is an error that names it.
+    let bad = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/wire-latency"))
+        .arg(dir.join("missing.pcap"))
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("missing.pcap"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
