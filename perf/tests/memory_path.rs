@@ -375,3 +375,32 @@ fn acks_ride_on_the_answers_unless_turned_off() {
     let _ = frames_per_requests(&mut lab, h, 1);
     assert_eq!(frames_per_requests(&mut lab, h, 20), 80, "4 frames per request with immediate ACKs");
 }
+
+#[test]
+fn time_off_the_cpu_between_passes_counts_as_a_stall() {
+    let mut lab = lab();
+    let h = session(&mut lab);
+    let mut adu = [0u8; 260];
+    let n = request(&mut adu, 1, 1, 3, &read_holding(0, 2));
+    assert_eq!(exchange(&mut lab, h, &adu[..n]).len(), 13);
+    // Past every TCP timer (the delayed ACK is 10 ms), until a pass finds
+    // nothing to do.
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_millis(40) {
+        lab.step();
+    }
+    assert!((0..1000).any(|_| lab.step() == 0), "the lab never went quiet");
+    let before = lab.control.totals();
+    // The core is held off its CPU for 3 ms between two passes.
+    assert_eq!(lab.gate.poll_once(), 0);
+    std::thread::sleep(Duration::from_millis(3));
+    assert_eq!(lab.gate.poll_once(), 0);
+    let after = lab.control.totals();
+    let grew = |a: [u64; 3], b: [u64; 3]| [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+    assert_eq!(grew(before.stalls, after.stalls), [1, 1, 0], "one stall of at least 1 ms, under 10 ms");
+    // Passes without work are never slow passes.
+    assert_eq!(grew(before.slow_passes, after.slow_passes), [0, 0, 0]);
+    // The counters reach `ctl stats` by name.
+    let pairs = after.to_pairs();
+    assert!(pairs.iter().any(|(n, v)| n == "stalls_1ms" && *v == after.stalls[1]));
+}
