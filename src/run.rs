@@ -116,6 +116,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
             return Err(format!("--cores: CPU {c} is not available to this process (available: {available:?})"));
         }
     }
+    place_housekeeping(&available, &args.cores, args.idle);
     let mut control = Control::new(Some(args.config.clone()), &config);
     control
         .set_tls(TlsSource {
@@ -277,6 +278,62 @@ fn start(args: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Where the kernel lets unbound workqueue workers run (page writeback of
+/// the audit trail among them).
+const WORKQUEUE_CPUMASK: &str = "/sys/devices/virtual/workqueue/cpumask";
+
+/// Keeps the gate's other threads (audit writer, auth worker, control and
+/// management) off the dp CPUs when the process has another CPU for them:
+/// they are all spawned from this thread after this, and inherit its CPU
+/// set (each dp thread pins itself to its own CPU). Logs what a busy core
+/// will still share.
+fn place_housekeeping(available: &[usize], cores: &[usize], idle: IdleMode) {
+    let mask = std::fs::read_to_string(WORKQUEUE_CPUMASK).ok();
+    let plan = housekeeping_plan(available, cores, idle, mask.as_deref());
+    if !plan.others.is_empty() {
+        match io::set_thread_cpus(&plan.others) {
+            Ok(()) => log::info!("audit writer, auth worker and control on CPU(s) {:?}", plan.others),
+            Err(e) => log::warn!("could not keep the audit writer and auth worker off the dp CPUs: {e}"),
+        }
+    }
+    for w in &plan.warnings {
+        log::warn!("{w}");
+    }
+}
+
+/// What [`place_housekeeping`] does: the CPUs for the other threads (none:
+/// they share the dp CPUs), and the warnings for a busy core.
+#[derive(Debug, PartialEq, Eq)]
+struct Housekeeping {
+    others: Vec<usize>,
+    warnings: Vec<String>,
+}
+
+fn housekeeping_plan(available: &[usize], cores: &[usize], idle: IdleMode, workqueue: Option<&str>) -> Housekeeping {
+    let others: Vec<usize> = available.iter().copied().filter(|c| !cores.contains(c)).collect();
+    let mut warnings = Vec::new();
+    if idle == IdleMode::Busy {
+        if others.is_empty() {
+            warnings.push(format!(
+                "--idle busy: no CPU but the dp CPU(s) {cores:?} is available, so the audit writer and auth \
+                 worker preempt the polling core there; give the process another CPU (docs/operations.md)"
+            ));
+        }
+        let shared: Vec<usize> = match workqueue.map(io::parse_cpu_mask) {
+            Some(Some(wq)) => cores.iter().copied().filter(|c| wq.contains(c)).collect(),
+            _ => Vec::new(),
+        };
+        if !shared.is_empty() {
+            warnings.push(format!(
+                "--idle busy: kernel workers (audit trail writeback) may run on dp CPU(s) {shared:?}: {WORKQUEUE_CPUMASK} \
+                 is {}; leave the dp CPUs out of it (docs/operations.md)",
+                workqueue.unwrap_or_default().trim()
+            ));
+        }
+    }
+    Housekeeping { others, warnings }
+}
+
 fn pairs(control: &Control) -> String {
     control
         .totals()
@@ -298,4 +355,33 @@ fn backend_name(b: Backend) -> &'static str {
 
 fn mac_text(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADAPTIVE: IdleMode = IdleMode::Adaptive { spin_us: 50, share_pct: 5 };
+
+    #[test]
+    fn other_threads_go_to_the_cpus_the_dp_cores_leave() {
+        let plan = housekeeping_plan(&[0, 1, 2, 3], &[2, 3], IdleMode::Busy, Some("3\n"));
+        assert_eq!(plan, Housekeeping { others: vec![0, 1], warnings: vec![] });
+        assert_eq!(housekeeping_plan(&[0, 1], &[1], ADAPTIVE, None).others, vec![0]);
+    }
+
+    #[test]
+    fn a_busy_core_that_shares_its_cpu_is_named() {
+        // Confined to the dp CPU, with kernel workers allowed on it.
+        let plan = housekeeping_plan(&[1], &[1], IdleMode::Busy, Some("3\n"));
+        assert!(plan.others.is_empty());
+        assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+        assert!(plan.warnings[0].contains("audit writer and auth worker preempt"));
+        assert!(plan.warnings[1].contains("dp CPU(s) [1]") && plan.warnings[1].contains(" is 3;"));
+        // An adaptive core sleeps when idle: nothing to say.
+        assert!(housekeeping_plan(&[1], &[1], ADAPTIVE, Some("3")).warnings.is_empty());
+        // No mask to read, or one that is not a mask: no guess.
+        assert_eq!(housekeeping_plan(&[0, 1], &[1], IdleMode::Busy, None).warnings, Vec::<String>::new());
+        assert!(housekeeping_plan(&[0, 1], &[1], IdleMode::Busy, Some("zz")).warnings.is_empty());
+    }
 }

@@ -202,6 +202,68 @@ pub fn syncfs(file: &std::fs::File) -> io::Result<()> {
     }
 }
 
+/// Restricts the calling thread to `cpus` (`sched_setaffinity(2)`). Threads
+/// it spawns afterwards inherit the set.
+///
+/// # Errors
+/// `cpus` is empty or names a CPU past the kernel's set size, or the kernel
+/// refuses (a CPU this process may not use).
+pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set (plain bytes).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let bits = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    if cpus.is_empty() || cpus.iter().any(|&c| c >= bits) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("CPU set {cpus:?} (at most CPU {})", bits - 1),
+        ));
+    }
+    for &c in cpus {
+        // SAFETY: `c` < the set's size in bits (checked above).
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 = this thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity(2)`).
+///
+/// # Errors
+/// The kernel refuses.
+pub fn thread_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is the empty set (plain bytes).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let bits = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: every index is below the set's size in bits.
+    Ok((0..bits).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect())
+}
+
+/// The CPUs of a kernel CPU mask as `/sys` prints it: hex words, most
+/// significant first, comma separated (`3`, `ff,ffffffff`). `None` if it is
+/// not one.
+pub fn parse_cpu_mask(text: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for (i, word) in text.trim().rsplit(',').enumerate() {
+        if word.is_empty() || word.len() > 8 {
+            return None;
+        }
+        let bits = u32::from_str_radix(word, 16).ok()?;
+        cpus.extend((0..32).filter(|b| bits >> b & 1 == 1).map(|b| 32 * i + b));
+    }
+    cpus.sort_unstable();
+    Some(cpus)
+}
+
 /// Blocks until one of `fds` is readable or `timeout_ms` passes (`poll(2)`).
 /// Returns whether any fd became readable. EINTR counts as a wakeup.
 pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> bool {
@@ -215,4 +277,37 @@ pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> bool {
     // outlives the call.
     let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
     rc != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_masks_as_sys_prints_them() {
+        assert_eq!(parse_cpu_mask("3\n"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_mask("1"), Some(vec![0]));
+        assert_eq!(parse_cpu_mask("ff,00000001"), Some(vec![0, 32, 33, 34, 35, 36, 37, 38, 39]));
+        assert_eq!(parse_cpu_mask("0"), Some(vec![]));
+        for bad in ["", "x", "1,,2", "123456789", "-1"] {
+            assert_eq!(parse_cpu_mask(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_thread_is_held_to_the_cpus_it_is_given() {
+        assert!(set_thread_cpus(&[]).is_err());
+        assert!(set_thread_cpus(&[1 << 20]).is_err());
+        let all = thread_cpus().expect("sched_getaffinity");
+        let first = *all.first().expect("a CPU");
+        let seen = std::thread::spawn(move || {
+            set_thread_cpus(&[first]).expect("pin to an available CPU");
+            // A thread spawned now inherits the set.
+            std::thread::spawn(|| thread_cpus().expect("sched_getaffinity")).join().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, vec![first]);
+        assert_eq!(thread_cpus().expect("sched_getaffinity"), all, "the test thread itself is untouched");
+    }
 }
