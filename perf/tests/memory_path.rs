@@ -37,13 +37,18 @@ fn exchange(lab: &mut MemLab, h: smoltcp::iface::SocketHandle, adu: &[u8]) -> Ve
     lab.transact(h, adu, WAIT).expect("no complete response")
 }
 
+/// Reads `count` holding registers from `address` (unit 1, transaction `tid`).
+fn read(lab: &mut MemLab, h: smoltcp::iface::SocketHandle, tid: u16, address: u16, count: u16) -> Vec<u8> {
+    let mut adu = [0u8; 260];
+    let n = request(&mut adu, tid, 1, 3, &read_holding(address, count));
+    exchange(lab, h, &adu[..n])
+}
+
 #[test]
 fn modbus_read_and_write_through_the_gate() {
     let mut lab = lab();
     let h = session(&mut lab);
-    let mut adu = [0u8; 260];
-    let n = request(&mut adu, 1, 1, 3, &read_holding(0, 10));
-    let resp = exchange(&mut lab, h, &adu[..n]);
+    let resp = read(&mut lab, h, 1, 0, 10);
     // MBAP tid 1, len 23, unit 1, fc 3, 20 bytes: registers 0..10 hold 0..10.
     let mut expected = vec![0, 1, 0, 0, 0, 23, 1, 3, 20];
     for i in 0..10u16 {
@@ -51,6 +56,7 @@ fn modbus_read_and_write_through_the_gate() {
     }
     assert_eq!(resp, expected);
 
+    let mut adu = [0u8; 260];
     let n = request(&mut adu, 2, 1, 6, &[0, 100, 0x04, 0xD2]);
     assert_eq!(exchange(&mut lab, h, &adu[..n]), [0, 2, 0, 0, 0, 6, 1, 6, 0, 100, 0x04, 0xD2]);
     assert_eq!(lab.sim.holding[100], 1234, "the write reached the PLC");
@@ -139,9 +145,7 @@ fn many_concurrent_sessions_on_one_endpoint() {
 fn plc_that_disappears_resets_the_user() {
     let mut lab = lab();
     let h = session(&mut lab);
-    let mut adu = [0u8; 260];
-    let n = request(&mut adu, 1, 1, 3, &read_holding(0, 1));
-    exchange(&mut lab, h, &adu[..n]);
+    read(&mut lab, h, 1, 0, 1);
     let plc = &mut lab.plc;
     lab.sim.abort_all(plc);
     assert!(lab.run_until(WAIT, |l| l.user.socket(h).state() == State::Closed), "user was not reset");
@@ -181,13 +185,10 @@ fn idle_sessions_stay_open_past_the_connect_timeout() {
     let opts = CoreOptions { connect_timeout: smoltcp::time::Duration::from_millis(200), ..CoreOptions::default() };
     let mut lab = lab_with(LAB, opts);
     let h = session(&mut lab);
-    let mut adu = [0u8; 260];
-    let n = request(&mut adu, 1, 1, 3, &read_holding(0, 1));
-    exchange(&mut lab, h, &adu[..n]);
+    read(&mut lab, h, 1, 0, 1);
     lab.run_until(Duration::from_millis(1000), |_| false);
     assert_eq!(lab.user.socket(h).state(), State::Established);
-    let n = request(&mut adu, 2, 1, 3, &read_holding(5, 1));
-    assert_eq!(exchange(&mut lab, h, &adu[..n]), [0, 2, 0, 0, 0, 5, 1, 3, 2, 0, 5]);
+    assert_eq!(read(&mut lab, h, 2, 5, 1), [0, 2, 0, 0, 0, 5, 1, 3, 2, 0, 5]);
     assert_eq!(lab.control.totals().sessions_active, 1);
 }
 
@@ -347,11 +348,9 @@ fn plaintext_garbage_and_oversized_hellos_never_reach_the_plc() {
 
 /// Gate frames sent for `n` read requests on an open session.
 fn frames_per_requests(lab: &mut MemLab, h: smoltcp::iface::SocketHandle, n: u16) -> u64 {
-    let mut adu = [0u8; 260];
     let before = lab.control.totals().tx_frames;
     for tid in 0..n {
-        let len = request(&mut adu, 100 + tid, 1, 3, &read_holding(tid, 4));
-        let resp = exchange(lab, h, &adu[..len]);
+        let resp = read(lab, h, 100 + tid, tid, 4);
         assert_eq!(&resp[..2], &(100 + tid).to_be_bytes(), "the answer to request {tid}");
     }
     lab.control.totals().tx_frames - before
@@ -380,9 +379,7 @@ fn acks_ride_on_the_answers_unless_turned_off() {
 fn time_off_the_cpu_between_passes_counts_as_a_stall() {
     let mut lab = lab();
     let h = session(&mut lab);
-    let mut adu = [0u8; 260];
-    let n = request(&mut adu, 1, 1, 3, &read_holding(0, 2));
-    assert_eq!(exchange(&mut lab, h, &adu[..n]).len(), 13);
+    assert_eq!(read(&mut lab, h, 1, 0, 2).len(), 13);
     // Past every TCP timer (the delayed ACK is 10 ms), until a pass finds
     // nothing to do.
     let t = std::time::Instant::now();
