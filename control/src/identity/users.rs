@@ -397,10 +397,7 @@ impl UserDb {
     /// Any I/O failure; the old file is then untouched.
     pub fn save(&self, path: &Path) -> Result<(), UserDbError> {
         let text = self.to_toml()?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = parent_dir(path);
         if !dir.exists() {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err(&dir))?;
         }
@@ -475,10 +472,7 @@ impl UserDb {
 /// directory (so the rename itself is durable). On failure the old file is
 /// untouched and the temporary one removed.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     let base = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy());
     let tmp = dir.join(format!(".{base}.tmp-{}", std::process::id()));
     if let Err(e) = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path)) {
@@ -486,6 +480,14 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
         return Err(e);
     }
     File::open(&dir).and_then(|d| d.sync_all())
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
