@@ -1056,9 +1056,8 @@ impl Core {
         if let Some(sess) = seg.slots[slot as usize].as_mut() {
             sess.north = north;
         }
-        let sock = seg.north.socket(north);
-        sock.set_timeout(None);
-        tune(sock, self.opts.ack_delay);
+        // Tuned as a listener (`new_socket`); only the handshake timeout goes.
+        seg.north.socket(north).set_timeout(None);
         seg.queue(slot);
         self.index.insert(id, (s, slot));
         bump(&self.counters.sessions_opened, 1);
