@@ -173,7 +173,11 @@ impl Clock {
         Self(std::time::Instant::now())
     }
     pub fn now(&self) -> Instant {
-        Instant::from_micros(self.0.elapsed().as_micros() as i64)
+        self.at(std::time::Instant::now())
+    }
+    /// `t` (read earlier) in the same units: no second clock read.
+    pub fn at(&self, t: std::time::Instant) -> Instant {
+        Instant::from_micros(t.saturating_duration_since(self.0).as_micros() as i64)
     }
 }
 
@@ -533,7 +537,7 @@ impl Core {
                 std::hint::spin_loop();
                 continue;
             }
-            let now = self.clock.now();
+            let now = self.clock.at(now);
             // poll(2) counts whole milliseconds: round up. Rounding down
             // turned every sub-millisecond remainder (each 10 ms sweep, each
             // TCP timer) into a busy wait of up to 1 ms: 4-9 % of a core on
@@ -1208,6 +1212,17 @@ fn v4(ep: IpEndpoint) -> Option<SocketAddrV4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_reads_an_earlier_instant_in_its_own_units() {
+        let clock = Clock::new();
+        let t = std::time::Instant::now();
+        let (a, b) = (clock.at(t), clock.now());
+        assert!(a <= b);
+        assert_eq!(clock.at(t + std::time::Duration::from_millis(5)) - a, smoltcp::time::Duration::from_millis(5));
+        // An instant before the clock started reads as its start.
+        assert_eq!(Clock::new().at(t), Instant::from_micros(0));
+    }
 
     #[test]
     fn idle_modes_parse_and_print() {
