@@ -1865,6 +1865,57 @@ fn hist_pairs(h: &Histogram<u64>) -> Vec<Value> {
     h.iter_recorded().map(|v| json!([h.highest_equivalent(v.value_iterated_to()), v.count_at_value()])).collect()
 }
 
+/// Where requests of the shown steps waited, summed over rounds: the gate's
+/// slow passes and off-CPU gaps of 1 ms or more, and the kernel's TCP
+/// retransmits on the client's and the PLC's side. Nothing when no step
+/// recorded any of them (results from before round four).
+fn write_waits(md: &mut String, groups: &[Group]) {
+    let sum = |g: &Group, path: &[&str]| -> Option<i64> {
+        let vals: Vec<i64> = g
+            .steps()
+            .iter()
+            .filter_map(|st| path.iter().try_fold(*st, |v, k| v.get(*k)).and_then(Value::as_i64))
+            .collect();
+        (!vals.is_empty()).then(|| vals.iter().sum())
+    };
+    let rows: Vec<String> = groups
+        .iter()
+        .filter_map(|g| {
+            // "N (P TLP)": segments sent again, of them tail-loss probes (an
+            // ACK late by the probe timeout, no loss needed).
+            let loss = |side: &str| {
+                let count = |i: usize| sum(g, &["kernel_tcp_loss_in_window", side, procfs::TCP_LOSS_COUNTERS[i]]);
+                count(0).map(|r| format!("{r} ({} TLP)", count(1).unwrap_or(0)))
+            };
+            let (client, plc) = (loss("client"), loss("plc"));
+            let gate = |k: &str| sum(g, &["gate", "counter_deltas", k]);
+            let is_gate = g.steps().iter().any(|st| st["gate"].is_object());
+            (client.is_some() || is_gate).then(|| {
+                let n = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
+                let (passes, stalls) = if is_gate {
+                    (gate("slow_passes_1ms").unwrap_or(0).to_string(), gate("stalls_1ms").unwrap_or(0).to_string())
+                } else {
+                    ("-".into(), "-".into())
+                };
+                format!("| {} | {passes} | {stalls} | {} | {} |", g.label, n(client), n(plc))
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nWhere requests waited (the rows' steps, rounds summed): gate dp passes and off-CPU gaps of 1 ms or more; \
+         kernel TCP segments sent again on the client's and the PLC's side (of them tail-loss probes):\n"
+    );
+    let _ = writeln!(md, "| target | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | client retransmits | PLC retransmits |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    for r in rows {
+        let _ = writeln!(md, "{r}");
+    }
+}
+
 fn median_of(xs: impl IntoIterator<Item = f64>) -> Option<f64> {
     let v: Vec<f64> = xs.into_iter().filter(|x| x.is_finite()).collect();
     (!v.is_empty()).then(|| super::median(&v))
@@ -2079,6 +2130,7 @@ fn report(args: &ReportArgs) -> Result<(), String> {
                 let _ = writeln!(md, "{line}");
             }
         }
+        write_waits(&mut md, &groups);
         if sweep {
             let _ = writeln!(
                 md,
@@ -2239,6 +2291,31 @@ mod tests {
         assert!(ok.check().is_ok());
         let bad = parse(&["--sweep", "1000,2000", "--retry-failed", "4"]).unwrap();
         assert!(bad.check().unwrap_err().contains("retry-failed"), "{:?}", bad.check());
+    }
+
+    #[test]
+    fn the_report_says_where_requests_waited() {
+        let step = |gate: bool, client_retrans: i64| {
+            let loss = |r: i64| json!({"Tcp:RetransSegs": r, "TcpExt:TCPLossProbes": r, "TcpExt:TCPTimeouts": 0});
+            let mut st = json!({"kernel_tcp_loss_in_window": {"client": loss(client_retrans), "plc": loss(0)}});
+            if gate {
+                st["gate"] = json!({"counter_deltas": {"slow_passes_1ms": 3, "stalls_1ms": 2}});
+            }
+            json!({"steps": [st]})
+        };
+        let run = |label: &str, doc: Value| Run { label: label.into(), scenario: "s2".into(), doc };
+        let (a, b, c) = (run("gate", step(true, 0)), run("gate", step(true, 4)), run("nginx", step(false, 7)));
+        let groups =
+            vec![Group { label: "gate".into(), runs: vec![&a, &b] }, Group { label: "nginx".into(), runs: vec![&c] }];
+        let mut md = String::new();
+        write_waits(&mut md, &groups);
+        assert!(md.contains("| gate | 6 | 4 | 4 (4 TLP) | 0 (0 TLP) |"), "{md}");
+        assert!(md.contains("| nginx | - | - | 7 (7 TLP) | 0 (0 TLP) |"), "{md}");
+        // Results from before the counters existed: no table at all.
+        let old = run("gate", json!({"steps": [{"latency_us": {}}]}));
+        let mut md = String::new();
+        write_waits(&mut md, &[Group { label: "gate".into(), runs: vec![&old] }]);
+        assert!(md.is_empty(), "{md}");
     }
 
     #[test]
