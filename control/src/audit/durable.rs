@@ -99,10 +99,19 @@ impl DurableFile {
     /// # Errors
     /// The write failed; the bytes stay accepted and are written again later.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.flush_upto(usize::MAX).map(|_| ())
+    }
+
+    /// Like [`DurableFile::flush`], but writes at most `max` bytes (one
+    /// `pwrite`); whether everything accepted is now written.
+    ///
+    /// # Errors
+    /// The write failed; the bytes stay accepted and are written again later.
+    pub fn flush_upto(&mut self, max: usize) -> io::Result<bool> {
         if self.written == self.buf.len() && !self.cut {
-            return Ok(());
+            return Ok(true);
         }
-        let r = self.flush_inner();
+        let r = self.flush_inner(max.max(1));
         if r.is_err() {
             self.written = 0;
             // Cut a partly written record off at once (shrinking works on a
@@ -111,10 +120,10 @@ impl DurableFile {
             let synced = self.synced;
             self.cut = self.file.as_ref().is_none_or(|f| f.set_len(synced).is_err());
         }
-        r
+        r.map(|()| self.written == self.buf.len())
     }
 
-    fn flush_inner(&mut self) -> io::Result<()> {
+    fn flush_inner(&mut self, max: usize) -> io::Result<()> {
         let synced = self.synced;
         if self.cut {
             self.handle()?.set_len(synced)?;
@@ -123,10 +132,11 @@ impl DurableFile {
         }
         let at = synced + self.written as u64;
         self.handle()?;
+        let end = self.buf.len().min(self.written.saturating_add(max));
         if let Some(file) = &self.file {
-            file.write_all_at(&self.buf[self.written..], at)?;
+            file.write_all_at(&self.buf[self.written..end], at)?;
         }
-        self.written = self.buf.len();
+        self.written = end;
         Ok(())
     }
 
@@ -247,5 +257,31 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\nthree\n");
         let g = DurableFile::open(&path).unwrap();
         assert_eq!(g.len(), 14);
+    }
+
+    #[test]
+    fn audit_durable_file_writes_in_pieces() {
+        let dir = crate::audit::testdir("durable-pieces");
+        let path = dir.join("f");
+        let mut f = DurableFile::lazy(&path);
+        f.append(b"0123456789");
+        assert!(!f.flush_upto(4).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"0123");
+        assert!(!f.flush_upto(4).unwrap());
+        assert!(f.flush_upto(4).unwrap());
+        assert_eq!(f.unwritten(), 0);
+        assert!(f.flush_upto(4).unwrap(), "nothing left to write");
+        // A cut (after a failed sync) rewrites from the synced length, in pieces too.
+        f.sync().unwrap();
+        f.append(b"abcdef");
+        assert!(f.flush_upto(100).unwrap());
+        f.cut = true;
+        f.written = 0;
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all_at(b"garbage", 16).unwrap();
+        assert!(!f.flush_upto(3).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"0123456789abc");
+        assert!(f.flush_upto(3).unwrap());
+        f.sync().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"0123456789abcdef");
     }
 }
