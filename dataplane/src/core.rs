@@ -512,6 +512,13 @@ impl Core {
         let mut fds = Vec::with_capacity(self.ports.len());
         while !stop.load(Ordering::Relaxed) {
             let work = self.poll_once();
+            if work == 0 || self.audit_held {
+                if let Some(pacer) = self.audit.as_ref().and_then(|t| t.pacer.as_deref()) {
+                    if pacer.core_idle() {
+                        bump(&self.counters.audit_turns, 1);
+                    }
+                }
+            }
             if self.audit_held {
                 // The audit writer shares this CPU (or the machine is short
                 // of them) and is behind: let it run now rather than at a

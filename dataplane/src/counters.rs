@@ -32,6 +32,9 @@ pub struct CoreCounters {
     pub modbus_unmatched: AtomicU64,
     pub loops: AtomicU64,
     pub sleeps: AtomicU64,
+    /// Passes without work on which the core gave its CPU to the audit
+    /// writer that shares it ([`crate::audit::Pacer`]).
+    pub audit_turns: AtomicU64,
     /// Passes that did work and took at least 100 µs / 1 ms / 10 ms
     /// (cumulative: a 2 ms pass counts in the first two).
     pub slow_passes: [AtomicU64; STALL_BOUNDS_US.len()],
@@ -91,6 +94,7 @@ pub struct CounterTotals {
     pub modbus_unmatched: u64,
     pub loops: u64,
     pub sleeps: u64,
+    pub audit_turns: u64,
     pub slow_passes: [u64; STALL_BOUNDS_US.len()],
     pub stalls: [u64; STALL_BOUNDS_US.len()],
     pub generation: u64,
@@ -126,6 +130,7 @@ impl CounterTotals {
             t.modbus_unmatched += c.modbus_unmatched.load(Relaxed);
             t.loops += c.loops.load(Relaxed);
             t.sleeps += c.sleeps.load(Relaxed);
+            t.audit_turns += c.audit_turns.load(Relaxed);
             for i in 0..STALL_BOUNDS_US.len() {
                 t.slow_passes[i] += c.slow_passes[i].load(Relaxed);
                 t.stalls[i] += c.stalls[i].load(Relaxed);
@@ -177,6 +182,7 @@ impl CounterTotals {
             ("bytes_down".into(), self.bytes_down),
             ("loops".into(), self.loops),
             ("sleeps".into(), self.sleeps),
+            ("audit_turns".into(), self.audit_turns),
         ]);
         out.extend(STALL_NAMES.iter().zip(self.slow_passes).map(|(n, v)| (format!("slow_passes_{n}"), v)));
         out.extend(STALL_NAMES.iter().zip(self.stalls).map(|(n, v)| (format!("stalls_{n}"), v)));

@@ -401,3 +401,43 @@ fn time_off_the_cpu_between_passes_counts_as_a_stall() {
     let pairs = after.to_pairs();
     assert!(pairs.iter().any(|(n, v)| n == "stalls_1ms" && *v == after.stalls[1]));
 }
+
+#[test]
+fn an_idle_pass_gives_the_waiting_audit_writer_its_turn() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use dataplane::audit::{AuditQueue, AuditTap, Pacer};
+    use dataplane::core::IdleMode;
+    use dataplane::io::Doorbell;
+
+    let pacer = Arc::new(Pacer::new(Arc::new(Doorbell::new().unwrap())));
+    let tap = AuditTap {
+        queue: Arc::new(AuditQueue::new(256)),
+        healthy: Arc::new(AtomicBool::new(true)),
+        terminate_on_failure: false,
+        pacer: Some(pacer.clone()),
+    };
+    let cfg = config::parse("lab.toml", LAB).expect("config");
+    // Sleeps as soon as a pass finds no work: the turn is given on the way.
+    let opts = CoreOptions { idle: IdleMode::Adaptive { spin_us: 0, share_pct: 0 }, ..CoreOptions::default() };
+    let mut lab = MemLab::new_with(&cfg, opts, Some(tap)).expect("memlab");
+    let stop = Arc::new(AtomicBool::new(false));
+    // The writer, done with a slice, waits for a turn (5 s at most); the
+    // core runs until the writer got one.
+    let writer = {
+        let (pacer, stop) = (pacer.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            pacer.wait_turn(5000);
+            stop.store(true, Ordering::Release);
+            t.elapsed()
+        })
+    };
+    lab.gate.run(&stop);
+    let waited = writer.join().unwrap();
+    assert!(waited < Duration::from_secs(2), "the writer waited {waited:?} for its turn");
+    let turns = lab.control.totals().audit_turns;
+    assert_eq!(turns, 1, "one turn, given by an idle pass of the real loop");
+    assert!(lab.control.totals().to_pairs().iter().any(|(n, v)| n == "audit_turns" && *v == 1));
+}

@@ -71,7 +71,7 @@ pub fn latency(args: &LatencyArgs) -> Result<(), String> {
         let queue = Arc::new(AuditQueue::new(cfg.queue_capacity));
         let handle = control::audit::spawn(cfg, vec![queue.clone()], Arc::new(AtomicBool::new(false)))
             .map_err(|e| e.to_string())?;
-        let tap = AuditTap { queue, healthy: handle.health_flag(), terminate_on_failure: false };
+        let tap = AuditTap { queue, healthy: handle.health_flag(), terminate_on_failure: false, pacer: None };
         let r = proxy::run_with(&config, load, warmup, seconds, Variant { reload_hz: 0.0, audit: Some(tap) });
         handle.shutdown();
         rows[2].results.push(r?);
