@@ -66,6 +66,11 @@ pub struct RunArgs {
     /// hold (read no requests until it recovers) or terminate.
     #[arg(long, default_value = "hold", value_parser = ["hold", "terminate"])]
     audit_on_failure: String,
+    /// When the audit writer shares a dp core's CPU (no other CPU left):
+    /// auto makes it write in slices of 50 µs when a core has nothing to do;
+    /// off lets it run whenever the scheduler picks (for comparison).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+    audit_pacing: String,
     /// Forward audit records to an RFC 5424 syslog collector over TLS (host:port).
     #[arg(long)]
     syslog: Option<String>,
@@ -116,7 +121,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
             return Err(format!("--cores: CPU {c} is not available to this process (available: {available:?})"));
         }
     }
-    place_housekeeping(&available, &args.cores, args.idle);
+    let writer_shares_dp_cpu = place_housekeeping(&available, &args.cores, args.idle);
     let mut control = Control::new(Some(args.config.clone()), &config);
     control
         .set_tls(TlsSource {
@@ -147,8 +152,13 @@ fn start(args: &RunArgs) -> Result<(), String> {
     };
     let queues: Vec<Arc<AuditQueue>> =
         args.cores.iter().map(|_| Arc::new(AuditQueue::new(audit_cfg.queue_capacity))).collect();
-    let audit = control::audit::spawn(audit_cfg.clone(), queues.clone(), Arc::new(AtomicBool::new(false)))
-        .map_err(|e| format!("audit trail in {}: {e}", args.audit_dir.display()))?;
+    let audit = control::audit::spawn_paced(
+        audit_cfg.clone(),
+        queues.clone(),
+        Arc::new(AtomicBool::new(false)),
+        writer_shares_dp_cpu && args.audit_pacing == "auto",
+    )
+    .map_err(|e| format!("audit trail in {}: {e}", args.audit_dir.display()))?;
     log::info!("audit trail in {} (on failure: {})", args.audit_dir.display(), args.audit_on_failure);
     control.set_audit(audit.sink());
     control.watch_audit(queues.clone(), audit.health_flag());
@@ -188,6 +198,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
             queue: queues[k].clone(),
             healthy: audit.health_flag(),
             terminate_on_failure: audit.on_failure() == OnFailure::Terminate,
+            pacer: audit.pacer(),
         };
         let drops = Arc::new(ArrayQueue::new(DROP_LOG));
         drop_logs.push(drops.clone());
@@ -287,18 +298,28 @@ const WORKQUEUE_CPUMASK: &str = "/sys/devices/virtual/workqueue/cpumask";
 /// they are all spawned from this thread after this, and inherit its CPU
 /// set (each dp thread pins itself to its own CPU). Logs what a busy core
 /// will still share.
-fn place_housekeeping(available: &[usize], cores: &[usize], idle: IdleMode) {
+/// Returns whether the other threads share the dp CPUs after all (then the
+/// audit writer takes turns with the cores: `audit::Pacer`).
+fn place_housekeeping(available: &[usize], cores: &[usize], idle: IdleMode) -> bool {
     let mask = std::fs::read_to_string(WORKQUEUE_CPUMASK).ok();
     let plan = housekeeping_plan(available, cores, idle, mask.as_deref());
-    if !plan.others.is_empty() {
+    let mut shared = plan.others.is_empty();
+    if !shared {
         match io::set_thread_cpus(&plan.others) {
             Ok(()) => log::info!("audit writer, auth worker and control on CPU(s) {:?}", plan.others),
-            Err(e) => log::warn!("could not keep the audit writer and auth worker off the dp CPUs: {e}"),
+            Err(e) => {
+                log::warn!("could not keep the audit writer and auth worker off the dp CPUs: {e}");
+                shared = true;
+            }
         }
     }
     for w in &plan.warnings {
         log::warn!("{w}");
     }
+    if shared {
+        log::info!("the audit writer shares the dp CPU(s) {cores:?}: it writes when a core has nothing to do");
+    }
+    shared
 }
 
 /// What [`place_housekeeping`] does: the CPUs for the other threads (none:
@@ -315,8 +336,9 @@ fn housekeeping_plan(available: &[usize], cores: &[usize], idle: IdleMode, workq
     if idle == IdleMode::Busy {
         if others.is_empty() {
             warnings.push(format!(
-                "--idle busy: no CPU but the dp CPU(s) {cores:?} is available, so the audit writer and auth \
-                 worker preempt the polling core there; give the process another CPU (docs/operations.md)"
+                "--idle busy: no CPU but the dp CPU(s) {cores:?} is available, so the audit writer takes turns \
+                 with the polling core there and the auth worker preempts it; give the process another CPU \
+                 (docs/operations.md)"
             ));
         }
         let shared: Vec<usize> = match workqueue.map(io::parse_cpu_mask) {
@@ -376,7 +398,7 @@ mod tests {
         let plan = housekeeping_plan(&[1], &[1], IdleMode::Busy, Some("3\n"));
         assert!(plan.others.is_empty());
         assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
-        assert!(plan.warnings[0].contains("audit writer and auth worker preempt"));
+        assert!(plan.warnings[0].contains("audit writer takes turns"));
         assert!(plan.warnings[1].contains("dp CPU(s) [1]") && plan.warnings[1].contains(" is 3;"));
         // An adaptive core sleeps when idle: nothing to say.
         assert!(housekeeping_plan(&[1], &[1], ADAPTIVE, Some("3")).warnings.is_empty());

@@ -42,7 +42,7 @@ use std::thread::JoinHandle;
 use dataplane::io::Doorbell;
 use serde::Deserialize;
 
-pub use dataplane::audit::{AuditQueue, AuditRecord};
+pub use dataplane::audit::{AuditQueue, AuditRecord, Pacer};
 pub use sink::{file_digest, AuditSink, AuditUnavailable, AuthEvent, ControlEvent, DeniedFlow, DeniedFlows};
 
 /// What existing sessions do while the writer cannot write.
@@ -180,6 +180,7 @@ pub struct AuditHandle {
     status: Arc<Status>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl AuditHandle {
@@ -206,6 +207,12 @@ impl AuditHandle {
 
     pub fn status(&self) -> &Arc<Status> {
         &self.status
+    }
+
+    /// The turns the writer takes with the dp cores, when it shares their
+    /// CPU ([`spawn_paced`]).
+    pub fn pacer(&self) -> Option<Arc<Pacer>> {
+        self.pacer.clone()
     }
 
     /// Sets the stop flag and waits for the writer to drain every queue,
@@ -236,12 +243,31 @@ impl Drop for AuditHandle {
 /// The directory cannot be prepared, the newest file cannot be continued,
 /// or syslog is misconfigured.
 pub fn spawn(cfg: AuditConfig, queues: Vec<Arc<AuditQueue>>, stop: Arc<AtomicBool>) -> Result<AuditHandle, AuditError> {
+    spawn_paced(cfg, queues, stop, false)
+}
+
+/// [`spawn`], and with `shares_dp_cpu` the writer takes turns with the dp
+/// cores whose CPU it shares ([`Pacer`]; hand [`AuditHandle::pacer`] to
+/// each core's `AuditTap`).
+///
+/// # Errors
+/// See [`spawn`].
+pub fn spawn_paced(
+    cfg: AuditConfig,
+    queues: Vec<Arc<AuditQueue>>,
+    stop: Arc<AtomicBool>,
+    shares_dp_cpu: bool,
+) -> Result<AuditHandle, AuditError> {
     let healthy = Arc::new(AtomicBool::new(true));
     let status = Arc::new(Status::default());
     let (tx, rx) = crossbeam::channel::bounded(sink::SINK_CAPACITY);
     let bell = Arc::new(Doorbell::new().map_err(|error| AuditError::Io { path: PathBuf::from("eventfd"), error })?);
     let on_failure = cfg.on_failure;
-    let writer = writer::Writer::open(cfg, healthy.clone(), status.clone(), dataplane::audit::unix_micros())?;
+    let mut writer = writer::Writer::open(cfg, healthy.clone(), status.clone(), dataplane::audit::unix_micros())?;
+    let pacer = shares_dp_cpu.then(|| Arc::new(Pacer::new(bell.clone())));
+    if let Some(p) = &pacer {
+        writer.pace(p.clone());
+    }
     let thread_stop = stop.clone();
     let thread_bell = bell.clone();
     let thread = std::thread::Builder::new()
@@ -255,6 +281,7 @@ pub fn spawn(cfg: AuditConfig, queues: Vec<Arc<AuditQueue>>, stop: Arc<AtomicBoo
         status,
         stop,
         thread: Some(thread),
+        pacer,
     })
 }
 

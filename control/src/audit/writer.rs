@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Receiver;
-use dataplane::audit::{unix_micros, AuditQueue, AuditRecord, Direction, Event, Verdict};
+use dataplane::audit::{unix_micros, AuditQueue, AuditRecord, Direction, Event, Pacer, Verdict, PACED_SLICE};
 use dataplane::io::Doorbell;
 use serde_json::{Map, Value};
 
@@ -163,6 +163,50 @@ const FLUSH_BYTES: usize = 512 << 10;
 /// How long an idle writer waits for records, by idle rounds in a row (ms).
 const IDLE_BACKOFF_MS: [i32; 6] = [1, 1, 1, 2, 3, 5];
 
+/// The journal is written in pieces of at most this much, so a paced
+/// writer can wait for a turn between them.
+const WRITE_PIECE: usize = 64 << 10;
+
+/// Records ingested between two looks at the paced writer's slice.
+const INGEST_PER_CHECK: usize = 16;
+
+/// The longest a paced writer waits for a turn (ms): a core that is never
+/// idle leaves it this much CPU, plus every pass while the audit queue
+/// holds sessions back.
+const TURN_TIMEOUT_MS: i32 = 1;
+
+/// The writer's side of a [`Pacer`]: with one (the writer shares a CPU
+/// with a dp core), it works in slices of at most [`PACED_SLICE`] and waits
+/// for a turn between them; without, it works until done.
+struct Slices {
+    pacer: Option<Arc<Pacer>>,
+    start: Instant,
+}
+
+impl Slices {
+    /// Waits for a turn if this slice is used up.
+    fn check(&mut self) {
+        let Some(pacer) = &self.pacer else { return };
+        let now = Instant::now();
+        if now.duration_since(self.start) >= PACED_SLICE {
+            pacer.wait_turn(TURN_TIMEOUT_MS);
+            self.start = Instant::now();
+        }
+    }
+
+    /// A new slice starts (after the writer slept: waiting, syncing).
+    fn restart(&mut self) {
+        self.start = Instant::now();
+    }
+
+    /// The idle wait: `ms`, or until the bell rings.
+    fn idle(&mut self, bell: &Doorbell, ms: i32) {
+        dataplane::io::wait_readable(&[bell.fd()], ms);
+        bell.clear();
+        self.restart();
+    }
+}
+
 /// The writer's state; [`Writer::run`] is the thread body. Tests drive the
 /// methods directly with their own clock.
 pub struct Writer {
@@ -198,6 +242,7 @@ pub struct Writer {
     failure: Option<Failure>,
     next_retry: Instant,
     forward: Option<Forwarder>,
+    slices: Slices,
 }
 
 impl Writer {
@@ -260,6 +305,7 @@ impl Writer {
             failure: None,
             next_retry: Instant::now(),
             forward,
+            slices: Slices { pacer: None, start: Instant::now() },
         };
         let mut start = Fields::new("audit_start");
         start
@@ -276,6 +322,12 @@ impl Writer {
             w.seal(now_us, now_us, m, Severity::Warning);
         }
         Ok(w)
+    }
+
+    /// Takes turns with the dp cores through `pacer` (the writer shares
+    /// their CPU).
+    pub fn pace(&mut self, pacer: Arc<Pacer>) {
+        self.slices.pacer = Some(pacer);
     }
 
     /// Bytes accepted and not yet synced (journal and captures).
@@ -576,7 +628,17 @@ impl Writer {
 
     fn flush_inner(&mut self) -> std::io::Result<()> {
         self.each_capture(|f| f.flush().map(|()| false))?;
-        self.file.flush()
+        self.write_journal()
+    }
+
+    /// Writes the journal's accepted bytes, in pieces (a paced writer waits
+    /// for a turn between them).
+    fn write_journal(&mut self) -> std::io::Result<()> {
+        while !self.file.flush_upto(WRITE_PIECE)? {
+            self.slices.check();
+        }
+        self.slices.check();
+        Ok(())
     }
 
     /// Syncs captures, then the journal, then `audit.head`. On success after
@@ -621,10 +683,12 @@ impl Writer {
         for id in &self.touched {
             if let Some(c) = self.sessions.get_mut(id).and_then(|s| s.capture.as_mut()) {
                 any |= f(c.file())?;
+                self.slices.check();
             }
         }
         for c in &mut self.closing {
             any |= f(c.file())?;
+            self.slices.check();
         }
         Ok(any)
     }
@@ -635,7 +699,9 @@ impl Writer {
         // commits per interval with 100 busy sessions, and it showed in the
         // disk-audited gate's tail latency.
         if self.each_capture(DurableFile::write_for_syncfs)? {
-            if let Err(e) = File::open(self.cfg.dir.join(PCAP_DIR)).and_then(|d| dataplane::io::syncfs(&d)) {
+            let synced = File::open(self.cfg.dir.join(PCAP_DIR)).and_then(|d| dataplane::io::syncfs(&d));
+            self.slices.restart();
+            if let Err(e) = synced {
                 self.each_capture(|f| {
                     f.sync_failed();
                     Ok(false)
@@ -662,7 +728,10 @@ impl Writer {
         }
         self.touched_before = std::mem::take(&mut self.touched);
         self.closing.clear();
-        self.file.sync()?;
+        self.write_journal()?;
+        let synced = self.file.sync();
+        self.slices.restart();
+        synced?;
         self.synced = self.chain.clone();
         self.synced_file_name.clone_from(&self.file_name);
         self.status.synced_seq.store(self.synced.seq, Ordering::Relaxed);
@@ -736,6 +805,8 @@ impl Writer {
         loop {
             if stop_seen.is_none() && stop.load(Ordering::Acquire) {
                 stop_seen = Some(Instant::now());
+                // The cores have stopped: nobody gives turns any more.
+                self.slices.pacer = None;
             }
             let now_us = unix_micros();
             let mut work = 0;
@@ -752,6 +823,9 @@ impl Writer {
                         let Some(rec) = q.pop() else { break };
                         self.ingest(&rec, now_us);
                         work += 1;
+                        if work % INGEST_PER_CHECK == 0 {
+                            self.slices.check();
+                        }
                     }
                 }
             }
@@ -795,9 +869,10 @@ impl Writer {
                 // third scheduling).
                 idle = (idle + 1).min(IDLE_BACKOFF_MS.len() - 1);
                 if rx.is_empty() {
-                    dataplane::io::wait_readable(&[bell.fd()], IDLE_BACKOFF_MS[idle]);
+                    self.slices.idle(bell, IDLE_BACKOFF_MS[idle]);
+                } else {
+                    bell.clear();
                 }
-                bell.clear();
             } else {
                 idle = 0;
             }
