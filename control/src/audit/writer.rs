@@ -181,12 +181,18 @@ const TURN_TIMEOUT_MS: i32 = 1;
 struct Slices {
     pacer: Option<Arc<Pacer>>,
     start: Instant,
+    /// A core's queue is more than half full: work without waiting until
+    /// it is not (sessions are held once it is full).
+    catching_up: bool,
 }
 
 impl Slices {
     /// Waits for a turn if this slice is used up.
     fn check(&mut self) {
         let Some(pacer) = &self.pacer else { return };
+        if self.catching_up {
+            return;
+        }
         let now = Instant::now();
         if now.duration_since(self.start) >= PACED_SLICE {
             pacer.wait_turn(TURN_TIMEOUT_MS);
@@ -305,7 +311,7 @@ impl Writer {
             failure: None,
             next_retry: Instant::now(),
             forward,
-            slices: Slices { pacer: None, start: Instant::now() },
+            slices: Slices { pacer: None, start: Instant::now(), catching_up: false },
         };
         let mut start = Fields::new("audit_start");
         start
@@ -810,6 +816,7 @@ impl Writer {
             }
             let now_us = unix_micros();
             let mut work = 0;
+            self.slices.catching_up = queues.iter().any(|q| q.len() > q.capacity() / 2);
             if pending < self.cfg.max_pending_bytes {
                 while let Ok((ts, ev)) = rx.try_recv() {
                     self.ingest_control(ts, ev, now_us);
