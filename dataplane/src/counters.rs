@@ -49,8 +49,19 @@ pub struct CoreCounters {
 /// The bounds of [`CoreCounters::slow_passes`] and [`CoreCounters::stalls`].
 pub const STALL_BOUNDS_US: [u64; 3] = [100, 1_000, 10_000];
 
-/// Their names in `ctl stats`.
-const STALL_NAMES: [&str; 3] = ["100us", "1ms", "10ms"];
+/// The suffixes of their names in `ctl stats`, bound by bound.
+pub const STALL_NAMES: [&str; 3] = ["100us", "1ms", "10ms"];
+
+/// `ctl stats` name families of [`CoreCounters::slow_passes`] and
+/// [`CoreCounters::stalls`].
+pub const SLOW_PASSES: &str = "slow_passes";
+pub const STALLS: &str = "stalls";
+
+/// The `ctl stats` name of bucket `i` of `family` ([`SLOW_PASSES`] or
+/// [`STALLS`]), e.g. `stalls_1ms`.
+pub fn bucket_name(family: &str, i: usize) -> String {
+    format!("{family}_{}", STALL_NAMES[i])
+}
 
 /// Counts `us` in every bucket of `c` whose bound it reaches.
 #[inline]
@@ -184,8 +195,8 @@ impl CounterTotals {
             ("sleeps".into(), self.sleeps),
             ("audit_turns".into(), self.audit_turns),
         ]);
-        out.extend(STALL_NAMES.iter().zip(self.slow_passes).map(|(n, v)| (format!("slow_passes_{n}"), v)));
-        out.extend(STALL_NAMES.iter().zip(self.stalls).map(|(n, v)| (format!("stalls_{n}"), v)));
+        out.extend(self.slow_passes.iter().enumerate().map(|(i, v)| (bucket_name(SLOW_PASSES, i), *v)));
+        out.extend(self.stalls.iter().enumerate().map(|(i, v)| (bucket_name(STALLS, i), *v)));
         out
     }
 }

@@ -71,6 +71,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::client::{self, Answer};
+use dataplane::counters::{bucket_name, SLOW_PASSES, STALLS, STALL_BOUNDS_US};
 use dataplane::wire::hello::{Auth, Reason};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
@@ -1595,15 +1596,21 @@ fn print_step(label: &str, out: &StepOut, doc: &Value) {
     }
     let deltas = &doc["gate"]["counter_deltas"];
     if deltas.is_object() {
-        let n = |k: &str| deltas[k].as_i64().unwrap_or(0);
+        let buckets = |family: &str| {
+            (0..STALL_BOUNDS_US.len())
+                .map(|i| deltas[bucket_name(family, i).as_str()].as_i64().unwrap_or(0).to_string())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let bounds = STALL_BOUNDS_US
+            .iter()
+            .map(|&b| if b >= 1000 { format!("≥{} ms", b / 1000) } else { format!("≥{b} µs") })
+            .collect::<Vec<_>>()
+            .join(" / ");
         eprintln!(
-            "    gate dp passes with work ≥100 µs / ≥1 ms / ≥10 ms: {} / {} / {}; off-CPU between passes: {} / {} / {}",
-            n("slow_passes_100us"),
-            n("slow_passes_1ms"),
-            n("slow_passes_10ms"),
-            n("stalls_100us"),
-            n("stalls_1ms"),
-            n("stalls_10ms")
+            "    gate dp passes with work {bounds}: {}; off-CPU between passes: {}",
+            buckets(SLOW_PASSES),
+            buckets(STALLS)
         );
     }
 }
@@ -1888,12 +1895,13 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                 count(0).map(|r| format!("{r} ({} TLP)", count(1).unwrap_or(0)))
             };
             let (client, plc) = (loss("client"), loss("plc"));
-            let gate = |k: &str| sum(g, &["gate", "counter_deltas", k]);
+            // The 1 ms buckets.
+            let gate = |family: &str| sum(g, &["gate", "counter_deltas", &bucket_name(family, 1)]);
             let is_gate = g.steps().iter().any(|st| st["gate"].is_object());
             (client.is_some() || is_gate).then(|| {
                 let n = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
                 let (passes, stalls) = if is_gate {
-                    (gate("slow_passes_1ms").unwrap_or(0).to_string(), gate("stalls_1ms").unwrap_or(0).to_string())
+                    (gate(SLOW_PASSES).unwrap_or(0).to_string(), gate(STALLS).unwrap_or(0).to_string())
                 } else {
                     ("-".into(), "-".into())
                 };
