@@ -152,13 +152,13 @@ fn start(args: &RunArgs) -> Result<(), String> {
     };
     let queues: Vec<Arc<AuditQueue>> =
         args.cores.iter().map(|_| Arc::new(AuditQueue::new(audit_cfg.queue_capacity))).collect();
-    let audit = control::audit::spawn_paced(
-        audit_cfg.clone(),
-        queues.clone(),
-        Arc::new(AtomicBool::new(false)),
-        writer_shares_dp_cpu && args.audit_pacing == "auto",
-    )
-    .map_err(|e| format!("audit trail in {}: {e}", args.audit_dir.display()))?;
+    let paced_on = paced_cpu(writer_shares_dp_cpu, args.idle, &args.audit_pacing, &args.cores);
+    if let Some(cpu) = paced_on {
+        log::info!("the audit writer shares dp CPU {cpu}: it writes when that core has nothing to do");
+    }
+    let audit =
+        control::audit::spawn_paced(audit_cfg.clone(), queues.clone(), Arc::new(AtomicBool::new(false)), paced_on)
+            .map_err(|e| format!("audit trail in {}: {e}", args.audit_dir.display()))?;
     log::info!("audit trail in {} (on failure: {})", args.audit_dir.display(), args.audit_on_failure);
     control.set_audit(audit.sink());
     control.watch_audit(queues.clone(), audit.health_flag());
@@ -198,7 +198,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
             queue: queues[k].clone(),
             healthy: audit.health_flag(),
             terminate_on_failure: audit.on_failure() == OnFailure::Terminate,
-            pacer: audit.pacer(),
+            pacer: if k == 0 { audit.pacer() } else { None },
         };
         let drops = Arc::new(ArrayQueue::new(DROP_LOG));
         drop_logs.push(drops.clone());
@@ -280,6 +280,10 @@ fn start(args: &RunArgs) -> Result<(), String> {
     for t in threads {
         let _ = t.join();
     }
+    // Nobody gives the writer turns any more.
+    if let Some(p) = audit.pacer() {
+        p.close();
+    }
     // The cores and the auth worker are done: everything they queued is
     // written before the audit writer stops.
     denied.flush(&sink, Instant::now(), true);
@@ -316,10 +320,16 @@ fn place_housekeeping(available: &[usize], cores: &[usize], idle: IdleMode) -> b
     for w in &plan.warnings {
         log::warn!("{w}");
     }
-    if shared {
-        log::info!("the audit writer shares the dp CPU(s) {cores:?}: it writes when a core has nothing to do");
-    }
     shared
+}
+
+/// The dp CPU whose core the audit writer takes turns with, if any. A busy
+/// core never sleeps, so a writer sharing its CPU runs in the middle of its
+/// work unless they take turns. A core in adaptive mode sleeps when idle,
+/// which is the writer's turn anyway (and a sleeping core gives none).
+/// With several dp CPUs the writer takes turns with the first one's core.
+fn paced_cpu(shares_dp_cpu: bool, idle: IdleMode, pacing: &str, cores: &[usize]) -> Option<usize> {
+    (shares_dp_cpu && idle == IdleMode::Busy && pacing == "auto").then(|| cores.first().copied()).flatten()
 }
 
 /// What [`place_housekeeping`] does: the CPUs for the other threads (none:
@@ -336,9 +346,9 @@ fn housekeeping_plan(available: &[usize], cores: &[usize], idle: IdleMode, workq
     if idle == IdleMode::Busy {
         if others.is_empty() {
             warnings.push(format!(
-                "--idle busy: no CPU but the dp CPU(s) {cores:?} is available, so the audit writer takes turns \
-                 with the polling core there and the auth worker preempts it; give the process another CPU \
-                 (docs/operations.md)"
+                "--idle busy: no CPU but the dp CPU(s) {cores:?} is available, so the audit writer and the auth \
+                 worker share the polling core's CPU (the writer takes turns with it, unless --audit-pacing off); \
+                 give the process another CPU (docs/operations.md)"
             ));
         }
         let shared: Vec<usize> = match workqueue.map(io::parse_cpu_mask) {
@@ -393,12 +403,21 @@ mod tests {
     }
 
     #[test]
+    fn only_a_busy_core_on_a_shared_cpu_takes_turns_with_the_writer() {
+        let adaptive = IdleMode::Adaptive { spin_us: 50, share_pct: 5 };
+        assert_eq!(paced_cpu(true, IdleMode::Busy, "auto", &[3, 1]), Some(3));
+        assert_eq!(paced_cpu(false, IdleMode::Busy, "auto", &[3]), None, "the writer has a CPU of its own");
+        assert_eq!(paced_cpu(true, adaptive, "auto", &[3]), None, "an adaptive core sleeps when idle");
+        assert_eq!(paced_cpu(true, IdleMode::Busy, "off", &[3]), None);
+    }
+
+    #[test]
     fn a_busy_core_that_shares_its_cpu_is_named() {
         // Confined to the dp CPU, with kernel workers allowed on it.
         let plan = housekeeping_plan(&[1], &[1], IdleMode::Busy, Some("3\n"));
         assert!(plan.others.is_empty());
         assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
-        assert!(plan.warnings[0].contains("audit writer takes turns"));
+        assert!(plan.warnings[0].contains("share the polling core's CPU"));
         assert!(plan.warnings[1].contains("dp CPU(s) [1]") && plan.warnings[1].contains(" is 3;"));
         // An adaptive core sleeps when idle: nothing to say.
         assert!(housekeeping_plan(&[1], &[1], ADAPTIVE, Some("3")).warnings.is_empty());

@@ -605,6 +605,16 @@ mod tests {
         assert!(waited < Duration::from_secs(2), "the writer waited {waited:?}");
         // The turn was taken: the next idle pass does nothing.
         assert!(!pacer.core_idle());
+        // A ring left over does not end the next wait early: it times out.
+        pacer.bell.ring();
+        let t = Instant::now();
+        pacer.wait_turn(20);
+        assert!(t.elapsed() >= Duration::from_millis(15), "a stale ring ended the wait");
+        // Closed (the cores stopped): no more waiting at all.
+        pacer.close();
+        let t = Instant::now();
+        pacer.wait_turn(5000);
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 
     #[test]
@@ -654,24 +664,28 @@ pub struct AuditTap {
 pub struct Pacer {
     /// The writer waits for a turn.
     waiting: AtomicBool,
+    /// The cores have stopped: nobody gives turns any more.
+    closed: AtomicBool,
     bell: std::sync::Arc<crate::io::Doorbell>,
 }
 
 /// The longest the writer works before it waits for a turn, when it shares
 /// a CPU with a dp core: about what one pass of a busy core takes with a
-/// few requests, so a request waits at most about that long for the writer.
+/// few requests. A single system call (a sync's writeback, a large write)
+/// can still take longer.
 pub const PACED_SLICE: std::time::Duration = std::time::Duration::from_micros(50);
 
 impl Pacer {
     /// A pacer that wakes the writer with `bell` (the writer also waits for
     /// its other events on it).
     pub fn new(bell: std::sync::Arc<crate::io::Doorbell>) -> Self {
-        Self { waiting: AtomicBool::new(false), bell }
+        Self { waiting: AtomicBool::new(false), closed: AtomicBool::new(false), bell }
     }
 
     /// A core's pass found no work (or the audit queue holds its sessions
-    /// back): gives the writer a turn if it waits for one. Whether it did.
-    /// One relaxed load while the writer does not wait.
+    /// back): gives the writer a turn if it waits for one. Whether it did
+    /// (counted as `audit_turns`). One relaxed load while the writer does
+    /// not wait.
     #[inline]
     pub fn core_idle(&self) -> bool {
         // One core rings, even if several see the writer waiting.
@@ -683,12 +697,26 @@ impl Pacer {
     }
 
     /// The writer waits for a turn: until a core gives it one, the bell
-    /// rings for another reason, or `timeout_ms` pass.
+    /// rings for another reason, or `timeout_ms` pass; not at all once
+    /// [`Pacer::close`]d.
     pub fn wait_turn(&self, timeout_ms: i32) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        // A ring left over (a turn given after the last wait timed out, an
+        // event the writer has already read) must not end this wait early.
+        self.bell.clear();
         self.waiting.store(true, Ordering::Release);
         crate::io::wait_readable(&[self.bell.fd()], timeout_ms);
         self.waiting.store(false, Ordering::Release);
         self.bell.clear();
+    }
+
+    /// The cores have stopped: the writer works without waiting from now on
+    /// (it drains and syncs what they left as fast as it can).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.bell.ring();
     }
 }
 

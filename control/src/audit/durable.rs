@@ -102,8 +102,8 @@ impl DurableFile {
         self.flush_upto(usize::MAX).map(|_| ())
     }
 
-    /// Like [`DurableFile::flush`], but writes at most `max` bytes (one
-    /// `pwrite`); whether everything accepted is now written.
+    /// Like [`DurableFile::flush`], but writes at most `max` bytes; whether
+    /// everything accepted is now written.
     ///
     /// # Errors
     /// The write failed; the bytes stay accepted and are written again later.

@@ -243,12 +243,12 @@ impl Drop for AuditHandle {
 /// The directory cannot be prepared, the newest file cannot be continued,
 /// or syslog is misconfigured.
 pub fn spawn(cfg: AuditConfig, queues: Vec<Arc<AuditQueue>>, stop: Arc<AtomicBool>) -> Result<AuditHandle, AuditError> {
-    spawn_paced(cfg, queues, stop, false)
+    spawn_paced(cfg, queues, stop, None)
 }
 
-/// [`spawn`], and with `shares_dp_cpu` the writer takes turns with the dp
-/// cores whose CPU it shares ([`Pacer`]; hand [`AuditHandle::pacer`] to
-/// each core's `AuditTap`).
+/// [`spawn`], and with `paced_on` the writer runs on that dp CPU and takes
+/// turns with its core ([`Pacer`]; hand [`AuditHandle::pacer`] to that
+/// core's `AuditTap`, and [`Pacer::close`] it once the cores stopped).
 ///
 /// # Errors
 /// See [`spawn`].
@@ -256,7 +256,7 @@ pub fn spawn_paced(
     cfg: AuditConfig,
     queues: Vec<Arc<AuditQueue>>,
     stop: Arc<AtomicBool>,
-    shares_dp_cpu: bool,
+    paced_on: Option<usize>,
 ) -> Result<AuditHandle, AuditError> {
     let healthy = Arc::new(AtomicBool::new(true));
     let status = Arc::new(Status::default());
@@ -264,7 +264,7 @@ pub fn spawn_paced(
     let bell = Arc::new(Doorbell::new().map_err(|error| AuditError::Io { path: PathBuf::from("eventfd"), error })?);
     let on_failure = cfg.on_failure;
     let mut writer = writer::Writer::open(cfg, healthy.clone(), status.clone(), dataplane::audit::unix_micros())?;
-    let pacer = shares_dp_cpu.then(|| Arc::new(Pacer::new(bell.clone())));
+    let pacer = paced_on.map(|_| Arc::new(Pacer::new(bell.clone())));
     if let Some(p) = &pacer {
         writer.pace(p.clone());
     }
@@ -272,7 +272,15 @@ pub fn spawn_paced(
     let thread_bell = bell.clone();
     let thread = std::thread::Builder::new()
         .name("audit".into())
-        .spawn(move || writer.run(&queues, &rx, &thread_bell, &thread_stop))
+        .spawn(move || {
+            if let Some(cpu) = paced_on {
+                // Turns are given by that CPU's core: wait for them there.
+                if let Err(e) = dataplane::io::set_thread_cpus(&[cpu]) {
+                    log::warn!("audit: could not run the writer on CPU {cpu}: {e}");
+                }
+            }
+            writer.run(&queues, &rx, &thread_bell, &thread_stop)
+        })
         .map_err(|error| AuditError::Io { path: PathBuf::from("audit thread"), error })?;
     Ok(AuditHandle {
         sink: AuditSink::new(tx, healthy.clone(), bell),

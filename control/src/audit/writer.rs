@@ -171,8 +171,8 @@ const WRITE_PIECE: usize = 64 << 10;
 const INGEST_PER_CHECK: usize = 16;
 
 /// The longest a paced writer waits for a turn (ms): a core that is never
-/// idle leaves it this much CPU, plus every pass while the audit queue
-/// holds sessions back.
+/// idle still leaves it one slice per this long, until its queue is half
+/// full (then it works without waiting).
 const TURN_TIMEOUT_MS: i32 = 1;
 
 /// The writer's side of a [`Pacer`]: with one (the writer shares a CPU
@@ -181,20 +181,17 @@ const TURN_TIMEOUT_MS: i32 = 1;
 struct Slices {
     pacer: Option<Arc<Pacer>>,
     start: Instant,
-    /// A core's queue is more than half full: work without waiting until
-    /// it is not (sessions are held once it is full).
-    catching_up: bool,
+    /// The cores' queues: while one is more than half full the writer works
+    /// without waiting, to catch up (sessions are held once it is full).
+    queues: Vec<Arc<AuditQueue>>,
 }
 
 impl Slices {
     /// Waits for a turn if this slice is used up.
     fn check(&mut self) {
         let Some(pacer) = &self.pacer else { return };
-        if self.catching_up {
-            return;
-        }
         let now = Instant::now();
-        if now.duration_since(self.start) >= PACED_SLICE {
+        if now.duration_since(self.start) >= PACED_SLICE && !self.queues.iter().any(|q| q.len() > q.capacity() / 2) {
             pacer.wait_turn(TURN_TIMEOUT_MS);
             self.start = Instant::now();
         }
@@ -311,7 +308,7 @@ impl Writer {
             failure: None,
             next_retry: Instant::now(),
             forward,
-            slices: Slices { pacer: None, start: Instant::now(), catching_up: false },
+            slices: Slices { pacer: None, start: Instant::now(), queues: Vec::new() },
         };
         let mut start = Fields::new("audit_start");
         start
@@ -804,6 +801,7 @@ impl Writer {
         stop: &AtomicBool,
     ) {
         let interval = Duration::from_millis(self.cfg.fsync_interval_ms.max(1));
+        self.slices.queues = queues.to_vec();
         let mut last_sync = Instant::now();
         let mut stop_seen: Option<Instant> = None;
         let mut idle = 0;
@@ -816,13 +814,15 @@ impl Writer {
             }
             let now_us = unix_micros();
             let mut work = 0;
-            self.slices.catching_up = queues.iter().any(|q| q.len() > q.capacity() / 2);
             if pending < self.cfg.max_pending_bytes {
                 while let Ok((ts, ev)) = rx.try_recv() {
                     self.ingest_control(ts, ev, now_us);
                     work += 1;
                     if work >= INGEST_BATCH {
                         break;
+                    }
+                    if work % INGEST_PER_CHECK == 0 {
+                        self.slices.check();
                     }
                 }
                 for q in queues {
