@@ -123,6 +123,23 @@ impl DurableFile {
         r.map(|()| self.written == self.buf.len())
     }
 
+    /// Like [`DurableFile::flush_upto`], for a file of lines: a piece that
+    /// does not reach the end stops after its last `\n`, so a reader of the
+    /// live file sees whole lines (a piece without one is written whole).
+    ///
+    /// # Errors
+    /// As [`DurableFile::flush_upto`].
+    pub fn flush_lines_upto(&mut self, max: usize) -> io::Result<bool> {
+        let start = if self.cut { 0 } else { self.written };
+        let end = start.saturating_add(max).min(self.buf.len());
+        let piece = if end < self.buf.len() {
+            self.buf[start..end].iter().rposition(|&b| b == b'\n').map_or(max, |i| i + 1)
+        } else {
+            max
+        };
+        self.flush_upto(piece)
+    }
+
     fn flush_inner(&mut self, max: usize) -> io::Result<()> {
         let synced = self.synced;
         if self.cut {
@@ -283,5 +300,19 @@ mod tests {
         assert!(f.flush_upto(3).unwrap());
         f.sync().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"0123456789abcdef");
+        // Lines: a piece ends after its last newline.
+        f.append(b"aa\nbbbb\ncc\n");
+        assert!(!f.flush_lines_upto(6).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"0123456789abcdefaa\n");
+        assert!(!f.flush_lines_upto(6).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"0123456789abcdefaa\nbbbb\n");
+        assert!(f.flush_lines_upto(6).unwrap());
+        // A line longer than the piece is written in pieces all the same.
+        f.append(b"0123456789\n");
+        assert!(!f.flush_lines_upto(4).unwrap());
+        assert!(!f.flush_lines_upto(4).unwrap());
+        assert!(f.flush_lines_upto(4).unwrap());
+        f.sync().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"0123456789abcdefaa\nbbbb\ncc\n0123456789\n");
     }
 }

@@ -163,8 +163,8 @@ const FLUSH_BYTES: usize = 512 << 10;
 /// How long an idle writer waits for records, by idle rounds in a row (ms).
 const IDLE_BACKOFF_MS: [i32; 6] = [1, 1, 1, 2, 3, 5];
 
-/// The journal is written in pieces of at most this much, so a paced
-/// writer can wait for a turn between them.
+/// The journal is written in pieces of at most this much, each ending on a
+/// whole line, so a paced writer can wait for a turn between them.
 const WRITE_PIECE: usize = 64 << 10;
 
 /// Records ingested between two looks at the paced writer's slice.
@@ -637,7 +637,7 @@ impl Writer {
     /// Writes the journal's accepted bytes, in pieces (a paced writer waits
     /// for a turn between them).
     fn write_journal(&mut self) -> std::io::Result<()> {
-        while !self.file.flush_upto(WRITE_PIECE)? {
+        while !self.file.flush_lines_upto(WRITE_PIECE)? {
             self.slices.check();
         }
         self.slices.check();
