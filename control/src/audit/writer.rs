@@ -875,7 +875,9 @@ impl Writer {
                 // is a context switch (the writer's CPU at 20k req/s was a
                 // third scheduling).
                 idle = (idle + 1).min(IDLE_BACKOFF_MS.len() - 1);
-                if rx.is_empty() {
+                // Events waiting are no reason to loop while nothing may be
+                // taken (too much held in memory for a failing disk).
+                if rx.is_empty() || pending >= self.cfg.max_pending_bytes {
                     self.slices.idle(bell, IDLE_BACKOFF_MS[idle]);
                 } else {
                     bell.clear();
