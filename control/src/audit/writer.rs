@@ -171,8 +171,8 @@ const WRITE_PIECE: usize = 64 << 10;
 const INGEST_PER_CHECK: usize = 16;
 
 /// The longest a paced writer waits for a turn (ms): a core that is never
-/// idle still leaves it one slice per this long, until its queue is half
-/// full (then it works without waiting).
+/// idle still leaves it one slice per this long, until its queue is a
+/// quarter full (then it works without waiting).
 const TURN_TIMEOUT_MS: i32 = 1;
 
 /// The writer's side of a [`Pacer`]: with one (the writer shares a CPU
@@ -181,7 +181,7 @@ const TURN_TIMEOUT_MS: i32 = 1;
 struct Slices {
     pacer: Option<Arc<Pacer>>,
     start: Instant,
-    /// The cores' queues: while one is more than half full the writer works
+    /// The cores' queues: while one is more than a quarter full the writer works
     /// without waiting, to catch up (sessions are held once it is full).
     queues: Vec<Arc<AuditQueue>>,
 }
@@ -191,7 +191,7 @@ impl Slices {
     fn check(&mut self) {
         let Some(pacer) = &self.pacer else { return };
         let now = Instant::now();
-        if now.duration_since(self.start) >= PACED_SLICE && !self.queues.iter().any(|q| q.len() > q.capacity() / 2) {
+        if now.duration_since(self.start) >= PACED_SLICE && !self.queues.iter().any(|q| q.len() > q.capacity() / 4) {
             pacer.wait_turn(TURN_TIMEOUT_MS);
             self.start = Instant::now();
         }
