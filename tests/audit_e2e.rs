@@ -32,6 +32,22 @@ fn tempdir(name: &str) -> PathBuf {
     dir
 }
 
+/// utime + stime (clock ticks) of this process's thread named `name`.
+fn thread_cpu_ticks(name: &str) -> u64 {
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        if std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == name) {
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            // Fields after the parenthesised name: state is the 3rd field,
+            // utime and stime the 14th and 15th.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let f: Vec<u64> = rest.split(' ').skip(11).take(2).map(|v| v.parse().unwrap()).collect();
+            return f[0] + f[1];
+        }
+    }
+    panic!("no thread named {name}");
+}
+
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
@@ -285,6 +301,18 @@ fn audit_disk_full_holds_records_and_recovers() {
     assert!(!handle.healthy() && !handle.sink().healthy());
     handle.sink().auth(auth_failure()).unwrap();
     assert!(handle.status().last_error.lock().unwrap().as_deref().unwrap_or("").contains("No space left"));
+    // Once it holds max_pending_bytes it takes nothing more, not even the
+    // queued auth event: it must wait, not spin (it may share a dp CPU).
+    let t0 = Instant::now();
+    while handle.status().pending_bytes.load(Ordering::Relaxed) < 512 << 10 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the writer never held max_pending_bytes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (cpu0, wall0) = (thread_cpu_ticks("audit"), Instant::now());
+    std::thread::sleep(Duration::from_millis(400));
+    let (cpu, wall) = (thread_cpu_ticks("audit") - cpu0, wall0.elapsed());
+    // Clock ticks are 10 ms: a spinning writer shows ~40 here.
+    assert!(cpu <= 8, "the held-back writer used {cpu} ticks of CPU in {wall:?}");
     // What is on disk verifies while the disk is full (whole lines only).
     std::thread::sleep(Duration::from_millis(200));
     let on_disk = audit::verify::walk(&dir, |_| Ok(())).unwrap();
