@@ -394,7 +394,10 @@ fn time_off_the_cpu_between_passes_counts_as_a_stall() {
     assert_eq!(lab.gate.poll_once(), 0);
     let after = lab.control.totals();
     let grew = |a: [u64; 3], b: [u64; 3]| [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
-    assert_eq!(grew(before.stalls, after.stalls), [1, 1, 0], "one stall of at least 1 ms, under 10 ms");
+    // At least that one stall of 1 ms or more and under 10 ms (the test
+    // thread itself may be preempted for 100 µs or more on a busy machine).
+    let stalls = grew(before.stalls, after.stalls);
+    assert!(stalls[1] >= 1 && stalls[2] == 0 && stalls[0] >= stalls[1], "stalls {stalls:?}");
     // Passes without work are never slow passes.
     assert_eq!(grew(before.slow_passes, after.slow_passes), [0, 0, 0]);
     // The counters reach `ctl stats` by name.
