@@ -302,6 +302,7 @@ const WORKQUEUE_CPUMASK: &str = "/sys/devices/virtual/workqueue/cpumask";
 /// they are all spawned from this thread after this, and inherit its CPU
 /// set (each dp thread pins itself to its own CPU). Logs what a busy core
 /// will still share.
+///
 /// Returns whether the other threads share the dp CPUs after all (then the
 /// audit writer takes turns with the cores: `audit::Pacer`).
 fn place_housekeeping(available: &[usize], cores: &[usize], idle: IdleMode) -> bool {
@@ -404,10 +405,9 @@ mod tests {
 
     #[test]
     fn only_a_busy_core_on_a_shared_cpu_takes_turns_with_the_writer() {
-        let adaptive = IdleMode::Adaptive { spin_us: 50, share_pct: 5 };
         assert_eq!(paced_cpu(true, IdleMode::Busy, "auto", &[3, 1]), Some(3));
         assert_eq!(paced_cpu(false, IdleMode::Busy, "auto", &[3]), None, "the writer has a CPU of its own");
-        assert_eq!(paced_cpu(true, adaptive, "auto", &[3]), None, "an adaptive core sleeps when idle");
+        assert_eq!(paced_cpu(true, ADAPTIVE, "auto", &[3]), None, "an adaptive core sleeps when idle");
         assert_eq!(paced_cpu(true, IdleMode::Busy, "off", &[3]), None);
     }
 

@@ -197,6 +197,14 @@ impl Slices {
         }
     }
 
+    /// `work` records ingested so far in this pass: a look at the slice
+    /// every [`INGEST_PER_CHECK`].
+    fn ingested(&mut self, work: usize) {
+        if work % INGEST_PER_CHECK == 0 {
+            self.check();
+        }
+    }
+
     /// A new slice starts (after the writer slept: waiting, syncing).
     fn restart(&mut self) {
         self.start = Instant::now();
@@ -821,18 +829,14 @@ impl Writer {
                     if work >= INGEST_BATCH {
                         break;
                     }
-                    if work % INGEST_PER_CHECK == 0 {
-                        self.slices.check();
-                    }
+                    self.slices.ingested(work);
                 }
                 for q in queues {
                     for _ in 0..INGEST_BATCH {
                         let Some(rec) = q.pop() else { break };
                         self.ingest(&rec, now_us);
                         work += 1;
-                        if work % INGEST_PER_CHECK == 0 {
-                            self.slices.check();
-                        }
+                        self.slices.ingested(work);
                     }
                 }
             }
