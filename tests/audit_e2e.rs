@@ -1,6 +1,7 @@
 //! The audit trail end to end: the writer thread fed through the dp cores'
 //! queues and the control sink, `accessgate audit` on what it wrote, a disk
-//! that fills up (tmpfs, root), a writer killed with SIGKILL mid-write, and
+//! that fills up (tmpfs, root), a disk slow to sync (FUSE under a loop
+//! device, root), a writer killed with SIGKILL mid-write, and
 //! a real rsyslog receiving the records over TLS.
 //!
 //! Tests that need root or a package skip with a message saying so.
@@ -344,6 +345,142 @@ fn audit_disk_full_holds_records_and_recovers() {
     assert_eq!(v.captures, 40);
     drop(_guard);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An ext4 file system on a loop device whose image is served by
+/// `scripts/slowdisk.py`: every cache flush (each `fdatasync`, each journal
+/// commit) waits `delay_ms`, page-cache writes do not. Torn down on drop.
+struct SlowDisk {
+    root: PathBuf,
+    loop_dev: Option<String>,
+    daemon: Option<std::process::Child>,
+}
+
+impl SlowDisk {
+    /// The mounted file system's directory.
+    fn dir(&self) -> PathBuf {
+        self.root.join("mnt")
+    }
+
+    /// `Err`: why this machine cannot have one (the test skips).
+    fn new(name: &str, delay_ms: u32) -> Result<Self, String> {
+        if !is_root() {
+            return Err("needs root (FUSE, losetup, mount)".into());
+        }
+        let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+        let has = Command::new(&python).args(["-c", "import mfusepy"]).output();
+        if !has.is_ok_and(|o| o.status.success()) || !Path::new("/dev/fuse").exists() {
+            return Err("needs /dev/fuse and mfusepy in .venv (run scripts/bootstrap)".into());
+        }
+        let root = tempdir(name);
+        let mut disk = Self { root: root.clone(), loop_dev: None, daemon: None };
+        for d in ["back", "fuse", "mnt"] {
+            std::fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
+        }
+        let img = root.join("back/disk.img");
+        let sh = |cmd: &mut Command| -> Result<String, String> {
+            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        sh(Command::new("truncate").args(["-s", "128M"]).arg(&img))?;
+        sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
+        let daemon = Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slowdisk.py"))
+            .arg(root.join("back"))
+            .arg(root.join("fuse"))
+            .args(["--fsync-delay-ms", &delay_ms.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("slowdisk.py: {e}"))?;
+        disk.daemon = Some(daemon);
+        let served = root.join("fuse/disk.img");
+        let t0 = Instant::now();
+        while !served.exists() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err("slowdisk.py did not serve the image within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        disk.loop_dev = Some(sh(Command::new("losetup").args(["-f", "--show"]).arg(&served))?);
+        sh(Command::new("mount").arg(disk.loop_dev.as_deref().unwrap_or_default()).arg(disk.dir()))?;
+        Ok(disk)
+    }
+}
+
+impl Drop for SlowDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir()).status();
+        if let Some(dev) = &self.loop_dev {
+            let _ = Command::new("losetup").args(["-d", dev]).status();
+        }
+        let _ = Command::new("umount").arg(self.root.join("fuse")).status();
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[test]
+fn a_slow_disk_does_not_hold_sessions() {
+    let disk = match SlowDisk::new("slowdisk", 300) {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIP a_slow_disk_does_not_hold_sessions: {why}");
+            return;
+        }
+    };
+    // The disk is slow to make data durable, and only that.
+    let probe = disk.dir().join("probe");
+    let f = std::fs::File::create(&probe).unwrap();
+    std::io::Write::write_all(&mut &f, &[7u8; 4096]).unwrap();
+    let t0 = Instant::now();
+    f.sync_data().unwrap();
+    let sync = t0.elapsed();
+    assert!(sync >= Duration::from_millis(300), "an fdatasync took {sync:?}: the disk is not slow");
+    // A core's queue of 1,024 records, filled at 4,000 records a second:
+    // a writer that waits for each sync (at least 300 ms) would let it fill.
+    let q = Arc::new(AuditQueue::new(1024));
+    let stop = Arc::new(AtomicBool::new(false));
+    let dir = disk.dir().join("audit");
+    let cfg = AuditConfig { dir: dir.clone(), ..AuditConfig::default() };
+    let handle = audit::spawn(cfg, vec![q.clone()], stop).unwrap();
+    let status = handle.status().clone();
+    let t0 = Instant::now();
+    let (mut produced, mut behind) = (0u64, 0u64);
+    for id in 1..=70u64 {
+        // 50 requests, every 5th denied: 1 + 50 + 40 + 1 = 92 records.
+        session(&q, id, 50);
+        produced += 92;
+        let due = Duration::from_micros(produced * 250);
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        behind = behind.max(status.seq.load(Ordering::Relaxed) - status.synced_seq.load(Ordering::Relaxed));
+    }
+    let held = q.full();
+    let took = t0.elapsed();
+    handle.shutdown();
+    eprintln!(
+        "slow disk: fdatasync {sync:?}; {produced} records in {took:?}; up to {behind} records waited for a sync; \
+         {held} pushes refused by a full queue"
+    );
+    // Records waited for the slow syncs beyond what the queue holds, in
+    // the writer, not in the queue.
+    assert!(behind > 1024, "only {behind} records were ever waiting for a sync");
+    assert_eq!(held, 0, "the queue filled while the disk synced: sessions were held");
+    let v = audit::verify::verify(&dir).unwrap();
+    let recs = records(&dir);
+    assert_eq!(count(&recs, "session_open"), 70);
+    assert_eq!(count(&recs, "request"), 70 * 50);
+    assert_eq!(count(&recs, "response"), 70 * 40);
+    assert_eq!(count(&recs, "session_close"), 70);
+    assert_eq!(v.captures, 70, "every session's capture is whole");
 }
 
 fn auth_failure() -> AuthEvent {

@@ -30,6 +30,35 @@ pub struct DurableFile {
     cut: bool,
     /// Created by us and never synced: the directory entry needs a sync too.
     fresh: bool,
+    /// Bumped whenever the file may have been cut back to `synced` (a
+    /// failed write or sync): a sync started before no longer covers what
+    /// it was handed ([`Mark`]).
+    epoch: u64,
+}
+
+/// What a sync started on another thread covers: the first `bytes`
+/// accepted after the synced length, as of `epoch` ([`DurableFile::mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    bytes: usize,
+    epoch: u64,
+}
+
+impl Mark {
+    /// Bytes the sync covers.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// A sync of one file handed to another thread: a descriptor to
+/// `fdatasync`, the directory to sync after it (a new file's entry), and
+/// what it covers.
+#[derive(Debug)]
+pub struct Ticket {
+    pub file: File,
+    pub dir: Option<PathBuf>,
+    pub mark: Mark,
 }
 
 impl DurableFile {
@@ -49,13 +78,23 @@ impl DurableFile {
             written: 0,
             cut: false,
             fresh: !existed,
+            epoch: 0,
         })
     }
 
     /// A file that will be created at `path` on the first flush; nothing is
     /// touched now (so creating it cannot fail while the disk is full).
     pub fn lazy(path: &Path) -> Self {
-        Self { path: path.to_path_buf(), file: None, synced: 0, buf: Vec::new(), written: 0, cut: false, fresh: true }
+        Self {
+            path: path.to_path_buf(),
+            file: None,
+            synced: 0,
+            buf: Vec::new(),
+            written: 0,
+            cut: false,
+            fresh: true,
+            epoch: 0,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -114,6 +153,7 @@ impl DurableFile {
         let r = self.flush_inner(max.max(1));
         if r.is_err() {
             self.written = 0;
+            self.epoch += 1;
             // Cut a partly written record off at once (shrinking works on a
             // full disk), so the file ends on a record boundary; if even
             // that fails, the next attempt cuts first.
@@ -188,6 +228,7 @@ impl DurableFile {
         if let Err(e) = r {
             self.cut = true;
             self.written = 0;
+            self.epoch += 1;
             return Err(e);
         }
         self.synced += self.buf.len() as u64;
@@ -199,8 +240,8 @@ impl DurableFile {
     /// Writes what was accepted, for a sync of the whole file system the
     /// caller makes ([`dataplane::io::syncfs`], one call for many files).
     /// Returns whether the file needs that sync (bytes written, or a new
-    /// directory entry); after it succeeded, call
-    /// [`DurableFile::synced_by_caller`].
+    /// directory entry); take a [`DurableFile::mark`] now and, once that
+    /// sync succeeded, call [`DurableFile::synced_through`] with it.
     ///
     /// # Errors
     /// The write failed; the bytes stay accepted.
@@ -212,17 +253,6 @@ impl DurableFile {
         Ok(true)
     }
 
-    /// The caller's file-system sync succeeded: what was written before it
-    /// is durable, the directory entry too.
-    pub fn synced_by_caller(&mut self) {
-        if !self.cut && self.written == self.buf.len() {
-            self.synced += self.buf.len() as u64;
-            self.buf.clear();
-            self.written = 0;
-        }
-        self.fresh = false;
-    }
-
     /// The caller's file-system sync failed: nothing since the last good
     /// sync is known to be on disk, so it is all written again (from the
     /// last synced offset) before the next sync.
@@ -230,6 +260,50 @@ impl DurableFile {
         if !self.buf.is_empty() {
             self.cut = true;
             self.written = 0;
+            self.epoch += 1;
+        }
+    }
+
+    /// What a sync made now would cover: everything accepted and written
+    /// (call after a flush). For a sync another thread makes while this
+    /// file takes more bytes; [`DurableFile::synced_through`] when it
+    /// succeeded.
+    pub fn mark(&self) -> Mark {
+        Mark { bytes: if self.cut { 0 } else { self.written }, epoch: self.epoch }
+    }
+
+    /// Writes everything accepted and hands out a sync of it for another
+    /// thread; `None` when there is nothing to sync.
+    ///
+    /// # Errors
+    /// The write failed, or the descriptor could not be duplicated; the
+    /// bytes stay accepted.
+    pub fn ticket(&mut self) -> io::Result<Option<Ticket>> {
+        if self.buf.is_empty() && !self.cut && !(self.fresh && self.file.is_some()) {
+            return Ok(None);
+        }
+        self.flush()?;
+        let file = self.handle()?.try_clone()?;
+        let dir = if self.fresh { self.path.parent().map(Path::to_path_buf) } else { None };
+        Ok(Some(Ticket { file, dir, mark: self.mark() }))
+    }
+
+    /// A sync started at `mark` succeeded (the file's data, and its
+    /// directory entry: the ticket's `dir`, or a file-system sync): those
+    /// bytes are durable, whatever was accepted or written since. Ignored
+    /// when the file was cut since the mark: then everything unsynced is
+    /// written again and synced later.
+    pub fn synced_through(&mut self, mark: Mark) {
+        if mark.epoch != self.epoch || self.cut {
+            return;
+        }
+        let n = mark.bytes.min(self.written);
+        self.buf.drain(..n);
+        self.synced += n as u64;
+        self.written -= n;
+        // A file not created yet had no directory entry to sync.
+        if self.file.is_some() {
+            self.fresh = false;
         }
     }
 
@@ -274,6 +348,34 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\nthree\n");
         let g = DurableFile::open(&path).unwrap();
         assert_eq!(g.len(), 14);
+    }
+
+    #[test]
+    fn a_sync_elsewhere_covers_its_mark_and_no_more() {
+        let dir = crate::audit::testdir("durable-mark");
+        let path = dir.join("f");
+        let mut f = DurableFile::lazy(&path);
+        f.append(b"one\n");
+        let t = f.ticket().unwrap().expect("bytes to sync");
+        assert!(t.dir.is_some(), "a new file's directory entry is synced too");
+        // More bytes come, and are written, while that sync runs.
+        f.append(b"two\n");
+        f.flush().unwrap();
+        t.file.sync_data().unwrap();
+        f.synced_through(t.mark);
+        assert_eq!((f.unsynced(), f.unwritten()), (4, 0), "only the first line is durable");
+        let t = f.ticket().unwrap().expect("the second line");
+        assert!(t.dir.is_none(), "the entry was synced with the first");
+        assert_eq!(t.mark.bytes(), 4);
+        // A write failure (or failed sync) cuts the file back to the synced
+        // length while a sync runs: that sync covers nothing any more.
+        f.sync_failed();
+        f.synced_through(t.mark);
+        assert_eq!(f.unsynced(), 4);
+        f.append(b"three\n");
+        f.sync().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\nthree\n");
+        assert!(f.ticket().unwrap().is_none(), "nothing left to sync");
     }
 
     #[test]

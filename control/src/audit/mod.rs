@@ -12,7 +12,10 @@
 //!   [`pcap`]) whose SHA-256 the session-close record carries.
 //! - Durability: lines and capture blocks are written and `fsync`ed every
 //!   `fsync_interval_ms` (group commit; written sooner once 512 KiB of
-//!   journal wait); `audit.head` names the last synced record so a
+//!   journal wait) by a sync thread of the writer's own, so a slow disk
+//!   does not stop the writer taking records meanwhile (they wait in the
+//!   page cache, and in memory until synced, for the next group commit);
+//!   `audit.head` names the last synced record so a
 //!   verifier sees whole records removed from the end. After a crash the
 //!   writer cuts a torn last line, records an anomaly saying so, and
 //!   continues the chain from the last complete line.
@@ -278,6 +281,9 @@ pub fn spawn_paced(
                 if let Err(e) = dataplane::io::set_thread_cpus(&[cpu]) {
                     log::warn!("audit: could not run the writer on CPU {cpu}: {e}");
                 }
+            }
+            if let Err(e) = writer.sync_on_thread(thread_bell.clone()) {
+                log::warn!("audit: no sync thread ({e}); the writer syncs itself");
             }
             writer.run(&queues, &rx, &thread_bell, &thread_stop)
         })

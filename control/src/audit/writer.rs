@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::Receiver;
+use crossbeam::channel::{Receiver, Sender, TryRecvError};
 use dataplane::audit::{unix_micros, AuditQueue, AuditRecord, Direction, Event, Pacer, Verdict, PACED_SLICE};
 use dataplane::io::Doorbell;
 use serde_json::{Map, Value};
@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use super::chain::{Fields, Val};
 
 use super::chain::{self, Chain};
-use super::durable::DurableFile;
+use super::durable::{DurableFile, Mark, Ticket};
 use super::pcap::{Capture, Header, Peer};
 use super::sink::ControlEvent;
 use super::syslog::{Forwarder, Severity};
@@ -246,14 +246,99 @@ pub struct Writer {
     /// Scratch of the record being sealed, and its file line.
     body: String,
     line: String,
-    /// Captures of closed sessions, until their last bytes are synced.
-    closing: Vec<Capture>,
+    /// Captures of closed sessions (by session), until their last bytes
+    /// are synced.
+    closing: Vec<(u64, Capture)>,
     healthy: Arc<AtomicBool>,
     status: Arc<Status>,
     failure: Option<Failure>,
     next_retry: Instant,
     forward: Option<Forwarder>,
     slices: Slices,
+    /// The sync thread ([`Writer::sync_on_thread`]), and the group commit
+    /// it is making: the writer goes on taking records meanwhile.
+    syncer: Option<Syncer>,
+    in_flight: Option<InFlight>,
+}
+
+/// One group commit, for the sync thread: one `syncfs` for the captures,
+/// the journal's `fdatasync` (and its directory's, for a new file), then
+/// `audit.head`, in that order (a record naming a capture's digest is never
+/// durable before the capture).
+struct SyncJob {
+    pcap_dir: Option<PathBuf>,
+    journal: Option<Ticket>,
+    /// `audit.head`'s directory and text.
+    head: Option<(PathBuf, String)>,
+}
+
+impl SyncJob {
+    fn run(&self) -> std::io::Result<()> {
+        if let Some(dir) = &self.pcap_dir {
+            File::open(dir).and_then(|d| dataplane::io::syncfs(&d))?;
+        }
+        if let Some(t) = &self.journal {
+            t.file.sync_data()?;
+            if let Some(dir) = &t.dir {
+                // The new directory entry must survive a crash too.
+                File::open(dir).and_then(|d| d.sync_all())?;
+            }
+        }
+        if let Some((dir, text)) = &self.head {
+            write_head(dir, text)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the group commit on the sync thread covers, until it ends.
+struct InFlight {
+    journal: Option<Mark>,
+    /// Open sessions' captures, by session.
+    captures: Vec<(u64, Mark)>,
+    /// Closed sessions' captures: kept until the sync ends (back to
+    /// `closing` if it fails).
+    closing: Vec<(u64, Capture)>,
+    chain: Chain,
+    file_name: String,
+    head: bool,
+    /// Capture bytes covered (counted as pending until the sync ends).
+    bytes: usize,
+}
+
+/// The sync thread: runs one [`SyncJob`] at a time, so a slow disk stalls
+/// it and not the writer, which keeps draining the cores' queues into the
+/// page cache (up to `max_pending_bytes`).
+struct Syncer {
+    jobs: Option<Sender<SyncJob>>,
+    done: Receiver<std::io::Result<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn spawn(bell: Arc<Doorbell>) -> std::io::Result<Self> {
+        let (jobs, job_rx) = crossbeam::channel::bounded::<SyncJob>(1);
+        let (done_tx, done) = crossbeam::channel::bounded(1);
+        let thread = std::thread::Builder::new().name("audit-sync".into()).spawn(move || {
+            for job in job_rx {
+                if done_tx.send(job.run()).is_err() {
+                    break;
+                }
+                // The writer may be in its idle wait.
+                bell.ring();
+            }
+        })?;
+        Ok(Self { jobs: Some(jobs), done, thread: Some(thread) })
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Writer {
@@ -317,6 +402,8 @@ impl Writer {
             next_retry: Instant::now(),
             forward,
             slices: Slices { pacer: None, start: Instant::now(), queues: Vec::new() },
+            syncer: None,
+            in_flight: None,
         };
         let mut start = Fields::new("audit_start");
         start
@@ -341,7 +428,19 @@ impl Writer {
         self.slices.pacer = Some(pacer);
     }
 
-    /// Bytes accepted and not yet synced (journal and captures).
+    /// Syncs on a thread of its own from now on (started from the writer's
+    /// thread, so it runs where the writer does); `bell` is the writer's.
+    ///
+    /// # Errors
+    /// The thread could not be started (the writer then syncs itself).
+    pub fn sync_on_thread(&mut self, bell: Arc<Doorbell>) -> std::io::Result<()> {
+        self.syncer = Some(Syncer::spawn(bell)?);
+        Ok(())
+    }
+
+    /// Bytes accepted and not yet synced (journal and captures; a capture
+    /// that took more bytes while a sync runs counts those it covers twice
+    /// until it ends).
     pub fn pending_bytes(&self) -> usize {
         self.file.unsynced()
             + self
@@ -350,7 +449,8 @@ impl Writer {
                 .filter_map(|id| self.sessions.get(id)?.capture.as_ref())
                 .map(Capture::pending)
                 .sum::<usize>()
-            + self.closing.iter().map(Capture::pending).sum::<usize>()
+            + self.closing.iter().map(|(_, c)| c.pending()).sum::<usize>()
+            + self.in_flight.as_ref().map_or(0, |f| f.bytes)
     }
 
     pub fn healthy(&self) -> bool {
@@ -539,7 +639,7 @@ impl Writer {
                     pcap = Some(name);
                     digest = Some(cap.sha256());
                     packets = Some(cap.packets());
-                    self.closing.push(cap);
+                    self.closing.push((rec.session, cap));
                 }
                 m.put("pcap", pcap).put("pcap_sha256", digest).put("pcap_packets", packets);
                 m
@@ -697,33 +797,48 @@ impl Writer {
                 self.slices.check();
             }
         }
-        for c in &mut self.closing {
+        for (_, c) in &mut self.closing {
             any |= f(c.file())?;
             self.slices.check();
         }
         Ok(any)
     }
 
+    /// Syncs everything accepted, here and now (after the sync thread's
+    /// group commit, if one runs).
     fn sync_all(&mut self) -> std::io::Result<()> {
+        self.settle();
+        let (job, flight) = self.prepare()?;
+        let r = job.run();
+        self.slices.restart();
+        self.land(flight, r)
+    }
+
+    /// Writes everything accepted and makes the group commit that syncs it
+    /// (for this thread or the sync thread).
+    fn prepare(&mut self) -> std::io::Result<(SyncJob, InFlight)> {
         // Captures: written, then one syncfs for all of them (and their new
         // directory entries). An fdatasync per capture was 100 journal
         // commits per interval with 100 busy sessions, and it showed in the
         // disk-audited gate's tail latency.
-        if self.each_capture(DurableFile::write_for_syncfs)? {
-            let synced = File::open(self.cfg.dir.join(PCAP_DIR)).and_then(|d| dataplane::io::syncfs(&d));
-            self.slices.restart();
-            if let Err(e) = synced {
-                self.each_capture(|f| {
-                    f.sync_failed();
-                    Ok(false)
-                })?;
-                return Err(e);
+        let syncfs = self.each_capture(DurableFile::write_for_syncfs)?;
+        self.write_journal()?;
+        let journal = self.file.ticket()?;
+        // Nothing fails from here on: what the sync covers moves into it.
+        let mut bytes = 0;
+        let mut captures = Vec::with_capacity(self.touched.len());
+        for id in &self.touched {
+            if let Some(s) = self.sessions.get_mut(id) {
+                s.touched = false;
+                if let Some(c) = s.capture.as_mut() {
+                    let m = c.file().mark();
+                    bytes += m.bytes();
+                    captures.push((*id, m));
+                }
             }
-            self.each_capture(|f| {
-                f.synced_by_caller();
-                Ok(false)
-            })?;
         }
+        let closing = std::mem::take(&mut self.closing);
+        bytes += closing.iter().map(|(_, c)| c.pending()).sum::<usize>();
         // Sessions idle for a whole interval give their descriptor back.
         for id in &self.touched_before {
             if let Some(s) = self.sessions.get_mut(id) {
@@ -732,41 +847,121 @@ impl Writer {
                 }
             }
         }
-        for id in &self.touched {
-            if let Some(s) = self.sessions.get_mut(id) {
-                s.touched = false;
+        self.touched_before = std::mem::take(&mut self.touched);
+        let head = self.chain.seq != self.head_seq;
+        let flight = InFlight {
+            journal: journal.as_ref().map(|t| t.mark),
+            captures,
+            closing,
+            chain: self.chain.clone(),
+            file_name: self.file_name.clone(),
+            head,
+            bytes,
+        };
+        let job = SyncJob {
+            pcap_dir: syncfs.then(|| self.cfg.dir.join(PCAP_DIR)),
+            journal,
+            head: head.then(|| (self.cfg.dir.clone(), head_text(&self.file_name, &self.chain))),
+        };
+        Ok((job, flight))
+    }
+
+    /// The end of a group commit: on success its bytes are durable and
+    /// `audit.head` names its last record; on failure everything it covered
+    /// is written again (from each file's last good sync) before the next.
+    fn land(&mut self, flight: InFlight, r: std::io::Result<()>) -> std::io::Result<()> {
+        if let Err(e) = r {
+            self.file.sync_failed();
+            for &(id, _) in &flight.captures {
+                if let Some(c) = self.capture_of(id) {
+                    c.file().sync_failed();
+                }
+                // Written again at the next sync.
+                if let Some(s) = self.sessions.get_mut(&id).filter(|s| !s.touched) {
+                    s.touched = true;
+                    self.touched.push(id);
+                }
+            }
+            for (id, mut c) in flight.closing {
+                c.file().sync_failed();
+                self.closing.push((id, c));
+            }
+            return Err(e);
+        }
+        if let Some(m) = flight.journal {
+            self.file.synced_through(m);
+        }
+        for (id, m) in flight.captures {
+            if let Some(c) = self.capture_of(id) {
+                c.file().synced_through(m);
             }
         }
-        self.touched_before = std::mem::take(&mut self.touched);
-        self.closing.clear();
-        self.write_journal()?;
-        let synced = self.file.sync();
-        self.slices.restart();
-        synced?;
-        self.synced = self.chain.clone();
-        self.synced_file_name.clone_from(&self.file_name);
+        self.synced = flight.chain;
+        self.synced_file_name = flight.file_name;
         self.status.synced_seq.store(self.synced.seq, Ordering::Relaxed);
-        if self.synced.seq != self.head_seq {
-            self.write_head()?;
+        if flight.head {
             self.head_seq = self.synced.seq;
         }
         Ok(())
     }
 
-    /// `audit.head`: the last synced record, replaced atomically.
-    fn write_head(&self) -> std::io::Result<()> {
-        let mut m = Map::new();
-        m.insert("file".into(), self.synced_file_name.clone().into());
-        m.insert("seq".into(), self.synced.seq.into());
-        m.insert("hash".into(), self.synced.hash.clone().into());
-        let mut text = String::new();
-        let _ = chain::canonical_into(&Value::Object(m), &mut text);
-        text.push('\n');
-        let tmp = self.cfg.dir.join(".audit.head.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_data()?;
-        fs::rename(&tmp, self.cfg.dir.join(HEAD))
+    /// The capture of session `id`, open or closed and not yet synced.
+    fn capture_of(&mut self, id: u64) -> Option<&mut Capture> {
+        if let Some(c) = self.sessions.get_mut(&id).and_then(|s| s.capture.as_mut()) {
+            return Some(c);
+        }
+        self.closing.iter_mut().find(|(k, _)| *k == id).map(|(_, c)| c)
+    }
+
+    /// Starts the next group commit on the sync thread (or makes it here
+    /// without one).
+    fn start_sync(&mut self, now_us: u64) {
+        if self.syncer.is_none() {
+            self.sync(now_us);
+            return;
+        }
+        match self.prepare() {
+            Ok((job, flight)) => {
+                let sent = self.syncer.as_ref().and_then(|s| s.jobs.as_ref()).is_some_and(|j| j.send(job).is_ok());
+                if sent {
+                    self.in_flight = Some(flight);
+                } else if let Err(e) = self.land(flight, Err(std::io::Error::other("the audit sync thread is gone"))) {
+                    self.syncer = None;
+                    self.fail(now_us, e);
+                }
+            }
+            Err(e) => self.fail(now_us, e),
+        }
+    }
+
+    /// Lands the sync thread's group commit if it has ended.
+    fn poll_sync(&mut self, now_us: u64) {
+        if self.in_flight.is_none() {
+            return;
+        }
+        let r = match self.syncer.as_ref().map(|s| s.done.try_recv()) {
+            Some(Err(TryRecvError::Empty)) => return,
+            Some(Ok(r)) => r,
+            Some(Err(TryRecvError::Disconnected)) | None => Err(std::io::Error::other("the audit sync thread is gone")),
+        };
+        if let Some(flight) = self.in_flight.take() {
+            if let Err(e) = self.land(flight, r) {
+                self.fail(now_us, e);
+            }
+        }
+    }
+
+    /// Waits for the sync thread's group commit, if one runs, and lands it.
+    fn settle(&mut self) {
+        let Some(flight) = self.in_flight.take() else { return };
+        let r = match self.syncer.as_ref().map(|s| s.done.recv()) {
+            Some(Ok(r)) => r,
+            _ => Err(std::io::Error::other("the audit sync thread is gone")),
+        };
+        self.slices.restart();
+        if let Err(e) = self.land(flight, r) {
+            self.fail(unix_micros(), e);
+        }
     }
 
     fn fail(&mut self, now_us: u64, e: std::io::Error) {
@@ -841,12 +1036,15 @@ impl Writer {
                 }
             }
             let now = Instant::now();
+            self.poll_sync(now_us);
             if self.failure.is_none() {
                 if work > 0 && self.file.unwritten() >= FLUSH_BYTES {
                     self.flush(now_us);
                 }
-                if now.duration_since(last_sync) >= interval && self.dirty() {
-                    self.sync(now_us);
+                // One group commit at a time: while the last one runs, the
+                // next interval's records wait in the page cache.
+                if self.in_flight.is_none() && now.duration_since(last_sync) >= interval && self.dirty() {
+                    self.start_sync(now_us);
                     last_sync = now;
                 }
             } else if now >= self.next_retry {
@@ -917,6 +1115,27 @@ impl Writer {
             self.status.forwarded.store(f.sent, Ordering::Relaxed);
         }
     }
+}
+
+/// `audit.head`'s text: the journal file and the last record synced.
+fn head_text(file_name: &str, chain: &Chain) -> String {
+    let mut m = Map::new();
+    m.insert("file".into(), file_name.into());
+    m.insert("seq".into(), chain.seq.into());
+    m.insert("hash".into(), chain.hash.clone().into());
+    let mut text = String::new();
+    let _ = chain::canonical_into(&Value::Object(m), &mut text);
+    text.push('\n');
+    text
+}
+
+/// Replaces `dir/audit.head` with `text`, atomically.
+fn write_head(dir: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = dir.join(".audit.head.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_data()?;
+    fs::rename(&tmp, dir.join(HEAD))
 }
 
 fn anomaly_fields<'a>(session: Option<&'a str>, kind: &'a str, detail: &'a str) -> Fields<'a> {

@@ -215,3 +215,99 @@ fn audit_writer_holds_records_while_the_disk_fails() {
     assert_eq!(record(l.last().unwrap())["event"], "audit_outage");
     assert_eq!(verify(&dir).unwrap().records, 12);
 }
+
+/// A session left open: the open record and one allowed read.
+fn opened(w: &mut Writer, id: u64, t: u64) {
+    let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 3), 41000 + id as u16);
+    let open = SessionOpen {
+        user: Name::new("bob"),
+        roles: Note::join(["operator"], ","),
+        client,
+        endpoint: SocketAddrV4::new(Ipv4Addr::new(100, 64, 3, 7), 802),
+        asset_name: Name::new("plc-7"),
+        asset: SocketAddrV4::new(Ipv4Addr::new(198, 19, 3, 7), 502),
+        protocol: Text::new("modbus"),
+        tls_version: Text::new("TLSv1_3"),
+        tls_cipher: Text::new("TLS13_AES_256_GCM_SHA384"),
+        ticket: Name::EMPTY,
+    };
+    w.ingest(&AuditRecord::session_open(id, t, open), t);
+    let read = [0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 2];
+    let d = Decoded::modbus(&read).unwrap();
+    w.ingest(&AuditRecord::request(id, 1, t + 10, d, Verdict::Allow, Some(0), "ops-read", None, &read), t);
+}
+
+fn head(dir: &Path) -> Map<String, Value> {
+    record(std::fs::read_to_string(dir.join(HEAD)).unwrap().trim())
+}
+
+#[test]
+fn a_group_commit_elsewhere_covers_what_it_was_handed() {
+    let dir = testdir("writer-flight");
+    let mut w = writer(&dir, DAY1);
+    session(&mut w, 1, DAY1);
+    opened(&mut w, 2, DAY1);
+    // audit_start, 5 records of session 1, 2 of session 2.
+    let (job, flight) = w.prepare().unwrap();
+    assert_eq!(flight.chain.seq, 8);
+    let covered = w.file.unsynced();
+    assert_eq!(flight.journal.map(|m| m.bytes()), Some(covered));
+    // While the sync runs: session 2 closes (its capture moves to the
+    // closed ones) and session 3 comes and goes; written, not synced.
+    w.ingest(&AuditRecord::session_close(2, DAY1 + 50, "client_closed", None, 12, 0, 50), DAY1);
+    session(&mut w, 3, DAY1);
+    w.flush(DAY1);
+    let later = w.file.unsynced();
+    assert!(later > 0);
+    job.run().unwrap();
+    w.land(flight, Ok(())).unwrap();
+    assert_eq!(w.status.synced_seq.load(Ordering::Relaxed), 8);
+    assert_eq!(head(&dir)["seq"], 8, "audit.head names the group commit's last record");
+    assert_eq!(w.file.unsynced(), later - covered, "the journal bytes after the commit still wait");
+    assert!(w.dirty());
+    assert!(w.sync(DAY1));
+    assert_eq!(w.pending_bytes(), 0);
+    assert_eq!(head(&dir)["seq"], 14);
+    let v = verify(&dir).unwrap();
+    assert_eq!((v.records, v.captures, v.open_sessions), (14, 3, 0));
+}
+
+#[test]
+fn a_failed_group_commit_elsewhere_is_written_again() {
+    let dir = testdir("writer-flight-fail");
+    let mut w = writer(&dir, DAY1);
+    session(&mut w, 1, DAY1);
+    assert!(w.sync(DAY1));
+    let synced = std::fs::metadata(dir.join("audit-2025-12-31.jsonl")).unwrap().len();
+    let first_capture = std::fs::read_dir(dir.join(PCAP_DIR)).unwrap().next().unwrap().unwrap().file_name();
+    opened(&mut w, 2, DAY1);
+    session(&mut w, 3, DAY1);
+    let (job, flight) = w.prepare().unwrap();
+    assert_eq!(flight.closing.len(), 1, "session 3's capture rides with the commit");
+    w.ingest(&AuditRecord::session_close(2, DAY1 + 50, "client_closed", None, 12, 0, 50), DAY1);
+    w.flush(DAY1);
+    drop(job);
+    // The sync failed (EIO): nothing it covered is trusted to be on disk.
+    let e = w.land(flight, Err(std::io::Error::other("EIO"))).unwrap_err();
+    w.fail(DAY1, e);
+    assert!(!w.healthy());
+    assert_eq!(w.status.synced_seq.load(Ordering::Relaxed), 6);
+    assert!(w.pending_bytes() > 0);
+    // After a failed sync the kernel may have dropped the dirty pages: the
+    // files end where the last good sync left them.
+    std::fs::OpenOptions::new().write(true).open(dir.join("audit-2025-12-31.jsonl")).unwrap().set_len(synced).unwrap();
+    for e in std::fs::read_dir(dir.join(PCAP_DIR)).unwrap() {
+        let p = e.unwrap().path();
+        if !p.ends_with(&first_capture) {
+            std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(0).unwrap();
+        }
+    }
+    // The next sync writes it all again from the last good one: whole,
+    // once, in order.
+    assert!(w.sync(DAY1 + 1));
+    assert!(w.healthy());
+    let l = lines(&dir.join("audit-2025-12-31.jsonl"));
+    assert_eq!(record(l.last().unwrap())["event"], "audit_outage");
+    let v = verify(&dir).unwrap();
+    assert_eq!((v.records, v.captures, v.open_sessions), (15, 3, 0));
+}
