@@ -161,7 +161,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
             .map_err(|e| format!("audit trail in {}: {e}", args.audit_dir.display()))?;
     log::info!("audit trail in {} (on failure: {})", args.audit_dir.display(), args.audit_on_failure);
     control.set_audit(audit.sink());
-    control.watch_audit(queues.clone(), audit.health_flag());
+    control.watch_audit(queues.clone(), audit.health_flag(), audit.status().clone());
     let parker = Parker::new();
     let mut channels = Vec::new();
     let mut drop_logs = Vec::new();

@@ -777,6 +777,9 @@ fn xsk_full_audit_disk_refuses_new_sessions_and_loses_nothing() {
     let out = lab.exec("user", 10, &[GATE, "connect", "plc-7", "--once", "--config-dir", dir.to_str().unwrap()], None);
     assert!(text(&out).contains("audit unavailable"), "{}", text(&out));
     assert_eq!(lab.plc_events("connect"), connects);
+    // `ctl stats` shows what waits for the disk.
+    assert!(lab.counter("audit_pending_bytes") > 0, "{}", lab.stats());
+    assert!(lab.counter("audit_synced_seq") < lab.counter("audit_seq"), "{}", lab.stats());
     // Space returns: the writer catches up, and nothing accepted is missing.
     let audit = lab.run.join("audit");
     let out = Command::new("mount").args(["-o", "remount,size=64m"]).arg(&audit).output().unwrap();
@@ -787,7 +790,15 @@ fn xsk_full_audit_disk_refuses_new_sessions_and_loses_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let allowed = lab.counter("modbus_allowed");
-    std::thread::sleep(Duration::from_millis(500));
+    // Everything sealed reaches the disk, and audit.head names the last.
+    let start = Instant::now();
+    while lab.counter("audit_synced_seq") != lab.counter("audit_seq") || lab.counter("audit_pending_bytes") > 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the writer did not sync everything: {}", lab.stats());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let head: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.run.join("audit/audit.head")).unwrap()).unwrap();
+    assert_eq!(head["seq"].as_u64(), Some(lab.counter("audit_synced_seq")));
     let requests =
         lab.audit_records().into_iter().filter(|r| r["event"] == "request" && r["verdict"] == "allow").count() as u64;
     assert_eq!(requests, allowed, "every forwarded request is in the audit trail");

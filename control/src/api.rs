@@ -64,10 +64,8 @@ fn answer(stream: UnixStream, control: &mut Control) -> std::io::Result<()> {
                 map.insert(k, v.into());
             }
             map.insert("reload_failures".into(), control.reload_failures().into());
-            if let Some((healthy, full, stalls)) = control.audit_state() {
-                map.insert("audit_healthy".into(), u64::from(healthy).into());
-                map.insert("audit_queue_full".into(), full.into());
-                map.insert("audit_stalls".into(), stalls.into());
+            for (k, v) in control.audit_state().unwrap_or_default() {
+                map.insert(k.into(), v.into());
             }
             writeln!(out, "{}", serde_json::Value::Object(map))
         }

@@ -41,6 +41,7 @@ pub struct Control {
     audit: Option<audit::AuditSink>,
     audit_queues: Vec<Arc<dataplane::audit::AuditQueue>>,
     audit_health: Option<Arc<std::sync::atomic::AtomicBool>>,
+    audit_status: Option<Arc<audit::Status>>,
     shared: SharedSnapshot,
     cores: Vec<(Arc<CoreCounters>, Arc<ArrayQueue<SessionEvent>>)>,
     reload_failures: u64,
@@ -106,6 +107,7 @@ impl Control {
             audit: None,
             audit_queues: Vec::new(),
             audit_health: None,
+            audit_status: None,
             shared: Arc::new(ArcSwap::from_pointee(snap)),
             cores: Vec::new(),
             reload_failures: 0,
@@ -145,23 +147,35 @@ impl Control {
         self.audit = Some(sink);
     }
 
-    /// Lets `stats` show the audit trail's state: the writer's health and
-    /// how often the cores' queues held sessions back.
+    /// Lets `stats` show the audit trail's state: the writer's health, how
+    /// often the cores' queues held sessions back, and how far the disk is
+    /// behind.
     pub fn watch_audit(
         &mut self,
         queues: Vec<Arc<dataplane::audit::AuditQueue>>,
         health: Arc<std::sync::atomic::AtomicBool>,
+        status: Arc<audit::Status>,
     ) {
         self.audit_queues = queues;
         self.audit_health = Some(health);
+        self.audit_status = Some(status);
     }
 
-    /// `(healthy, queue_full, stalls)` of the audit trail, if there is one.
-    pub fn audit_state(&self) -> Option<(bool, u64, u64)> {
+    /// The audit trail's counters for `stats`, if there is one.
+    pub fn audit_state(&self) -> Option<Vec<(&'static str, u64)>> {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
         let health = self.audit_health.as_ref()?;
-        let full = self.audit_queues.iter().map(|q| q.full()).sum();
-        let stalls = self.audit_queues.iter().map(|q| q.stalls()).sum();
-        Some((health.load(std::sync::atomic::Ordering::Acquire), full, stalls))
+        let mut out = vec![
+            ("audit_healthy", u64::from(health.load(Acquire))),
+            ("audit_queue_full", self.audit_queues.iter().map(|q| q.full()).sum()),
+            ("audit_stalls", self.audit_queues.iter().map(|q| q.stalls()).sum()),
+        ];
+        if let Some(s) = &self.audit_status {
+            out.push(("audit_seq", s.seq.load(Relaxed)));
+            out.push(("audit_synced_seq", s.synced_seq.load(Relaxed)));
+            out.push(("audit_pending_bytes", s.pending_bytes.load(Relaxed)));
+        }
+        Some(out)
     }
 
     /// Lets reloads re-read the users from `secrets` and the management
