@@ -347,6 +347,25 @@ fn audit_disk_full_holds_records_and_recovers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `sessions` sessions of 50 requests (92 records each) on `q` at 4,000
+/// records a second, like a busy core; returns the records pushed and the
+/// most that ever waited for a sync (`status`: seq - synced_seq).
+fn steady_sessions(q: &AuditQueue, status: &audit::Status, sessions: u64) -> (u64, u64) {
+    let t0 = Instant::now();
+    let (mut produced, mut behind) = (0u64, 0u64);
+    for id in 1..=sessions {
+        // 50 requests, every 5th denied: 1 + 50 + 40 + 1 = 92 records.
+        session(q, id, 50);
+        produced += 92;
+        let due = Duration::from_micros(produced * 250);
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        behind = behind.max(status.seq.load(Ordering::Relaxed) - status.synced_seq.load(Ordering::Relaxed));
+    }
+    (produced, behind)
+}
+
 /// An ext4 file system on a loop device whose image is served by
 /// `scripts/slowdisk.py`: every cache flush (each `fdatasync`, each journal
 /// commit) waits `delay_ms`, page-cache writes do not. Torn down on drop.
@@ -450,19 +469,8 @@ fn a_slow_disk_does_not_hold_sessions() {
     let dir = disk.dir().join("audit");
     let cfg = AuditConfig { dir: dir.clone(), ..AuditConfig::default() };
     let handle = audit::spawn(cfg, vec![q.clone()], stop).unwrap();
-    let status = handle.status().clone();
     let t0 = Instant::now();
-    let (mut produced, mut behind) = (0u64, 0u64);
-    for id in 1..=70u64 {
-        // 50 requests, every 5th denied: 1 + 50 + 40 + 1 = 92 records.
-        session(&q, id, 50);
-        produced += 92;
-        let due = Duration::from_micros(produced * 250);
-        if let Some(wait) = due.checked_sub(t0.elapsed()) {
-            std::thread::sleep(wait);
-        }
-        behind = behind.max(status.seq.load(Ordering::Relaxed) - status.synced_seq.load(Ordering::Relaxed));
-    }
+    let (produced, behind) = steady_sessions(&q, handle.status(), 70);
     let held = q.full();
     let took = t0.elapsed();
     handle.shutdown();
@@ -481,6 +489,61 @@ fn a_slow_disk_does_not_hold_sessions() {
     assert_eq!(count(&recs, "response"), 70 * 40);
     assert_eq!(count(&recs, "session_close"), 70);
     assert_eq!(v.captures, 70, "every session's capture is whole");
+}
+
+#[test]
+fn a_syslog_collector_that_never_answers_does_not_hold_sessions() {
+    // A collector whose accept queue is full: the kernel drops further
+    // SYNs, so a connect to it waits until its timeout, every attempt.
+    let mut listener = Command::new("python3")
+        .args([
+            "-c",
+            "import socket, time\n\
+             s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(0)\n\
+             print(s.getsockname()[1], flush=True); time.sleep(120)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(listener.stdout.as_mut().unwrap()), &mut port).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", port.trim()).parse().unwrap();
+    let fillers: Vec<TcpStream> =
+        (0..3).filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()).collect();
+    let t0 = Instant::now();
+    let hung = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    assert!(hung.is_err() && t0.elapsed() >= Duration::from_millis(250), "the collector's accept queue is not full");
+    let dir = tempdir("syslog-silent");
+    let pki = control::pki::generate(&["127.0.0.1".into()]).unwrap();
+    control::pki::write(&dir, &pki).unwrap();
+    let syslog = SyslogConfig {
+        address: addr.to_string(),
+        ca_file: dir.join("ca.crt"),
+        connect_timeout_ms: 500,
+        ..SyslogConfig::default()
+    };
+    let audit_dir = dir.join("audit");
+    let cfg = AuditConfig { dir: audit_dir.clone(), syslog: Some(syslog), ..AuditConfig::default() };
+    // As with the slow disk: a 1,024-record queue at 4,000 records a second
+    // fills in a quarter of a second if the writer waits for a connect.
+    let q = Arc::new(AuditQueue::new(1024));
+    let handle = audit::spawn(cfg, vec![q.clone()], Arc::new(AtomicBool::new(false))).unwrap();
+    let t0 = Instant::now();
+    let (produced, _) = steady_sessions(&q, handle.status(), 40);
+    let (held, took) = (q.full(), t0.elapsed());
+    let forwarded = handle.status().forwarded.load(Ordering::Relaxed);
+    handle.shutdown();
+    let _ = listener.kill();
+    let _ = listener.wait();
+    drop(fillers);
+    eprintln!("silent collector: {produced} records in {took:?}; {forwarded} forwarded; {held} pushes refused");
+    assert_eq!(forwarded, 0, "nothing can have reached that collector");
+    assert_eq!(held, 0, "the queue filled while the writer waited for the collector: sessions were held");
+    let recs = records(&audit_dir);
+    assert_eq!(count(&recs, "session_open"), 40);
+    assert_eq!(count(&recs, "request"), 40 * 50);
+    assert_eq!(audit::verify::verify(&audit_dir).unwrap().captures, 40);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn auth_failure() -> AuthEvent {

@@ -282,9 +282,7 @@ pub fn spawn_paced(
                     log::warn!("audit: could not run the writer on CPU {cpu}: {e}");
                 }
             }
-            if let Err(e) = writer.sync_on_thread(thread_bell.clone()) {
-                log::warn!("audit: no sync thread ({e}); the writer syncs itself");
-            }
+            writer.start_threads(thread_bell.clone());
             writer.run(&queues, &rx, &thread_bell, &thread_stop)
         })
         .map_err(|error| AuditError::Io { path: PathBuf::from("audit thread"), error })?;

@@ -1,7 +1,8 @@
 //! Forwarding to a syslog collector: RFC 5424 messages over TLS (RFC 5425,
-//! octet-counting framing), driven from the writer thread without blocking
-//! it (non-blocking socket; only the TCP connect waits, at most
-//! `connect_timeout_ms`, and only once per back-off period).
+//! octet-counting framing), on a thread of its own ([`Forwarding`]): the
+//! writer frames each record and hands it over a bounded channel, and never
+//! waits for the collector (its name lookup, its TCP connect, up to
+//! `connect_timeout_ms`, or its TLS).
 //!
 //! Each message is
 //! `<PRI>1 TIMESTAMP HOSTNAME accessgate PROCID EVENT [audit@32473 seq="N" hash="H"] JSON`
@@ -16,17 +17,28 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::chain::rfc3339_micros;
-use super::SyslogConfig;
+use super::{Status, SyslogConfig};
 
 const FACILITY_LOG_AUDIT: u8 = 13;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long the forwarding thread sleeps between pumps, by idle rounds in
+/// a row (ms): a few hundred wake-ups a second while records flow, 20 when
+/// there are none.
+const PUMP_BACKOFF_MS: [u64; 5] = [2, 5, 10, 20, 50];
+/// Pumps per wake-up at most (each moves up to rustls's 64 KiB buffer).
+const PUMPS_PER_WAKE: usize = 16;
+/// How long a stopping gate keeps forwarding what is queued.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// Severity of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,13 +52,38 @@ struct Conn {
     tls: rustls::ClientConnection,
 }
 
-/// The forwarder's state (owned by the writer thread).
+/// Turns a record into one RFC 5425 frame.
+#[derive(Debug, Clone)]
+pub struct Framer {
+    hostname: String,
+    procid: String,
+}
+
+impl Framer {
+    /// The octet-counted frame of one record.
+    pub fn frame(&self, ts_us: u64, event: &str, seq: u64, hash: &str, severity: Severity, json: &str) -> Vec<u8> {
+        let pri = FACILITY_LOG_AUDIT * 8 + severity as u8;
+        let msg = format!(
+            "<{pri}>1 {} {} accessgate {} {} [audit@32473 seq=\"{seq}\" hash=\"{hash}\"] {}",
+            rfc3339_micros(ts_us),
+            self.hostname,
+            self.procid,
+            printable(event, 32),
+            json.trim_end()
+        );
+        let mut frame = format!("{} ", msg.len()).into_bytes();
+        frame.extend_from_slice(msg.as_bytes());
+        frame
+    }
+}
+
+/// The forwarder's state: the connection and the queue ([`Forwarding`]
+/// runs it on its own thread).
 pub struct Forwarder {
     cfg: SyslogConfig,
     tls: Arc<rustls::ClientConfig>,
     server_name: ServerName<'static>,
-    hostname: String,
-    procid: String,
+    framer: Framer,
     conn: Option<Conn>,
     queue: VecDeque<Vec<u8>>,
     /// Bytes of the front message already handed to rustls.
@@ -90,8 +127,7 @@ impl Forwarder {
             cfg,
             tls: Arc::new(tls),
             server_name,
-            hostname: printable(&hostname, 255),
-            procid: std::process::id().to_string(),
+            framer: Framer { hostname: printable(&hostname, 255), procid: std::process::id().to_string() },
             conn: None,
             queue: VecDeque::new(),
             front_sent: 0,
@@ -105,17 +141,12 @@ impl Forwarder {
 
     /// Queues one record for forwarding.
     pub fn push(&mut self, ts_us: u64, event: &str, seq: u64, hash: &str, severity: Severity, json: &str) {
-        let pri = FACILITY_LOG_AUDIT * 8 + severity as u8;
-        let msg = format!(
-            "<{pri}>1 {} {} accessgate {} {} [audit@32473 seq=\"{seq}\" hash=\"{hash}\"] {}",
-            rfc3339_micros(ts_us),
-            self.hostname,
-            self.procid,
-            printable(event, 32),
-            json.trim_end()
-        );
-        let mut frame = format!("{} ", msg.len()).into_bytes();
-        frame.extend_from_slice(msg.as_bytes());
+        let frame = self.framer.frame(ts_us, event, seq, hash, severity, json);
+        self.enqueue(frame);
+    }
+
+    /// Queues one frame; past `max_queue` the oldest are dropped.
+    fn enqueue(&mut self, frame: Vec<u8>) {
         self.queue.push_back(frame);
         while self.queue.len() > self.cfg.max_queue.max(1) {
             self.queue.pop_front();
@@ -253,6 +284,105 @@ impl Forwarder {
         self.front_sent = 0;
         self.next_attempt = now + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The forwarder on a thread of its own, started from the writer's thread
+/// (so it runs where the writer does). The writer frames each record and
+/// hands it over a channel as long as `max_queue`; a frame the channel
+/// cannot take is dropped and counted like one dropped from the queue.
+pub struct Forwarding {
+    framer: Framer,
+    tx: Option<Sender<Vec<u8>>>,
+    status: Arc<Status>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forwarding {
+    /// Starts the thread; it publishes `forwarded` and `forward_dropped`
+    /// in `status`.
+    ///
+    /// # Errors
+    /// The thread could not be started (`f` is handed back).
+    pub fn spawn(f: Box<Forwarder>, status: Arc<Status>) -> Result<Self, (Box<Forwarder>, io::Error)> {
+        let (tx, rx) = crossbeam::channel::bounded(f.cfg.max_queue.max(1));
+        // The forwarder follows once the thread runs (kept if it cannot).
+        let (hand_tx, hand_rx) = crossbeam::channel::bounded::<Box<Forwarder>>(1);
+        let thread_status = status.clone();
+        let spawned = std::thread::Builder::new().name("audit-syslog".into()).spawn(move || {
+            if let Ok(f) = hand_rx.recv() {
+                forward_loop(*f, &rx, &thread_status);
+            }
+        });
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => return Err((f, e)),
+        };
+        let framer = f.framer.clone();
+        let _ = hand_tx.send(f);
+        Ok(Self { framer, tx: Some(tx), status, thread: Some(thread) })
+    }
+
+    /// Hands one record to the thread.
+    pub fn push(&mut self, ts_us: u64, event: &str, seq: u64, hash: &str, severity: Severity, json: &str) {
+        let frame = self.framer.frame(ts_us, event, seq, hash, severity, json);
+        let Some(tx) = &self.tx else { return };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(frame) {
+            self.status.forward_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lets the thread forward what is queued (up to 2 s) and waits for it.
+    pub fn finish(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The forwarding thread: takes frames, pumps, sleeps a little; drains and
+/// ends once the writer closes the channel.
+fn forward_loop(mut f: Forwarder, rx: &Receiver<Vec<u8>>, status: &Status) {
+    let mut idle = 0;
+    let mut dropped = 0;
+    loop {
+        let mut took = 0;
+        let closed = loop {
+            match rx.try_recv() {
+                Ok(frame) => {
+                    f.enqueue(frame);
+                    took += 1;
+                }
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
+            }
+        };
+        if closed {
+            f.drain(Instant::now() + DRAIN);
+        } else {
+            let mut moved = false;
+            for _ in 0..PUMPS_PER_WAKE {
+                if !f.pump(Instant::now()) {
+                    break;
+                }
+                moved = true;
+            }
+            idle = if moved || took > 0 { 0 } else { (idle + 1).min(PUMP_BACKOFF_MS.len() - 1) };
+        }
+        status.forwarded.store(f.sent, Ordering::Relaxed);
+        status.forward_dropped.fetch_add(f.dropped - dropped, Ordering::Relaxed);
+        dropped = f.dropped;
+        if closed {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(PUMP_BACKOFF_MS[idle]));
     }
 }
 

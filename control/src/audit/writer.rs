@@ -22,7 +22,7 @@ use super::chain::{self, Chain};
 use super::durable::{DurableFile, Mark, Ticket};
 use super::pcap::{Capture, Header, Peer};
 use super::sink::ControlEvent;
-use super::syslog::{Forwarder, Severity};
+use super::syslog::{Forwarder, Forwarding, Severity};
 use super::{AuditConfig, AuditError, Status};
 
 /// The file naming the last synced record.
@@ -253,7 +253,7 @@ pub struct Writer {
     status: Arc<Status>,
     failure: Option<Failure>,
     next_retry: Instant,
-    forward: Option<Forwarder>,
+    forward: Option<Forward>,
     slices: Slices,
     /// The sync thread ([`Writer::sync_on_thread`]), and the group commit
     /// it is making: the writer goes on taking records meanwhile.
@@ -304,6 +304,13 @@ struct InFlight {
     head: bool,
     /// Capture bytes covered (counted as pending until the sync ends).
     bytes: usize,
+}
+
+/// Where records go to syslog: a forwarder the writer pumps itself (tests
+/// that drive the writer directly, or no thread), or its own thread.
+enum Forward {
+    Here(Box<Forwarder>),
+    Thread(Forwarding),
 }
 
 /// The sync thread: runs one [`SyncJob`] at a time, so a slow disk stalls
@@ -362,7 +369,13 @@ impl Writer {
             let p = cfg.dir.join(PCAP_DIR);
             fs::create_dir_all(&p).map_err(io(&p))?;
         }
-        let forward = cfg.syslog.clone().map(Forwarder::new).transpose().map_err(AuditError::Syslog)?;
+        let forward = cfg
+            .syslog
+            .clone()
+            .map(Forwarder::new)
+            .transpose()
+            .map_err(AuditError::Syslog)?
+            .map(|f| Forward::Here(Box::new(f)));
         let rec = recover(&cfg.dir)?;
         let today = chain::date(now_us);
         let newest_name = rec.newest.as_ref().and_then(|p| p.file_name()).and_then(|n| n.to_str()).map(String::from);
@@ -428,14 +441,24 @@ impl Writer {
         self.slices.pacer = Some(pacer);
     }
 
-    /// Syncs on a thread of its own from now on (started from the writer's
-    /// thread, so it runs where the writer does); `bell` is the writer's.
-    ///
-    /// # Errors
-    /// The thread could not be started (the writer then syncs itself).
-    pub fn sync_on_thread(&mut self, bell: Arc<Doorbell>) -> std::io::Result<()> {
-        self.syncer = Some(Syncer::spawn(bell)?);
-        Ok(())
+    /// Syncs, and forwards to syslog, on threads of their own from now on
+    /// (started from the writer's thread, so they run where the writer
+    /// does); `bell` is the writer's. A thread that cannot be started is
+    /// logged, and the writer does that work itself.
+    pub fn start_threads(&mut self, bell: Arc<Doorbell>) {
+        match Syncer::spawn(bell) {
+            Ok(s) => self.syncer = Some(s),
+            Err(e) => log::warn!("audit: no sync thread ({e}); the writer syncs itself"),
+        }
+        if let Some(Forward::Here(f)) = self.forward.take() {
+            self.forward = Some(match Forwarding::spawn(f, self.status.clone()) {
+                Ok(t) => Forward::Thread(t),
+                Err((f, e)) => {
+                    log::warn!("audit: no syslog thread ({e}); the writer forwards itself");
+                    Forward::Here(f)
+                }
+            });
+        }
     }
 
     /// Bytes accepted and not yet synced (journal and captures; a capture
@@ -479,7 +502,11 @@ impl Writer {
             Some(f) => {
                 let event = fields.event().to_string();
                 self.chain.seal_into(ts_us, fields, &mut self.body, &mut self.line);
-                f.push(ts_us, &event, self.chain.seq, &self.chain.hash, severity, &self.line);
+                let (seq, hash) = (self.chain.seq, &self.chain.hash);
+                match f {
+                    Forward::Here(f) => f.push(ts_us, &event, seq, hash, severity, &self.line),
+                    Forward::Thread(f) => f.push(ts_us, &event, seq, hash, severity, &self.line),
+                }
             }
             None => self.chain.seal_into(ts_us, fields, &mut self.body, &mut self.line),
         }
@@ -1051,7 +1078,7 @@ impl Writer {
                 self.sync(now_us);
                 last_sync = now;
             }
-            if let Some(f) = &mut self.forward {
+            if let Some(Forward::Here(f)) = &mut self.forward {
                 f.pump(now);
                 self.status.forwarded.store(f.sent, Ordering::Relaxed);
                 self.status.forward_dropped.store(f.dropped, Ordering::Relaxed);
@@ -1110,9 +1137,13 @@ impl Writer {
             }
             std::thread::sleep(Duration::from_millis(self.cfg.retry_ms.max(1)));
         }
-        if let Some(f) = &mut self.forward {
-            f.drain(Instant::now() + Duration::from_secs(2));
-            self.status.forwarded.store(f.sent, Ordering::Relaxed);
+        match &mut self.forward {
+            Some(Forward::Here(f)) => {
+                f.drain(Instant::now() + Duration::from_secs(2));
+                self.status.forwarded.store(f.sent, Ordering::Relaxed);
+            }
+            Some(Forward::Thread(f)) => f.finish(),
+            None => {}
         }
     }
 }
