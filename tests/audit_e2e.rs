@@ -436,7 +436,17 @@ impl Drop for SlowDisk {
         if let Some(dev) = &self.loop_dev {
             let _ = Command::new("losetup").args(["-d", dev]).status();
         }
-        let _ = Command::new("umount").arg(self.root.join("fuse")).status();
+        // The loop device lets go of the image asynchronously: retry, then
+        // detach lazily rather than leave a dead FUSE mount behind.
+        let fuse = self.root.join("fuse");
+        let t0 = Instant::now();
+        while !Command::new("umount").arg(&fuse).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
+            if t0.elapsed() > Duration::from_secs(5) {
+                let _ = Command::new("umount").arg("-l").arg(&fuse).status();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         if let Some(mut d) = self.daemon.take() {
             let _ = d.kill();
             let _ = d.wait();
