@@ -770,7 +770,7 @@ impl Writer {
     }
 
     fn flush_inner(&mut self) -> std::io::Result<()> {
-        self.each_capture(|f| f.flush().map(|()| false))?;
+        self.write_captures()?;
         self.write_journal()
     }
 
@@ -818,20 +818,25 @@ impl Writer {
         }
     }
 
-    /// Runs `f` on the capture of every session touched since the last
-    /// sync and of every closed session not yet synced; whether any call
-    /// returned true.
-    fn each_capture(&mut self, mut f: impl FnMut(&mut DurableFile) -> std::io::Result<bool>) -> std::io::Result<bool> {
+    /// Writes the captures of the sessions touched since the last sync and
+    /// of the closed sessions not yet synced, each in pieces like the
+    /// journal; whether any needs a sync (bytes, or a new directory entry).
+    fn write_captures(&mut self) -> std::io::Result<bool> {
+        fn write(f: &mut DurableFile, slices: &mut Slices) -> std::io::Result<bool> {
+            while !f.flush_upto(WRITE_PIECE)? {
+                slices.check();
+            }
+            slices.check();
+            f.write_for_syncfs()
+        }
         let mut any = false;
         for id in &self.touched {
             if let Some(c) = self.sessions.get_mut(id).and_then(|s| s.capture.as_mut()) {
-                any |= f(c.file())?;
-                self.slices.check();
+                any |= write(c.file(), &mut self.slices)?;
             }
         }
         for (_, c) in &mut self.closing {
-            any |= f(c.file())?;
-            self.slices.check();
+            any |= write(c.file(), &mut self.slices)?;
         }
         Ok(any)
     }
@@ -853,7 +858,7 @@ impl Writer {
         // directory entries). An fdatasync per capture was 100 journal
         // commits per interval with 100 busy sessions, and it showed in the
         // disk-audited gate's tail latency.
-        let syncfs = self.each_capture(DurableFile::write_for_syncfs)?;
+        let syncfs = self.write_captures()?;
         self.write_journal()?;
         let journal = self.file.ticket()?;
         // Nothing fails from here on: what the sync covers moves into it.
