@@ -121,6 +121,20 @@ fn count(recs: &[serde_json::Map<String, Value>], event: &str) -> usize {
     recs.iter().filter(|r| r["event"] == event).count()
 }
 
+/// Asserts that `sessions` sessions of `requests` requests each, as
+/// [`session`] makes them, are in the journal once each and that every
+/// capture verifies.
+fn all_recorded(dir: &Path, sessions: usize, requests: usize) -> audit::verify::Verified {
+    let v = audit::verify::verify(dir).unwrap();
+    let recs = records(dir);
+    assert_eq!(count(&recs, "session_open"), sessions);
+    assert_eq!(count(&recs, "request"), sessions * requests);
+    assert_eq!(count(&recs, "response"), sessions * (requests - requests / 5), "every 5th request is denied");
+    assert_eq!(count(&recs, "session_close"), sessions);
+    assert_eq!(v.captures, sessions as u64, "every session's capture is whole");
+    v
+}
+
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(accessgate()).args(args).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
@@ -163,13 +177,7 @@ fn a_paced_writer_takes_turns_and_loses_nothing() {
     producing.store(false, Ordering::Release);
     let turns = core.join().unwrap();
     handle.shutdown();
-    let v = audit::verify::verify(&dir).unwrap();
-    let recs = records(&dir);
-    assert_eq!(count(&recs, "session_open"), 30);
-    assert_eq!(count(&recs, "request"), 30 * 200);
-    assert_eq!(count(&recs, "response"), 30 * 160);
-    assert_eq!(count(&recs, "session_close"), 30);
-    assert_eq!(v.captures, 30, "every session's capture is whole");
+    let v = all_recorded(&dir, 30, 200);
     // 10,860 records take the writer far more than one 50 µs slice: it
     // waited for turns, and the idle passes gave them.
     assert!(turns >= 10, "the core gave the writer {turns} turns");
@@ -492,13 +500,7 @@ fn a_slow_disk_does_not_hold_sessions() {
     // the writer, not in the queue.
     assert!(behind > 1024, "only {behind} records were ever waiting for a sync");
     assert_eq!(held, 0, "the queue filled while the disk synced: sessions were held");
-    let v = audit::verify::verify(&dir).unwrap();
-    let recs = records(&dir);
-    assert_eq!(count(&recs, "session_open"), 70);
-    assert_eq!(count(&recs, "request"), 70 * 50);
-    assert_eq!(count(&recs, "response"), 70 * 40);
-    assert_eq!(count(&recs, "session_close"), 70);
-    assert_eq!(v.captures, 70, "every session's capture is whole");
+    all_recorded(&dir, 70, 50);
 }
 
 #[test]
@@ -549,10 +551,7 @@ fn a_syslog_collector_that_never_answers_does_not_hold_sessions() {
     eprintln!("silent collector: {produced} records in {took:?}; {forwarded} forwarded; {held} pushes refused");
     assert_eq!(forwarded, 0, "nothing can have reached that collector");
     assert_eq!(held, 0, "the queue filled while the writer waited for the collector: sessions were held");
-    let recs = records(&audit_dir);
-    assert_eq!(count(&recs, "session_open"), 40);
-    assert_eq!(count(&recs, "request"), 40 * 50);
-    assert_eq!(audit::verify::verify(&audit_dir).unwrap().captures, 40);
+    all_recorded(&audit_dir, 40, 50);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -17,8 +17,8 @@ pub(crate) fn writer(dir: &Path, now_us: u64) -> Writer {
     Writer::open(cfg, Arc::new(AtomicBool::new(true)), Arc::new(Status::default()), now_us).unwrap()
 }
 
-/// A session with an allowed read, a denied write, and the close.
-pub(crate) fn session(w: &mut Writer, id: u64, t: u64) {
+/// A session left open: the open record and one allowed read.
+fn opened(w: &mut Writer, id: u64, t: u64) {
     let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), 40000 + id as u16);
     let open = SessionOpen {
         user: Name::new("alice"),
@@ -34,20 +34,13 @@ pub(crate) fn session(w: &mut Writer, id: u64, t: u64) {
     };
     w.ingest(&AuditRecord::session_open(id, t, open), t);
     let read = [0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 2];
-    w.ingest(
-        &AuditRecord::request(
-            id,
-            1,
-            t + 10,
-            Decoded::modbus(&read).unwrap(),
-            Verdict::Allow,
-            Some(0),
-            "ops-read",
-            None,
-            &read,
-        ),
-        t,
-    );
+    let d = Decoded::modbus(&read).unwrap();
+    w.ingest(&AuditRecord::request(id, 1, t + 10, d, Verdict::Allow, Some(0), "ops-read", None, &read), t);
+}
+
+/// A session with an allowed read, a denied write, and the close.
+pub(crate) fn session(w: &mut Writer, id: u64, t: u64) {
+    opened(w, id, t);
     w.ingest(&AuditRecord::response(id, 1, t + 900, 890, &[0, 1, 0, 0, 0, 7, 1, 3, 4, 0, 10, 0, 20]), t);
     let write = [0, 2, 0, 0, 0, 6, 1, 6, 0, 1, 0, 99];
     w.ingest(
@@ -214,27 +207,6 @@ fn audit_writer_holds_records_while_the_disk_fails() {
     let l = lines(&dir.join("audit-2025-12-31.jsonl"));
     assert_eq!(record(l.last().unwrap())["event"], "audit_outage");
     assert_eq!(verify(&dir).unwrap().records, 12);
-}
-
-/// A session left open: the open record and one allowed read.
-fn opened(w: &mut Writer, id: u64, t: u64) {
-    let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 3), 41000 + id as u16);
-    let open = SessionOpen {
-        user: Name::new("bob"),
-        roles: Note::join(["operator"], ","),
-        client,
-        endpoint: SocketAddrV4::new(Ipv4Addr::new(100, 64, 3, 7), 802),
-        asset_name: Name::new("plc-7"),
-        asset: SocketAddrV4::new(Ipv4Addr::new(198, 19, 3, 7), 502),
-        protocol: Text::new("modbus"),
-        tls_version: Text::new("TLSv1_3"),
-        tls_cipher: Text::new("TLS13_AES_256_GCM_SHA384"),
-        ticket: Name::EMPTY,
-    };
-    w.ingest(&AuditRecord::session_open(id, t, open), t);
-    let read = [0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 2];
-    let d = Decoded::modbus(&read).unwrap();
-    w.ingest(&AuditRecord::request(id, 1, t + 10, d, Verdict::Allow, Some(0), "ops-read", None, &read), t);
 }
 
 fn head(dir: &Path) -> Map<String, Value> {
