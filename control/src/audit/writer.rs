@@ -309,7 +309,14 @@ struct InFlight {
     head: bool,
     /// Capture bytes covered (counted as pending until the sync ends).
     bytes: usize,
+    started: Instant,
+    /// When the operator hears of this sync next, if it has not ended.
+    warn_after: Duration,
 }
+
+/// A sync running this long is logged (then at twice as long, and so on):
+/// the disk is behind, though no session waits yet.
+const SLOW_SYNC_WARN: Duration = Duration::from_secs(5);
 
 /// Where records go to syslog: a forwarder the writer pumps itself (tests
 /// that drive the writer directly, or no thread), or its own thread.
@@ -894,6 +901,8 @@ impl Writer {
             file_name: self.file_name.clone(),
             head,
             bytes,
+            started: Instant::now(),
+            warn_after: SLOW_SYNC_WARN,
         };
         let job = SyncJob {
             pcap_dir: syncfs.then(|| self.cfg.dir.join(PCAP_DIR)),
@@ -977,11 +986,28 @@ impl Writer {
             return;
         }
         let r = match self.syncer.as_ref().map(|s| s.done.try_recv()) {
-            Some(Err(TryRecvError::Empty)) => return,
+            Some(Err(TryRecvError::Empty)) => {
+                let pending = self.pending_bytes();
+                if let Some(f) = self.in_flight.as_mut().filter(|f| f.started.elapsed() >= f.warn_after) {
+                    log::warn!(
+                        "audit: the disk has not confirmed a sync for {:.0} s; records after seq {} ({} bytes) wait \
+                         for it, in memory (sessions wait once {} bytes do)",
+                        f.started.elapsed().as_secs_f64(),
+                        self.synced.seq,
+                        pending,
+                        self.cfg.max_pending_bytes
+                    );
+                    f.warn_after *= 2;
+                }
+                return;
+            }
             Some(Ok(r)) => r,
             Some(Err(TryRecvError::Disconnected)) | None => Err(std::io::Error::other("the audit sync thread is gone")),
         };
         if let Some(flight) = self.in_flight.take() {
+            if flight.warn_after > SLOW_SYNC_WARN {
+                log::warn!("audit: the disk confirmed the sync after {:.1} s", flight.started.elapsed().as_secs_f64());
+            }
             if let Err(e) = self.land(flight, r) {
                 self.fail(now_us, e);
             }
