@@ -10,7 +10,10 @@ that file system take at least the delay while its page-cache writes do
 not wait. That is a disk that is slow to make data durable, the case the
 writer's sync thread is for.
 
-    slowdisk.py BACKING MOUNTPOINT --fsync-delay-ms 400
+    slowdisk.py BACKING MOUNTPOINT --fsync-delay-ms 400 [--delay-file F]
+
+With --delay-file, a number of milliseconds in F (read at each fsync)
+overrides the delay while F exists: a test can make the disk fast again.
 
 Runs in the foreground until unmounted (umount MOUNTPOINT) or killed.
 Installed into $REPO/.venv by scripts/bootstrap (mfusepy); needs root.
@@ -28,9 +31,19 @@ import mfusepy as fuse
 class SlowFlushes(fuse.Operations):
     use_ns = True
 
-    def __init__(self, backing, delay_s):
+    def __init__(self, backing, delay_s, delay_file):
         self.backing = backing
         self.delay_s = delay_s
+        self.delay_file = delay_file
+
+    def _delay(self):
+        if self.delay_file:
+            try:
+                with open(self.delay_file) as f:
+                    return max(0, int(f.read().strip())) / 1000
+            except (OSError, ValueError):
+                pass
+        return self.delay_s
 
     def _path(self, path):
         name = path.lstrip("/")
@@ -59,7 +72,7 @@ class SlowFlushes(fuse.Operations):
         os.truncate(self._path(path), length)
 
     def fsync(self, path, datasync, fh):
-        time.sleep(self.delay_s)
+        time.sleep(self._delay())
         if datasync:
             os.fdatasync(fh)
         else:
@@ -84,13 +97,14 @@ def main():
     ap.add_argument("backing", help="directory holding the image file(s)")
     ap.add_argument("mountpoint")
     ap.add_argument("--fsync-delay-ms", type=int, default=400, help="sleep before each fsync (default 400)")
+    ap.add_argument("--delay-file", help="a file whose number (ms) overrides the delay while it exists")
     a = ap.parse_args()
     if a.fsync_delay_ms < 0:
         ap.error("--fsync-delay-ms must be >= 0")
     for d in (a.backing, a.mountpoint):
         if not os.path.isdir(d):
             ap.error(f"{d}: not a directory")
-    ops = SlowFlushes(os.path.abspath(a.backing), a.fsync_delay_ms / 1000)
+    ops = SlowFlushes(os.path.abspath(a.backing), a.fsync_delay_ms / 1000, a.delay_file)
     # Threads: writes go on while an fsync sleeps.
     fuse.FUSE(ops, a.mountpoint, foreground=True, nothreads=False)
     return 0

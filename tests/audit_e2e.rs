@@ -389,6 +389,11 @@ impl SlowDisk {
         self.root.join("mnt")
     }
 
+    /// Each flush waits `ms` from now on.
+    fn set_delay(&self, ms: u32) {
+        std::fs::write(self.root.join("delay_ms"), ms.to_string()).unwrap();
+    }
+
     /// `Err`: why this machine cannot have one (the test skips).
     fn new(name: &str, delay_ms: u32) -> Result<Self, String> {
         if !is_root() {
@@ -419,6 +424,8 @@ impl SlowDisk {
             .arg(root.join("back"))
             .arg(root.join("fuse"))
             .args(["--fsync-delay-ms", &delay_ms.to_string()])
+            .arg("--delay-file")
+            .arg(root.join("delay_ms"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -491,6 +498,7 @@ fn a_slow_disk_does_not_hold_sessions() {
     let (produced, behind) = steady_sessions(&q, handle.status(), 70);
     let held = q.full();
     let took = t0.elapsed();
+    disk.set_delay(0);
     handle.shutdown();
     eprintln!(
         "slow disk: fdatasync {sync:?}; {produced} records in {took:?}; up to {behind} records waited for a sync; \
@@ -501,6 +509,62 @@ fn a_slow_disk_does_not_hold_sessions() {
     assert!(behind > 1024, "only {behind} records were ever waiting for a sync");
     assert_eq!(held, 0, "the queue filled while the disk synced: sessions were held");
     all_recorded(&dir, 70, 50);
+}
+
+/// The audit module's warnings, kept for the test that looks for them.
+struct Warnings(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for Warnings {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Warn
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) && r.target().starts_with("control::audit") {
+            self.0.lock().unwrap().push(r.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static WARNINGS: Warnings = Warnings(std::sync::Mutex::new(Vec::new()));
+
+#[test]
+fn a_sync_the_disk_does_not_confirm_is_logged() {
+    let disk = match SlowDisk::new("stuckdisk", 1500) {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIP a_sync_the_disk_does_not_confirm_is_logged: {why}");
+            return;
+        }
+    };
+    // The first logger set in a process stays (nextest runs each test in
+    // its own); only this test looks at it.
+    let _ = log::set_logger(&WARNINGS);
+    log::set_max_level(log::LevelFilter::Warn);
+    let q = Arc::new(AuditQueue::new(1024));
+    let dir = disk.dir().join("audit");
+    let cfg = AuditConfig { dir: dir.clone(), ..AuditConfig::default() };
+    let handle = audit::spawn(cfg, vec![q.clone()], Arc::new(AtomicBool::new(false))).unwrap();
+    // One session: its first commit (syncfs, the journal's fdatasync and
+    // its directory, audit.head: some seven flushes of 1.5 s) runs past
+    // the 5 s mark.
+    session(&q, 1, 5);
+    let t0 = Instant::now();
+    let said = |what: &str| WARNINGS.0.lock().unwrap().iter().any(|w| w.contains(what));
+    while !said("has not confirmed a sync for") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no warning of the stuck sync: {:?}", WARNINGS.0.lock());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let warned_at = t0.elapsed();
+    while !said("confirmed the sync after") {
+        assert!(t0.elapsed() < Duration::from_secs(40), "no word of the sync's end: {:?}", WARNINGS.0.lock());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(warned_at >= Duration::from_secs(4), "warned after {warned_at:?}, before 5 s of waiting");
+    assert_eq!(q.full(), 0);
+    disk.set_delay(0);
+    handle.shutdown();
+    all_recorded(&dir, 1, 5);
 }
 
 #[test]
