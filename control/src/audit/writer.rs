@@ -529,6 +529,8 @@ impl Writer {
     /// Starts the file of `day` once everything before is synced (if the
     /// disk fails, records keep going to the current file until it works).
     fn rotate(&mut self, day: String) {
+        // A commit in flight covers bytes of this file: it lands first.
+        self.settle();
         if self.file.unsynced() > 0 && (self.failure.is_some() || self.sync_all().is_err()) {
             return;
         }

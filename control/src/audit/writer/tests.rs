@@ -157,6 +157,29 @@ fn audit_rotation_carries_the_chain() {
 }
 
 #[test]
+fn midnight_during_a_commit_on_the_sync_thread() {
+    let dir = testdir("writer-rotation-flight");
+    let mut w = writer(&dir, DAY1);
+    w.start_threads(Arc::new(dataplane::io::Doorbell::new().unwrap()));
+    session(&mut w, 1, DAY1);
+    w.start_sync(DAY1);
+    assert!(w.in_flight.is_some(), "the commit runs on the sync thread");
+    // The next record is past midnight: the commit lands before the file
+    // changes, and the chain goes on in the next day's file.
+    session(&mut w, 2, DAY2);
+    assert!(w.in_flight.is_none());
+    assert!(w.sync(DAY2));
+    let a = lines(&dir.join("audit-2025-12-31.jsonl"));
+    let b = lines(&dir.join("audit-2026-01-01.jsonl"));
+    assert_eq!((a.len(), b.len()), (6, 5));
+    assert_eq!(record(&b[0])["prev"], record(a.last().unwrap())["hash"]);
+    assert_eq!(head(&dir)["file"], "audit-2026-01-01.jsonl");
+    assert_eq!(head(&dir)["seq"], 11);
+    let v = verify(&dir).unwrap();
+    assert_eq!((v.files, v.records, v.captures), (2, 11, 2));
+}
+
+#[test]
 fn audit_torn_tail_is_cut_and_recorded() {
     let dir = testdir("writer-torn");
     let mut w = writer(&dir, DAY1);
