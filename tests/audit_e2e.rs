@@ -556,6 +556,21 @@ fn a_sync_the_disk_does_not_confirm_is_logged() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let warned_at = t0.elapsed();
+    // Still in that commit, with no core traffic: the control side posts
+    // 6,000 login results at 4,000 a second, more than its channel holds
+    // (4,096). The writer must take them while it waits for the disk, or
+    // logins are refused while it is healthy.
+    let sink = handle.sink();
+    let posting = Instant::now();
+    let mut refused = 0;
+    for k in 0..6000u64 {
+        refused += u64::from(sink.auth(auth_failure()).is_err());
+        if let Some(wait) = Duration::from_micros(k * 250).checked_sub(posting.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    assert!(!said("confirmed the sync after"), "the commit ended before the events were posted");
+    assert_eq!(refused, 0, "the sink refused events while a commit ran");
     while !said("confirmed the sync after") {
         assert!(t0.elapsed() < Duration::from_secs(40), "no word of the sync's end: {:?}", WARNINGS.0.lock());
         std::thread::sleep(Duration::from_millis(50));
@@ -565,6 +580,7 @@ fn a_sync_the_disk_does_not_confirm_is_logged() {
     disk.set_delay(0);
     handle.shutdown();
     all_recorded(&dir, 1, 5);
+    assert_eq!(count(&records(&dir), "auth"), 6000);
 }
 
 #[test]

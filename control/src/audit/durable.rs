@@ -31,8 +31,8 @@ pub struct DurableFile {
     /// Created by us and never synced: the directory entry needs a sync too.
     fresh: bool,
     /// Bumped whenever the file may have been cut back to `synced` (a
-    /// failed write or sync): a sync started before no longer covers what
-    /// it was handed ([`Mark`]).
+    /// failed write or sync) or `synced` moved by a sync of its own: a
+    /// [`Mark`] taken before no longer says which bytes a sync covers.
     epoch: u64,
 }
 
@@ -234,6 +234,8 @@ impl DurableFile {
         self.synced += self.buf.len() as u64;
         self.buf.clear();
         self.written = 0;
+        // A mark taken before counted from the old synced length.
+        self.epoch += 1;
         Ok(self.fresh)
     }
 

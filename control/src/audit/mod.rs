@@ -13,9 +13,10 @@
 //! - Durability: lines and capture blocks are written and `fsync`ed every
 //!   `fsync_interval_ms` (group commit; written sooner once 512 KiB of
 //!   journal wait) by a sync thread of the writer's own, so a slow disk
-//!   does not stop the writer taking records meanwhile (they wait in the
-//!   page cache, and in memory until synced, for the next group commit);
-//!   `audit.head` names the last synced record so a
+//!   does not hold the cores: while a commit runs the writer takes the
+//!   sink's events, and a core's records once its queue is a quarter full
+//!   (they wait in memory until the next commit; nothing is written while
+//!   one runs); `audit.head` names the last synced record so a
 //!   verifier sees whole records removed from the end. After a crash the
 //!   writer cuts a torn last line, records an anomaly saying so, and
 //!   continues the chain from the last complete line.

@@ -10,8 +10,12 @@
 //! failures and anomalies), and the record's JSON line as MSG. The local
 //! files are the record of truth; forwarding is best effort: messages wait in
 //! a bounded queue while the collector is away (the oldest are dropped past
-//! `max_queue`, counted), and a connection that breaks may lose or repeat
-//! what was in flight: the `seq` in each message shows gaps and repeats.
+//! `max_queue`, counted; while the thread is in a connect, the channel to
+//! it, as long again, fills and the newest are dropped, counted too), and a
+//! connection that breaks may lose or repeat what was in flight: the `seq`
+//! in each message shows gaps and repeats. At stop the thread forwards what
+//! is queued for up to 2 s, after a connect it is in (up to
+//! `connect_timeout_ms`; a name lookup has no limit of its own).
 //! (32473 is the private enterprise number RFC 5612 reserves for examples.)
 
 use std::collections::VecDeque;

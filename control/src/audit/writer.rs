@@ -260,10 +260,12 @@ pub struct Writer {
     next_retry: Instant,
     forward: Option<Forward>,
     slices: Slices,
-    /// The sync thread ([`Writer::sync_on_thread`]), and the group commit
-    /// it is making: the writer goes on taking records meanwhile.
+    /// The sync thread ([`Writer::start_threads`]), and the group commit
+    /// it is making (the writer rests meanwhile, see [`Writer::run`]).
     syncer: Option<Syncer>,
     in_flight: Option<InFlight>,
+    /// The captures' directory, for `syncfs` (see [`SyncJob`]).
+    pcap_fd: Option<Arc<File>>,
 }
 
 /// One group commit, for the sync thread: one `syncfs` for the captures,
@@ -271,7 +273,10 @@ pub struct Writer {
 /// `audit.head`, in that order (a record naming a capture's digest is never
 /// durable before the capture).
 struct SyncJob {
-    pcap_dir: Option<PathBuf>,
+    /// The captures' directory, opened once: `syncfs` reports the write-back
+    /// errors since its descriptor was opened, so a fresh one each time
+    /// would miss those of background write-back before it.
+    pcap_dir: Option<Arc<File>>,
     journal: Option<Ticket>,
     /// `audit.head`'s directory and text.
     head: Option<(PathBuf, String)>,
@@ -280,7 +285,7 @@ struct SyncJob {
 impl SyncJob {
     fn run(&self) -> std::io::Result<()> {
         if let Some(dir) = &self.pcap_dir {
-            File::open(dir).and_then(|d| dataplane::io::syncfs(&d))?;
+            dataplane::io::syncfs(dir)?;
         }
         if let Some(t) = &self.journal {
             t.file.sync_data()?;
@@ -429,7 +434,12 @@ impl Writer {
             slices: Slices { pacer: None, start: Instant::now(), queues: Vec::new() },
             syncer: None,
             in_flight: None,
+            pcap_fd: None,
         };
+        if w.cfg.pcap {
+            let p = w.cfg.dir.join(PCAP_DIR);
+            w.pcap_fd = Some(Arc::new(File::open(&p).map_err(io(&p))?));
+        }
         let mut start = Fields::new("audit_start");
         start
             .put("pid", std::process::id())
@@ -768,8 +778,11 @@ impl Writer {
     }
 
     /// Writes what was accepted (no sync). Errors turn the writer unhealthy.
+    /// Nothing is written while a group commit runs on the sync thread: a
+    /// failed write cuts its file back to the last synced length, which
+    /// would take away bytes that commit is about to name in `audit.head`.
     pub fn flush(&mut self, now_us: u64) {
-        if self.failure.is_some() {
+        if self.failure.is_some() || self.in_flight.is_some() {
             return;
         }
         let r = self.flush_inner();
@@ -868,6 +881,7 @@ impl Writer {
         // commits per interval with 100 busy sessions, and it showed in the
         // disk-audited gate's tail latency.
         let syncfs = self.write_captures()?;
+        let pcap_dir = if syncfs { Some(self.pcap_dir()?) } else { None };
         self.write_journal()?;
         let journal = self.file.ticket()?;
         // Nothing fails from here on: what the sync covers moves into it.
@@ -907,7 +921,7 @@ impl Writer {
             warn_after: SLOW_SYNC_WARN,
         };
         let job = SyncJob {
-            pcap_dir: syncfs.then(|| self.cfg.dir.join(PCAP_DIR)),
+            pcap_dir,
             journal,
             head: head.then(|| (self.cfg.dir.clone(), head_text(&self.file_name, &self.chain))),
         };
@@ -951,6 +965,16 @@ impl Writer {
             self.head_seq = self.synced.seq;
         }
         Ok(())
+    }
+
+    /// The captures' directory (opened with the writer; see [`SyncJob`]).
+    fn pcap_dir(&mut self) -> std::io::Result<Arc<File>> {
+        if let Some(d) = &self.pcap_fd {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(File::open(self.cfg.dir.join(PCAP_DIR))?);
+        self.pcap_fd = Some(d.clone());
+        Ok(d)
     }
 
     /// The capture of session `id`, open or closed and not yet synced.
@@ -1004,7 +1028,11 @@ impl Writer {
                 return;
             }
             Some(Ok(r)) => r,
-            Some(Err(TryRecvError::Disconnected)) | None => Err(std::io::Error::other("the audit sync thread is gone")),
+            Some(Err(TryRecvError::Disconnected)) | None => {
+                // The writer syncs itself from now on.
+                self.syncer = None;
+                Err(std::io::Error::other("the audit sync thread is gone"))
+            }
         };
         if let Some(flight) = self.in_flight.take() {
             if flight.warn_after > SLOW_SYNC_WARN {
@@ -1021,7 +1049,10 @@ impl Writer {
         let Some(flight) = self.in_flight.take() else { return };
         let r = match self.syncer.as_ref().map(|s| s.done.recv()) {
             Some(Ok(r)) => r,
-            _ => Err(std::io::Error::other("the audit sync thread is gone")),
+            _ => {
+                self.syncer = None;
+                Err(std::io::Error::other("the audit sync thread is gone"))
+            }
         };
         self.slices.restart();
         if let Err(e) = self.land(flight, r) {
@@ -1088,9 +1119,12 @@ impl Writer {
             // take the CPU from a dp core sharing it. It takes records all
             // the same once a core's queue is a quarter full, so a slow disk
             // does not fill them.
+            // The sink's events (auth results, reloads: few) are taken all
+            // the same, or a commit of seconds would fill the sink and refuse
+            // logins while the writer is healthy.
             let resting =
                 self.in_flight.is_some() && stop_seen.is_none() && !queues.iter().any(|q| q.len() > q.capacity() / 4);
-            if pending < self.cfg.max_pending_bytes && !resting {
+            if pending < self.cfg.max_pending_bytes {
                 while let Ok((ts, ev)) = rx.try_recv() {
                     self.ingest_control(ts, ev, now_us);
                     work += 1;
@@ -1099,6 +1133,8 @@ impl Writer {
                     }
                     self.slices.ingested(work);
                 }
+            }
+            if pending < self.cfg.max_pending_bytes && !resting {
                 for q in queues {
                     for _ in 0..INGEST_BATCH {
                         let Some(rec) = q.pop() else { break };

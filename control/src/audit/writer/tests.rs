@@ -180,6 +180,29 @@ fn midnight_during_a_commit_on_the_sync_thread() {
 }
 
 #[test]
+fn nothing_is_written_while_a_commit_runs_elsewhere() {
+    let dir = testdir("writer-flight-nowrite");
+    let mut w = writer(&dir, DAY1);
+    w.start_threads(Arc::new(dataplane::io::Doorbell::new().unwrap()));
+    session(&mut w, 1, DAY1);
+    w.start_sync(DAY1);
+    assert!(w.in_flight.is_some());
+    let file = dir.join("audit-2025-12-31.jsonl");
+    let on_disk = std::fs::metadata(&file).unwrap().len();
+    // A write now could fail and cut the journal back to its last synced
+    // length, under the commit that is about to name those records in
+    // audit.head: the flush waits for the commit to land.
+    session(&mut w, 2, DAY1);
+    w.flush(DAY1);
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), on_disk, "written while a commit ran");
+    w.settle();
+    w.flush(DAY1);
+    assert!(std::fs::metadata(&file).unwrap().len() > on_disk);
+    assert!(w.sync(DAY1));
+    assert_eq!(verify(&dir).unwrap().records, 11);
+}
+
+#[test]
 fn audit_torn_tail_is_cut_and_recorded() {
     let dir = testdir("writer-torn");
     let mut w = writer(&dir, DAY1);
