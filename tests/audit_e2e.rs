@@ -389,6 +389,11 @@ impl SlowDisk {
         self.root.join("mnt")
     }
 
+    /// A slow disk for `test`, or `None` after saying why the test skips.
+    fn for_test(test: &str, delay_ms: u32) -> Option<Self> {
+        Self::new(test, delay_ms).map_err(|why| eprintln!("SKIP {test}: {why}")).ok()
+    }
+
     /// Each flush waits `ms` from now on.
     fn set_delay(&self, ms: u32) {
         std::fs::write(self.root.join("delay_ms"), ms.to_string()).unwrap();
@@ -472,13 +477,7 @@ impl Drop for SlowDisk {
 
 #[test]
 fn a_slow_disk_does_not_hold_sessions() {
-    let disk = match SlowDisk::new("slowdisk", 300) {
-        Ok(d) => d,
-        Err(why) => {
-            eprintln!("SKIP a_slow_disk_does_not_hold_sessions: {why}");
-            return;
-        }
-    };
+    let Some(disk) = SlowDisk::for_test("a_slow_disk_does_not_hold_sessions", 300) else { return };
     // The disk is slow to make data durable, and only that.
     let probe = disk.dir().join("probe");
     let f = std::fs::File::create(&probe).unwrap();
@@ -530,13 +529,7 @@ static WARNINGS: Warnings = Warnings(std::sync::Mutex::new(Vec::new()));
 
 #[test]
 fn a_sync_the_disk_does_not_confirm_is_logged() {
-    let disk = match SlowDisk::new("stuckdisk", 1500) {
-        Ok(d) => d,
-        Err(why) => {
-            eprintln!("SKIP a_sync_the_disk_does_not_confirm_is_logged: {why}");
-            return;
-        }
-    };
+    let Some(disk) = SlowDisk::for_test("a_sync_the_disk_does_not_confirm_is_logged", 1500) else { return };
     // The first logger set in a process stays (nextest runs each test in
     // its own); only this test looks at it.
     let _ = log::set_logger(&WARNINGS);
