@@ -10,6 +10,7 @@
 //! lives. Writes are positional (`pwrite`), so the descriptor may be closed
 //! between uses (many session captures, few descriptors).
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -23,7 +24,7 @@ pub struct DurableFile {
     /// Length known to be on stable storage.
     synced: u64,
     /// Bytes after `synced`, written or not.
-    buf: Vec<u8>,
+    buf: Pending,
     /// How much of `buf` has been written since the last cut.
     written: usize,
     /// An error happened: cut back to `synced` before writing again.
@@ -61,6 +62,101 @@ pub struct Ticket {
     pub mark: Mark,
 }
 
+/// Chunks of the pending bytes hold up to this much, unless one append is
+/// larger.
+const CHUNK: usize = 256 << 10;
+
+/// The bytes accepted and not yet synced, in chunks: dropping the synced
+/// front (after a commit that ran while more came) frees chunks instead of
+/// moving everything behind it, which after a long wait for the disk was a
+/// copy of megabytes on the writer's CPU. A chunk starts with an append
+/// (the journal's appends are whole lines).
+#[derive(Debug, Default)]
+struct Pending {
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes of the first chunk already dropped.
+    head: usize,
+    len: usize,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        match self.chunks.back_mut() {
+            Some(c) if c.len() + bytes.len() <= CHUNK || c.is_empty() => c.extend_from_slice(bytes),
+            _ => self.chunks.push_back(bytes.to_vec()),
+        }
+        self.len += bytes.len();
+    }
+
+    /// The bytes from `at` on, at most `max`, as one slice: up to the end
+    /// of the chunk `at` is in.
+    fn run(&self, at: usize, max: usize) -> &[u8] {
+        let mut off = at + self.head;
+        for c in &self.chunks {
+            if off < c.len() {
+                return &c[off..c.len().min(off.saturating_add(max))];
+            }
+            off -= c.len();
+        }
+        &[]
+    }
+
+    /// Drops the first `n` bytes.
+    fn drop_front(&mut self, n: usize) {
+        let mut n = n.min(self.len);
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front() else { break };
+            let left = front.len() - self.head;
+            if left == 0 && self.chunks.len() == 1 {
+                break;
+            }
+            if n < left {
+                self.head += n;
+                break;
+            }
+            n -= left;
+            self.head = 0;
+            // The last chunk is kept for the next appends (as a Vec keeps
+            // its capacity); the others are freed.
+            if self.chunks.len() == 1 {
+                self.chunks[0].clear();
+            } else {
+                self.chunks.pop_front();
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.chunks.truncate(1);
+        if let Some(c) = self.chunks.front_mut() {
+            c.clear();
+        }
+        self.head = 0;
+        self.len = 0;
+    }
+
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        let mut at = 0;
+        while at < self.len {
+            let r = self.run(at, self.len - at);
+            v.extend_from_slice(r);
+            at += r.len();
+        }
+        v
+    }
+}
+
 impl DurableFile {
     /// Opens `path` for appending at its current end (created if missing).
     ///
@@ -74,7 +170,7 @@ impl DurableFile {
             path: path.to_path_buf(),
             file: Some(file),
             synced,
-            buf: Vec::new(),
+            buf: Pending::default(),
             written: 0,
             cut: false,
             fresh: !existed,
@@ -89,7 +185,7 @@ impl DurableFile {
             path: path.to_path_buf(),
             file: None,
             synced: 0,
-            buf: Vec::new(),
+            buf: Pending::default(),
             written: 0,
             cut: false,
             fresh: true,
@@ -103,7 +199,7 @@ impl DurableFile {
 
     /// Accepts `bytes` (in memory until synced).
     pub fn append(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.buf.extend(bytes);
     }
 
     /// Bytes accepted and not yet synced.
@@ -171,9 +267,10 @@ impl DurableFile {
     /// As [`DurableFile::flush_upto`].
     pub fn flush_lines_upto(&mut self, max: usize) -> io::Result<bool> {
         let start = if self.cut { 0 } else { self.written };
-        let end = start.saturating_add(max).min(self.buf.len());
-        let piece = if end < self.buf.len() {
-            self.buf[start..end].iter().rposition(|&b| b == b'\n').map_or(max, |i| i + 1)
+        // One chunk at most: chunks start with an append (a whole line).
+        let run = self.buf.run(start, max.max(1));
+        let piece = if start + run.len() < self.buf.len() {
+            run.iter().rposition(|&b| b == b'\n').map_or(run.len(), |i| i + 1)
         } else {
             max
         };
@@ -190,8 +287,14 @@ impl DurableFile {
         let at = synced + self.written as u64;
         self.handle()?;
         let end = self.buf.len().min(self.written.saturating_add(max));
+        let (mut from, mut at) = (self.written, at);
         if let Some(file) = &self.file {
-            file.write_all_at(&self.buf[self.written..end], at)?;
+            while from < end {
+                let run = self.buf.run(from, end - from);
+                file.write_all_at(run, at)?;
+                from += run.len();
+                at += run.len() as u64;
+            }
         }
         self.written = end;
         Ok(())
@@ -300,7 +403,7 @@ impl DurableFile {
             return;
         }
         let n = mark.bytes.min(self.written);
-        self.buf.drain(..n);
+        self.buf.drop_front(n);
         self.synced += n as u64;
         self.written -= n;
         // A file not created yet had no directory entry to sync.
@@ -312,7 +415,7 @@ impl DurableFile {
     /// The accepted, unsynced bytes (tests).
     #[cfg(test)]
     pub fn buf_for_test(&self) -> Vec<u8> {
-        self.buf.clone()
+        self.buf.to_vec()
     }
 
     /// Closes the descriptor if nothing is pending (reopened on demand).
@@ -378,6 +481,54 @@ mod tests {
         f.sync().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\nthree\n");
         assert!(f.ticket().unwrap().is_none(), "nothing left to sync");
+    }
+
+    #[test]
+    fn pending_bytes_span_chunks_and_drop_from_the_front() {
+        let dir = crate::audit::testdir("durable-chunks");
+        let path = dir.join("f");
+        let mut f = DurableFile::lazy(&path);
+        // 2,000 lines of 300 bytes: three chunks and more.
+        let line = |k: usize| format!("{k:06} {}\n", "x".repeat(292));
+        let mut all = String::new();
+        for k in 0..2000 {
+            f.append(line(k).as_bytes());
+            all.push_str(&line(k));
+        }
+        assert!(f.buf.chunks.len() >= 3, "{} chunks", f.buf.chunks.len());
+        assert_eq!(f.buf_for_test(), all.as_bytes());
+        // Pieces of lines: every one ends on a newline, across chunks.
+        while !f.flush_lines_upto(64 << 10).unwrap() {
+            assert!(std::fs::read(&path).unwrap().ends_with(b"\n"));
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), all.as_bytes());
+        // A commit covers these; 500 more lines come meanwhile.
+        let t = f.ticket().unwrap().unwrap();
+        for k in 2000..2500 {
+            f.append(line(k).as_bytes());
+            all.push_str(&line(k));
+        }
+        f.flush().unwrap();
+        t.file.sync_data().unwrap();
+        f.synced_through(t.mark);
+        assert_eq!(f.unsynced(), 500 * 300);
+        assert_eq!(f.buf.chunks.len(), 1, "the synced chunks are freed");
+        assert_eq!(f.buf_for_test(), &all.as_bytes()[2000 * 300..]);
+        // Dropping part of a chunk, then a cut and a rewrite from there.
+        let t = f.ticket().unwrap().unwrap();
+        f.synced_through(Mark { bytes: 100 * 300, epoch: t.mark.epoch });
+        assert_eq!(f.buf_for_test(), &all.as_bytes()[2100 * 300..]);
+        // The failed sync's pages may be gone: the file ends where the last
+        // good sync left it, and the rest is written again from there.
+        f.sync_failed();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(2100 * 300).unwrap();
+        f.sync().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), all.as_bytes());
+        assert_eq!(f.unsynced(), 0);
+        f.append(b"last\n");
+        assert_eq!(f.buf.chunks.len(), 1, "the kept chunk takes the next appends");
+        f.sync().unwrap();
+        assert!(std::fs::read(&path).unwrap().ends_with(b"x\nlast\n"));
     }
 
     #[test]
