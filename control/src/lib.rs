@@ -174,6 +174,8 @@ impl Control {
             out.push(("audit_seq", s.seq.load(Relaxed)));
             out.push(("audit_synced_seq", s.synced_seq.load(Relaxed)));
             out.push(("audit_pending_bytes", s.pending_bytes.load(Relaxed)));
+            out.push(("audit_forwarded", s.forwarded.load(Relaxed)));
+            out.push(("audit_forward_dropped", s.forward_dropped.load(Relaxed)));
         }
         Some(out)
     }
