@@ -32,8 +32,8 @@ pub struct DurableFile {
     /// Created by us and never synced: the directory entry needs a sync too.
     fresh: bool,
     /// Bumped whenever the file may have been cut back to `synced` (a
-    /// failed write or sync) or `synced` moved by a sync of its own: a
-    /// [`Mark`] taken before no longer says which bytes a sync covers.
+    /// failed write or sync) or `synced` moved: a [`Mark`] taken before no
+    /// longer says which bytes a sync covers.
     epoch: u64,
 }
 
@@ -60,6 +60,21 @@ pub struct Ticket {
     pub file: File,
     pub dir: Option<PathBuf>,
     pub mark: Mark,
+}
+
+impl Ticket {
+    /// `fdatasync`s the file, then its directory if the file is new (the
+    /// entry must survive a crash too).
+    ///
+    /// # Errors
+    /// A sync failed: land the ticket with [`DurableFile::sync_failed`].
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()?;
+        if let Some(dir) = &self.dir {
+            File::open(dir).and_then(|d| d.sync_all())?;
+        }
+        Ok(())
+    }
 }
 
 /// Chunks of the pending bytes hold up to this much, unless one append is
@@ -133,15 +148,6 @@ impl Pending {
                 self.chunks.pop_front();
             }
         }
-    }
-
-    fn clear(&mut self) {
-        self.chunks.truncate(1);
-        if let Some(c) = self.chunks.front_mut() {
-            c.clear();
-        }
-        self.head = 0;
-        self.len = 0;
     }
 
     #[cfg(test)]
@@ -301,45 +307,22 @@ impl DurableFile {
     }
 
     /// Writes and syncs everything accepted, the directory entry of a new
-    /// file included.
+    /// file included: a [`Ticket`] made and landed here.
     ///
     /// # Errors
     /// The write or a sync failed; the bytes stay accepted.
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.sync_data()? {
-            if let Some(dir) = self.path.parent() {
-                // The new directory entry must survive a crash too.
-                File::open(dir).and_then(|d| d.sync_all())?;
+        let Some(t) = self.ticket()? else { return Ok(()) };
+        match t.sync() {
+            Ok(()) => {
+                self.synced_through(t.mark);
+                Ok(())
             }
-            self.fresh = false;
+            Err(e) => {
+                self.sync_failed();
+                Err(e)
+            }
         }
-        Ok(())
-    }
-
-    /// Like [`DurableFile::sync`] but leaves the directory to the caller:
-    /// returns whether this file is new (its directory entry still needs a
-    /// sync).
-    ///
-    /// # Errors
-    /// The write or the sync failed; the bytes stay accepted.
-    pub fn sync_data(&mut self) -> io::Result<bool> {
-        if self.buf.is_empty() && !self.cut {
-            return Ok(self.fresh && self.file.is_some());
-        }
-        self.flush()?;
-        let r = self.handle().and_then(File::sync_data);
-        if let Err(e) = r {
-            self.cut = true;
-            self.written = 0;
-            self.epoch += 1;
-            return Err(e);
-        }
-        self.synced += self.buf.len() as u64;
-        self.buf.clear();
-        self.written = 0;
-        // A mark taken before counted from the old synced length.
-        self.epoch += 1;
-        Ok(self.fresh)
     }
 
     /// Writes what was accepted, for a sync of the whole file system the
@@ -406,6 +389,8 @@ impl DurableFile {
         self.buf.drop_front(n);
         self.synced += n as u64;
         self.written -= n;
+        // A mark taken before counted from the old synced length.
+        self.epoch += 1;
         // A file not created yet had no directory entry to sync.
         if self.file.is_some() {
             self.fresh = false;

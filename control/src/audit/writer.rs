@@ -288,11 +288,7 @@ impl SyncJob {
             dataplane::io::syncfs(dir)?;
         }
         if let Some(t) = &self.journal {
-            t.file.sync_data()?;
-            if let Some(dir) = &t.dir {
-                // The new directory entry must survive a crash too.
-                File::open(dir).and_then(|d| d.sync_all())?;
-            }
+            t.sync()?;
         }
         if let Some((dir, text)) = &self.head {
             write_head(dir, text)?;
