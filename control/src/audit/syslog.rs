@@ -100,6 +100,8 @@ pub struct Forwarder {
     backoff: Duration,
     pub sent: u64,
     pub dropped: u64,
+    /// `dropped` as last published ([`Forwarder::publish`]).
+    dropped_published: u64,
     pub last_error: Option<String>,
 }
 
@@ -143,6 +145,7 @@ impl Forwarder {
             backoff: Duration::from_millis(250),
             sent: 0,
             dropped: 0,
+            dropped_published: 0,
             last_error: None,
         })
     }
@@ -151,6 +154,14 @@ impl Forwarder {
     pub fn push(&mut self, ts_us: u64, event: &str, seq: u64, hash: &str, severity: Severity, json: &str) {
         let frame = self.framer.frame(ts_us, event, seq, hash, severity, json);
         self.enqueue(frame);
+    }
+
+    /// Publishes `forwarded` and the drops since the last call in `status`
+    /// (the writer counts there too, for frames the channel refused).
+    pub fn publish(&mut self, status: &Status) {
+        status.forwarded.store(self.sent, Ordering::Relaxed);
+        status.forward_dropped.fetch_add(self.dropped - self.dropped_published, Ordering::Relaxed);
+        self.dropped_published = self.dropped;
     }
 
     /// Queues one frame; past `max_queue` the oldest are dropped.
@@ -359,7 +370,6 @@ impl Drop for Forwarding {
 /// ends once the writer closes the channel.
 fn forward_loop(mut f: Forwarder, rx: &Receiver<Vec<u8>>, status: &Status) {
     let mut idle = 0;
-    let mut dropped = 0;
     loop {
         let mut took = 0;
         let closed = loop {
@@ -384,9 +394,7 @@ fn forward_loop(mut f: Forwarder, rx: &Receiver<Vec<u8>>, status: &Status) {
             }
             idle = if moved || took > 0 { 0 } else { (idle + 1).min(PUMP_BACKOFF_MS.len() - 1) };
         }
-        status.forwarded.store(f.sent, Ordering::Relaxed);
-        status.forward_dropped.fetch_add(f.dropped - dropped, Ordering::Relaxed);
-        dropped = f.dropped;
+        f.publish(status);
         if closed {
             return;
         }

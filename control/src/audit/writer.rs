@@ -327,8 +327,8 @@ enum Forward {
 }
 
 /// The sync thread: runs one [`SyncJob`] at a time, so a slow disk stalls
-/// it and not the writer, which keeps draining the cores' queues into the
-/// page cache (up to `max_pending_bytes`).
+/// it and not the writer, which takes records into memory meanwhile (up to
+/// `max_pending_bytes`) when a core's queue needs it.
 struct Syncer {
     jobs: Option<Sender<SyncJob>>,
     done: Receiver<std::io::Result<()>>,
@@ -993,9 +993,11 @@ impl Writer {
                 let sent = self.syncer.as_ref().and_then(|s| s.jobs.as_ref()).is_some_and(|j| j.send(job).is_ok());
                 if sent {
                     self.in_flight = Some(flight);
-                } else if let Err(e) = self.land(flight, Err(std::io::Error::other("the audit sync thread is gone"))) {
-                    self.syncer = None;
-                    self.fail(now_us, e);
+                } else {
+                    let gone = self.sync_thread_gone();
+                    if let Err(e) = self.land(flight, Err(gone)) {
+                        self.fail(now_us, e);
+                    }
                 }
             }
             Err(e) => self.fail(now_us, e),
@@ -1024,11 +1026,7 @@ impl Writer {
                 return;
             }
             Some(Ok(r)) => r,
-            Some(Err(TryRecvError::Disconnected)) | None => {
-                // The writer syncs itself from now on.
-                self.syncer = None;
-                Err(std::io::Error::other("the audit sync thread is gone"))
-            }
+            Some(Err(TryRecvError::Disconnected)) | None => Err(self.sync_thread_gone()),
         };
         if let Some(flight) = self.in_flight.take() {
             if flight.warn_after > SLOW_SYNC_WARN {
@@ -1040,15 +1038,19 @@ impl Writer {
         }
     }
 
+    /// The sync thread has died (it only can by panicking): the writer
+    /// syncs itself from now on; the error its commit ends with.
+    fn sync_thread_gone(&mut self) -> std::io::Error {
+        self.syncer = None;
+        std::io::Error::other("the audit sync thread is gone")
+    }
+
     /// Waits for the sync thread's group commit, if one runs, and lands it.
     fn settle(&mut self) {
         let Some(flight) = self.in_flight.take() else { return };
         let r = match self.syncer.as_ref().map(|s| s.done.recv()) {
             Some(Ok(r)) => r,
-            _ => {
-                self.syncer = None;
-                Err(std::io::Error::other("the audit sync thread is gone"))
-            }
+            _ => Err(self.sync_thread_gone()),
         };
         self.slices.restart();
         if let Err(e) = self.land(flight, r) {
@@ -1146,7 +1148,7 @@ impl Writer {
                     self.flush(now_us);
                 }
                 // One group commit at a time: while the last one runs, the
-                // next interval's records wait in the page cache.
+                // next interval's records wait in memory.
                 if self.in_flight.is_none() && now.duration_since(last_sync) >= interval && self.dirty() {
                     self.start_sync(now_us);
                     last_sync = now;
@@ -1157,8 +1159,7 @@ impl Writer {
             }
             if let Some(Forward::Here(f)) = &mut self.forward {
                 f.pump(now);
-                self.status.forwarded.store(f.sent, Ordering::Relaxed);
-                self.status.forward_dropped.store(f.dropped, Ordering::Relaxed);
+                f.publish(&self.status);
             }
             // Only this thread changes it: the next pass starts from this.
             pending = self.pending_bytes();
@@ -1222,7 +1223,7 @@ impl Writer {
         match &mut self.forward {
             Some(Forward::Here(f)) => {
                 f.drain(Instant::now() + Duration::from_secs(2));
-                self.status.forwarded.store(f.sent, Ordering::Relaxed);
+                f.publish(&self.status);
             }
             Some(Forward::Thread(f)) => f.finish(),
             None => {}
