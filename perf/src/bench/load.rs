@@ -1898,6 +1898,14 @@ fn write_waits(md: &mut String, groups: &[Group]) {
             // The 1 ms buckets.
             let gate = |family: &str| sum(g, &["gate", "counter_deltas", &bucket_name(family, 1)]);
             let is_gate = g.steps().iter().any(|st| st["gate"].is_object());
+            // How late the load generator itself sent, per round: counted in
+            // every latency above (open loop), and no server's doing.
+            let lags: Vec<String> = g
+                .steps()
+                .iter()
+                .filter_map(|st| st["send_lag_us"]["p99"].as_f64())
+                .map(|v| format!("{v:.0}"))
+                .collect();
             (client.is_some() || is_gate).then(|| {
                 let n = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
                 let (passes, stalls) = if is_gate {
@@ -1905,7 +1913,8 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                 } else {
                     ("-".into(), "-".into())
                 };
-                format!("| {} | {passes} | {stalls} | {} | {} |", g.label, n(client), n(plc))
+                let lag = if lags.is_empty() { "-".to_string() } else { lags.join(", ") };
+                format!("| {} | {lag} | {passes} | {stalls} | {} | {} |", g.label, n(client), n(plc))
             })
         })
         .collect();
@@ -1914,11 +1923,15 @@ fn write_waits(md: &mut String, groups: &[Group]) {
     }
     let _ = writeln!(
         md,
-        "\nWhere requests waited (the rows' steps, rounds summed): gate dp passes and off-CPU gaps of 1 ms or more; \
+        "\nWhere requests waited (the rows' steps, rounds summed): the load generator's own send lag p99 per round \
+         (how late it sent, part of every latency above); gate dp passes and off-CPU gaps of 1 ms or more; \
          kernel TCP segments sent again on the client's and the PLC's side (of them tail-loss probes):\n"
     );
-    let _ = writeln!(md, "| target | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | client retransmits | PLC retransmits |");
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| target | client send lag p99 µs | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | client retransmits | PLC retransmits |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(md, "{r}");
     }
@@ -2305,7 +2318,10 @@ mod tests {
     fn the_report_says_where_requests_waited() {
         let step = |gate: bool, client_retrans: i64| {
             let loss = |r: i64| json!({"Tcp:RetransSegs": r, "TcpExt:TCPLossProbes": r, "TcpExt:TCPTimeouts": 0});
-            let mut st = json!({"kernel_tcp_loss_in_window": {"client": loss(client_retrans), "plc": loss(0)}});
+            let mut st = json!({
+                "kernel_tcp_loss_in_window": {"client": loss(client_retrans), "plc": loss(0)},
+                "send_lag_us": {"p99": 40.4 + 1000.0 * client_retrans as f64},
+            });
             if gate {
                 st["gate"] = json!({"counter_deltas": {"slow_passes_1ms": 3, "stalls_1ms": 2}});
             }
@@ -2317,8 +2333,8 @@ mod tests {
             vec![Group { label: "gate".into(), runs: vec![&a, &b] }, Group { label: "nginx".into(), runs: vec![&c] }];
         let mut md = String::new();
         write_waits(&mut md, &groups);
-        assert!(md.contains("| gate | 6 | 4 | 4 (4 TLP) | 0 (0 TLP) |"), "{md}");
-        assert!(md.contains("| nginx | - | - | 7 (7 TLP) | 0 (0 TLP) |"), "{md}");
+        assert!(md.contains("| gate | 40, 4040 | 6 | 4 | 4 (4 TLP) | 0 (0 TLP) |"), "{md}");
+        assert!(md.contains("| nginx | 7040 | - | - | 7 (7 TLP) | 0 (0 TLP) |"), "{md}");
         // Results from before the counters existed: no table at all.
         let old = run("gate", json!({"steps": [{"latency_us": {}}]}));
         let mut md = String::new();
