@@ -1,8 +1,8 @@
 //! Forwarding to a syslog collector: RFC 5424 messages over TLS (RFC 5425,
 //! octet-counting framing), on a thread of its own ([`Forwarding`]): the
 //! writer frames each record and hands it over a bounded channel, and never
-//! waits for the collector (its name lookup, its TCP connect, up to
-//! `connect_timeout_ms`, or its TLS).
+//! waits for the collector (its name lookup and its TCP connect, each up
+//! to `connect_timeout_ms`, or its TLS).
 //!
 //! Each message is
 //! `<PRI>1 TIMESTAMP HOSTNAME accessgate PROCID EVENT [audit@32473 seq="N" hash="H"] JSON`
@@ -14,18 +14,21 @@
 //! it, as long again, fills and the newest are dropped, counted too), and a
 //! connection that breaks may lose or repeat what was in flight: the `seq`
 //! in each message shows gaps and repeats. At stop the thread forwards what
-//! is queued for up to 2 s, after a connect it is in (up to
-//! `connect_timeout_ms`; a name lookup has no limit of its own).
+//! is queued for up to 2 s, after a connect it is in (up to twice
+//! `connect_timeout_ms`: the name lookup, then the TCP connect). The
+//! system's resolver has no time limit of its own, so the lookup runs on a
+//! short-lived thread of its own; one that outlives its limit is waited for
+//! again by the next attempt, never started twice.
 //! (32473 is the private enterprise number RFC 5612 reserves for examples.)
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -103,6 +106,18 @@ pub struct Forwarder {
     /// `dropped` as last published ([`Forwarder::publish`]).
     dropped_published: u64,
     pub last_error: Option<String>,
+    /// The collector's name lookup, if one outlived its limit.
+    lookup: Option<Receiver<LookupResult>>,
+    resolver: Resolver,
+}
+
+/// A name lookup's answer: the first address, if any.
+type LookupResult = io::Result<Option<SocketAddr>>;
+/// Looks a `host:port` up (the system's resolver; tests put a slow one in).
+type Resolver = fn(&str) -> LookupResult;
+
+fn system_resolver(address: &str) -> LookupResult {
+    address.to_socket_addrs().map(|mut a| a.next())
 }
 
 impl Forwarder {
@@ -147,6 +162,8 @@ impl Forwarder {
             dropped: 0,
             dropped_published: 0,
             last_error: None,
+            lookup: None,
+            resolver: system_resolver,
         })
     }
 
@@ -227,19 +244,45 @@ impl Forwarder {
         }
     }
 
-    fn connect(&self) -> io::Result<Conn> {
-        let addr = self
-            .cfg
-            .address
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
-        let sock = TcpStream::connect_timeout(&addr, Duration::from_millis(self.cfg.connect_timeout_ms.max(1)))?;
+    fn connect(&mut self) -> io::Result<Conn> {
+        let limit = Duration::from_millis(self.cfg.connect_timeout_ms.max(1));
+        let addr = self.resolve(limit)?;
+        let sock = TcpStream::connect_timeout(&addr, limit)?;
         sock.set_nodelay(true)?;
         sock.set_nonblocking(true)?;
         let tls =
             rustls::ClientConnection::new(self.tls.clone(), self.server_name.clone()).map_err(io::Error::other)?;
         Ok(Conn { sock, tls })
+    }
+
+    /// The collector's address: at once for a literal address, otherwise
+    /// by a lookup on a thread of its own, waited for at most `limit`.
+    fn resolve(&mut self, limit: Duration) -> io::Result<SocketAddr> {
+        if let Ok(addr) = self.cfg.address.parse::<SocketAddr>() {
+            return Ok(addr);
+        }
+        let rx = match self.lookup.take() {
+            Some(rx) => rx,
+            None => {
+                let (tx, rx) = crossbeam::channel::bounded(1);
+                let (name, resolver) = (self.cfg.address.clone(), self.resolver);
+                std::thread::Builder::new().name("audit-syslog-dns".into()).spawn(move || {
+                    let _ = tx.send(resolver(&name));
+                })?;
+                rx
+            }
+        };
+        match rx.recv_timeout(limit) {
+            Ok(found) => found?.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")),
+            Err(RecvTimeoutError::Timeout) => {
+                self.lookup = Some(rx);
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("name lookup took more than {} ms", limit.as_millis()),
+                ))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(io::Error::other("name lookup ended without an answer")),
+        }
     }
 
     fn move_bytes(&mut self) -> io::Result<bool> {
@@ -451,5 +494,50 @@ mod tests {
         assert!(!f.pump(Instant::now()));
         assert!(f.last_error.is_some());
         assert_eq!(f.queued(), 1);
+    }
+
+    static LOOKUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// A resolver that hangs for 1.5 s, then finds nothing listening.
+    fn hanging_resolver(_: &str) -> LookupResult {
+        LOOKUPS.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(1500));
+        Ok(Some("127.0.0.1:1".parse().unwrap()))
+    }
+
+    #[test]
+    fn a_name_lookup_that_hangs_is_waited_for_at_most_the_connect_timeout() {
+        let dir = crate::audit::testdir("syslog-lookup");
+        let pki = crate::pki::generate(&["logs.plant".into()]).unwrap();
+        std::fs::write(dir.join("ca.crt"), &pki.ca_cert).unwrap();
+        let cfg = SyslogConfig {
+            address: "logs.plant:6514".into(),
+            ca_file: dir.join("ca.crt"),
+            connect_timeout_ms: 200,
+            ..SyslogConfig::default()
+        };
+        let mut f = Forwarder::new(cfg).unwrap();
+        f.resolver = hanging_resolver;
+        f.push(0, "session_open", 1, "ab", Severity::Notice, "{}\n");
+        let t = Instant::now();
+        assert!(!f.pump(t));
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(190) && waited < Duration::from_millis(1000), "{waited:?}");
+        assert!(
+            f.last_error.as_deref().unwrap_or("").contains("name lookup took more than 200 ms"),
+            "{:?}",
+            f.last_error
+        );
+        // The next attempt waits for the same lookup instead of starting
+        // another: it answers (nobody listens there), the connect fails.
+        let t = Instant::now();
+        while f.last_error.as_deref().unwrap_or("").contains("name lookup") && t.elapsed() < Duration::from_secs(5) {
+            f.next_attempt = Instant::now();
+            f.pump(Instant::now());
+        }
+        assert_eq!(LOOKUPS.load(Ordering::SeqCst), 1, "one lookup thread, not one per attempt");
+        let error = f.last_error.clone().unwrap_or_default();
+        assert!(error.contains("connect to logs.plant:6514") && !error.contains("name lookup"), "{error}");
+        assert_eq!(f.queued(), 1, "nothing is lost while the collector is away");
     }
 }
