@@ -566,6 +566,53 @@ mod tests {
         assert!(matches!(check_line(b"{\"seq\":1"), Err(LineError::NotJson(_))));
     }
 
+    /// What makes the journal tamper-evident line by line, and the
+    /// stable-toolchain twin of `fuzz/fuzz_targets/audit_line.rs`: every
+    /// one-byte edit of a sealed line is refused, and cut or garbled lines
+    /// end in an error, never a panic.
+    #[test]
+    fn every_one_byte_edit_of_a_sealed_line_is_refused() {
+        let mut chain = Chain::default();
+        let mut f = Fields::new("request");
+        f.put("session", 7u64).put("user", "alice").put("verdict", "allow");
+        f.put("payload", Val::Hex(&[0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10]));
+        let line = chain.seal(1_767_225_599_999_999, f);
+        let line = line.trim_end().as_bytes();
+        check_line(line).unwrap();
+        let mut rng = dataplane::xorshift::XorShift::new(0x7a3e_0b5d_1c2f_4e69);
+        for i in 0..line.len() {
+            for _ in 0..4 {
+                let mut edited = line.to_vec();
+                edited[i] = loop {
+                    let b = rng.byte();
+                    if b != line[i] {
+                        break b;
+                    }
+                };
+                assert!(
+                    check_line(&edited).is_err(),
+                    "an edit at byte {i} passed: {}",
+                    String::from_utf8_lossy(&edited)
+                );
+            }
+        }
+        for _ in 0..5000 {
+            let mut bytes = line[..rng.below(line.len() + 1)].to_vec();
+            for _ in 0..rng.below(3) {
+                if !bytes.is_empty() {
+                    let i = rng.below(bytes.len());
+                    bytes[i] = rng.byte();
+                }
+            }
+            let _ = check_line(&bytes);
+        }
+        // Any timestamp before the year 10000 formats and parses back.
+        for _ in 0..5000 {
+            let ts = rng.next_u64() % 253_402_300_800_000_000;
+            assert_eq!(parse_rfc3339_micros(&rfc3339_micros(ts)), Some(ts), "{ts}");
+        }
+    }
+
     #[test]
     fn audit_fast_seal_matches_the_canonical_form() {
         // Members before, around and after "hash"; escapes; lists; hex.

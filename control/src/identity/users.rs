@@ -553,6 +553,48 @@ cert_fingerprints = ["sha256:{fp}"]
         assert!(!dbg.contains("argon2id") && !dbg.contains("JBSW"), "{dbg}");
     }
 
+    /// The stable-toolchain twin of `fuzz/fuzz_targets/user_db.rs`: mutated
+    /// copies of the documented example (bytes changed, lines cut or
+    /// repeated) end in users that render back to themselves or in errors
+    /// naming the file, never a panic.
+    #[test]
+    fn mutated_user_files_never_panic() {
+        let text = example();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut rng = dataplane::xorshift::XorShift::new(0x0123_4567_89ab_cdef);
+        let (mut parsed, mut refused) = (0, 0);
+        for _ in 0..3000 {
+            let mut bytes = text.as_bytes().to_vec();
+            match rng.below(3) {
+                0 => {
+                    for _ in 0..1 + rng.below(4) {
+                        let i = rng.below(bytes.len());
+                        bytes[i] = (rng.next_u64() % 128) as u8;
+                    }
+                }
+                1 => bytes = lines[..rng.below(lines.len())].join("\n").into_bytes(),
+                _ => {
+                    let mut l = lines.clone();
+                    l.insert(rng.below(l.len()), lines[rng.below(lines.len())]);
+                    bytes = l.join("\n").into_bytes();
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&bytes) else { continue };
+            match UserDb::parse("fuzz.toml", text) {
+                Ok(db) => {
+                    let out = db.to_toml().unwrap();
+                    assert_eq!(UserDb::parse("fuzz.toml", &out).unwrap().to_toml().unwrap(), out, "{text}");
+                    parsed += 1;
+                }
+                Err(e) => {
+                    assert!(e.to_string().starts_with("fuzz.toml:"), "{text}\n=> {e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(parsed > 100 && refused > 100, "{parsed} parsed, {refused} refused: both should be exercised");
+    }
+
     #[test]
     fn every_error_is_reported_with_its_position() {
         let text = format!(
