@@ -2,7 +2,8 @@
 //! octet-counting framing), on a thread of its own ([`Forwarding`]): the
 //! writer frames each record and hands it over a bounded channel, and never
 //! waits for the collector (its name lookup and its TCP connect, each up
-//! to `connect_timeout_ms`, or its TLS).
+//! to `connect_timeout_ms`, or its TLS). Only if that thread cannot be
+//! started does the writer forward itself, and then it waits as long.
 //!
 //! Each message is
 //! `<PRI>1 TIMESTAMP HOSTNAME accessgate PROCID EVENT [audit@32473 seq="N" hash="H"] JSON`

@@ -1872,8 +1872,10 @@ fn hist_pairs(h: &Histogram<u64>) -> Vec<Value> {
     h.iter_recorded().map(|v| json!([h.highest_equivalent(v.value_iterated_to()), v.count_at_value()])).collect()
 }
 
-/// Where requests of the shown steps waited, summed over rounds: the gate's
-/// slow passes and off-CPU gaps of 1 ms or more, and the kernel's TCP
+/// Where requests of the shown steps waited, summed over rounds: the load
+/// generator's own send lag p99 (each round's, in order; a round without
+/// one is left out), the gate's slow passes and off-CPU gaps of 1 ms or
+/// more, and the kernel's TCP
 /// retransmits on the client's and the PLC's side. Nothing when no step
 /// recorded any of them (results from before round four).
 fn write_waits(md: &mut String, groups: &[Group]) {
