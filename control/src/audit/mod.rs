@@ -61,13 +61,13 @@ pub enum OnFailure {
     Terminate,
 }
 
-/// The `[audit]` section of the config.
+/// How the audit writer works (`accessgate run`'s `--audit-*` flags).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// Directory of the JSONL files, `audit.head` and `pcap/`.
     pub dir: PathBuf,
-    /// Batched fsync interval.
+    /// Group commit interval (`--audit-fsync-ms`).
     pub fsync_interval_ms: u64,
     /// Records each dp core's queue holds ([`AuditQueue::new`]).
     pub queue_capacity: usize,
