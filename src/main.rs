@@ -144,3 +144,33 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_fsync_interval_is_bounded_and_reaches_the_writer() {
+        let run = |v: &str| {
+            Cli::try_parse_from(["accessgate", "run", "--config", "gate.toml", &format!("--audit-fsync-ms={v}")])
+        };
+        for bad in ["0", "1001", "-5", "fast", ""] {
+            let e = run(bad).err().unwrap_or_else(|| panic!("{bad} was accepted")).to_string();
+            assert!(e.contains("--audit-fsync-ms"), "{bad}: {e}");
+        }
+        let Ok(Cli { command: Command::Run(args) }) = run("500") else { panic!("500 was refused") };
+        assert_eq!(run::audit_config(&args).fsync_interval_ms, 500);
+        let Ok(Cli { command: Command::Run(args) }) =
+            Cli::try_parse_from(["accessgate", "run", "--config", "gate.toml"])
+        else {
+            panic!("defaults were refused")
+        };
+        assert_eq!(
+            run::audit_config(&args),
+            control::audit::AuditConfig {
+                dir: "/var/lib/accessgate/audit".into(),
+                ..control::audit::AuditConfig::default()
+            }
+        );
+    }
+}

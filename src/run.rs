@@ -144,18 +144,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
         PathBuf::from(p)
     });
     let authenticator = Arc::new(Authenticator::new(users).with_step_file(&steps)?);
-    let audit_cfg = AuditConfig {
-        dir: args.audit_dir.clone(),
-        on_failure: if args.audit_on_failure == "terminate" { OnFailure::Terminate } else { OnFailure::Hold },
-        fsync_interval_ms: args.audit_fsync_ms,
-        syslog: args.syslog.as_ref().map(|address| SyslogConfig {
-            address: address.clone(),
-            ca_file: args.syslog_ca.clone().unwrap_or_default(),
-            server_name: args.syslog_name.clone(),
-            ..SyslogConfig::default()
-        }),
-        ..AuditConfig::default()
-    };
+    let audit_cfg = audit_config(args);
     let queues: Vec<Arc<AuditQueue>> =
         args.cores.iter().map(|_| Arc::new(AuditQueue::new(audit_cfg.queue_capacity))).collect();
     let paced_on = paced_cpu(writer_shares_dp_cpu, args.idle, &args.audit_pacing, &args.cores);
@@ -302,6 +291,22 @@ fn start(args: &RunArgs) -> Result<(), String> {
 /// Where the kernel lets unbound workqueue workers run (page writeback of
 /// the audit trail among them).
 const WORKQUEUE_CPUMASK: &str = "/sys/devices/virtual/workqueue/cpumask";
+
+/// The audit writer's settings from the `--audit-*` and `--syslog*` flags.
+pub(crate) fn audit_config(args: &RunArgs) -> AuditConfig {
+    AuditConfig {
+        dir: args.audit_dir.clone(),
+        on_failure: if args.audit_on_failure == "terminate" { OnFailure::Terminate } else { OnFailure::Hold },
+        fsync_interval_ms: args.audit_fsync_ms,
+        syslog: args.syslog.as_ref().map(|address| SyslogConfig {
+            address: address.clone(),
+            ca_file: args.syslog_ca.clone().unwrap_or_default(),
+            server_name: args.syslog_name.clone(),
+            ..SyslogConfig::default()
+        }),
+        ..AuditConfig::default()
+    }
+}
 
 /// Keeps the gate's other threads (audit writer, auth worker, control and
 /// management) off the dp CPUs when the process has another CPU for them:
