@@ -1981,10 +1981,28 @@ impl Group<'_> {
     }
 }
 
+/// A result file as written (`.json`) or as `scripts/bench` keeps it
+/// (`.json.gz`, read through `gzip -dc`), so a report can be made again
+/// from the committed runs.
+fn read_result(path: &Path) -> Result<String, String> {
+    if path.extension().is_some_and(|e| e == "gz") {
+        let out = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(path)
+            .output()
+            .map_err(|e| format!("gzip -dc: {e} (gzip is needed for .gz results)"))?;
+        if !out.status.success() {
+            return Err(format!("gzip -dc: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        return String::from_utf8(out.stdout).map_err(|e| e.to_string());
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
+}
+
 fn report(args: &ReportArgs) -> Result<(), String> {
     let mut runs = Vec::new();
     for path in &args.files {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = read_result(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let doc: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if doc["benchmark"] != "accessgate-perf load" {
             return Err(format!("{}: not an `accessgate-perf load` result", path.display()));
@@ -2342,6 +2360,24 @@ mod tests {
         let mut md = String::new();
         write_waits(&mut md, &[Group { label: "gate".into(), runs: vec![&old] }]);
         assert!(md.is_empty(), "{md}");
+    }
+
+    #[test]
+    fn results_are_read_plain_or_gzipped() {
+        let dir = std::env::temp_dir().join(format!("agperf-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("r.json");
+        std::fs::write(&plain, "{\"benchmark\":\"accessgate-perf load\"}\n").unwrap();
+        let copy = dir.join("c.json");
+        std::fs::copy(&plain, &copy).unwrap();
+        assert!(std::process::Command::new("gzip").arg("-f").arg(&copy).status().unwrap().success());
+        let gz = dir.join("c.json.gz");
+        assert_eq!(read_result(&gz).unwrap(), read_result(&plain).unwrap());
+        std::fs::write(dir.join("bad.json.gz"), b"not gzip").unwrap();
+        let e = read_result(&dir.join("bad.json.gz")).unwrap_err();
+        assert!(e.starts_with("gzip -dc: "), "{e}");
+        assert!(read_result(&dir.join("missing.json")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
