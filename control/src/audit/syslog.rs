@@ -466,18 +466,19 @@ fn printable(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
+    /// A forwarder to `address` with a CA of its own, `cfg` on top.
+    fn forwarder(test: &str, address: &str, cfg: SyslogConfig) -> Forwarder {
+        let dir = crate::audit::testdir(test);
+        let host = host_part(address).to_string();
+        let pki = crate::pki::generate(&[host]).unwrap();
+        std::fs::write(dir.join("ca.crt"), &pki.ca_cert).unwrap();
+        Forwarder::new(SyslogConfig { address: address.into(), ca_file: dir.join("ca.crt"), ..cfg }).unwrap()
+    }
+
     #[test]
     fn audit_syslog_frames_are_octet_counted_rfc5424() {
-        let dir = crate::audit::testdir("syslog-frame");
-        let pki = crate::pki::generate(&["127.0.0.1".into()]).unwrap();
-        std::fs::write(dir.join("ca.crt"), &pki.ca_cert).unwrap();
-        let cfg = SyslogConfig {
-            address: "127.0.0.1:1".into(),
-            ca_file: dir.join("ca.crt"),
-            hostname: Some("gate 1".into()),
-            ..SyslogConfig::default()
-        };
-        let mut f = Forwarder::new(cfg).unwrap();
+        let cfg = SyslogConfig { hostname: Some("gate 1".into()), ..SyslogConfig::default() };
+        let mut f = forwarder("syslog-frame", "127.0.0.1:1", cfg);
         f.push(0, "session_open", 7, "ab", Severity::Notice, "{\"x\":1}\n");
         let frame = String::from_utf8(f.queue[0].clone()).unwrap();
         let (len, msg) = frame.split_once(' ').unwrap();
@@ -508,16 +509,8 @@ mod tests {
 
     #[test]
     fn a_name_lookup_that_hangs_is_waited_for_at_most_the_connect_timeout() {
-        let dir = crate::audit::testdir("syslog-lookup");
-        let pki = crate::pki::generate(&["logs.plant".into()]).unwrap();
-        std::fs::write(dir.join("ca.crt"), &pki.ca_cert).unwrap();
-        let cfg = SyslogConfig {
-            address: "logs.plant:6514".into(),
-            ca_file: dir.join("ca.crt"),
-            connect_timeout_ms: 200,
-            ..SyslogConfig::default()
-        };
-        let mut f = Forwarder::new(cfg).unwrap();
+        let cfg = SyslogConfig { connect_timeout_ms: 200, ..SyslogConfig::default() };
+        let mut f = forwarder("syslog-lookup", "logs.plant:6514", cfg);
         f.resolver = hanging_resolver;
         f.push(0, "session_open", 1, "ab", Severity::Notice, "{}\n");
         let t = Instant::now();
