@@ -433,8 +433,7 @@ impl Writer {
             pcap_fd: None,
         };
         if w.cfg.pcap {
-            let p = w.cfg.dir.join(PCAP_DIR);
-            w.pcap_fd = Some(Arc::new(File::open(&p).map_err(io(&p))?));
+            w.pcap_dir().map_err(io(&w.cfg.dir.join(PCAP_DIR)))?;
         }
         let mut start = Fields::new("audit_start");
         start
@@ -963,7 +962,8 @@ impl Writer {
         Ok(())
     }
 
-    /// The captures' directory (opened with the writer; see [`SyncJob`]).
+    /// The captures' directory, opened once (with the writer when it
+    /// writes captures; see [`SyncJob`]).
     fn pcap_dir(&mut self) -> std::io::Result<Arc<File>> {
         if let Some(d) = &self.pcap_fd {
             return Ok(d.clone());
