@@ -156,14 +156,21 @@ fn audit_rotation_carries_the_chain() {
     assert_eq!((v.files, v.records), (2, 12));
 }
 
-#[test]
-fn midnight_during_a_commit_on_the_sync_thread() {
-    let dir = testdir("writer-rotation-flight");
-    let mut w = writer(&dir, DAY1);
+/// A writer with its threads, one session recorded on DAY1, and the group
+/// commit of it running on the sync thread.
+fn committing(dir: &Path) -> Writer {
+    let mut w = writer(dir, DAY1);
     w.start_threads(Arc::new(dataplane::io::Doorbell::new().unwrap()));
     session(&mut w, 1, DAY1);
     w.start_sync(DAY1);
     assert!(w.in_flight.is_some(), "the commit runs on the sync thread");
+    w
+}
+
+#[test]
+fn midnight_during_a_commit_on_the_sync_thread() {
+    let dir = testdir("writer-rotation-flight");
+    let mut w = committing(&dir);
     // The next record is past midnight: the commit lands before the file
     // changes, and the chain goes on in the next day's file.
     session(&mut w, 2, DAY2);
@@ -182,11 +189,7 @@ fn midnight_during_a_commit_on_the_sync_thread() {
 #[test]
 fn nothing_is_written_while_a_commit_runs_elsewhere() {
     let dir = testdir("writer-flight-nowrite");
-    let mut w = writer(&dir, DAY1);
-    w.start_threads(Arc::new(dataplane::io::Doorbell::new().unwrap()));
-    session(&mut w, 1, DAY1);
-    w.start_sync(DAY1);
-    assert!(w.in_flight.is_some());
+    let mut w = committing(&dir);
     let file = dir.join("audit-2025-12-31.jsonl");
     let on_disk = std::fs::metadata(&file).unwrap().len();
     // A write now could fail and cut the journal back to its last synced
