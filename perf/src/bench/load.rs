@@ -1455,9 +1455,10 @@ fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArg
     }
     lat.insert("mean".into(), json!(out.hist.mean() / 1000.0));
     lat.insert("count".into(), json!(out.hist.len()));
-    let mut cpus = Map::new();
+    let (mut cpus, mut steal) = (Map::new(), Map::new());
     for (a, b) in s0.cpus.iter().zip(&s1.cpus) {
         cpus.insert(format!("cpu{}", a.cpu), json!(b.busy_percent_since(a)));
+        steal.insert(format!("cpu{}", a.cpu), json!(b.steal_percent_since(a)));
     }
     let mut tcp_loss = Map::new();
     for (side, a, b) in [("client", s0.tcp_client, s1.tcp_client), ("plc", s0.tcp_plc, s1.tcp_plc)] {
@@ -1541,6 +1542,7 @@ fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArg
             .collect::<Map<String, Value>>(),
         "plc_cpu_percent": plc_cpu.map(|c| 100.0 * c / window),
         "cpu_busy_percent": cpus,
+        "cpu_steal_percent": steal,
         "kernel_tcp_loss_in_window": tcp_loss,
         "gate": gate,
         "hgrm": hgrm.file_name().map(|f| f.to_string_lossy().to_string()),
@@ -1578,6 +1580,10 @@ fn print_step(label: &str, out: &StepOut, doc: &Value) {
             .as_f64()
             .map_or(String::new(), |w| format!("; gate dp work ≈ {w:.1}% of its core (loop-count estimate)"))
     );
+    if let Some(steal) = doc["cpu_steal_percent"].as_object().filter(|s| s.values().any(|v| v.as_f64() > Some(0.0))) {
+        let list: Vec<String> = steal.iter().map(|(c, v)| format!("{c} {:.1}%", v.as_f64().unwrap_or(0.0))).collect();
+        eprintln!("    host steal (the hypervisor ran others while these vCPUs had work): {}", list.join(", "));
+    }
     if let Some(threads) = doc["server_threads_cpu_percent"].as_object().filter(|t| t.len() > 1) {
         let list: Vec<String> = threads.iter().map(|(n, v)| format!("{n} {:.1}%", v.as_f64().unwrap_or(0.0))).collect();
         eprintln!("    server threads: {}", list.join(", "));
@@ -1908,6 +1914,17 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                 .filter_map(|st| st["send_lag_us"]["p99"].as_f64())
                 .map(|v| format!("{v:.0}"))
                 .collect();
+            // The host's share of the measured CPUs' time, per round: while
+            // it runs something else, every task on that vCPU waits.
+            let steals: Vec<String> = g
+                .steps()
+                .iter()
+                .filter_map(|st| {
+                    let per_cpu: Vec<f64> =
+                        st["cpu_steal_percent"].as_object()?.values().filter_map(Value::as_f64).collect();
+                    (!per_cpu.is_empty()).then(|| format!("{:.1}", per_cpu.iter().sum::<f64>() / per_cpu.len() as f64))
+                })
+                .collect();
             (client.is_some() || is_gate).then(|| {
                 let n = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
                 let (passes, stalls) = if is_gate {
@@ -1915,8 +1932,9 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                 } else {
                     ("-".into(), "-".into())
                 };
-                let lag = if lags.is_empty() { "-".to_string() } else { lags.join(", ") };
-                format!("| {} | {lag} | {passes} | {stalls} | {} | {} |", g.label, n(client), n(plc))
+                let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+                let (lag, steal) = (list(&lags), list(&steals));
+                format!("| {} | {lag} | {steal} | {passes} | {stalls} | {} | {} |", g.label, n(client), n(plc))
             })
         })
         .collect();
@@ -1926,14 +1944,17 @@ fn write_waits(md: &mut String, groups: &[Group]) {
     let _ = writeln!(
         md,
         "\nWhere requests waited (the rows' steps, rounds summed): the load generator's own send lag p99 per round \
-         (how late it sent, part of every latency above); gate dp passes and off-CPU gaps of 1 ms or more; \
-         kernel TCP segments sent again on the client's and the PLC's side (of them tail-loss probes):\n"
+         (how late it sent, part of every latency above); the host's steal per round (% of the measured CPUs' \
+         time the hypervisor ran something else while they had work: all of it waited); gate dp passes and \
+         off-CPU gaps of 1 ms or more; kernel TCP segments sent again on the client's and the PLC's side (of \
+         them tail-loss probes):\n"
     );
     let _ = writeln!(
         md,
-        "| target | client send lag p99 µs | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | client retransmits | PLC retransmits |"
+        "| target | client send lag p99 µs | host steal % | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | client retransmits \
+         | PLC retransmits |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(md, "{r}");
     }
@@ -2341,6 +2362,7 @@ mod tests {
             let mut st = json!({
                 "kernel_tcp_loss_in_window": {"client": loss(client_retrans), "plc": loss(0)},
                 "send_lag_us": {"p99": 40.4 + 1000.0 * client_retrans as f64},
+                "cpu_steal_percent": {"cpu0": 0.5 * client_retrans as f64, "cpu1": 1.5 * client_retrans as f64},
             });
             if gate {
                 st["gate"] = json!({"counter_deltas": {"slow_passes_1ms": 3, "stalls_1ms": 2}});
@@ -2353,8 +2375,13 @@ mod tests {
             vec![Group { label: "gate".into(), runs: vec![&a, &b] }, Group { label: "nginx".into(), runs: vec![&c] }];
         let mut md = String::new();
         write_waits(&mut md, &groups);
-        assert!(md.contains("| gate | 40, 4040 | 6 | 4 | 4 (4 TLP) | 0 (0 TLP) |"), "{md}");
-        assert!(md.contains("| nginx | 7040 | - | - | 7 (7 TLP) | 0 (0 TLP) |"), "{md}");
+        assert!(md.contains("| gate | 40, 4040 | 0.0, 4.0 | 6 | 4 | 4 (4 TLP) | 0 (0 TLP) |"), "{md}");
+        assert!(md.contains("| nginx | 7040 | 7.0 | - | - | 7 (7 TLP) | 0 (0 TLP) |"), "{md}");
+        // Results from before steal was recorded: a dash.
+        let older = run("gate", json!({"steps": [{"send_lag_us": {"p99": 50.0}, "gate": {"counter_deltas": {}}}]}));
+        let mut md = String::new();
+        write_waits(&mut md, &[Group { label: "gate".into(), runs: vec![&older] }]);
+        assert!(md.contains("| gate | 50 | - | 0 | 0 | - | - |"), "{md}");
         // Results from before the counters existed: no table at all.
         let old = run("gate", json!({"steps": [{"latency_us": {}}]}));
         let mut md = String::new();

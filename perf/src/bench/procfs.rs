@@ -71,19 +71,27 @@ pub fn vm_rss_kb(pid: u32) -> Option<u64> {
 }
 
 /// One CPU's counters from /proc/stat, in USER_HZ ticks.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTicks {
     pub cpu: usize,
-    /// All but idle and iowait.
+    /// What this CPU ran: all but idle, iowait and steal.
     pub busy: u64,
     pub all: u64,
     pub softirq: u64,
+    /// Time the hypervisor ran something else while this (virtual) CPU had
+    /// work: every task on it, whatever it was doing, waited that long.
+    pub steal: u64,
 }
 
 impl CpuTicks {
     /// Percent of the time since `earlier` this CPU was busy.
     pub fn busy_percent_since(&self, earlier: &Self) -> f64 {
         100.0 * self.busy.saturating_sub(earlier.busy) as f64 / self.elapsed(earlier)
+    }
+
+    /// Percent of the time since `earlier` the host took this CPU away.
+    pub fn steal_percent_since(&self, earlier: &Self) -> f64 {
+        100.0 * self.steal.saturating_sub(earlier.steal) as f64 / self.elapsed(earlier)
     }
 
     /// Percent of the time since `earlier` this CPU spent in softirq.
@@ -98,16 +106,22 @@ impl CpuTicks {
 
 /// The /proc/stat counters of `cpus` (CPUs that do not exist are left out).
 pub fn cpu_ticks(cpus: &[usize]) -> Vec<CpuTicks> {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    parse_cpu_ticks(&std::fs::read_to_string("/proc/stat").unwrap_or_default(), cpus)
+}
+
+/// [`cpu_ticks`] from the text of /proc/stat.
+fn parse_cpu_ticks(stat: &str, cpus: &[usize]) -> Vec<CpuTicks> {
     cpus.iter()
         .filter_map(|&cpu| {
             let name = format!("cpu{cpu}");
             let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+            // user nice system idle iowait irq softirq steal (guest time is
+            // in user already).
             let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            let field = |i: usize| v.get(i).copied().unwrap_or(0);
             let all: u64 = v.iter().take(8).sum();
-            // idle + iowait are not busy.
-            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            Some(CpuTicks { cpu, busy: all - idle, all, softirq: v.get(6).copied().unwrap_or(0) })
+            let (idle, steal) = (field(3) + field(4), field(7));
+            Some(CpuTicks { cpu, busy: all - idle - steal, all, softirq: field(6), steal })
         })
         .collect()
 }
@@ -176,5 +190,22 @@ mod tests {
         assert!(c[0].busy <= c[0].all);
         assert!(cpu_ticks(&[100_000]).is_empty());
         assert!(dp_ticks(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn stolen_time_is_its_own_share_not_busy() {
+        let at = |stat: &str| parse_cpu_ticks(stat, &[1, 7]);
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let a = at("cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\ncpu1 100 0 50 800 10 0 5 20 0 0\n");
+        let b = at("cpu1 130 0 60 850 10 0 10 70 0 0\nintr 1\n");
+        assert_eq!(a, vec![CpuTicks { cpu: 1, busy: 155, all: 985, softirq: 5, steal: 20 }]);
+        // 145 ticks passed: 45 ran here (5 of them in softirq), 50 idle,
+        // 50 the host took.
+        assert!((b[0].busy_percent_since(&a[0]) - 100.0 * 45.0 / 145.0).abs() < 1e-9);
+        assert!((b[0].steal_percent_since(&a[0]) - 100.0 * 50.0 / 145.0).abs() < 1e-9);
+        assert!((b[0].softirq_percent_since(&a[0]) - 100.0 * 5.0 / 145.0).abs() < 1e-9);
+        // A kernel without the steal column: none stolen.
+        assert_eq!(at("cpu1 3 0 1 10\n"), vec![CpuTicks { cpu: 1, busy: 4, all: 14, softirq: 0, steal: 0 }]);
+        assert!(at("cpu1 x y\ncpu10 1 1 1 1\n").iter().all(|c| c.cpu == 1 && c.all == 0));
     }
 }

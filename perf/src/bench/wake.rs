@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::{arg, build_profile};
+use super::{arg, build_profile, procfs};
 
 #[derive(clap::Args, Debug)]
 pub struct WakeArgs {
@@ -93,6 +93,9 @@ pub fn wake(args: &WakeArgs) -> Result<(), String> {
     if !core_affinity::set_for_current(core_affinity::CoreId { id: args.from }) {
         return Err(format!("--from {}: cannot pin to it", args.from));
     }
+    let mut measured = vec![args.from, args.to];
+    measured.dedup();
+    let ticks_before = procfs::cpu_ticks(&measured);
     let gap = Duration::from_micros(args.gap_us);
     let mut next = Instant::now() + gap;
     for i in 1..=args.samples {
@@ -112,10 +115,16 @@ pub fn wake(args: &WakeArgs) -> Result<(), String> {
     done.store(true, Ordering::Release);
     sleeper.thread().unpark();
     let hist = sleeper.join().map_err(|_| "the sleeper panicked".to_string())??;
+    // A wake-up is late by whatever the host took from either CPU meanwhile.
+    let steal: Vec<String> = ticks_before
+        .iter()
+        .zip(procfs::cpu_ticks(&measured))
+        .map(|(a, b)| format!("cpu{} {:.1}%", a.cpu, b.steal_percent_since(a)))
+        .collect();
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let list: Vec<String> = PERCENTILES.iter().map(|(n, q)| format!("{n} {:.1}", us(*q))).collect();
     println!(
-        "accessgate-perf wake ({}): CPU {} -> CPU {}, waker {}, every {} µs: {}  max {:.1} µs  ({} wake-ups)",
+        "accessgate-perf wake ({}): CPU {} -> CPU {}, waker {}, every {} µs: {}  max {:.1} µs  ({} wake-ups; host steal {})",
         build_profile(),
         args.from,
         args.to,
@@ -123,7 +132,8 @@ pub fn wake(args: &WakeArgs) -> Result<(), String> {
         args.gap_us,
         list.join("  "),
         hist.max() as f64 / 1000.0,
-        hist.len()
+        hist.len(),
+        if steal.is_empty() { "-".to_string() } else { steal.join(", ") }
     );
     Ok(())
 }
