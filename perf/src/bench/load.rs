@@ -1582,7 +1582,7 @@ fn print_step(label: &str, out: &StepOut, doc: &Value) {
     );
     if let Some(steal) = doc["cpu_steal_percent"].as_object().filter(|s| s.values().any(|v| v.as_f64() > Some(0.0))) {
         let list: Vec<String> = steal.iter().map(|(c, v)| format!("{c} {:.1}%", v.as_f64().unwrap_or(0.0))).collect();
-        eprintln!("    host steal (the hypervisor ran others while these vCPUs had work): {}", list.join(", "));
+        eprintln!("    host steal (the hypervisor ran others while these vCPUs were runnable): {}", list.join(", "));
     }
     if let Some(threads) = doc["server_threads_cpu_percent"].as_object().filter(|t| t.len() > 1) {
         let list: Vec<String> = threads.iter().map(|(n, v)| format!("{n} {:.1}%", v.as_f64().unwrap_or(0.0))).collect();
@@ -1914,8 +1914,8 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                 .filter_map(|st| st["send_lag_us"]["p99"].as_f64())
                 .map(|v| format!("{v:.0}"))
                 .collect();
-            // The host's share of the measured CPUs' time, per round: while
-            // it runs something else, every task on that vCPU waits.
+            // The host's share of the measured CPUs' time, per round (while
+            // it runs something else, whatever was runnable there waits).
             let steals: Vec<String> = g
                 .steps()
                 .iter()
@@ -1945,7 +1945,8 @@ fn write_waits(md: &mut String, groups: &[Group]) {
         md,
         "\nWhere requests waited (the rows' steps, rounds summed): the load generator's own send lag p99 per round \
          (how late it sent, part of every latency above); the host's steal per round (% of the measured CPUs' \
-         time the hypervisor ran something else while they had work: all of it waited); gate dp passes and \
+         time the hypervisor ran something else while they were runnable: how exposed the window was to the \
+         host; a polling vCPU is always runnable); gate dp passes and \
          off-CPU gaps of 1 ms or more; kernel TCP segments sent again on the client's and the PLC's side (of \
          them tail-loss probes):\n"
     );
