@@ -88,21 +88,23 @@ pub struct CpuTicks {
 impl CpuTicks {
     /// Percent of the time since `earlier` this CPU was busy.
     pub fn busy_percent_since(&self, earlier: &Self) -> f64 {
-        100.0 * self.busy.saturating_sub(earlier.busy) as f64 / self.elapsed(earlier)
+        self.percent_since(earlier, |t| t.busy)
     }
 
     /// Percent of the time since `earlier` the host took this CPU away.
     pub fn steal_percent_since(&self, earlier: &Self) -> f64 {
-        100.0 * self.steal.saturating_sub(earlier.steal) as f64 / self.elapsed(earlier)
+        self.percent_since(earlier, |t| t.steal)
     }
 
     /// Percent of the time since `earlier` this CPU spent in softirq.
     pub fn softirq_percent_since(&self, earlier: &Self) -> f64 {
-        100.0 * self.softirq.saturating_sub(earlier.softirq) as f64 / self.elapsed(earlier)
+        self.percent_since(earlier, |t| t.softirq)
     }
 
-    fn elapsed(&self, earlier: &Self) -> f64 {
-        (self.all.saturating_sub(earlier.all) as f64).max(1.0)
+    /// The growth of one counter since `earlier`, in percent of all ticks.
+    fn percent_since(&self, earlier: &Self, counter: fn(&Self) -> u64) -> f64 {
+        let elapsed = (self.all.saturating_sub(earlier.all) as f64).max(1.0);
+        100.0 * counter(self).saturating_sub(counter(earlier)) as f64 / elapsed
     }
 }
 
