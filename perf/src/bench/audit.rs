@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use control::audit::{self, AuditConfig, AuditQueue, AuditRecord};
 use dataplane::audit::{unix_micros, Decoded, Name, Note, SessionOpen, Text, Verdict};
 
+use super::procfs::{thread_ticks, USER_HZ};
 use super::{build_profile, si};
 
 #[derive(clap::Args, Debug)]
@@ -74,9 +75,9 @@ pub fn audit(args: &AuditArgs) -> Result<(), String> {
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(args.warmup.clamp(0.0, 10.0)));
-    let (s0, t0) = (status.seq.load(Ordering::Relaxed), Instant::now());
+    let (s0, t0, c0) = (status.seq.load(Ordering::Relaxed), Instant::now(), writer_ticks());
     std::thread::sleep(Duration::from_secs_f64(seconds));
-    let (s1, elapsed) = (status.seq.load(Ordering::Relaxed), t0.elapsed());
+    let (s1, elapsed, c1) = (status.seq.load(Ordering::Relaxed), t0.elapsed(), writer_ticks());
     let synced = status.synced_seq.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let offered: u64 = producers.into_iter().map(|p| p.join().unwrap_or(0)).sum();
@@ -107,10 +108,26 @@ pub fn audit(args: &AuditArgs) -> Result<(), String> {
         offered,
         full
     );
+    // CPU per record is steadier than the rate on a shared machine: a
+    // slower host stretches both the window's records and its CPU time.
+    let sealed = (s1 - s0).max(1) as f64;
+    let us = |ticks: u64| ticks as f64 / USER_HZ * 1e6 / sealed;
+    println!(
+        "  writer CPU per record: {:.2} µs (the `audit` thread, which seals and writes), {:.2} µs with `audit-sync` (the commits)",
+        us(c1.0 - c0.0),
+        us((c1.0 + c1.1) - (c0.0 + c0.1)),
+    );
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
+}
+
+/// CPU ticks so far of this process's `audit` and `audit-sync` threads.
+fn writer_ticks() -> (u64, u64) {
+    let threads = thread_ticks(std::process::id());
+    let of = |name: &str| threads.iter().filter(|(n, _)| n == name).map(|(_, t)| t).sum();
+    (of("audit"), of("audit-sync"))
 }
 
 /// Pushes sessions until `stop`; returns the records pushed.
