@@ -1,6 +1,6 @@
 //! `scripts/wire-latency` on captures whose timings are known: it must find
 //! the round trips, the PLC's service times and which slow round trips a
-//! slow PLC answer explains.
+//! slow PLC answer explains, counting messages rather than segments.
 
 use std::io::Write;
 use std::path::Path;
@@ -54,21 +54,53 @@ fn round_trips_plc_service_and_overlap_come_out_of_known_captures() {
     let (user, proxy, plc) = (([198, 18, 0, 2], 40_000), ([198, 18, 0, 1], 802), ([198, 19, 3, 7], 502));
     let (south, plc_port) = (([198, 19, 3, 1], 50_000), plc);
 
-    // 120 requests 1 ms apart: round trip 100 µs, but 5 ms for #30 and #80.
+    // 120 requests 10 ms apart: round trip 100 µs, but 5 ms for #30 and #80.
     // The PLC answers in 10 µs, but in 3 ms for #30 (inside its round trip).
+    // #60 comes with a second request 50 µs later, and the proxy answers
+    // both in one segment 150 µs after the first; the PLC gets both in one
+    // segment and answers both in one. #90's answer arrives in two
+    // segments, the second 100 µs after the request.
     let mut client = Vec::new();
     let mut at_plc = Vec::new();
+    let (mut up, mut down, mut ask_seq, mut answer_seq) = (0u32, 0u32, 0u32, 0u32);
+    let send = |at: &mut Vec<(u64, Vec<u8>)>, t: u64, from, to, seq: &mut u32, payload: &[u8]| {
+        at.push((t, frame(from, to, *seq, payload)));
+        *seq += payload.len() as u32;
+    };
+    // A TLS record of application data with `n` bytes after its header.
+    let record = |n: u16| [vec![23, 3, 3, (n >> 8) as u8, n as u8], vec![0xAB; usize::from(n)]].concat();
+    let (request, answer) = (record(35), record(34));
+    // Before the load, as the gate's sessions start: the client's TLS
+    // Finished and its hello, one answer to both (records of other sizes).
+    send(&mut client, 1, user, proxy, &mut up, &record(53));
+    send(&mut client, 2, user, proxy, &mut up, &record(75));
+    send(&mut client, 3, proxy, user, &mut down, &record(65));
     for i in 0..120u32 {
-        let t = u64::from(i) * 10_000;
+        let t = 1_000 + u64::from(i) * 10_000;
         let rtt = if i == 30 || i == 80 { 5_000 } else { 100 };
         let service = if i == 30 { 3_000 } else { 10 };
-        client.push((t, frame(user, proxy, i * 40, &[0x17; 40])));
-        client.push((t + rtt, frame(proxy, user, i * 40, &[0x17; 39])));
-        let tid = (i as u16).to_be_bytes();
-        let ask = [tid[0], tid[1], 0, 0, 0, 6, 1, 3, 0, 0, 0, 1];
-        let answer = [tid[0], tid[1], 0, 0, 0, 5, 1, 3, 2, 0, 0];
-        at_plc.push((t + 20, frame(south, plc_port, i * 12, &ask)));
-        at_plc.push((t + 20 + service, frame(plc_port, south, i * 11, &answer)));
+        send(&mut client, t, user, proxy, &mut up, &request);
+        let modbus = |tid: u16| {
+            let tid = tid.to_be_bytes();
+            ([tid[0], tid[1], 0, 0, 0, 6, 1, 3, 0, 0, 0, 1], [tid[0], tid[1], 0, 0, 0, 5, 1, 3, 2, 0, 0])
+        };
+        let (ask, reply) = modbus(i as u16);
+        if i == 60 {
+            send(&mut client, t + 50, user, proxy, &mut up, &request);
+            send(&mut client, t + 150, proxy, user, &mut down, &[answer.clone(), answer.clone()].concat());
+            let (ask2, reply2) = modbus(1_000);
+            send(&mut at_plc, t + 70, south, plc_port, &mut ask_seq, &[ask, ask2].concat());
+            send(&mut at_plc, t + 80, plc_port, south, &mut answer_seq, &[reply, reply2].concat());
+            continue;
+        }
+        if i == 90 {
+            send(&mut client, t + 60, proxy, user, &mut down, &answer[..20]);
+            send(&mut client, t + rtt, proxy, user, &mut down, &answer[20..]);
+        } else {
+            send(&mut client, t + rtt, proxy, user, &mut down, &answer);
+        }
+        send(&mut at_plc, t + 20, south, plc_port, &mut ask_seq, &ask);
+        send(&mut at_plc, t + 20 + service, plc_port, south, &mut answer_seq, &reply);
     }
     // An idle session: its handshake only, which must not count.
     client.push((500, frame(([198, 18, 0, 2], 40_001), proxy, 0, &[0x16; 200])));
@@ -86,13 +118,28 @@ fn round_trips_plc_service_and_overlap_come_out_of_known_captures() {
     assert_eq!(lines.len(), 3, "{text}");
     assert_eq!(
         lines[0],
-        "wire round trip at the client's interface (port 802): p50 100  p90 100  p99 5000  p99.9 5000  max 5000 µs  (120 samples)"
+        "wire round trip at the client's interface (port 802): p50 100  p90 100  p99 5000  p99.9 5000  max 5000 µs  (121 samples)"
     );
     assert_eq!(
         lines[1],
-        "PLC service time at the PLC's interface (port 502): p50 10  p90 10  p99 10  p99.9 3000  max 3000 µs  (120 samples)"
+        "PLC service time at the PLC's interface (port 502): p50 10  p90 10  p99 10  p99.9 3000  max 3000 µs  (121 samples)"
     );
     assert_eq!(lines[2], "round trips over 1000 µs: 2, of which 1 overlap a PLC answer over 1000 µs (1 such answers)");
+
+    // Plain Modbus/TCP (the `direct` target) is counted in ADUs: the PLC's
+    // own capture as the client side reads the service times again.
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/wire-latency"))
+        .arg(&p)
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(
+            "wire round trip at the client's interface (port 502): p50 10  p90 10  p99 10  p99.9 3000  max 3000 µs  (121 samples)"
+        ),
+        "{text}"
+    );
 
     // A file tshark cannot read is an error that names it.
     let bad = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/wire-latency"))
