@@ -675,6 +675,18 @@ mod tests {
         }
     }
 
+    /// Seals `f` and checks the line is serde's canonical form of itself
+    /// and a valid link; returns the record.
+    fn seal_canonical(chain: &mut Chain, ts_us: u64, f: Fields<'_>) -> Value {
+        let line = chain.seal(ts_us, f);
+        let value: Value = serde_json::from_str(&line).unwrap();
+        let mut canonical = String::new();
+        canonical_into(&value, &mut canonical).unwrap();
+        assert_eq!(format!("{canonical}\n"), line);
+        check_line(line.trim_end().as_bytes()).unwrap();
+        value
+    }
+
     #[test]
     fn audit_fast_seal_matches_the_canonical_form() {
         // Members before, around and after "hash"; escapes; lists; hex.
@@ -682,12 +694,7 @@ mod tests {
         let mut f = Fields::new("x\"y");
         f.put("a", "é\n\u{1}").put("hasg", 1u8).put("hasi", Val::Hex(&[0, 255]));
         f.put("roles", Val::List(vec!["a".into(), "b\\".into()])).put("z", None::<u64>).put("b", true);
-        let line = chain.seal(5, f);
-        let value: Value = serde_json::from_str(&line).unwrap();
-        let mut canonical = String::new();
-        canonical_into(&value, &mut canonical).unwrap();
-        assert_eq!(format!("{canonical}\n"), line);
-        check_line(line.trim_end().as_bytes()).unwrap();
+        let value = seal_canonical(&mut chain, 5, f);
         assert_eq!(value["hasi"], "00ff");
         // Keys that share their first eight bytes (or are a prefix of
         // another), put out of order and one twice; hex longer than one
@@ -696,12 +703,7 @@ mod tests {
         let mut f = Fields::new("e");
         f.put("function_name", "n").put("functionx", 2u8).put("function", 1u8).put("function_", 3u8);
         f.put("payload", Val::Hex(&long)).put("function", 4u8);
-        let line = chain.seal(6, f);
-        let value: Value = serde_json::from_str(&line).unwrap();
-        let mut canonical = String::new();
-        canonical_into(&value, &mut canonical).unwrap();
-        assert_eq!(format!("{canonical}\n"), line);
-        check_line(line.trim_end().as_bytes()).unwrap();
+        let value = seal_canonical(&mut chain, 6, f);
         assert_eq!(value["function"], 4);
         assert_eq!(value["payload"], hex(&long));
         assert_eq!(hex(&long).len(), 140);
