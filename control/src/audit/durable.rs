@@ -81,6 +81,9 @@ impl Ticket {
 /// larger.
 const CHUNK: usize = 256 << 10;
 
+/// The capacity a quiet file's emptied chunk may keep.
+const KEEP_IDLE: usize = 16 << 10;
+
 /// The bytes accepted and not yet synced, in chunks: dropping the synced
 /// front (after a commit that ran while more came) frees chunks instead of
 /// moving everything behind it, which after a long wait for the disk was a
@@ -109,10 +112,10 @@ impl Pending {
             Some(_) => {
                 // The file filled a chunk: it is a busy one, so the next
                 // chunk gets its full size at once. Grown by doubling, each
-                // byte was copied twice more on the way (3 % of the writer's
-                // profile at 500k records/s). A file's first chunk still
-                // grows from what it needs: a quiet session's capture
-                // holds no more than its bytes.
+                // byte was copied about once more on the way (3 % of the
+                // writer's profile at 500k records/s). A file's first chunk
+                // still grows from what it needs, and `drop_front` frees a
+                // large chunk once the file is quiet again.
                 let mut c = Vec::with_capacity(CHUNK.max(bytes.len()));
                 c.extend_from_slice(bytes);
                 self.chunks.push_back(c);
@@ -137,6 +140,7 @@ impl Pending {
 
     /// Drops the first `n` bytes.
     fn drop_front(&mut self, n: usize) {
+        let busy = n >= CHUNK;
         let mut n = n.min(self.len);
         self.len -= n;
         while n > 0 {
@@ -152,9 +156,17 @@ impl Pending {
             n -= left;
             self.head = 0;
             // The last chunk is kept for the next appends (as a Vec keeps
-            // its capacity); the others are freed.
+            // its capacity); the others are freed. A large one is kept only
+            // while the file is busy (a commit of a chunk or more): one
+            // session's capture that once filled a chunk (the disk stalled)
+            // must not hold 256 KiB for the rest of its life, with thousands
+            // of sessions open.
             if self.chunks.len() == 1 {
-                self.chunks[0].clear();
+                if busy || self.chunks[0].capacity() <= KEEP_IDLE {
+                    self.chunks[0].clear();
+                } else {
+                    self.chunks[0] = Vec::new();
+                }
             } else {
                 self.chunks.pop_front();
             }
@@ -527,6 +539,9 @@ mod tests {
         f.sync().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), all.as_bytes());
         assert_eq!(f.unsynced(), 0);
+        // That commit was less than a chunk: the file is quiet again, and
+        // its emptied chunk does not keep a chunk's capacity.
+        assert!(f.buf.chunks.iter().all(|c| c.capacity() <= KEEP_IDLE), "a quiet file keeps a large chunk");
         f.append(b"last\n");
         assert_eq!(f.buf.chunks.len(), 1, "the kept chunk takes the next appends");
         f.sync().unwrap();
