@@ -58,8 +58,12 @@ fn round_trips_plc_service_and_overlap_come_out_of_known_captures() {
     // The PLC answers in 10 µs, but in 3 ms for #30 (inside its round trip).
     // #60 comes with a second request 50 µs later, and the proxy answers
     // both in one segment 150 µs after the first; the PLC gets both in one
-    // segment and answers both in one. #90's answer arrives in two
-    // segments, the second 100 µs after the request.
+    // segment and answers both in one. #20 the same, but the proxy writes
+    // both answers in one TLS record. #90's answer arrives in two segments,
+    // the second 100 µs after the request; #50's too, its record header cut
+    // after 3 bytes. #40's request is sent again 40 µs later (a tail-loss
+    // probe). #70's answer is missing from the capture: #70 and #71 give no
+    // round trip, and the pairing goes on right after.
     let mut client = Vec::new();
     let mut at_plc = Vec::new();
     let (mut up, mut down, mut ask_seq, mut answer_seq) = (0u32, 0u32, 0u32, 0u32);
@@ -71,7 +75,9 @@ fn round_trips_plc_service_and_overlap_come_out_of_known_captures() {
     let record = |n: u16| [vec![23, 3, 3, (n >> 8) as u8, n as u8], vec![0xAB; usize::from(n)]].concat();
     let (request, answer) = (record(35), record(34));
     // Before the load, as the gate's sessions start: the client's TLS
-    // Finished and its hello, one answer to both (records of other sizes).
+    // Finished and its hello, one answer to both (records of other sizes;
+    // the Finished's content is twice a request's, which must not make it
+    // two requests).
     send(&mut client, 1, user, proxy, &mut up, &record(53));
     send(&mut client, 2, user, proxy, &mut up, &record(75));
     send(&mut client, 3, proxy, user, &mut down, &record(65));
@@ -85,19 +91,29 @@ fn round_trips_plc_service_and_overlap_come_out_of_known_captures() {
             ([tid[0], tid[1], 0, 0, 0, 6, 1, 3, 0, 0, 0, 1], [tid[0], tid[1], 0, 0, 0, 5, 1, 3, 2, 0, 0])
         };
         let (ask, reply) = modbus(i as u16);
-        if i == 60 {
+        if i == 60 || i == 20 {
             send(&mut client, t + 50, user, proxy, &mut up, &request);
-            send(&mut client, t + 150, proxy, user, &mut down, &[answer.clone(), answer.clone()].concat());
-            let (ask2, reply2) = modbus(1_000);
+            // One answer is 17 bytes of content in a 39-byte record.
+            let both = if i == 60 { answer.repeat(2) } else { record(51) };
+            send(&mut client, t + 150, proxy, user, &mut down, &both);
+            let (ask2, reply2) = modbus(1_000 + i as u16);
             send(&mut at_plc, t + 70, south, plc_port, &mut ask_seq, &[ask, ask2].concat());
             send(&mut at_plc, t + 80, plc_port, south, &mut answer_seq, &[reply, reply2].concat());
             continue;
         }
-        if i == 90 {
-            send(&mut client, t + 60, proxy, user, &mut down, &answer[..20]);
-            send(&mut client, t + rtt, proxy, user, &mut down, &answer[20..]);
-        } else {
-            send(&mut client, t + rtt, proxy, user, &mut down, &answer);
+        match i {
+            90 | 50 => {
+                let cut = if i == 90 { 20 } else { 3 };
+                send(&mut client, t + 60, proxy, user, &mut down, &answer[..cut]);
+                send(&mut client, t + rtt, proxy, user, &mut down, &answer[cut..]);
+            }
+            40 => {
+                client.push((t + 40, frame(user, proxy, up - request.len() as u32, &request)));
+                send(&mut client, t + rtt, proxy, user, &mut down, &answer);
+            }
+            // Not captured.
+            70 => down += answer.len() as u32,
+            _ => send(&mut client, t + rtt, proxy, user, &mut down, &answer),
         }
         send(&mut at_plc, t + 20, south, plc_port, &mut ask_seq, &ask);
         send(&mut at_plc, t + 20 + service, plc_port, south, &mut answer_seq, &reply);
@@ -115,14 +131,19 @@ fn round_trips_plc_service_and_overlap_come_out_of_known_captures() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
+    // 122 requests; #70's and #71's give none; #20's and #60's first wait 150.
     assert_eq!(
         lines[0],
-        "wire round trip at the client's interface (port 802): p50 100  p90 100  p99 5000  p99.9 5000  max 5000 µs  (121 samples)"
+        "wire round trip at the client's interface (port 802): p50 100  p90 100  p99 5000  p99.9 5000  max 5000 µs  (120 samples)"
+    );
+    assert_eq!(
+        lines[3],
+        "pairing at the client's interface: 122 requests, 121 answers; without a request waiting 1, never answered 0, dropped at a capture gap 2"
     );
     assert_eq!(
         lines[1],
-        "PLC service time at the PLC's interface (port 502): p50 10  p90 10  p99 10  p99.9 3000  max 3000 µs  (121 samples)"
+        "PLC service time at the PLC's interface (port 502): p50 10  p90 10  p99 10  p99.9 3000  max 3000 µs  (122 samples)"
     );
     assert_eq!(lines[2], "round trips over 1000 µs: 2, of which 1 overlap a PLC answer over 1000 µs (1 such answers)");
 
@@ -136,7 +157,7 @@ fn round_trips_plc_service_and_overlap_come_out_of_known_captures() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with(
-            "wire round trip at the client's interface (port 502): p50 10  p90 10  p99 10  p99.9 3000  max 3000 µs  (121 samples)"
+            "wire round trip at the client's interface (port 502): p50 10  p90 10  p99 10  p99.9 3000  max 3000 µs  (122 samples)"
         ),
         "{text}"
     );
