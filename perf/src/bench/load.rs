@@ -84,7 +84,7 @@ use rustls::{ClientConfig, ClientConnection};
 use serde_json::{json, Map, Value};
 
 use super::procfs::{self, CpuTicks, USER_HZ};
-use super::{build_profile, si};
+use super::{build_profile, list_or_dash, si};
 
 /// Most sessions (active + idle) one run opens.
 const MAX_SESSIONS: usize = 20_000;
@@ -1932,8 +1932,7 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                 } else {
                     ("-".into(), "-".into())
                 };
-                let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
-                let (lag, steal) = (list(&lags), list(&steals));
+                let (lag, steal) = (list_or_dash(&lags), list_or_dash(&steals));
                 format!("| {} | {lag} | {steal} | {passes} | {stalls} | {} | {} |", g.label, n(client), n(plc))
             })
         })

@@ -127,6 +127,15 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// `a, b, c`, or `-` for none (a cell or field of printed results).
+pub fn list_or_dash(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
 /// `12.35 M`, `812.4 k`, `93.1`: three to four significant digits.
 pub fn si(x: f64) -> String {
     let (v, unit) = if x >= 1e9 {

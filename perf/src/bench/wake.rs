@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::{arg, build_profile, procfs};
+use super::{arg, build_profile, list_or_dash, procfs};
 
 #[derive(clap::Args, Debug)]
 pub struct WakeArgs {
@@ -133,7 +133,7 @@ pub fn wake(args: &WakeArgs) -> Result<(), String> {
         list.join("  "),
         hist.max() as f64 / 1000.0,
         hist.len(),
-        if steal.is_empty() { "-".to_string() } else { steal.join(", ") }
+        list_or_dash(&steal)
     );
     Ok(())
 }
