@@ -39,17 +39,25 @@ pub(crate) const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
+    let mut s = Vec::with_capacity(bytes.len() * 2);
     push_hex(&mut s, bytes);
-    s
+    into_text(s)
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    // Through a stack buffer, 32 bytes at a time: one copy per chunk rather
-    // than two `char` pushes per byte (each with its own capacity check).
-    let mut buf = [0u8; 64];
-    for chunk in bytes.chunks(32) {
-        out.push_str(hex_into(&mut buf, chunk));
+/// Records are built as bytes: every piece is ASCII or comes from a `&str`,
+/// so the result is UTF-8 without a check per push (those checks, and the
+/// per-`char` pushes of a `String`, were 8 % of the writer's profile).
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Sized once, then filled in place: no capacity check per digit.
+    let start = out.len();
+    out.resize(start + bytes.len() * 2, 0);
+    for (pair, b) in out[start..].chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(b & 15)];
     }
 }
 
@@ -68,10 +76,10 @@ fn hex_into<'b>(buf: &'b mut [u8], bytes: &[u8]) -> &'b str {
 ///
 /// # Errors
 /// `value` holds a floating-point number (not allowed in a record).
-pub fn canonical_into(value: &Value, out: &mut String) -> Result<(), NotCanonical> {
+pub fn canonical_into(value: &Value, out: &mut Vec<u8>) -> Result<(), NotCanonical> {
     match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Number(n) => {
             if let Some(u) = n.as_u64() {
                 push_int(out, u, false);
@@ -83,95 +91,134 @@ pub fn canonical_into(value: &Value, out: &mut String) -> Result<(), NotCanonica
         }
         Value::String(s) => push_string(out, s),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 canonical_into(v, out)?;
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Object(map) => push_object(map, None, out)?,
     }
     Ok(())
 }
 
+/// The canonical form of `value` as text.
+///
+/// # Errors
+/// `value` holds a floating-point number.
+pub fn canonical(value: &Value) -> Result<String, NotCanonical> {
+    let mut out = Vec::with_capacity(256);
+    canonical_into(value, &mut out)?;
+    Ok(into_text(out))
+}
+
 /// A record had a number that is not an integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotCanonical;
 
-fn push_object(map: &Map<String, Value>, skip: Option<&str>, out: &mut String) -> Result<(), NotCanonical> {
+fn push_object(map: &Map<String, Value>, skip: Option<&str>, out: &mut Vec<u8>) -> Result<(), NotCanonical> {
     let mut keys: Vec<&String> = map.keys().filter(|k| Some(k.as_str()) != skip).collect();
     keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    out.push('{');
+    out.push(b'{');
     for (i, k) in keys.into_iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
         push_string(out, k);
-        out.push(':');
+        out.push(b':');
         canonical_into(&map[k], out)?;
     }
-    out.push('}');
+    out.push(b'}');
     Ok(())
 }
 
-fn push_int(out: &mut String, u: u64, negative: bool) {
+fn push_int(out: &mut Vec<u8>, u: u64, negative: bool) {
     if negative {
-        out.push('-');
+        out.push(b'-');
     }
     push_digits(out, u, 1);
 }
 
-/// Appends `x` in decimal, zero-padded to at least `width` digits. Digits
-/// go from the right into a stack buffer (the fmt machinery was 2 % of the
-/// writer's profile).
-fn push_digits(out: &mut String, mut x: u64, width: usize) {
+/// "00", "01", ... "99": two digits per division.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Appends `x` in decimal, zero-padded to at least `width` digits (at most
+/// 20). Digits go from the right into a stack buffer, two at a time, and
+/// reach `out` in one copy.
+fn push_digits(out: &mut Vec<u8>, mut x: u64, width: usize) {
     let mut buf = [b'0'; 20];
     let mut i = buf.len();
-    loop {
+    while x >= 100 {
+        let r = (x % 100) as usize * 2;
+        x /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+    }
+    if x >= 10 {
+        let r = x as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (x % 10) as u8;
-        x /= 10;
-        if x == 0 {
-            break;
-        }
+        buf[i] = b'0' + x as u8;
     }
-    for &d in &buf[i.min(buf.len().saturating_sub(width))..] {
-        out.push(char::from(d));
-    }
+    out.extend_from_slice(&buf[i.min(buf.len().saturating_sub(width))..]);
 }
 
-fn push_string(out: &mut String, s: &str) {
-    out.push('"');
+/// Whether canonical JSON escapes byte `b` of a string.
+#[inline]
+fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+fn push_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    // Nearly every string (names, hex ids, the previous hash) has nothing
+    // to escape: one branch-free pass, then one copy.
+    if !bytes.iter().fold(false, |any, &b| any | escaped(b)) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     // Byte by byte: everything escaped is ASCII, and no byte of a multi-byte
-    // UTF-8 sequence is below 0x80, so every cut is on a char boundary (a
-    // char walk was 1.6 % of the writer's profile).
-    for (i, &b) in s.as_bytes().iter().enumerate() {
-        let esc = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            0x08 => "\\b",
-            b'\t' => "\\t",
-            b'\n' => "\\n",
-            0x0c => "\\f",
-            b'\r' => "\\r",
-            b if b < 0x20 => "",
+    // UTF-8 sequence is below 0x80, so every cut is on a char boundary.
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0x0c => b"\\f",
+            b'\r' => b"\\r",
+            b if b < 0x20 => b"",
             _ => continue,
         };
-        out.push_str(&s[start..i]);
+        out.extend_from_slice(&bytes[start..i]);
         if esc.is_empty() {
-            use std::fmt::Write;
-            let _ = write!(out, "\\u{b:04x}");
+            out.extend_from_slice(b"\\u00");
+            out.extend_from_slice(&[HEX_DIGITS[usize::from(b >> 4)], HEX_DIGITS[usize::from(b & 15)]]);
         } else {
-            out.push_str(esc);
+            out.extend_from_slice(esc);
         }
         start = i + 1;
     }
-    out.push_str(&s[start..]);
-    out.push('"');
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// The canonical form of a record without its `hash` member.
@@ -179,20 +226,20 @@ fn push_string(out: &mut String, s: &str) {
 /// # Errors
 /// A floating-point number.
 pub fn canonical_without_hash(record: &Map<String, Value>) -> Result<String, NotCanonical> {
-    let mut out = String::with_capacity(512);
+    let mut out = Vec::with_capacity(512);
     push_object(record, Some("hash"), &mut out)?;
-    Ok(out)
+    Ok(into_text(out))
 }
 
 /// `hex(SHA-256(prev || canonical))`.
 pub fn record_hash(prev: &str, canonical: &str) -> String {
-    hex(&record_digest(prev, canonical))
+    hex(&record_digest(prev, canonical.as_bytes()))
 }
 
-fn record_digest(prev: &str, canonical: &str) -> [u8; 32] {
+fn record_digest(prev: &str, canonical: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
-    h.update(canonical.as_bytes());
+    h.update(canonical);
     h.finalize().into()
 }
 
@@ -278,7 +325,9 @@ pub struct Fields<'a> {
 impl<'a> Fields<'a> {
     /// A record of kind `event`.
     pub fn new(event: &'static str) -> Self {
-        let mut f = Self { items: Vec::with_capacity(24) };
+        // 16 members fit every dp record; at 56 bytes each the allocation
+        // stays in malloc's per-thread cache (at most 1032 bytes).
+        let mut f = Self { items: Vec::with_capacity(16) };
         f.put("event", event);
         f
     }
@@ -290,6 +339,10 @@ impl<'a> Fields<'a> {
         debug_assert!(plain_key(key), "record key {key:?} must be printable ASCII with nothing to escape");
         let value = value.into();
         let rank = key_rank(key);
+        if self.items.last().is_none_or(|(r, k, _)| key_lt((*r, k), (rank, key))) {
+            self.items.push((rank, key, value));
+            return self;
+        }
         let at = self.items.iter().position(|(r, k, _)| !key_lt((*r, k), (rank, key))).unwrap_or(self.items.len());
         match self.items.get_mut(at) {
             Some(item) if item.1 == key => item.2 = value,
@@ -319,38 +372,37 @@ fn plain_key(key: &str) -> bool {
 
 /// `"key":` for a record key: keys are names from this code ([`Fields::put`]
 /// checks them in debug builds), so nothing in them needs escaping.
-fn push_key(out: &mut String, key: &str) {
-    out.push('"');
-    out.push_str(key);
-    out.push_str("\":");
+fn push_key(out: &mut Vec<u8>, key: &str) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
-fn push_val(out: &mut String, v: &Val<'_>) {
+fn push_val(out: &mut Vec<u8>, v: &Val<'_>) {
     match v {
-        Val::Null => out.push_str("null"),
-        Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Val::Null => out.extend_from_slice(b"null"),
+        Val::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Val::U64(u) => push_int(out, *u, false),
         Val::Str(s) => push_string(out, s),
         Val::Time(t) => {
-            out.push('"');
+            out.push(b'"');
             push_rfc3339_micros(out, *t);
-            out.push('"');
+            out.push(b'"');
         }
         Val::Hex(b) => {
-            out.reserve(b.len() * 2 + 2);
-            out.push('"');
+            out.push(b'"');
             push_hex(out, b);
-            out.push('"');
+            out.push(b'"');
         }
         Val::List(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, s) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 push_string(out, s);
             }
-            out.push(']');
+            out.push(b']');
         }
     }
 }
@@ -372,15 +424,16 @@ impl Chain {
     /// Seals `fields` as the next record: adds `seq`, `ts`, `prev` and
     /// `hash`, and returns the file line (with `\n`).
     pub fn seal(&mut self, ts_us: u64, fields: Fields<'_>) -> String {
-        let (mut body, mut line) = (String::with_capacity(768), String::new());
+        let (mut body, mut line) = (Vec::with_capacity(768), Vec::new());
         self.seal_into(ts_us, fields, &mut body, &mut line);
-        line
+        into_text(line)
     }
 
     /// [`Chain::seal`] into `line` (cleared first), with `body` as scratch:
     /// the writer's hot path reuses both, so a record costs no allocation
     /// beyond its `Fields`.
-    pub fn seal_into(&mut self, ts_us: u64, fields: Fields<'_>, body: &mut String, line: &mut String) {
+    /// The line is UTF-8 (everything in it comes from `&str`s or is ASCII).
+    pub fn seal_into(&mut self, ts_us: u64, fields: Fields<'_>, body: &mut Vec<u8>, line: &mut Vec<u8>) {
         let seq = self.seq + 1;
         // The chain's own members, in key order, merged with the caller's
         // (which are in order already and lose any of these four).
@@ -392,7 +445,7 @@ impl Chain {
         let mut own = OWN.iter().zip(&own_vals).map(|(&(r, k), v)| (r, k, v)).peekable();
         // Canonical body without "hash", noting where "hash" sorts in.
         body.clear();
-        body.push('{');
+        body.push(b'{');
         let mut at = None;
         let mut first = true;
         loop {
@@ -407,13 +460,13 @@ impl Chain {
                 at = Some(body.len());
             }
             if !first {
-                body.push(',');
+                body.push(b',');
             }
             first = false;
             push_key(body, k);
             push_val(body, v);
         }
-        body.push('}');
+        body.push(b'}');
         let digest = record_digest(&self.hash, body);
         let mut hex_buf = [0u8; 64];
         let hash = hex_into(&mut hex_buf, &digest);
@@ -423,26 +476,26 @@ impl Chain {
             // Before the member at `at`: `body[at..]` starts with its comma,
             // or `at` is 1 (right after `{`) when it is the first member.
             Some(pos) if pos > 1 => {
-                line.push_str(&body[..pos]);
-                line.push_str(",\"hash\":\"");
-                line.push_str(hash);
-                line.push('"');
-                line.push_str(&body[pos..]);
+                line.extend_from_slice(&body[..pos]);
+                line.extend_from_slice(b",\"hash\":\"");
+                line.extend_from_slice(hash.as_bytes());
+                line.push(b'"');
+                line.extend_from_slice(&body[pos..]);
             }
             Some(_) => {
-                line.push_str("{\"hash\":\"");
-                line.push_str(hash);
-                line.push_str("\",");
-                line.push_str(&body[1..]);
+                line.extend_from_slice(b"{\"hash\":\"");
+                line.extend_from_slice(hash.as_bytes());
+                line.extend_from_slice(b"\",");
+                line.extend_from_slice(&body[1..]);
             }
             None => {
-                line.push_str(&body[..body.len() - 1]);
-                line.push_str(",\"hash\":\"");
-                line.push_str(hash);
-                line.push_str("\"}");
+                line.extend_from_slice(&body[..body.len() - 1]);
+                line.extend_from_slice(b",\"hash\":\"");
+                line.extend_from_slice(hash.as_bytes());
+                line.extend_from_slice(b"\"}");
             }
         }
-        line.push('\n');
+        line.push(b'\n');
         self.seq = seq;
         self.hash.clear();
         self.hash.push_str(hash);
@@ -495,9 +548,9 @@ pub fn check_line(line: &[u8]) -> Result<Sealed, LineError> {
     let prev = record.get("prev").and_then(Value::as_str).ok_or(LineError::Missing("prev"))?.to_string();
     let hash = record.get("hash").and_then(Value::as_str).ok_or(LineError::Missing("hash"))?.to_string();
     record.get("ts").and_then(Value::as_str).ok_or(LineError::Missing("ts"))?;
-    let mut full = String::with_capacity(line.len());
+    let mut full = Vec::with_capacity(line.len());
     push_object(&record, None, &mut full).map_err(|_| LineError::NotCanonical)?;
-    if full.as_bytes() != line {
+    if full != line {
         return Err(LineError::NotCanonical);
     }
     let body = canonical_without_hash(&record).map_err(|_| LineError::NotCanonical)?;
@@ -515,30 +568,30 @@ pub fn date(ts_us: u64) -> String {
 
 /// RFC 3339 UTC with microseconds: `2025-01-02T03:04:05.123456Z`.
 pub fn rfc3339_micros(ts_us: u64) -> String {
-    let mut out = String::with_capacity(27);
+    let mut out = Vec::with_capacity(27);
     push_rfc3339_micros(&mut out, ts_us);
-    out
+    into_text(out)
 }
 
 /// Appends [`rfc3339_micros`] of `ts_us`.
-fn push_rfc3339_micros(out: &mut String, ts_us: u64) {
+fn push_rfc3339_micros(out: &mut Vec<u8>, ts_us: u64) {
     let secs = ts_us / 1_000_000;
     let (y, m, d) = civil((secs / 86_400) as i64);
     let rem = secs % 86_400;
     push_digits(out, y as u64, 4);
-    out.push('-');
+    out.push(b'-');
     push_digits(out, m as u64, 2);
-    out.push('-');
+    out.push(b'-');
     push_digits(out, d as u64, 2);
-    out.push('T');
+    out.push(b'T');
     push_digits(out, rem / 3600, 2);
-    out.push(':');
+    out.push(b':');
     push_digits(out, rem % 3600 / 60, 2);
-    out.push(':');
+    out.push(b':');
     push_digits(out, rem % 60, 2);
-    out.push('.');
+    out.push(b'.');
     push_digits(out, ts_us % 1_000_000, 6);
-    out.push('Z');
+    out.push(b'Z');
 }
 
 /// Parses what [`rfc3339_micros`] writes back to Unix microseconds.
@@ -594,13 +647,13 @@ mod tests {
     #[test]
     fn audit_canonical_json_sorts_and_escapes() {
         let v = json!({"b": 1, "a": [true, null, -3], "é": "x\"y\\z\n\u{1}\u{7f}é", "A": {"z": 0, "y": "ü"}});
-        let mut out = String::new();
+        let mut out = Vec::new();
         canonical_into(&v, &mut out).unwrap();
         assert_eq!(
-            out,
+            into_text(out),
             "{\"A\":{\"y\":\"ü\",\"z\":0},\"a\":[true,null,-3],\"b\":1,\"é\":\"x\\\"y\\\\z\\n\\u0001\u{7f}é\"}"
         );
-        assert_eq!(canonical_into(&json!({"f": 1.5}), &mut String::new()), Err(NotCanonical));
+        assert_eq!(canonical_into(&json!({"f": 1.5}), &mut Vec::new()), Err(NotCanonical));
     }
 
     #[test]
@@ -680,9 +733,9 @@ mod tests {
     fn seal_canonical(chain: &mut Chain, ts_us: u64, f: Fields<'_>) -> Value {
         let line = chain.seal(ts_us, f);
         let value: Value = serde_json::from_str(&line).unwrap();
-        let mut canonical = String::new();
+        let mut canonical = Vec::new();
         canonical_into(&value, &mut canonical).unwrap();
-        assert_eq!(format!("{canonical}\n"), line);
+        assert_eq!(format!("{}\n", into_text(canonical)), line);
         check_line(line.trim_end().as_bytes()).unwrap();
         value
     }
@@ -717,6 +770,23 @@ mod tests {
             check_line(line.trim_end().as_bytes()).unwrap();
         }
         let _ = obj(json!({}));
+    }
+
+    #[test]
+    fn audit_integers_are_written_as_decimal() {
+        // Two digits per step: every length, the pair boundaries, the extremes.
+        let mut rng = dataplane::xorshift::XorShift::new(0x51de_77a1_0c3b_9e25);
+        let mut xs = vec![0, 9, 10, 99, 100, 101, 999, 1000, 65_535, u64::from(u32::MAX), u64::MAX - 1, u64::MAX];
+        xs.extend((0..20).map(|k| 10u64.pow(k)));
+        xs.extend((0..1000).map(|_| rng.next_u64() >> rng.below(64)));
+        for x in xs {
+            assert_eq!(canonical(&json!(x)).unwrap(), x.to_string());
+            let mut out = Vec::new();
+            push_digits(&mut out, x, 6);
+            assert_eq!(into_text(out), format!("{x:06}"));
+        }
+        assert_eq!(canonical(&json!(-7)).unwrap(), "-7");
+        assert_eq!(canonical(&json!(i64::MIN)).unwrap(), i64::MIN.to_string());
     }
 
     #[test]

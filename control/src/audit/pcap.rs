@@ -61,6 +61,9 @@ pub struct Capture {
     ip_id: u16,
     packets: u64,
     closed: bool,
+    /// The block being built, kept between segments (a few hundred bytes:
+    /// payloads are at most `PAYLOAD_LEN`), so a segment allocates nothing.
+    scratch: Vec<u8>,
 }
 
 /// What the capture's comments say.
@@ -86,6 +89,7 @@ impl Capture {
             ip_id: 1,
             packets: 0,
             closed: false,
+            scratch: Vec::new(),
         };
         let comment = format!(
             "Access Gate session {} user {} (roles {}) {} -> asset {} {} ({})",
@@ -158,7 +162,7 @@ impl Capture {
             Peer::Asset => (self.asset, self.client, ASSET_MAC, CLIENT_MAC, self.asset_next, self.client_next),
         };
         let ack = if flags & ACK != 0 { ack } else { 0 };
-        let frame = frame(src, dst, src_mac, dst_mac, seq, ack, flags, self.ip_id, payload);
+        let ip_id = self.ip_id;
         self.ip_id = self.ip_id.wrapping_add(1);
         // SYN and FIN take one sequence number each.
         let used = payload.len() as u32 + u32::from(flags & (SYN | FIN) != 0);
@@ -166,21 +170,29 @@ impl Capture {
             Peer::Client => self.client_next = self.client_next.wrapping_add(used),
             Peer::Asset => self.asset_next = self.asset_next.wrapping_add(used),
         }
-        let mut epb = Block::new(EPB);
-        epb.u32(0).u32((ts_us >> 32) as u32).u32(ts_us as u32).u32(frame.len() as u32).u32(frame.len() as u32);
-        epb.bytes(&frame).pad();
+        let mut epb = Block::reuse(EPB, std::mem::take(&mut self.scratch));
+        let len = (FRAME_HEADERS + payload.len()) as u32;
+        epb.u32(0).u32((ts_us >> 32) as u32).u32(ts_us as u32).u32(len).u32(len);
+        frame_into(&mut epb.0, src, dst, src_mac, dst_mac, seq, ack, flags, ip_id, payload);
+        epb.pad();
         if let Some(c) = comment {
             epb.option(OPT_COMMENT, c.as_bytes());
             epb.option(OPT_END, &[]);
         }
-        self.put(&epb.finish());
+        let block = epb.finish();
+        self.put(&block);
+        self.scratch = block;
         self.packets += 1;
     }
 }
 
-/// Ethernet + IPv4 + TCP with checksums.
+/// Bytes of Ethernet, IPv4 and TCP headers before a frame's payload.
+const FRAME_HEADERS: usize = 14 + 20 + 20;
+
+/// Appends Ethernet + IPv4 + TCP with checksums to `f`.
 #[allow(clippy::too_many_arguments)]
-fn frame(
+fn frame_into(
+    f: &mut Vec<u8>,
     src: SocketAddrV4,
     dst: SocketAddrV4,
     src_mac: [u8; 6],
@@ -190,10 +202,10 @@ fn frame(
     flags: u8,
     ip_id: u16,
     payload: &[u8],
-) -> Vec<u8> {
+) {
     let tcp_len = 20 + payload.len();
     let ip_len = 20 + tcp_len;
-    let mut f = Vec::with_capacity(14 + ip_len);
+    f.reserve(14 + ip_len);
     f.extend_from_slice(&dst_mac);
     f.extend_from_slice(&src_mac);
     f.extend_from_slice(&0x0800u16.to_be_bytes());
@@ -223,7 +235,6 @@ fn frame(
     pseudo[10..12].copy_from_slice(&(tcp_len as u16).to_be_bytes());
     let sum = checksum(&[&pseudo, &f[tcp..]]);
     f[tcp + 16..tcp + 18].copy_from_slice(&sum.to_be_bytes());
-    f
 }
 
 /// The Internet checksum (RFC 1071) over the concatenation of `parts`
@@ -250,7 +261,11 @@ struct Block(Vec<u8>);
 
 impl Block {
     fn new(kind: u32) -> Self {
-        let mut v = Vec::with_capacity(128);
+        Self::reuse(kind, Vec::with_capacity(128))
+    }
+    /// A block built in `v`'s memory (its contents are dropped).
+    fn reuse(kind: u32, mut v: Vec<u8>) -> Self {
+        v.clear();
         v.extend_from_slice(&kind.to_le_bytes());
         v.extend_from_slice(&0u32.to_le_bytes());
         Self(v)

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -236,7 +237,7 @@ pub struct Writer {
     file: DurableFile,
     file_name: String,
     synced_file_name: String,
-    sessions: HashMap<u64, SessionLog>,
+    sessions: HashMap<u64, SessionLog, BuildHasherDefault<SessionIdHasher>>,
     /// Sessions whose capture got bytes since the last sync, and those of the
     /// sync before (released if untouched since). Flush, sync and the
     /// pending count walk these, not every open session: with 10,000 idle
@@ -249,8 +250,8 @@ pub struct Writer {
     /// The per-request pcapng comment, built here (no allocation each).
     comment: String,
     /// Scratch of the record being sealed, and its file line.
-    body: String,
-    line: String,
+    body: Vec<u8>,
+    line: Vec<u8>,
     /// Captures of closed sessions (by session), until their last bytes
     /// are synced.
     closing: Vec<(u64, Capture)>,
@@ -414,13 +415,13 @@ impl Writer {
             file,
             synced_file_name: newest_name.unwrap_or_else(|| file_name.clone()),
             file_name,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             touched: Vec::new(),
             touched_before: Vec::new(),
             pcap_names: HashSet::new(),
             comment: String::new(),
-            body: String::with_capacity(1024),
-            line: String::with_capacity(1024),
+            body: Vec::with_capacity(1024),
+            line: Vec::with_capacity(1024),
             closing: Vec::new(),
             healthy,
             status,
@@ -520,14 +521,16 @@ impl Writer {
                 let event = fields.event().to_string();
                 self.chain.seal_into(ts_us, fields, &mut self.body, &mut self.line);
                 let (seq, hash) = (self.chain.seq, &self.chain.hash);
+                // UTF-8 by construction (`seal_into`): this borrows.
+                let line = String::from_utf8_lossy(&self.line);
                 match f {
-                    Forward::Here(f) => f.push(ts_us, &event, seq, hash, severity, &self.line),
-                    Forward::Thread(f) => f.push(ts_us, &event, seq, hash, severity, &self.line),
+                    Forward::Here(f) => f.push(ts_us, &event, seq, hash, severity, &line),
+                    Forward::Thread(f) => f.push(ts_us, &event, seq, hash, severity, &line),
                 }
             }
             None => self.chain.seal_into(ts_us, fields, &mut self.body, &mut self.line),
         }
-        self.file.append(self.line.as_bytes());
+        self.file.append(&self.line);
         self.status.seq.store(self.chain.seq, Ordering::Relaxed);
     }
 
@@ -1231,14 +1234,37 @@ impl Writer {
     }
 }
 
+/// Hashes session ids for the writer's session map. The ids are the gate's
+/// own (counters, not chosen by a client), so the map needs no
+/// flood-resistant hash, and SipHash was 1 % of the writer's profile: one
+/// multiply by an odd constant spreads consecutive ids over the buckets
+/// (their low bits stay distinct) and fills the high bits the map's
+/// control bytes use.
+#[derive(Debug, Default, Clone, Copy)]
+struct SessionIdHasher(u64);
+
+impl Hasher for SessionIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// `audit.head`'s text: the journal file and the last record synced.
 fn head_text(file_name: &str, chain: &Chain) -> String {
     let mut m = Map::new();
     m.insert("file".into(), file_name.into());
     m.insert("seq".into(), chain.seq.into());
     m.insert("hash".into(), chain.hash.clone().into());
-    let mut text = String::new();
-    let _ = chain::canonical_into(&Value::Object(m), &mut text);
+    // Strings and integers only: always canonical.
+    let mut text = chain::canonical(&Value::Object(m)).unwrap_or_default();
     text.push('\n');
     text
 }
