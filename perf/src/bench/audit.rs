@@ -7,6 +7,12 @@
 //! (hash chain, pcapng per session, fsync every `--fsync-ms`). The rate is
 //! the writer's sealed-record count over the measurement window, i.e. what
 //! reached the journal, not what producers offered.
+//!
+//! `--sessions N --rate R` plays a gate under load instead: each producer
+//! keeps N sessions open and sends their requests in turn, all producers
+//! together R requests (2R records) a second, so the writer wakes to small
+//! batches spread over N capture files, as it does behind the dp cores.
+//! Then the figure to read is the writer's CPU per record at that rate.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +39,14 @@ pub struct AuditArgs {
     /// Requests per session (each with its response).
     #[arg(long, default_value_t = 100)]
     requests: u32,
+    /// Sessions each producer keeps open at once (requests go to them in
+    /// turn; each has its own capture file).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    sessions: u32,
+    /// Requests per second offered by all producers together (0: as fast as
+    /// the queues take them).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Batched fsync interval of the writer.
     #[arg(long, default_value_t = 50)]
     fsync_ms: u64,
@@ -47,6 +61,9 @@ pub struct AuditArgs {
 pub fn audit(args: &AuditArgs) -> Result<(), String> {
     if build_profile() != "release" {
         eprintln!("WARNING: debug build: these numbers mean nothing; use --release");
+    }
+    if !(args.rate.is_finite() && args.rate >= 0.0) {
+        return Err(format!("--rate {}: must be a number of requests per second, 0 or more", args.rate));
     }
     let seconds = args.seconds.clamp(0.1, 60.0);
     let temp = args.dir.is_none();
@@ -70,8 +87,13 @@ pub fn audit(args: &AuditArgs) -> Result<(), String> {
         .iter()
         .enumerate()
         .map(|(k, q)| {
-            let (q, stop, requests) = (q.clone(), stop.clone(), args.requests);
-            std::thread::spawn(move || produce(k as u64, &q, &stop, requests))
+            let (q, stop) = (q.clone(), stop.clone());
+            let load = Load {
+                requests: args.requests,
+                sessions: args.sessions.max(1),
+                rate: args.rate / args.producers.max(1) as f64,
+            };
+            std::thread::spawn(move || produce(k as u64, &q, &stop, &load))
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(args.warmup.clamp(0.0, 10.0)));
@@ -91,13 +113,15 @@ pub fn audit(args: &AuditArgs) -> Result<(), String> {
         .sum();
     let total = status.seq.load(Ordering::Relaxed).max(1);
     let rate = (s1 - s0) as f64 / elapsed.as_secs_f64();
+    let pace = if args.rate > 0.0 { format!("{}req/s offered", si(args.rate)) } else { "flat out".into() };
     println!(
-        "audit writer ({}): {} records/s sealed, chained, written and fsynced every {} ms{}; {} producer(s), {} requests/session",
+        "audit writer ({}): {} records/s sealed, chained, written and fsynced every {} ms{}; {} producer(s) x {} open session(s), {} requests/session, {pace}",
         build_profile(),
         si(rate),
         args.fsync_ms,
         if args.no_pcap { ", no pcap" } else { ", pcapng per session" },
         args.producers.max(1),
+        args.sessions.max(1),
         args.requests
     );
     println!(
@@ -130,9 +154,33 @@ fn writer_ticks() -> (u64, u64) {
     (of("audit"), of("audit-sync"))
 }
 
+/// What one producer offers.
+struct Load {
+    requests: u32,
+    /// Open at once.
+    sessions: u32,
+    /// Requests per second (0: flat out).
+    rate: f64,
+}
+
 /// Pushes sessions until `stop`; returns the records pushed.
-fn produce(core: u64, q: &AuditQueue, stop: &AtomicBool, requests: u32) -> u64 {
+fn produce(core: u64, q: &AuditQueue, stop: &AtomicBool, load: &Load) -> u64 {
     let mut pushed = 0;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut pace = || {
+        // Requests due by now are sent at once, then the producer naps, as
+        // a dp core's requests come in bursts between its polls.
+        sent += 1;
+        if load.rate > 0.0 {
+            let due = Duration::from_secs_f64(sent as f64 / load.rate);
+            let ahead = due.saturating_sub(start.elapsed());
+            if ahead > Duration::from_micros(200) {
+                std::thread::sleep(ahead);
+            }
+        }
+        !stop.load(Ordering::Relaxed)
+    };
     let mut push = |mut rec: AuditRecord| {
         while let Err(back) = q.try_push(rec) {
             if stop.load(Ordering::Relaxed) {
@@ -149,8 +197,7 @@ fn produce(core: u64, q: &AuditQueue, stop: &AtomicBool, requests: u32) -> u64 {
     let decoded = Decoded::modbus(&read).unwrap_or_default();
     let mut response = [0u8; 29];
     response[..9].copy_from_slice(&[0, 1, 0, 0, 0, 23, 1, 3, 20]);
-    for n in 1u64.. {
-        let id = core << 48 | n;
+    let open_one = |id: u64| {
         let open = SessionOpen {
             user: Name::new("bench"),
             roles: Note::new("operator"),
@@ -163,19 +210,33 @@ fn produce(core: u64, q: &AuditQueue, stop: &AtomicBool, requests: u32) -> u64 {
             tls_cipher: Text::new("TLS13_AES_128_GCM_SHA256"),
             ticket: Name::EMPTY,
         };
-        if !push(AuditRecord::session_open(id, unix_micros(), open)) {
-            break;
-        }
-        for k in 1..=requests {
-            let ts = unix_micros();
-            if !push(AuditRecord::request(id, k, ts, decoded, Verdict::Allow, Some(0), "ops-read", None, &read))
-                || !push(AuditRecord::response(id, k, ts, 300, &response))
-            {
+        AuditRecord::session_open(id, unix_micros(), open)
+    };
+    // Generations of `sessions` sessions: all opened, their requests
+    // interleaved, all closed.
+    let per = u64::from(load.sessions);
+    for generation in 0u64.. {
+        let ids = (1..=per).map(|n| core << 48 | (generation * per + n));
+        for id in ids.clone() {
+            if !push(open_one(id)) {
                 return pushed;
             }
         }
-        if !push(AuditRecord::session_close(id, unix_micros(), "client_closed", None, 1200, 2900, 100_000)) {
-            break;
+        for k in 1..=load.requests {
+            for id in ids.clone() {
+                let ts = unix_micros();
+                if !push(AuditRecord::request(id, k, ts, decoded, Verdict::Allow, Some(0), "ops-read", None, &read))
+                    || !push(AuditRecord::response(id, k, ts, 300, &response))
+                    || !pace()
+                {
+                    return pushed;
+                }
+            }
+        }
+        for id in ids {
+            if !push(AuditRecord::session_close(id, unix_micros(), "client_closed", None, 1200, 2900, 100_000)) {
+                return pushed;
+            }
         }
     }
     pushed
