@@ -170,6 +170,16 @@ const FLUSH_BYTES: usize = 512 << 10;
 /// --sessions 100 --rate 12000`, perf/README round ten).
 const IDLE_WAIT_MS: i32 = 5;
 
+/// How long the writer waits for records: [`IDLE_WAIT_MS`], or until a
+/// group commit due in `commit_due` (rounded up to whole milliseconds, so
+/// it does not wake just before and wait again).
+fn idle_wait_ms(commit_due: Option<Duration>) -> i32 {
+    match commit_due {
+        Some(due) => i32::try_from(due.as_micros().div_ceil(1000)).unwrap_or(IDLE_WAIT_MS).clamp(1, IDLE_WAIT_MS),
+        None => IDLE_WAIT_MS,
+    }
+}
+
 /// The journal is written in pieces of at most this much, each ending on a
 /// whole line, so a paced writer can wait for a turn between them.
 const WRITE_PIECE: usize = 64 << 10;
@@ -1198,13 +1208,9 @@ impl Writer {
                     // `pending` was just counted: not `dirty()`, which walks
                     // the touched sessions again.
                     let dirty = pending > 0 || self.synced.seq != self.chain.seq;
-                    let ms = if dirty && self.in_flight.is_none() && self.failure.is_none() {
-                        let due = interval.saturating_sub(now.duration_since(last_sync));
-                        (due.as_millis() as i32).clamp(1, IDLE_WAIT_MS)
-                    } else {
-                        IDLE_WAIT_MS
-                    };
-                    self.slices.idle(bell, ms);
+                    let commit_due = (dirty && self.in_flight.is_none() && self.failure.is_none())
+                        .then(|| interval.saturating_sub(now.duration_since(last_sync)));
+                    self.slices.idle(bell, idle_wait_ms(commit_due));
                 } else {
                     bell.clear();
                 }

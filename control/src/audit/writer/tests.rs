@@ -332,3 +332,18 @@ fn a_failed_group_commit_elsewhere_is_written_again() {
     let v = verify(&dir).unwrap();
     assert_eq!((v.records, v.captures, v.open_sessions), (15, 3, 0));
 }
+
+#[test]
+fn the_idle_wait_ends_when_a_group_commit_is_due() {
+    // Nothing to commit: the plain wait.
+    assert_eq!(idle_wait_ms(None), IDLE_WAIT_MS);
+    // A commit due later than the plain wait does not stretch it.
+    assert_eq!(idle_wait_ms(Some(Duration::from_millis(50))), IDLE_WAIT_MS);
+    // `--audit-fsync-ms 2`: the writer wakes when the commit is due,
+    // rounded up, so it does not wake early and wait a whole round again.
+    assert_eq!(idle_wait_ms(Some(Duration::from_micros(1_200))), 2);
+    assert_eq!(idle_wait_ms(Some(Duration::from_millis(2))), 2);
+    // Due now (or overdue): the shortest wait poll(2) takes, not 0 (a spin).
+    assert_eq!(idle_wait_ms(Some(Duration::ZERO)), 1);
+    assert_eq!(idle_wait_ms(Some(Duration::from_micros(10))), 1);
+}
