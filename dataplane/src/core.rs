@@ -35,7 +35,7 @@ pub enum IdleMode {
     /// Poll forever (a dedicated core; lowest latency, 100% CPU).
     Busy,
     /// Keep polling for up to `spin_us` after the last work, then block in
-    /// `epoll_wait` on the ports' fds until a frame arrives or a timer is due.
+    /// `poll()` on the ports' fds until a frame arrives or a timer is due.
     /// Spinning is paid from a budget that refills at `share_pct` % of
     /// wall time (at most [`SPIN_CREDIT_MAX_US`] saved up): under steady
     /// load the core spins at most that share of its time on top of the
@@ -509,11 +509,7 @@ impl Core {
         let mut credit_us = SPIN_CREDIT_MAX_US;
         // The time since `last` was spent spinning (else working or asleep).
         let mut spun = false;
-        let mut fds = Vec::with_capacity(self.ports.len() + 1);
-        // Set up at the first sleep; again if the fds ever differ. `None`
-        // after epoll failed: poll(2), as before.
-        let mut waiter: Option<io::Waiter> = None;
-        let mut epoll_failed = false;
+        let mut fds = Vec::with_capacity(self.ports.len());
         while !stop.load(Ordering::Relaxed) {
             let work = self.poll_once();
             if work == 0 || self.audit_held {
@@ -549,7 +545,7 @@ impl Core {
                 continue;
             }
             let now = self.clock.at(now);
-            // epoll_wait counts whole milliseconds: round up. Rounding down
+            // poll(2) counts whole milliseconds: round up. Rounding down
             // turned every sub-millisecond remainder (each 10 ms sweep, each
             // TCP timer) into a busy wait of up to 1 ms: 4-9 % of a core on
             // an otherwise idle gate.
@@ -564,18 +560,7 @@ impl Core {
             fds.push(self.auth.doorbell.fd());
             if self.ports.iter_mut().all(|p| p.arm_wakeup()) && self.auth.verdicts.is_empty() {
                 bump(&self.counters.sleeps, 1);
-                if !epoll_failed && waiter.as_ref().is_none_or(|w| w.fds() != fds.as_slice()) {
-                    waiter = io::Waiter::new(&fds)
-                        .inspect_err(|e| {
-                            log::warn!("dp core {}: epoll: {e}; sleeping in poll(2) instead", self.id);
-                            epoll_failed = true;
-                        })
-                        .ok();
-                }
-                match &waiter {
-                    Some(w) => w.wait(timer),
-                    None => io::wait_readable(&fds, timer),
-                };
+                io::wait_readable(&fds, timer);
                 self.auth.doorbell.clear();
                 // A sleep is not a stall.
                 self.last_pass = None;

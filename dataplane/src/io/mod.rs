@@ -56,10 +56,9 @@ pub trait FramePort: Send {
     /// adaptive idle mode. `None` means the port cannot be waited on.
     fn poll_fd(&self) -> Option<RawFd>;
 
-    /// Called before the core blocks on [`FramePort::poll_fd`] (epoll).
-    /// Returns `false` when frames are already waiting to be received or
-    /// sent (do not block). The memory backend arms its eventfd; AF_XDP
-    /// kicks a tx ring that still holds frames.
+    /// Called before the core blocks in `poll()` on [`FramePort::poll_fd`].
+    /// Returns `false` when frames are already waiting (do not block). Kernel
+    /// backends need nothing here; the memory backend arms its eventfd.
     fn arm_wakeup(&mut self) -> bool {
         true
     }
@@ -171,7 +170,7 @@ impl Doorbell {
         unsafe { libc::read(self.fd, (&mut v as *mut u64).cast(), 8) };
     }
 
-    /// The fd the core sleeps on (in its epoll set).
+    /// The fd to include in `poll(2)`.
     pub fn fd(&self) -> RawFd {
         self.fd
     }
@@ -263,104 +262,9 @@ pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> bool {
     rc != 0
 }
 
-/// Waits for any of a fixed set of fds to become readable: one epoll
-/// instance, set up once, where [`wait_readable`]'s `poll(2)` registers and
-/// unregisters every fd on each call.
-///
-/// The dp core sleeps and wakes about twice a request at moderate rates.
-/// A sleeper on three fds woken from the other CPU used 10.2–11.5 µs of CPU
-/// per wake-up with `epoll_wait` against 10.7–12.6 µs with `poll`, lower in
-/// 8 of 9 alternated runs (perf/README, round ten). Level-triggered, so it
-/// reports what `poll` would: an fd stays ready while it has input.
-pub struct Waiter {
-    epoll: std::os::fd::OwnedFd,
-    fds: Vec<RawFd>,
-}
-
-impl Waiter {
-    /// An epoll set of `fds` (at most 16, like [`wait_readable`]).
-    ///
-    /// # Errors
-    /// `epoll_create1` or `epoll_ctl` failed (out of descriptors or memory,
-    /// or an fd that cannot be polled).
-    pub fn new(fds: &[RawFd]) -> io::Result<Self> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: plain system call; the result is checked before use.
-        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor nothing else owns.
-        let epoll = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-        let fds: Vec<RawFd> = fds.iter().copied().take(16).collect();
-        for &fd in &fds {
-            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
-            // SAFETY: `ev` is a valid epoll_event for the duration of the call.
-            if unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(Self { epoll, fds })
-    }
-
-    /// The fds it waits on.
-    pub fn fds(&self) -> &[RawFd] {
-        &self.fds
-    }
-
-    /// Blocks until one of the fds is readable or `timeout_ms` passes.
-    /// Returns whether any was. EINTR counts as a wakeup.
-    pub fn wait(&self, timeout_ms: i32) -> bool {
-        use std::os::fd::AsRawFd;
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 16];
-        // SAFETY: `events` is a valid, writable array of 16 epoll_event that
-        // outlives the call.
-        let rc = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 16, timeout_ms) };
-        rc != 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_waiter_wakes_for_any_of_its_fds_and_times_out_otherwise() {
-        let bells: Vec<Doorbell> = (0..3).map(|_| Doorbell::new().expect("eventfd")).collect();
-        let fds: Vec<RawFd> = bells.iter().map(Doorbell::fd).collect();
-        let waiter = Waiter::new(&fds).expect("epoll");
-        assert_eq!(waiter.fds(), &fds[..]);
-        // Nothing readable: the timeout.
-        let t = std::time::Instant::now();
-        assert!(!waiter.wait(20));
-        assert!(t.elapsed() >= std::time::Duration::from_millis(15), "returned early");
-        for bell in &bells {
-            bell.ring();
-            assert!(waiter.wait(1000), "a ring on one fd wakes it");
-            // Level-triggered: still readable until cleared.
-            assert!(waiter.wait(0));
-            bell.clear();
-            assert!(!waiter.wait(0), "a cleared bell is not readable");
-        }
-        // A ring from another thread while it sleeps.
-        let bell = std::sync::Arc::new(Doorbell::new().expect("eventfd"));
-        let waiter = Waiter::new(&[bell.fd()]).expect("epoll");
-        let ringer = {
-            let bell = bell.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                bell.ring();
-            })
-        };
-        let t = std::time::Instant::now();
-        assert!(waiter.wait(5000));
-        assert!(t.elapsed() < std::time::Duration::from_secs(4), "woke at the ring, not the timeout");
-        ringer.join().unwrap();
-        // An fd that cannot be polled is an error, not a waiter that never wakes.
-        let file = std::fs::File::open("/proc/self/stat").expect("a regular file");
-        use std::os::fd::AsRawFd;
-        assert!(Waiter::new(&[file.as_raw_fd()]).is_err());
-    }
 
     #[test]
     fn cpu_masks_as_sys_prints_them() {

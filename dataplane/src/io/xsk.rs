@@ -542,25 +542,6 @@ impl FramePort for XskPort {
         Some(self.fd)
     }
 
-    /// Generic mode sends at most 32 frames per kick. `poll(2)` on the
-    /// socket kicked once more as the core went to sleep; the core's epoll
-    /// wait does not. So: with descriptors left in the tx ring, kick; if
-    /// that took some and more are left, do not sleep (the next pass kicks
-    /// again). A kick that takes none (the link is down, the device queue
-    /// full) is no reason to stay awake: the core sleeps, as it did.
-    fn arm_wakeup(&mut self) -> bool {
-        let pending = self.tx_ring_pending();
-        if pending == 0 || !self.tx_q.needs_wakeup() {
-            return true;
-        }
-        self.stats.wakeups += 1;
-        if self.tx_q.wakeup().is_err() {
-            return true;
-        }
-        let left = self.tx_ring_pending();
-        left == 0 || left == pending
-    }
-
     fn mac(&self) -> [u8; 6] {
         self.mac
     }
