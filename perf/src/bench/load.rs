@@ -1881,7 +1881,9 @@ fn hist_pairs(h: &Histogram<u64>) -> Vec<Value> {
 /// Where requests of the shown steps waited, summed over rounds: the load
 /// generator's own send lag p99 (each round's, in order; a round without
 /// one is left out), the gate's slow passes and off-CPU gaps of 1 ms or
-/// more, and the kernel's TCP
+/// more, how often its dp core slept per request answered (each sleep and
+/// wake-up costs the core CPU: round ten measured ~7.6 µs), and the
+/// kernel's TCP
 /// retransmits on the client's and the PLC's side. Nothing when no step
 /// recorded any of them (results from before round four).
 fn write_waits(md: &mut String, groups: &[Group]) {
@@ -1925,6 +1927,10 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                     (!per_cpu.is_empty()).then(|| format!("{:.1}", per_cpu.iter().sum::<f64>() / per_cpu.len() as f64))
                 })
                 .collect();
+            // Sleeps over the requests answered in the same windows.
+            let sleeps = sum(g, &["gate", "counter_deltas", "sleeps"]);
+            let answered = sum(g, &["answered_in_window"]).filter(|&a| a > 0);
+            let per_request = sleeps.zip(answered).map(|(s, a)| format!("{:.2}", s as f64 / a as f64));
             (client.is_some() || is_gate).then(|| {
                 let n = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
                 let (passes, stalls) = if is_gate {
@@ -1933,7 +1939,13 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                     ("-".into(), "-".into())
                 };
                 let (lag, steal) = (list_or_dash(&lags), list_or_dash(&steals));
-                format!("| {} | {lag} | {steal} | {passes} | {stalls} | {} | {} |", g.label, n(client), n(plc))
+                format!(
+                    "| {} | {lag} | {steal} | {passes} | {stalls} | {} | {} | {} |",
+                    g.label,
+                    n(per_request),
+                    n(client),
+                    n(plc)
+                )
             })
         })
         .collect();
@@ -1946,15 +1958,16 @@ fn write_waits(md: &mut String, groups: &[Group]) {
          (how late it sent, part of every latency above); the host's steal per round (% of the measured CPUs' \
          time the hypervisor ran something else while they were runnable: how exposed the window was to the \
          host; a polling vCPU is always runnable); gate dp passes and \
-         off-CPU gaps of 1 ms or more; kernel TCP segments sent again on the client's and the PLC's side (of \
+         off-CPU gaps of 1 ms or more; how often the gate's dp core slept per request answered (a dash for a \
+         busy core, which never sleeps); kernel TCP segments sent again on the client's and the PLC's side (of \
          them tail-loss probes):\n"
     );
     let _ = writeln!(
         md,
-        "| target | client send lag p99 µs | host steal % | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | client retransmits \
-         | PLC retransmits |"
+        "| target | client send lag p99 µs | host steal % | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | dp sleeps / request \
+         | client retransmits | PLC retransmits |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(md, "{r}");
     }
@@ -2365,7 +2378,8 @@ mod tests {
                 "cpu_steal_percent": {"cpu0": 0.5 * client_retrans as f64, "cpu1": 1.5 * client_retrans as f64},
             });
             if gate {
-                st["gate"] = json!({"counter_deltas": {"slow_passes_1ms": 3, "stalls_1ms": 2}});
+                st["gate"] = json!({"counter_deltas": {"slow_passes_1ms": 3, "stalls_1ms": 2, "sleeps": 150}});
+                st["answered_in_window"] = json!(100);
             }
             json!({"steps": [st]})
         };
@@ -2375,13 +2389,23 @@ mod tests {
             vec![Group { label: "gate".into(), runs: vec![&a, &b] }, Group { label: "nginx".into(), runs: vec![&c] }];
         let mut md = String::new();
         write_waits(&mut md, &groups);
-        assert!(md.contains("| gate | 40, 4040 | 0.0, 4.0 | 6 | 4 | 4 (4 TLP) | 0 (0 TLP) |"), "{md}");
-        assert!(md.contains("| nginx | 7040 | 7.0 | - | - | 7 (7 TLP) | 0 (0 TLP) |"), "{md}");
+        // 300 sleeps over 200 answered: 1.50 a request.
+        assert!(md.contains("| gate | 40, 4040 | 0.0, 4.0 | 6 | 4 | 1.50 | 4 (4 TLP) | 0 (0 TLP) |"), "{md}");
+        assert!(md.contains("| nginx | 7040 | 7.0 | - | - | - | 7 (7 TLP) | 0 (0 TLP) |"), "{md}");
         // Results from before steal was recorded: a dash.
         let older = run("gate", json!({"steps": [{"send_lag_us": {"p99": 50.0}, "gate": {"counter_deltas": {}}}]}));
         let mut md = String::new();
         write_waits(&mut md, &[Group { label: "gate".into(), runs: vec![&older] }]);
-        assert!(md.contains("| gate | 50 | - | 0 | 0 | - | - |"), "{md}");
+        assert!(md.contains("| gate | 50 | - | 0 | 0 | - | - | - |"), "{md}");
+        // A busy core never sleeps: the counter does not move, so the
+        // deltas leave it out and the column has no figure.
+        let busy = run(
+            "gate",
+            json!({"steps": [{"answered_in_window": 500, "gate": {"counter_deltas": {"slow_passes_1ms": 1}}}]}),
+        );
+        let mut md = String::new();
+        write_waits(&mut md, &[Group { label: "gate".into(), runs: vec![&busy] }]);
+        assert!(md.contains("| gate | - | - | 1 | 0 | - | - | - |"), "{md}");
         // Results from before the counters existed: no table at all.
         let old = run("gate", json!({"steps": [{"latency_us": {}}]}));
         let mut md = String::new();
