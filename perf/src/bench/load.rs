@@ -1023,6 +1023,8 @@ struct Snap {
     server: Option<u64>,
     /// The server's threads by name (threads of one name summed).
     threads: Vec<(String, u64)>,
+    /// The server's context switches, all threads: (voluntary, involuntary).
+    switches: Option<(u64, u64)>,
     plc: Option<u64>,
     cpus: Vec<CpuTicks>,
     gate: Option<GateSnap>,
@@ -1058,6 +1060,7 @@ impl Probes {
             own: procfs::process_ticks(self.own),
             server: self.server.and_then(procfs::process_ticks),
             threads: self.server.map(procfs::thread_ticks).unwrap_or_default(),
+            switches: self.server.and_then(procfs::context_switches),
             plc: self.plc.and_then(procfs::process_ticks),
             cpus: procfs::cpu_ticks(&self.cpus),
             tcp_client: procfs::tcp_loss(self.own),
@@ -1541,6 +1544,15 @@ fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArg
             })
             .collect::<Map<String, Value>>(),
         "plc_cpu_percent": plc_cpu.map(|c| 100.0 * c / window),
+        // Per request answered: how often the server's threads slept (and
+        // were woken) or were preempted.
+        "server_context_switches_per_request": s0.switches.zip(s1.switches).map(|((v0, n0), (v1, n1))| {
+            let answered = t.answered_in_window.max(1) as f64;
+            json!({
+                "voluntary": v1.saturating_sub(v0) as f64 / answered,
+                "involuntary": n1.saturating_sub(n0) as f64 / answered,
+            })
+        }),
         "cpu_busy_percent": cpus,
         "cpu_steal_percent": steal,
         "kernel_tcp_loss_in_window": tcp_loss,
@@ -1927,6 +1939,14 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                     (!per_cpu.is_empty()).then(|| format!("{:.1}", per_cpu.iter().sum::<f64>() / per_cpu.len() as f64))
                 })
                 .collect();
+            // The whole server's sleeps (voluntary context switches) per
+            // request, per round: comparable across targets.
+            let server_sleeps: Vec<String> = g
+                .steps()
+                .iter()
+                .filter_map(|st| st["server_context_switches_per_request"]["voluntary"].as_f64())
+                .map(|v| format!("{v:.2}"))
+                .collect();
             // Sleeps over the requests answered in the same windows.
             let sleeps = sum(g, &["gate", "counter_deltas", "sleeps"]);
             let answered = sum(g, &["answered_in_window"]).filter(|&a| a > 0);
@@ -1940,8 +1960,9 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                 };
                 let (lag, steal) = (list_or_dash(&lags), list_or_dash(&steals));
                 format!(
-                    "| {} | {lag} | {steal} | {passes} | {stalls} | {} | {} | {} |",
+                    "| {} | {lag} | {steal} | {passes} | {stalls} | {} | {} | {} | {} |",
                     g.label,
+                    list_or_dash(&server_sleeps),
                     n(per_request),
                     n(client),
                     n(plc)
@@ -1958,16 +1979,17 @@ fn write_waits(md: &mut String, groups: &[Group]) {
          (how late it sent, part of every latency above); the host's steal per round (% of the measured CPUs' \
          time the hypervisor ran something else while they were runnable: how exposed the window was to the \
          host; a polling vCPU is always runnable); gate dp passes and \
-         off-CPU gaps of 1 ms or more; how often the gate's dp core slept per request answered (a dash for a \
+         off-CPU gaps of 1 ms or more; how often the server's threads slept (voluntary context switches, \
+         all threads) per request answered, per round, and how often of those the gate's dp core slept per request answered (a dash for a \
          busy core, which never sleeps); kernel TCP segments sent again on the client's and the PLC's side (of \
          them tail-loss probes):\n"
     );
     let _ = writeln!(
         md,
-        "| target | client send lag p99 µs | host steal % | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | dp sleeps / request \
-         | client retransmits | PLC retransmits |"
+        "| target | client send lag p99 µs | host steal % | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | server sleeps / request \
+         | dp sleeps / request | client retransmits | PLC retransmits |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(md, "{r}");
     }
@@ -2381,6 +2403,8 @@ mod tests {
                 st["gate"] = json!({"counter_deltas": {"slow_passes_1ms": 3, "stalls_1ms": 2, "sleeps": 150}});
                 st["answered_in_window"] = json!(100);
             }
+            st["server_context_switches_per_request"] =
+                json!({"voluntary": 1.6 + client_retrans as f64, "involuntary": 0.1});
             json!({"steps": [st]})
         };
         let run = |label: &str, doc: Value| Run { label: label.into(), scenario: "s2".into(), doc };
@@ -2390,13 +2414,16 @@ mod tests {
         let mut md = String::new();
         write_waits(&mut md, &groups);
         // 300 sleeps over 200 answered: 1.50 a request.
-        assert!(md.contains("| gate | 40, 4040 | 0.0, 4.0 | 6 | 4 | 1.50 | 4 (4 TLP) | 0 (0 TLP) |"), "{md}");
-        assert!(md.contains("| nginx | 7040 | 7.0 | - | - | - | 7 (7 TLP) | 0 (0 TLP) |"), "{md}");
+        assert!(
+            md.contains("| gate | 40, 4040 | 0.0, 4.0 | 6 | 4 | 1.60, 5.60 | 1.50 | 4 (4 TLP) | 0 (0 TLP) |"),
+            "{md}"
+        );
+        assert!(md.contains("| nginx | 7040 | 7.0 | - | - | 8.60 | - | 7 (7 TLP) | 0 (0 TLP) |"), "{md}");
         // Results from before steal was recorded: a dash.
         let older = run("gate", json!({"steps": [{"send_lag_us": {"p99": 50.0}, "gate": {"counter_deltas": {}}}]}));
         let mut md = String::new();
         write_waits(&mut md, &[Group { label: "gate".into(), runs: vec![&older] }]);
-        assert!(md.contains("| gate | 50 | - | 0 | 0 | - | - | - |"), "{md}");
+        assert!(md.contains("| gate | 50 | - | 0 | 0 | - | - | - | - |"), "{md}");
         // A busy core never sleeps: the counter does not move, so the
         // deltas leave it out and the column has no figure.
         let busy = run(
@@ -2405,7 +2432,7 @@ mod tests {
         );
         let mut md = String::new();
         write_waits(&mut md, &[Group { label: "gate".into(), runs: vec![&busy] }]);
-        assert!(md.contains("| gate | - | - | 1 | 0 | - | - | - |"), "{md}");
+        assert!(md.contains("| gate | - | - | 1 | 0 | - | - | - | - |"), "{md}");
         // Results from before the counters existed: no table at all.
         let old = run("gate", json!({"steps": [{"latency_us": {}}]}));
         let mut md = String::new();

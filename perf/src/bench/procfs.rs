@@ -50,6 +50,34 @@ pub fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
     threads(pid).unwrap_or_default()
 }
 
+/// Context switches of a process, all its threads summed: (voluntary,
+/// involuntary), from `/proc/PID/task/*/status`. A voluntary one is a
+/// thread going to sleep (waiting in poll, epoll, a lock, I/O), so it
+/// counts the sleep-and-wake-up round trips a server pays; involuntary
+/// ones are preemptions. `None` if the process is gone.
+pub fn context_switches(pid: u32) -> Option<(u64, u64)> {
+    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+    let mut sum = (0, 0);
+    for task in std::fs::read_dir(&tasks).ok()?.flatten() {
+        let (v, n) = std::fs::read_to_string(task.path().join("status")).map_or((0, 0), |t| parse_switches(&t));
+        sum = (sum.0 + v, sum.1 + n);
+    }
+    Some(sum)
+}
+
+/// (voluntary, involuntary) context switches from a `status` file's text;
+/// a missing or unreadable line counts 0.
+fn parse_switches(status: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("voluntary_ctxt_switches"), field("nonvoluntary_ctxt_switches"))
+}
+
 /// CPU time of the gate's dp threads (named dp0, dp1, ...), USER_HZ ticks.
 ///
 /// # Errors
@@ -194,6 +222,23 @@ mod tests {
         assert!(c[0].busy <= c[0].all);
         assert!(cpu_ticks(&[100_000]).is_empty());
         assert!(dp_ticks(u32::MAX).is_err());
+        assert_eq!(context_switches(u32::MAX), None);
+        // This thread sleeps: its voluntary switches grow.
+        let (v0, _) = context_switches(pid).expect("this process");
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let (v1, _) = context_switches(pid).expect("this process");
+        assert!(v1 >= v0 + 3, "three sleeps, {v0} -> {v1}");
+    }
+
+    #[test]
+    fn context_switches_are_read_by_name() {
+        let status = "Name:\tdp0\nvoluntary_ctxt_switches:\t271248\nnonvoluntary_ctxt_switches:\t17\n";
+        assert_eq!(parse_switches(status), (271_248, 17));
+        // The prefix of another field is not the field; junk counts 0.
+        assert_eq!(parse_switches("xvoluntary_ctxt_switches:\t5\nnonvoluntary_ctxt_switches: x\n"), (0, 0));
+        assert_eq!(parse_switches(""), (0, 0));
     }
 
     #[test]
