@@ -1893,9 +1893,9 @@ fn hist_pairs(h: &Histogram<u64>) -> Vec<Value> {
 /// Where requests of the shown steps waited, summed over rounds: the load
 /// generator's own send lag p99 (each round's, in order; a round without
 /// one is left out), the gate's slow passes and off-CPU gaps of 1 ms or
-/// more, how often its dp core slept per request answered (each sleep and
-/// wake-up costs the core CPU: round ten measured ~7.6 µs), and the
-/// kernel's TCP
+/// more, every server's sleeps (voluntary context switches) and the gate's
+/// dp waits in poll(2) per request answered (each sleep and wake-up costs
+/// CPU: round ten measured ~7–9 µs for the gate's), and the kernel's TCP
 /// retransmits on the client's and the PLC's side. Nothing when no step
 /// recorded any of them (results from before round four).
 fn write_waits(md: &mut String, groups: &[Group]) {
@@ -1980,14 +1980,15 @@ fn write_waits(md: &mut String, groups: &[Group]) {
          time the hypervisor ran something else while they were runnable: how exposed the window was to the \
          host; a polling vCPU is always runnable); gate dp passes and \
          off-CPU gaps of 1 ms or more; how often the server's threads slept (voluntary context switches, \
-         all threads) per request answered, per round, and how often of those the gate's dp core slept per request answered (a dash for a \
-         busy core, which never sleeps); kernel TCP segments sent again on the client's and the PLC's side (of \
+         all threads) per request answered, per round; how often the gate's dp core went to wait in poll(2) per \
+         request answered (a wait that finds a frame already there does not sleep; a dash for a busy core, \
+         which never waits); kernel TCP segments sent again on the client's and the PLC's side (of \
          them tail-loss probes):\n"
     );
     let _ = writeln!(
         md,
         "| target | client send lag p99 µs | host steal % | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | server sleeps / request \
-         | dp sleeps / request | client retransmits | PLC retransmits |"
+         | dp waits / request | client retransmits | PLC retransmits |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
