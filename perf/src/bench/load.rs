@@ -1920,14 +1920,17 @@ fn write_waits(md: &mut String, groups: &[Group]) {
             // The 1 ms buckets.
             let gate = |family: &str| sum(g, &["gate", "counter_deltas", &bucket_name(family, 1)]);
             let is_gate = g.steps().iter().any(|st| st["gate"].is_object());
+            // One number per round (a round without it is left out).
+            let per_round = |path: &[&str], digits: usize| -> Vec<String> {
+                g.steps()
+                    .iter()
+                    .filter_map(|st| path.iter().try_fold(*st, |v, k| v.get(*k)).and_then(Value::as_f64))
+                    .map(|v| format!("{v:.digits$}"))
+                    .collect()
+            };
             // How late the load generator itself sent, per round: counted in
             // every latency above (open loop), and no server's doing.
-            let lags: Vec<String> = g
-                .steps()
-                .iter()
-                .filter_map(|st| st["send_lag_us"]["p99"].as_f64())
-                .map(|v| format!("{v:.0}"))
-                .collect();
+            let lags = per_round(&["send_lag_us", "p99"], 0);
             // The host's share of the measured CPUs' time, per round (while
             // it runs something else, whatever was runnable there waits).
             let steals: Vec<String> = g
@@ -1941,12 +1944,7 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                 .collect();
             // The whole server's sleeps (voluntary context switches) per
             // request, per round: comparable across targets.
-            let server_sleeps: Vec<String> = g
-                .steps()
-                .iter()
-                .filter_map(|st| st["server_context_switches_per_request"]["voluntary"].as_f64())
-                .map(|v| format!("{v:.2}"))
-                .collect();
+            let server_sleeps = per_round(&["server_context_switches_per_request", "voluntary"], 2);
             // Sleeps over the requests answered in the same windows.
             let sleeps = sum(g, &["gate", "counter_deltas", "sleeps"]);
             let answered = sum(g, &["answered_in_window"]).filter(|&a| a > 0);
