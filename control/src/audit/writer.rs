@@ -165,8 +165,8 @@ const FLUSH_BYTES: usize = 512 << 10;
 /// group commit is due sooner or its bell rings. 5 ms of records at 80k a
 /// second are a tenth of a core's 4,096-record queue. Waiting 1 ms while
 /// records came cost a wake-up (two context switches on a CPU shared with
-/// a dp core, and cold caches) per dozen records at 12k requests/s: the
-/// writer's CPU per record fell ~25 % with 5 ms (`accessgate-perf audit
+/// a dp core, and cold caches) per two dozen records at 12k requests/s: the
+/// writer's CPU per record fell 18–26 % with 5 ms (`accessgate-perf audit
 /// --sessions 100 --rate 12000`, perf/README round ten).
 const IDLE_WAIT_MS: i32 = 5;
 
@@ -1105,7 +1105,13 @@ impl Writer {
 
     /// Whether anything is waiting for a sync.
     fn dirty(&self) -> bool {
-        self.pending_bytes() > 0 || self.synced.seq != self.chain.seq
+        self.dirty_with(self.pending_bytes())
+    }
+
+    /// [`Writer::dirty`] with [`Writer::pending_bytes`] already counted
+    /// (the count walks the touched sessions).
+    fn dirty_with(&self, pending: usize) -> bool {
+        pending > 0 || self.synced.seq != self.chain.seq
     }
 
     /// The thread body: runs until `stop`, then drains and syncs.
@@ -1205,10 +1211,7 @@ impl Writer {
                 if rx.is_empty() || pending >= self.cfg.max_pending_bytes {
                     // Events waiting are no reason to loop while nothing may
                     // be taken (too much held in memory for a failing disk).
-                    // `pending` was just counted: not `dirty()`, which walks
-                    // the touched sessions again.
-                    let dirty = pending > 0 || self.synced.seq != self.chain.seq;
-                    let commit_due = (dirty && self.in_flight.is_none() && self.failure.is_none())
+                    let commit_due = (self.dirty_with(pending) && self.in_flight.is_none() && self.failure.is_none())
                         .then(|| interval.saturating_sub(now.duration_since(last_sync)));
                     self.slices.idle(bell, idle_wait_ms(commit_due));
                 } else {

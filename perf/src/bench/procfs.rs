@@ -26,14 +26,22 @@ pub fn process_ticks(pid: u32) -> Option<u64> {
     stat_ticks(&PathBuf::from(format!("/proc/{pid}/stat")))
 }
 
+/// The thread directories of a process (`/proc/PID/task/*`).
+///
+/// # Errors
+/// The process's task directory cannot be read.
+fn tasks(pid: u32) -> Result<impl Iterator<Item = std::fs::DirEntry>, String> {
+    let dir = PathBuf::from(format!("/proc/{pid}/task"));
+    Ok(std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten())
+}
+
 /// utime + stime of each thread of a process, summed by thread name.
 ///
 /// # Errors
 /// The process's task directory cannot be read.
 fn threads(pid: u32) -> Result<Vec<(String, u64)>, String> {
-    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
     let mut out: Vec<(String, u64)> = Vec::new();
-    for task in std::fs::read_dir(&tasks).map_err(|e| format!("{}: {e}", tasks.display()))?.flatten() {
+    for task in tasks(pid)? {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
         let t = stat_ticks(&task.path().join("stat")).unwrap_or(0);
         match out.iter_mut().find(|(n, _)| *n == comm) {
@@ -56,9 +64,8 @@ pub fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
 /// counts the sleep-and-wake-up round trips a server pays; involuntary
 /// ones are preemptions. `None` if the process is gone.
 pub fn context_switches(pid: u32) -> Option<(u64, u64)> {
-    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
     let mut sum = (0, 0);
-    for task in std::fs::read_dir(&tasks).ok()?.flatten() {
+    for task in tasks(pid).ok()? {
         let (v, n) = std::fs::read_to_string(task.path().join("status")).map_or((0, 0), |t| parse_switches(&t));
         sum = (sum.0 + v, sum.1 + n);
     }
