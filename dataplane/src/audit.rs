@@ -23,7 +23,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::wire::modbus;
+use crate::policy::Op;
+use crate::wire::{modbus, s7};
 
 /// Bytes of payload one record carries: one Modbus/TCP ADU (MBAP 7 + PDU
 /// 253), or one chunk of a raw TCP stream.
@@ -230,6 +231,22 @@ pub struct Decoded {
     pub table: Option<Table>,
     pub address: u16,
     pub count: u16,
+    /// S7comm only: what the request was beyond its function.
+    pub s7: Option<S7Decoded>,
+}
+
+/// The fields of an S7comm request the audit trail shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S7Decoded {
+    /// The userdata subfunction (0 for jobs).
+    pub subfunction: u8,
+    /// The operation the policy was asked about.
+    pub op: Op,
+    /// The first variable a read or write names.
+    pub item: Option<s7::Item>,
+    /// The error the gate answered a refusal with (item return code 0x03,
+    /// header error 0x8703, userdata error 0xD241, ...); 0 if forwarded.
+    pub error: u16,
 }
 
 impl Decoded {
@@ -247,6 +264,21 @@ impl Decoded {
             }
         }
         Some(d)
+    }
+
+    /// An inspected S7comm unit.
+    pub fn s7(i: &crate::inspect::s7::Inspected) -> Self {
+        use crate::inspect::s7::Verdict as V;
+        let error = match i.verdict {
+            V::Denied { error, .. } | V::Malformed { error } => error,
+            V::Flood => s7::ERR_NO_RESOURCES,
+            V::Transport | V::Allowed { .. } => 0,
+        };
+        Self {
+            function: i.function,
+            s7: Some(S7Decoded { subfunction: i.subfunction, op: i.op, item: i.item, error }),
+            ..Self::default()
+        }
     }
 
     /// Unit id and function code from the raw MBAP header, if present.
@@ -568,7 +600,10 @@ mod tests {
         // Read holding registers: tid 1, pid 0, len 6, unit 17, fc 3, addr 0x006B, qty 3.
         let adu = [0, 1, 0, 0, 0, 6, 17, 3, 0x00, 0x6B, 0, 3];
         let d = Decoded::modbus(&adu).unwrap();
-        assert_eq!(d, Decoded { unit: 17, function: 3, table: Some(Table::HoldingRegisters), address: 0x6B, count: 3 });
+        assert_eq!(
+            d,
+            Decoded { unit: 17, function: 3, table: Some(Table::HoldingRegisters), address: 0x6B, count: 3, s7: None }
+        );
         // Write single coil 0x00AC on.
         let adu = [0, 2, 0, 0, 0, 6, 1, 5, 0x00, 0xAC, 0xFF, 0x00];
         let d = Decoded::modbus(&adu).unwrap();

@@ -30,6 +30,10 @@ pub struct CoreCounters {
     pub modbus_denied: AtomicU64,
     pub modbus_malformed: AtomicU64,
     pub modbus_unmatched: AtomicU64,
+    pub s7_allowed: AtomicU64,
+    pub s7_denied: AtomicU64,
+    pub s7_malformed: AtomicU64,
+    pub s7_unmatched: AtomicU64,
     pub loops: AtomicU64,
     pub sleeps: AtomicU64,
     /// Passes without work on which the core gave its CPU to the audit
@@ -103,6 +107,10 @@ pub struct CounterTotals {
     pub modbus_denied: u64,
     pub modbus_malformed: u64,
     pub modbus_unmatched: u64,
+    pub s7_allowed: u64,
+    pub s7_denied: u64,
+    pub s7_malformed: u64,
+    pub s7_unmatched: u64,
     pub loops: u64,
     pub sleeps: u64,
     pub audit_turns: u64,
@@ -139,6 +147,10 @@ impl CounterTotals {
             t.modbus_denied += c.modbus_denied.load(Relaxed);
             t.modbus_malformed += c.modbus_malformed.load(Relaxed);
             t.modbus_unmatched += c.modbus_unmatched.load(Relaxed);
+            t.s7_allowed += c.s7_allowed.load(Relaxed);
+            t.s7_denied += c.s7_denied.load(Relaxed);
+            t.s7_malformed += c.s7_malformed.load(Relaxed);
+            t.s7_unmatched += c.s7_unmatched.load(Relaxed);
             t.loops += c.loops.load(Relaxed);
             t.sleeps += c.sleeps.load(Relaxed);
             t.audit_turns += c.audit_turns.load(Relaxed);
@@ -189,6 +201,10 @@ impl CounterTotals {
             ("modbus_denied".into(), self.modbus_denied),
             ("modbus_malformed".into(), self.modbus_malformed),
             ("modbus_unmatched".into(), self.modbus_unmatched),
+            ("s7_allowed".into(), self.s7_allowed),
+            ("s7_denied".into(), self.s7_denied),
+            ("s7_malformed".into(), self.s7_malformed),
+            ("s7_unmatched".into(), self.s7_unmatched),
             ("bytes_up".into(), self.bytes_up),
             ("bytes_down".into(), self.bytes_down),
             ("loops".into(), self.loops),

@@ -618,15 +618,19 @@ impl Writer {
                 let modbus = self.protocol_of(rec.session).is_none_or(|p| p == "modbus");
                 let mut m = Fields::new("request");
                 m.put("session", sid).put("req", r.seq);
-                m.put("unit", r.decoded.unit).put("function", r.decoded.function);
-                if modbus {
-                    if let Some(name) = modbus_function_name(r.decoded.function) {
-                        m.put("function_name", name);
+                if let Some(s7) = r.decoded.s7 {
+                    s7_fields(&mut m, r.decoded.function, &s7);
+                } else {
+                    m.put("unit", r.decoded.unit).put("function", r.decoded.function);
+                    if modbus {
+                        if let Some(name) = modbus_function_name(r.decoded.function) {
+                            m.put("function_name", name);
+                        }
                     }
-                }
-                m.put("table", r.decoded.table.map(|t| t.as_str()));
-                if r.decoded.table.is_some() {
-                    m.put("address", r.decoded.address).put("count", r.decoded.count);
+                    m.put("table", r.decoded.table.map(|t| t.as_str()));
+                    if r.decoded.table.is_some() {
+                        m.put("address", r.decoded.address).put("count", r.decoded.count);
+                    }
                 }
                 m.put("verdict", r.verdict.as_str()).put("rule", r.rule);
                 m.put("rule_name", opt_text(r.rule_name.as_str())).put("exception", r.exception);
@@ -1311,6 +1315,74 @@ fn payload_fields<'a>(m: &mut Fields<'a>, bytes: &'a [u8], total: u32) {
 }
 
 /// Modbus function names in the journal (the `FunctionCode` variants).
+/// An S7comm request's fields: function (and its name), operation, the
+/// first variable of a read or write, the error the gate refused it with.
+fn s7_fields(m: &mut Fields, function: u8, s7: &dataplane::audit::S7Decoded) {
+    use dataplane::wire::s7 as w;
+    m.put("function", function);
+    if function & 0xf0 == 0x70 && function != 0x70 {
+        m.put("subfunction", s7.subfunction);
+    }
+    m.put("function_name", s7_function_name(function, s7.subfunction));
+    m.put("op", s7.op.as_str());
+    if let Some(i) = s7.item {
+        let area = match i.area {
+            0x81 => "inputs",
+            0x82 => "outputs",
+            0x83 => "flags",
+            0x84 => "db",
+            0x1c => "counters",
+            0x1d => "timers",
+            _ => "other",
+        };
+        m.put("area", area).put("db", i.db).put("address", i.bit_address / 8).put("count", i.count);
+    }
+    if s7.error != 0 {
+        let error = if s7.error == u16::from(w::ITEM_ACCESS_DENIED) {
+            "item 0x03 (object access not allowed)".to_string()
+        } else {
+            format!("0x{:04x}", s7.error)
+        };
+        m.put("s7_error", error);
+    }
+}
+
+/// A name for an S7comm function (`0x70 | group` for userdata, COTP codes
+/// for connection TPDUs).
+fn s7_function_name(function: u8, subfunction: u8) -> &'static str {
+    use dataplane::wire::s7 as w;
+    match function {
+        w::READ_VAR => "ReadVar",
+        w::WRITE_VAR => "WriteVar",
+        w::SETUP_COMMUNICATION => "SetupCommunication",
+        w::REQUEST_DOWNLOAD => "RequestDownload",
+        w::DOWNLOAD_BLOCK => "DownloadBlock",
+        w::DOWNLOAD_ENDED => "DownloadEnded",
+        w::START_UPLOAD => "StartUpload",
+        w::UPLOAD => "Upload",
+        w::END_UPLOAD => "EndUpload",
+        w::PI_SERVICE => "PiService",
+        w::PLC_STOP => "PlcStop",
+        // No userdata group 0: 0x70 is COTP's error TPDU.
+        0x70 => "CotpError",
+        0x71 => "UserdataProgrammer",
+        0x72 => "UserdataCyclicData",
+        0x73 => "UserdataBlockInfo",
+        0x74 if subfunction == 1 => "UserdataReadSzl",
+        0x74 => "UserdataCpu",
+        0x75 => "UserdataSecurity",
+        0x77 if subfunction == 2 || subfunction == 4 => "UserdataSetClock",
+        0x77 => "UserdataReadClock",
+        f if f & 0xf0 == 0x70 => "Userdata",
+        f => match f & 0xf0 {
+            0xe0 => "CotpConnect",
+            0x80 => "CotpDisconnect",
+            0xc0 => "CotpDisconnectConfirm",
+            _ => "Unknown",
+        },
+    }
+}
+
 fn modbus_function_name(function: u8) -> Option<&'static str> {
     Some(match function & 0x7F {
         1 => "ReadCoils",

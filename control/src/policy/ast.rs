@@ -407,12 +407,12 @@ pub(crate) fn validate(
 
         for (detail, proto) in [(&r.s7, "s7"), (&r.dnp3, "dnp3"), (&r.enip, "enip")] {
             if let Some(d) = detail {
-                err.at(
-                    d.span(),
-                    format!(
-                        "{what}: [rule.{proto}] is not supported yet: this build inspects Modbus only; without detail, protocol = \"{proto}\" allows or denies whole operations"
-                    ),
-                );
+                let why = if proto == "s7" {
+                    "S7comm is checked by operation (read, write, program, control, diagnostic), not by area: drop the table".to_string()
+                } else {
+                    format!("this build does not inspect {proto} request by request; operations = [\"connect\"] opens whole sessions")
+                };
+                err.at(d.span(), format!("{what}: [rule.{proto}] is not supported yet: {why}"));
             }
         }
         let modbus = r.modbus.as_ref().map(|m| {

@@ -480,13 +480,13 @@ value_min = 500                                # E-values
 value_max = 100
 
 [[rule]]
-name = "s7-detail"
+name = "dnp3-detail"
 roles = ["operator"]
 assets = ["plc-7"]
-protocol = "s7"                                # E-s7-connect
+protocol = "dnp3"                              # E-dnp3-connect
 operations = ["read"]
-[rule.s7]                                      # E-detail-s7
-areas = ["DB1"]
+[rule.dnp3]                                    # E-detail-dnp3
+points = ["1-10"]
 
 [[rule]]
 name = "allow-writes"                          # E-shadowed
@@ -546,8 +546,8 @@ max_session_secs = 600                         # E-deny-limit
         ("E-range", "range \"200-100\" is reversed (did you mean \"100-200\"?)"),
         ("E-range", "address 70000 is above 65535"),
         ("E-values", "value_min 500 is above value_max 100"),
-        ("E-s7-connect", "protocol \"s7\" is not inspected request by request"),
-        ("E-detail-s7", "[rule.s7] is not supported yet"),
+        ("E-dnp3-connect", "protocol \"dnp3\" is not inspected request by request"),
+        ("E-detail-dnp3", "[rule.dnp3] is not supported yet"),
         ("E-shadowed", "rule \"allow-writes\" can never permit anything: deny rule \"deny-writes\""),
         ("E-duplicate", "rule \"read-again\" repeats rule \"read-twice\""),
         ("E-deny-limit", "a deny rule has nothing to limit"),

@@ -15,6 +15,7 @@
 //! Buffers are fixed (two ADUs per direction); when the other side has no
 //! room, reading stops (TCP backpressure). Nothing here allocates.
 
+use super::{Buf, Sink};
 use crate::policy::{Decision, Denial, ModbusDetail, Op, Table};
 use crate::wire::modbus::{
     self as wire, emit_exception, Entry, ExceptionCode, Framer, OpClass, Packet, Progress, Request, Transactions,
@@ -70,41 +71,14 @@ pub struct InspectStats {
     pub unmatched: u64,
 }
 
-/// A fixed byte buffer for partial ADUs.
-struct Buf {
-    data: [u8; 2 * MAX_ADU_LEN],
-    len: usize,
-}
-
-impl Buf {
-    const fn new() -> Self {
-        Self { data: [0; 2 * MAX_ADU_LEN], len: 0 }
-    }
-    fn spare(&mut self) -> &mut [u8] {
-        &mut self.data[self.len..]
-    }
-    fn consume(&mut self, n: usize) {
-        self.data.copy_within(n..self.len, 0);
-        self.len -= n;
-    }
-}
-
-/// Where inspected bytes go. The session implements this over the asset's
-/// TCP socket (`to_asset`) and the user's TLS session (`to_user`); both
-/// return `false` when there is no room for the whole ADU right now.
-pub trait Sink {
-    fn to_asset(&mut self, adu: &[u8]) -> bool;
-    fn to_user(&mut self, adu: &[u8]) -> bool;
-}
-
 /// Hears each response: the seq of its request (0: unmatched), latency
 /// (`None`: unmatched, dropped) and the ADU.
 pub type OnResponse<'a> = dyn FnMut(u32, Option<u64>, &[u8]) + 'a;
 
 /// One session's Modbus inspector.
 pub struct ModbusInspector {
-    up: Buf,
-    down: Buf,
+    up: Buf<{ 2 * MAX_ADU_LEN }>,
+    down: Buf<{ 2 * MAX_ADU_LEN }>,
     framer: Framer,
     pending: Transactions<MAX_OUTSTANDING>,
     /// (transaction id, request seq) of forwarded requests.
@@ -137,7 +111,7 @@ impl ModbusInspector {
 
     /// `n` bytes were written into [`ModbusInspector::up_spare`].
     pub fn up_filled(&mut self, n: usize) {
-        self.up.len = (self.up.len + n).min(self.up.data.len());
+        self.up.filled(n);
     }
 
     /// Room for more bytes from the asset.
@@ -147,7 +121,7 @@ impl ModbusInspector {
 
     /// `n` bytes were written into [`ModbusInspector::down_spare`].
     pub fn down_filled(&mut self, n: usize) {
-        self.down.len = (self.down.len + n).min(self.down.data.len());
+        self.down.filled(n);
     }
 
     /// Whether bytes from the user wait for room on the other side.

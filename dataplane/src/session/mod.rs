@@ -23,7 +23,9 @@ use smoltcp::time::{Duration, Instant};
 use crate::audit::{AuditOut, AuditRecord, Decoded, Direction, Verdict as AuditVerdict};
 use crate::auth::{AuthRequest, AuthVerdict, Credentials, Grant, Purpose};
 use crate::counters::{bump, CoreCounters};
-use crate::inspect::modbus::{Broken, ModbusInspector, Sink, Verdict};
+use crate::inspect::modbus::{Broken, ModbusInspector, Verdict};
+use crate::inspect::s7::{self, S7Inspector};
+use crate::inspect::Sink;
 use crate::policy::{Decision, Denial, ModbusDetail, Op, Policy, Query, RoleId};
 use crate::snapshot::Protocol;
 use crate::tls::Tls;
@@ -143,7 +145,7 @@ pub struct Session {
     target: Target,
     tls: Box<Tls>,
     hello: Option<Box<HelloBuf>>,
-    inspector: Option<Box<ModbusInspector>>,
+    inspector: Inspector,
     protocol: Protocol,
     role_ids: Vec<RoleId>,
     asset_id: Option<u32>,
@@ -155,6 +157,25 @@ pub struct Session {
     up_fin: bool,
     down_fin: bool,
     first_fin: Option<FirstFin>,
+}
+
+/// The session's request-by-request inspection, by protocol.
+enum Inspector {
+    /// Raw TCP, or a protocol the gate does not inspect: all or nothing.
+    None,
+    Modbus(Box<ModbusInspector>),
+    S7(Box<S7Inspector>),
+}
+
+impl Inspector {
+    /// Bytes from the user the inspector still holds for the asset.
+    fn up_pending(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::Modbus(i) => i.up_pending(),
+            Self::S7(i) => i.up_pending(),
+        }
+    }
 }
 
 struct HelloBuf {
@@ -248,7 +269,7 @@ impl Session {
             audited: false,
             target,
             tls: Box::new(tls),
-            inspector: None,
+            inspector: Inspector::None,
             protocol: Protocol::Tcp,
             role_ids: Vec::new(),
             asset_id: None,
@@ -562,8 +583,11 @@ impl Session {
             north.abort();
             return Step::Closed(CloseReason::TlsFailed);
         }
-        let moved =
-            if self.inspector.is_some() { self.move_modbus(ctx, north, south) } else { self.move_raw(ctx, south) };
+        let moved = match self.inspector {
+            Inspector::None => self.move_raw(ctx, south),
+            Inspector::Modbus(_) => self.move_modbus(ctx, north, south),
+            Inspector::S7(_) => self.move_s7(ctx, north, south),
+        };
         let (up, down) = match moved {
             Ok(m) => m,
             Err(reason) => {
@@ -574,7 +598,7 @@ impl Session {
         self.tls.push(north);
         self.bytes_up += up as u64;
         self.bytes_down += down as u64;
-        let held = self.inspector.as_ref().map_or(0, |i| i.up_pending());
+        let held = self.inspector.up_pending();
         self.propagate_close(north, south, held, up + down)
     }
 
@@ -652,7 +676,7 @@ impl Session {
         if ctx.audit.terminate {
             return Err(CloseReason::AuditUnavailable);
         }
-        let Some(insp) = self.inspector.as_deref_mut() else { return Ok((0, 0)) };
+        let Inspector::Modbus(insp) = &mut self.inspector else { return Ok((0, 0)) };
         let (roles, asset, protocol) = (&self.role_ids[..], self.asset_id, self.protocol);
         let (policy, unix, micros, counters) = (ctx.policy, ctx.unix, ctx.now.total_micros() as u64, ctx.counters);
         let (id, ts) = (self.id, ctx.unix_us);
@@ -738,6 +762,111 @@ impl Session {
         Ok((up, down))
     }
 
+    /// S7comm: every request framed, decided and forwarded or answered;
+    /// every acknowledgement matched.
+    fn move_s7(
+        &mut self,
+        ctx: &mut StepCtx<'_>,
+        north: &mut Socket<'_>,
+        south: &mut Socket<'_>,
+    ) -> Result<(usize, usize), CloseReason> {
+        if ctx.audit.terminate {
+            return Err(CloseReason::AuditUnavailable);
+        }
+        let Inspector::S7(insp) = &mut self.inspector else { return Ok((0, 0)) };
+        let (roles, asset, protocol) = (&self.role_ids[..], self.asset_id, self.protocol);
+        let (policy, unix, micros, counters) = (ctx.policy, ctx.unix, ctx.now.total_micros() as u64, ctx.counters);
+        let (id, ts) = (self.id, ctx.unix_us);
+        let audit = &mut ctx.audit;
+        let tls = &mut *self.tls;
+        // A unit may take a request record and its overflow in data records.
+        const RECORDS: usize = 1 + crate::wire::s7::MAX_UNIT.div_ceil(crate::audit::PAYLOAD_LEN);
+        if audit.has_room(RECORDS) {
+            let n = tls.read_plain(insp.up_spare());
+            insp.up_filled(n);
+        }
+        let mut up = 0;
+        let mut wires = Wires { tls, north: &mut *north, south: &mut *south };
+        let mut decide = |op: Op| match asset {
+            Some(asset) => policy.check(&Query { roles, asset, protocol, op, modbus: None, now: unix }),
+            None => Decision::Deny(Denial::NoRule),
+        };
+        let result = insp.requests(&mut wires, &mut decide, micros, &mut |i, unit| {
+            let (verdict, rule) = match i.verdict {
+                s7::Verdict::Transport => {
+                    up += unit.len();
+                    (AuditVerdict::Allow, None)
+                }
+                s7::Verdict::Allowed { rule } => {
+                    up += unit.len();
+                    bump(&counters.s7_allowed, 1);
+                    (AuditVerdict::Allow, Some(rule))
+                }
+                s7::Verdict::Denied { denial, .. } => {
+                    bump(&counters.s7_denied, 1);
+                    (AuditVerdict::Deny, denial_rule(denial))
+                }
+                s7::Verdict::Flood => {
+                    bump(&counters.s7_denied, 1);
+                    (AuditVerdict::Deny, None)
+                }
+                s7::Verdict::Malformed { .. } => {
+                    bump(&counters.s7_malformed, 1);
+                    (AuditVerdict::Deny, None)
+                }
+            };
+            if audit.enabled() {
+                let name = rule.and_then(|r| policy.rules.get(r as usize)).map_or("", String::as_str);
+                let rule16 = rule.and_then(|r| u16::try_from(r).ok());
+                audit.push(AuditRecord::request(id, i.seq, ts, Decoded::s7(i), verdict, rule16, name, None, unit));
+                audit_overflow(audit, id, ts, Direction::Up, unit);
+            }
+        });
+        if let Err(anomaly) = result {
+            self.detail = Some(format!("{anomaly:?}"));
+            return Err(CloseReason::FramingLost);
+        }
+        // Asset -> gate -> user.
+        let mut down = 0;
+        while wires.south.can_recv() {
+            let spare = insp.down_spare();
+            if spare.is_empty() {
+                break;
+            }
+            let got = wires.south.recv_slice(spare).unwrap_or(0);
+            if got == 0 {
+                break;
+            }
+            insp.down_filled(got);
+        }
+        let result = insp.responses(&mut wires, micros, &mut |answer, unit| match answer {
+            s7::Answer::Matched { seq, latency } => {
+                down += unit.len();
+                audit.push(AuditRecord::response(id, seq, ts, u32::try_from(latency).unwrap_or(u32::MAX), unit));
+                audit_overflow(audit, id, ts, Direction::Down, unit);
+            }
+            s7::Answer::Unsolicited => {
+                down += unit.len();
+                audit.push(AuditRecord::response(id, 0, ts, 0, unit));
+                audit_overflow(audit, id, ts, Direction::Down, unit);
+            }
+            s7::Answer::Unmatched => {
+                bump(&counters.s7_unmatched, 1);
+                audit.push(AuditRecord::anomaly(
+                    id,
+                    ts,
+                    "unmatched_response",
+                    "a PLC acknowledgement matched no request; dropped",
+                ));
+            }
+        });
+        if let Err(anomaly) = result {
+            self.detail = Some(format!("asset: {anomaly:?}"));
+            return Err(CloseReason::FramingLost);
+        }
+        Ok((up, down))
+    }
+
     /// On a new policy generation or when the permitting window ends, asks
     /// the policy again whether this session may go on.
     fn reauthorize(&mut self, ctx: &StepCtx<'_>) -> Option<CloseReason> {
@@ -784,9 +913,11 @@ impl Session {
         self.protocol = protocol;
         self.checked_generation = generation;
         self.permit_until = 0;
-        if protocol == Protocol::Modbus {
-            self.inspector = Some(Box::new(ModbusInspector::new()));
-        }
+        self.inspector = match protocol {
+            Protocol::Modbus => Inspector::Modbus(Box::default()),
+            Protocol::S7 => Inspector::S7(Box::default()),
+            _ => Inspector::None,
+        };
     }
 
     /// FIN/close_notify and RST propagation once bytes have moved. `held`:
@@ -826,6 +957,16 @@ impl Session {
 }
 
 /// The rule a denial names, if any.
+/// The bytes of a unit past what its request or response record carries,
+/// as data records, so the trail and the capture hold all of it.
+fn audit_overflow(audit: &mut AuditOut<'_>, id: u64, ts: u64, direction: Direction, unit: &[u8]) {
+    if let Some(rest) = unit.get(crate::audit::PAYLOAD_LEN..) {
+        for r in AuditRecord::data_chunks(id, ts, direction, rest) {
+            audit.push(r);
+        }
+    }
+}
+
 fn denial_rule(d: Denial) -> Option<u32> {
     match d {
         Denial::NoRule => None,

@@ -5,3 +5,4 @@
 
 pub mod hello;
 pub mod modbus;
+pub mod s7;

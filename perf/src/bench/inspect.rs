@@ -5,7 +5,8 @@
 
 use std::time::Instant;
 
-use dataplane::inspect::modbus::{exception_for, ModbusInspector, Sink};
+use dataplane::inspect::modbus::{exception_for, ModbusInspector};
+use dataplane::inspect::Sink;
 use dataplane::policy::{ModbusDetail, Op, Query};
 use dataplane::snapshot::Protocol;
 use perf::sim::{read_holding, request};

@@ -1,0 +1,448 @@
+//! S7comm inspection and enforcement, per request, inline.
+//!
+//! The user's plaintext stream is framed into ISO-on-TCP units with
+//! [`wire::s7::Framer`] across any segmentation. Connection TPDUs (COTP
+//! connect, disconnect) and *setup communication* are transport: they are
+//! forwarded unchecked, the setup's PDU size lowered to
+//! [`wire::s7::MAX_PDU`] so every later unit fits the gate's buffers. Every
+//! other request is mapped to an operation and the policy decides:
+//!
+//! | request                                   | operation    |
+//! |-------------------------------------------|--------------|
+//! | read variables (0x04)                     | `read`       |
+//! | write variables (0x05)                    | `write`      |
+//! | download, upload (0x1A..0x1F)             | `program`    |
+//! | PI `_INSE`, `_DELE`, `_MODU`              | `program`    |
+//! | PI start `P_PROGRAM`, `_GARB`, PLC stop   | `control`    |
+//! | userdata: block list/info, SZL, read clock | `diagnostic` |
+//! | userdata: cyclic data                     | `read`       |
+//! | userdata: programmer commands, set clock  | `control`    |
+//! | userdata: security (passwords), others; other jobs | `other` |
+//!
+//! Allowed requests go to the PLC unchanged. Denied ones are answered by
+//! the gate the way a CPU refuses a protected object, with the request's
+//! PDU reference: a read or write gets Ack_Data with every item's return
+//! code 0x03 ("object access not allowed"); another job gets Ack_Data with
+//! header error 0x8703 ("access to object refused"); a userdata request a
+//! response with parameter error 0xD241 ("not permitted in the current
+//! protection level"). Responses are matched to requests by PDU reference;
+//! unsolicited acknowledgements are dropped and counted; userdata *pushes*
+//! (alarms, cyclic data the user subscribed to) are forwarded. A stream that
+//! cannot be framed ends the session.
+//!
+//! Buffers are fixed (two TPKTs' worth per direction); when the other side
+//! has no room, reading stops. Nothing here allocates.
+
+use super::{Buf, Sink};
+use crate::inspect::modbus::InspectStats;
+use crate::policy::{Decision, Denial, Op};
+use crate::wire::s7::{
+    self as wire, Anomaly, Framer, Item, Pdu, PiService, Progress, Request, Tpdu, Unit, Userdata, MAX_PDU, MAX_REFUSAL,
+    MAX_UNIT,
+};
+
+/// Outstanding requests per session; more is a flood (anomaly). CPUs grant
+/// 1..=8 parallel jobs (max AmQ).
+pub const MAX_OUTSTANDING: usize = 16;
+
+/// The gate's decision on one unit from the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forwarded without a policy check: COTP connect/disconnect and setup
+    /// communication, which every session needs.
+    Transport,
+    /// Forwarded to the PLC; `rule` allowed it.
+    Allowed { rule: u32 },
+    /// Answered by the gate with this error (item return code 0x03, header
+    /// error 0x8703 or userdata error 0xD241).
+    Denied { denial: Denial, error: u16 },
+    /// Not a valid request: answered with header error 0x8500.
+    Malformed { error: u16 },
+    /// Too many requests outstanding (or a PDU reference already in
+    /// flight): answered with 0x8302 (no resources).
+    Flood,
+}
+
+/// What happened to one unit from the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inspected {
+    /// The request's number within the session (1, 2, ...).
+    pub seq: u32,
+    pub pdu_ref: u16,
+    /// The S7 function: job function, `0x70 | group` for userdata
+    /// (`subfunction` says which), COTP code for connection TPDUs.
+    pub function: u8,
+    pub subfunction: u8,
+    pub op: Op,
+    /// The first variable a read or write names.
+    pub item: Option<Item>,
+    pub verdict: Verdict,
+}
+
+/// What a unit from the PLC was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The response to request `seq`, `latency` after it was forwarded.
+    Matched { seq: u32, latency: u64 },
+    /// A connection TPDU or a userdata push: forwarded, matches nothing.
+    Unsolicited,
+    /// An acknowledgement no request is waiting for: dropped.
+    Unmatched,
+}
+
+/// A request forwarded and not yet answered.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pending {
+    pdu_ref: u16,
+    userdata: bool,
+    seq: u32,
+    sent_at: u64,
+}
+
+/// One session's S7comm inspector.
+pub struct S7Inspector {
+    up: Buf<MAX_UNIT>,
+    down: Buf<MAX_UNIT>,
+    /// A PDU gathered from several DTs.
+    scratch: [u8; MAX_PDU],
+    pending: [Pending; MAX_OUTSTANDING],
+    outstanding: usize,
+    pub stats: InspectStats,
+}
+
+impl Default for S7Inspector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl S7Inspector {
+    pub const fn new() -> Self {
+        Self {
+            up: Buf::new(),
+            down: Buf::new(),
+            scratch: [0; MAX_PDU],
+            pending: [Pending { pdu_ref: 0, userdata: false, seq: 0, sent_at: 0 }; MAX_OUTSTANDING],
+            outstanding: 0,
+            stats: InspectStats { requests: 0, allowed: 0, denied: 0, malformed: 0, responses: 0, unmatched: 0 },
+        }
+    }
+
+    /// Room for more bytes from the user.
+    pub fn up_spare(&mut self) -> &mut [u8] {
+        self.up.spare()
+    }
+
+    /// `n` bytes were written into [`S7Inspector::up_spare`].
+    pub fn up_filled(&mut self, n: usize) {
+        self.up.filled(n);
+    }
+
+    /// Room for more bytes from the asset.
+    pub fn down_spare(&mut self) -> &mut [u8] {
+        self.down.spare()
+    }
+
+    /// `n` bytes were written into [`S7Inspector::down_spare`].
+    pub fn down_filled(&mut self, n: usize) {
+        self.down.filled(n);
+    }
+
+    /// Bytes from the user waiting for room on the other side.
+    pub fn up_pending(&self) -> usize {
+        self.up.len
+    }
+
+    /// Decides every complete unit in the user's buffer, in order,
+    /// forwarding or answering each; stops at a partial unit or when the
+    /// target has no room. `decide` is the policy; `now` a timestamp for
+    /// latency. `on` hears about each unit (with its bytes as forwarded).
+    ///
+    /// # Errors
+    /// The stream cannot be framed any more: close the session.
+    pub fn requests(
+        &mut self,
+        sink: &mut dyn Sink,
+        decide: &mut dyn FnMut(Op) -> Decision,
+        now: u64,
+        on: &mut dyn FnMut(&Inspected, &[u8]),
+    ) -> Result<usize, Anomaly> {
+        let mut done = 0;
+        loop {
+            let len = match Framer::next(&self.up.data[..self.up.len]) {
+                Progress::Done { len } => len,
+                Progress::NeedMore => return Ok(done),
+                Progress::Reject(anomaly) => return Err(anomaly),
+            };
+            let (mut inspected, reply) = self.inspect(len, decide)?;
+            let forward = matches!(inspected.verdict, Verdict::Transport | Verdict::Allowed { .. });
+            if forward {
+                if !sink.to_asset(&self.up.data[..len]) {
+                    // No room at the asset: keep the unit, try again later.
+                    return Ok(done);
+                }
+            } else {
+                let mut out = [0u8; MAX_REFUSAL];
+                let n = reply.emit(&mut out, inspected.pdu_ref);
+                if !sink.to_user(&out[..n]) {
+                    return Ok(done);
+                }
+            }
+            self.stats.requests += 1;
+            inspected.seq = self.stats.requests as u32;
+            match inspected.verdict {
+                Verdict::Transport | Verdict::Allowed { .. } => self.stats.allowed += 1,
+                Verdict::Denied { .. } | Verdict::Flood => self.stats.denied += 1,
+                Verdict::Malformed { .. } => self.stats.malformed += 1,
+            }
+            if forward && reply.expects_answer() {
+                self.pending[self.outstanding] = Pending {
+                    pdu_ref: inspected.pdu_ref,
+                    userdata: matches!(reply, Reply::Userdata(..)),
+                    seq: inspected.seq,
+                    sent_at: now,
+                };
+                self.outstanding += 1;
+            }
+            on(&inspected, &self.up.data[..len]);
+            self.up.consume(len);
+            done += 1;
+        }
+    }
+
+    /// Reads the unit `up[..len]` and decides it (the setup's PDU size is
+    /// lowered in place). Returns what happened and how a refusal is sent.
+    fn inspect(&mut self, len: usize, decide: &mut dyn FnMut(Op) -> Decision) -> Result<(Inspected, Reply), Anomaly> {
+        let mut i = Inspected {
+            seq: 0,
+            pdu_ref: 0,
+            function: 0,
+            subfunction: 0,
+            op: Op::Other,
+            item: None,
+            verdict: Verdict::Transport,
+        };
+        // The unit is one TPKT (not a PDU split over several).
+        let single = usize::from(u16::from_be_bytes([self.up.data[2], self.up.data[3]])) == len;
+        let unit = Unit::parse(&self.up.data[..len], &mut self.scratch);
+        let pdu = match unit {
+            Some(Unit::Connection(
+                t @ (Tpdu::ConnectRequest | Tpdu::DisconnectRequest | Tpdu::DisconnectConfirm | Tpdu::Error),
+            )) => {
+                i.function = self.up.data[5];
+                i.op = if t == Tpdu::ConnectRequest { Op::Connect } else { Op::Other };
+                return Ok((i, Reply::None));
+            }
+            // A user does not confirm connections.
+            Some(Unit::Connection(_)) => return Err(Anomaly::BadTpdu(self.up.data[5])),
+            Some(Unit::Data(pdu)) => pdu,
+            None => return Err(Anomaly::BadSegmentation),
+        };
+        let malformed = |i: Inspected, pdu: &[u8]| {
+            let pdu_ref = pdu.get(4..6).map_or(0, |r| u16::from_be_bytes([r[0], r[1]]));
+            let function = pdu.get(10).copied().unwrap_or(0);
+            let i = Inspected { pdu_ref, function, verdict: Verdict::Malformed { error: wire::ERR_WRONG_FRAMES }, ..i };
+            (i, Reply::JobError(function, wire::ERR_WRONG_FRAMES))
+        };
+        let Ok(p) = Pdu::parse(pdu) else { return Ok(malformed(i, pdu)) };
+        let request = match Request::parse(&p) {
+            Ok(r) => r,
+            Err(_) => return Ok(malformed(i, pdu)),
+        };
+        i.pdu_ref = p.pdu_ref;
+        let (op, reply) = match request {
+            Request::Setup { .. } => {
+                i.function = wire::SETUP_COMMUNICATION;
+                i.op = Op::Connect;
+                // Only a setup in one DT can be lowered (no tool splits one).
+                if !single {
+                    return Ok(malformed(i, pdu));
+                }
+                wire::clamp_setup(&mut self.up.data[..len]);
+                return Ok(self.admit(i, Reply::Setup));
+            }
+            Request::Variables { function, items, first } => {
+                i.function = function;
+                i.item = first;
+                let op = if function == wire::READ_VAR { Op::Read } else { Op::Write };
+                (op, Reply::Items(function, items))
+            }
+            Request::Pi(service) => {
+                i.function = wire::PI_SERVICE;
+                let op = match service {
+                    PiService::InsertBlock | PiService::DeleteBlock | PiService::CopyRamToRom => Op::Program,
+                    PiService::Start | PiService::Compress | PiService::Other => Op::Control,
+                };
+                (op, Reply::JobError(wire::PI_SERVICE, wire::ERR_ACCESS_REFUSED))
+            }
+            Request::Job { function } => {
+                i.function = function;
+                let op = match function {
+                    wire::REQUEST_DOWNLOAD..=wire::END_UPLOAD => Op::Program,
+                    wire::PLC_STOP => Op::Control,
+                    _ => Op::Other,
+                };
+                (op, Reply::JobError(function, wire::ERR_ACCESS_REFUSED))
+            }
+            Request::Userdata(u) => {
+                i.function = 0x70 | u.group;
+                i.subfunction = u.subfunction;
+                (userdata_op(u), Reply::Userdata(u, wire::ERR_PROTECTION))
+            }
+        };
+        i.op = op;
+        i.verdict = match decide(op) {
+            Decision::Permit(p) => Verdict::Allowed { rule: p.rule },
+            Decision::Deny(denial) => Verdict::Denied { denial, error: reply.error() },
+        };
+        Ok(self.admit(i, reply))
+    }
+
+    /// A request to forward, unless too many are in flight or its PDU
+    /// reference already is (its answer could not be matched).
+    fn admit(&self, i: Inspected, reply: Reply) -> (Inspected, Reply) {
+        let forward = matches!(i.verdict, Verdict::Transport | Verdict::Allowed { .. });
+        let userdata = matches!(reply, Reply::Userdata(..));
+        let busy = self.outstanding >= MAX_OUTSTANDING
+            || self.pending[..self.outstanding].iter().any(|p| p.pdu_ref == i.pdu_ref && p.userdata == userdata);
+        if !forward || !busy || reply == Reply::None {
+            return (i, reply);
+        }
+        let reply = match reply {
+            Reply::Userdata(u, _) => Reply::Userdata(u, wire::ERR_NO_RESOURCES),
+            _ => Reply::JobError(i.function, wire::ERR_NO_RESOURCES),
+        };
+        (Inspected { verdict: Verdict::Flood, ..i }, reply)
+    }
+
+    /// Matches every complete unit in the asset's buffer to its request and
+    /// forwards it; drops (and counts) unsolicited acknowledgements. `on`
+    /// hears what each was and its bytes.
+    ///
+    /// # Errors
+    /// The asset's stream cannot be framed any more: close the session.
+    pub fn responses(
+        &mut self,
+        sink: &mut dyn Sink,
+        now: u64,
+        on: &mut dyn FnMut(Answer, &[u8]),
+    ) -> Result<usize, Anomaly> {
+        let mut done = 0;
+        loop {
+            let len = match Framer::next(&self.down.data[..self.down.len]) {
+                Progress::Done { len } => len,
+                Progress::NeedMore => return Ok(done),
+                Progress::Reject(anomaly) => return Err(anomaly),
+            };
+            let answer = match Unit::parse(&self.down.data[..len], &mut self.scratch) {
+                // The PLC confirms, refuses or ends the connection.
+                Some(Unit::Connection(Tpdu::ConnectRequest)) => return Err(Anomaly::BadTpdu(self.down.data[5])),
+                Some(Unit::Connection(_)) => Ok(None),
+                Some(Unit::Data(pdu)) => match Pdu::parse(pdu) {
+                    Ok(p) if p.rosctr == wire::ACK || p.rosctr == wire::ACK_DATA => Ok(Some((p.pdu_ref, false))),
+                    Ok(p) => match p.userdata() {
+                        Some(u) if u.kind == 0 => Ok(None),
+                        Some(u) if u.kind == 8 => Ok(Some((p.pdu_ref, true))),
+                        _ => Err(()),
+                    },
+                    Err(_) => Err(()),
+                },
+                None => return Err(Anomaly::BadSegmentation),
+            };
+            let answer = match answer {
+                Ok(None) => Answer::Unsolicited,
+                Ok(Some((pdu_ref, userdata))) => {
+                    match self.pending[..self.outstanding]
+                        .iter()
+                        .position(|p| p.pdu_ref == pdu_ref && p.userdata == userdata)
+                    {
+                        Some(k) => {
+                            let p = self.pending[k];
+                            Answer::Matched { seq: p.seq, latency: now.saturating_sub(p.sent_at) }
+                        }
+                        None => Answer::Unmatched,
+                    }
+                }
+                Err(()) => Answer::Unmatched,
+            };
+            if answer != Answer::Unmatched {
+                if !sink.to_user(&self.down.data[..len]) {
+                    return Ok(done);
+                }
+                if let Answer::Matched { seq, .. } = answer {
+                    if let Some(k) = self.pending[..self.outstanding].iter().position(|p| p.seq == seq) {
+                        self.pending.copy_within(k + 1..self.outstanding, k);
+                        self.outstanding -= 1;
+                    }
+                    self.stats.responses += 1;
+                }
+            } else {
+                self.stats.unmatched += 1;
+            }
+            on(answer, &self.down.data[..len]);
+            self.down.consume(len);
+            done += 1;
+        }
+    }
+}
+
+/// How the gate answers a request it does not forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// Connection TPDUs: always forwarded, never answered.
+    None,
+    /// Setup communication: always forwarded (answered only when flooding).
+    Setup,
+    /// Read or write variables: function, item count.
+    Items(u8, u8),
+    /// Another job: function, header error.
+    JobError(u8, u16),
+    /// A userdata request and the error for its response.
+    Userdata(Userdata, u16),
+}
+
+impl Reply {
+    /// The error a denial is answered with.
+    fn error(self) -> u16 {
+        match self {
+            Self::Items(..) => u16::from(wire::ITEM_ACCESS_DENIED),
+            Self::JobError(_, e) | Self::Userdata(_, e) => e,
+            Self::None | Self::Setup => wire::ERR_ACCESS_REFUSED,
+        }
+    }
+
+    /// Whether the PLC answers the request when forwarded.
+    fn expects_answer(self) -> bool {
+        self != Self::None
+    }
+
+    /// Writes the refusal for PDU `pdu_ref`; returns its length.
+    fn emit(self, out: &mut [u8], pdu_ref: u16) -> usize {
+        match self {
+            Self::Items(function, items) => {
+                wire::emit_item_refusal(out, pdu_ref, function, items, wire::ITEM_ACCESS_DENIED)
+            }
+            Self::JobError(function, error) => wire::emit_job_error(out, pdu_ref, function, error),
+            Self::Userdata(u, error) => wire::emit_userdata_error(out, pdu_ref, u, error),
+            Self::None | Self::Setup => {
+                wire::emit_job_error(out, pdu_ref, wire::SETUP_COMMUNICATION, wire::ERR_NO_RESOURCES)
+            }
+        }
+    }
+}
+
+/// The operation a userdata request is (see the module's table).
+fn userdata_op(u: Userdata) -> Op {
+    match u.group {
+        wire::GROUP_CYCLIC => Op::Read,
+        wire::GROUP_BLOCKS | wire::GROUP_CPU => Op::Diagnostic,
+        wire::GROUP_PROGRAMMER => Op::Control,
+        // Clock: 1 read, 2 set, 3 read (following), 4 set (following).
+        wire::GROUP_TIME if u.subfunction == 2 || u.subfunction == 4 => Op::Control,
+        wire::GROUP_TIME => Op::Diagnostic,
+        _ => Op::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+use super::*;
+use crate::policy::Permit;
+
+#[derive(Default)]
+struct Wires {
+    asset: Vec<u8>,
+    user: Vec<u8>,
+    asset_room: Option<usize>,
+}
+
+impl Sink for Wires {
+    fn to_asset(&mut self, unit: &[u8]) -> bool {
+        if self.asset_room.is_some_and(|r| self.asset.len() + unit.len() > r) {
+            return false;
+        }
+        self.asset.extend_from_slice(unit);
+        true
+    }
+    fn to_user(&mut self, unit: &[u8]) -> bool {
+        self.user.extend_from_slice(unit);
+        true
+    }
+}
+
+const ALLOW: Decision = Decision::Permit(Permit { rule: 7, until: u64::MAX });
+
+/// A viewer: reads and diagnostics, nothing else.
+fn viewer(op: Op) -> Decision {
+    if matches!(op, Op::Read | Op::Diagnostic) {
+        ALLOW
+    } else {
+        Decision::Deny(Denial::NoRule)
+    }
+}
+
+fn dt(pdu: &[u8]) -> Vec<u8> {
+    let len = 7 + pdu.len();
+    [&[3, 0, (len >> 8) as u8, len as u8, 2, 0xf0, 0x80][..], pdu].concat()
+}
+
+fn pdu(rosctr: u8, pdu_ref: u16, param: &[u8], data: &[u8]) -> Vec<u8> {
+    let r = pdu_ref.to_be_bytes();
+    let (p, d) = ((param.len() as u16).to_be_bytes(), (data.len() as u16).to_be_bytes());
+    let mut v = vec![0x32, rosctr, 0, 0, r[0], r[1], p[0], p[1], d[0], d[1]];
+    if rosctr == wire::ACK || rosctr == wire::ACK_DATA {
+        v.extend([0, 0]);
+    }
+    [v, param.to_vec(), data.to_vec()].concat()
+}
+
+const CR: [u8; 22] = [3, 0, 0, 22, 17, 0xe0, 0, 0, 0, 1, 0, 0xc0, 1, 0x0a, 0xc1, 2, 1, 0, 0xc2, 2, 1, 2];
+const CC: [u8; 22] = [3, 0, 0, 22, 17, 0xd0, 0, 1, 0, 1, 0, 0xc0, 1, 0x0a, 0xc1, 2, 1, 0, 0xc2, 2, 1, 2];
+const READ_DB1: [u8; 14] = [wire::READ_VAR, 1, 0x12, 0x0a, 0x10, 0x02, 0, 4, 0, 1, 0x84, 0, 0, 0];
+
+fn read(pdu_ref: u16) -> Vec<u8> {
+    dt(&pdu(wire::JOB, pdu_ref, &READ_DB1, &[]))
+}
+
+fn write(pdu_ref: u16) -> Vec<u8> {
+    let mut p = READ_DB1;
+    p[0] = wire::WRITE_VAR;
+    dt(&pdu(wire::JOB, pdu_ref, &p, &[0, 4, 0, 16, 0xbe, 0xef]))
+}
+
+fn setup(pdu_len: u16) -> Vec<u8> {
+    let l = pdu_len.to_be_bytes();
+    dt(&pdu(wire::JOB, 0, &[wire::SETUP_COMMUNICATION, 0, 0, 1, 0, 1, l[0], l[1]], &[]))
+}
+
+fn szl(pdu_ref: u16) -> Vec<u8> {
+    dt(&pdu(wire::USERDATA, pdu_ref, &[0, 1, 0x12, 4, 0x11, 0x44, 1, 0], &[0xff, 9, 0, 4, 0, 0x1c, 0, 0]))
+}
+
+fn set_clock(pdu_ref: u16) -> Vec<u8> {
+    dt(&pdu(wire::USERDATA, pdu_ref, &[0, 1, 0x12, 4, 0x11, 0x47, 2, 0], &[0xff, 9, 0, 2, 0, 0]))
+}
+
+fn stop(pdu_ref: u16) -> Vec<u8> {
+    dt(&pdu(wire::JOB, pdu_ref, &[&[wire::PLC_STOP, 0, 0, 0, 0, 0, 9][..], b"P_PROGRAM"].concat(), &[]))
+}
+
+fn feed(insp: &mut S7Inspector, wires: &mut Wires, bytes: &[u8], policy: fn(Op) -> Decision) -> Vec<Inspected> {
+    let mut seen = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let spare = insp.up_spare();
+        let n = spare.len().min(rest.len());
+        spare[..n].copy_from_slice(&rest[..n]);
+        insp.up_filled(n);
+        rest = &rest[n..];
+        insp.requests(wires, &mut |op| policy(op), 0, &mut |i, _| seen.push(*i)).unwrap();
+    }
+    seen
+}
+
+/// The S7 PDUs in a stream of whole TPKTs.
+fn pdus(mut stream: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Progress::Done { len } = Framer::next(stream) {
+        out.push(stream[7..len].to_vec());
+        stream = &stream[len..];
+    }
+    assert!(stream.is_empty());
+    out
+}
+
+#[test]
+fn a_viewer_reads_and_is_refused_the_rest_as_a_cpu_would() {
+    let mut insp = S7Inspector::new();
+    let mut w = Wires::default();
+    let stream = [CR.to_vec(), setup(480), read(1), write(2), stop(3), szl(4), set_clock(5)].concat();
+    let seen = feed(&mut insp, &mut w, &stream, viewer);
+    let verdicts: Vec<_> = seen.iter().map(|i| (i.op, i.verdict)).collect();
+    let no = |error| Verdict::Denied { denial: Denial::NoRule, error };
+    assert_eq!(
+        verdicts,
+        vec![
+            (Op::Connect, Verdict::Transport),
+            (Op::Connect, Verdict::Transport),
+            (Op::Read, Verdict::Allowed { rule: 7 }),
+            (Op::Write, no(3)),
+            (Op::Control, no(0x8703)),
+            (Op::Diagnostic, Verdict::Allowed { rule: 7 }),
+            (Op::Control, no(0xd241)),
+        ]
+    );
+    assert_eq!(seen.iter().map(|i| i.seq).collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
+    assert_eq!(seen[2].item.map(|i| (i.area, i.db, i.count)), Some((0x84, 1, 4)));
+    // The PLC saw exactly the allowed units, unchanged.
+    assert_eq!(w.asset, [CR.to_vec(), setup(480), read(1), szl(4)].concat());
+    // The user got one refusal per denial, each for its own PDU reference.
+    let refusals = pdus(&w.user);
+    assert_eq!(refusals.len(), 3);
+    let p: Vec<Pdu<'_>> = refusals.iter().map(|r| Pdu::parse(r).unwrap()).collect();
+    assert_eq!((p[0].rosctr, p[0].pdu_ref, p[0].param, p[0].data), (wire::ACK_DATA, 2, &[5, 1][..], &[3][..]));
+    assert_eq!((p[1].pdu_ref, p[1].error, p[1].param), (3, 0x8703, &[wire::PLC_STOP][..]));
+    assert_eq!((p[2].rosctr, p[2].pdu_ref, &p[2].param[10..]), (wire::USERDATA, 5, &[0xd2, 0x41][..]));
+    assert_eq!(insp.stats.requests, 7);
+    assert_eq!((insp.stats.allowed, insp.stats.denied, insp.stats.malformed), (4, 3, 0));
+}
+
+#[test]
+fn every_split_of_the_stream_gives_the_same_verdicts_and_bytes() {
+    let stream = [CR.to_vec(), setup(480), read(1), write(2), stop(3), szl(4)].concat();
+    let mut whole = Wires::default();
+    let expected = feed(&mut S7Inspector::new(), &mut whole, &stream, viewer);
+    for cut in 1..stream.len() {
+        let mut insp = S7Inspector::new();
+        let mut w = Wires::default();
+        let mut seen = feed(&mut insp, &mut w, &stream[..cut], viewer);
+        seen.extend(feed(&mut insp, &mut w, &stream[cut..], viewer));
+        assert_eq!(seen, expected, "cut at {cut}");
+        assert_eq!((&w.asset, &w.user), (&whole.asset, &whole.user), "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_setup_proposing_more_than_the_gate_takes_is_lowered() {
+    let mut w = Wires::default();
+    feed(&mut S7Inspector::new(), &mut w, &setup(1920), viewer);
+    let p = pdus(&w.asset);
+    assert_eq!(&p[0][16..18], &(wire::MAX_PDU as u16).to_be_bytes());
+}
+
+#[test]
+fn malformed_requests_are_answered_wrong_frames() {
+    let mut w = Wires::default();
+    // Item count 2 with one item; a bad protocol id; an acknowledgement
+    // sent by the user.
+    let mut two = READ_DB1;
+    two[1] = 2;
+    let mut bad_id = pdu(wire::JOB, 9, &READ_DB1, &[]);
+    bad_id[0] = 0x33;
+    let stream = [dt(&pdu(wire::JOB, 8, &two, &[])), dt(&bad_id), dt(&pdu(wire::ACK_DATA, 10, &[4, 1], &[]))].concat();
+    let seen = feed(&mut S7Inspector::new(), &mut w, &stream, |_| ALLOW);
+    assert!(seen.iter().all(|i| i.verdict == Verdict::Malformed { error: 0x8500 }), "{seen:?}");
+    assert!(w.asset.is_empty());
+    let refs: Vec<_> =
+        pdus(&w.user).iter().map(|p| (Pdu::parse(p).unwrap().pdu_ref, Pdu::parse(p).unwrap().error)).collect();
+    assert_eq!(refs, vec![(8, 0x8500), (9, 0x8500), (10, 0x8500)]);
+}
+
+#[test]
+fn responses_are_matched_and_strays_dropped() {
+    let mut insp = S7Inspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &[CR.to_vec(), read(1), szl(2)].concat(), |_| ALLOW);
+    w.user.clear();
+    let answer_read = dt(&pdu(wire::ACK_DATA, 1, &[4, 1], &[0xff, 4, 0, 32, 1, 2, 3, 4]));
+    let answer_szl = dt(&pdu(wire::USERDATA, 2, &[0, 1, 0x12, 8, 0x12, 0x84, 1, 0, 0, 0, 0, 0], &[0xff, 9, 0, 0]));
+    let push = dt(&pdu(wire::USERDATA, 0, &[0, 1, 0x12, 8, 0x12, 0x04, 3, 0, 0, 0, 0, 0], &[0xff, 9, 0, 0]));
+    let stray = dt(&pdu(wire::ACK_DATA, 1, &[4, 1], &[0xff, 4, 0, 8, 9]));
+    let stream = [CC.to_vec(), answer_read.clone(), push.clone(), answer_szl.clone(), stray].concat();
+    let mut answers = Vec::new();
+    let spare = insp.down_spare();
+    spare[..stream.len()].copy_from_slice(&stream);
+    insp.down_filled(stream.len());
+    insp.responses(&mut w, 250, &mut |a, _| answers.push(a)).unwrap();
+    assert_eq!(
+        answers,
+        vec![
+            Answer::Unsolicited,
+            Answer::Matched { seq: 2, latency: 250 },
+            Answer::Unsolicited,
+            Answer::Matched { seq: 3, latency: 250 },
+            Answer::Unmatched,
+        ]
+    );
+    assert_eq!(w.user, [CC.to_vec(), answer_read, push, answer_szl].concat(), "the stray is not forwarded");
+    assert_eq!((insp.stats.responses, insp.stats.unmatched), (2, 1));
+}
+
+#[test]
+fn too_many_jobs_in_flight_are_answered_busy() {
+    let mut insp = S7Inspector::new();
+    let mut w = Wires::default();
+    let stream: Vec<u8> = (0..=MAX_OUTSTANDING as u16).flat_map(read).collect();
+    let seen = feed(&mut insp, &mut w, &stream, |_| ALLOW);
+    assert_eq!(seen.iter().filter(|i| i.verdict == Verdict::Flood).count(), 1);
+    assert_eq!(seen.last().map(|i| i.verdict), Some(Verdict::Flood));
+    let busy = pdus(&w.user);
+    assert_eq!(Pdu::parse(&busy[0]).unwrap().error, wire::ERR_NO_RESOURCES);
+    // A reference already in flight cannot be matched: busy too.
+    let mut insp = S7Inspector::new();
+    let seen = feed(&mut insp, &mut Wires::default(), &[read(5), read(5)].concat(), |_| ALLOW);
+    assert_eq!(seen[1].verdict, Verdict::Flood);
+}
+
+#[test]
+fn no_room_at_the_asset_keeps_the_unit_for_later() {
+    let mut insp = S7Inspector::new();
+    let mut w = Wires { asset_room: Some(0), ..Wires::default() };
+    assert!(feed(&mut insp, &mut w, &read(1), |_| ALLOW).is_empty());
+    assert_eq!(insp.up_pending(), read(1).len());
+    w.asset_room = None;
+    let mut seen = Vec::new();
+    insp.requests(&mut w, &mut |_| ALLOW, 0, &mut |i, _| seen.push(*i)).unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(w.asset, read(1));
+}
+
+#[test]
+fn streams_that_cannot_be_framed_end_the_session() {
+    let mut insp = S7Inspector::new();
+    let spare = insp.up_spare();
+    spare[..4].copy_from_slice(&[4, 0, 0, 20]);
+    insp.up_filled(4);
+    let r = insp.requests(&mut Wires::default(), &mut |_| ALLOW, 0, &mut |_, _| {});
+    assert_eq!(r, Err(Anomaly::BadVersion(4)));
+    // A user confirming a connection.
+    let mut insp = S7Inspector::new();
+    let r = {
+        let spare = insp.up_spare();
+        spare[..CC.len()].copy_from_slice(&CC);
+        insp.up_filled(CC.len());
+        insp.requests(&mut Wires::default(), &mut |_| ALLOW, 0, &mut |_, _| {})
+    };
+    assert_eq!(r, Err(Anomaly::BadTpdu(0xd0)));
+    // A PLC asking to connect.
+    let mut insp = S7Inspector::new();
+    let spare = insp.down_spare();
+    spare[..CR.len()].copy_from_slice(&CR);
+    insp.down_filled(CR.len());
+    assert_eq!(insp.responses(&mut Wires::default(), 0, &mut |_, _| {}), Err(Anomaly::BadTpdu(0xe0)));
+}
+
+#[test]
+fn userdata_operations_follow_the_table() {
+    let u = |group, subfunction| Userdata { kind: 4, group, subfunction, sequence: 0 };
+    assert_eq!(userdata_op(u(wire::GROUP_CYCLIC, 1)), Op::Read);
+    assert_eq!(userdata_op(u(wire::GROUP_BLOCKS, 3)), Op::Diagnostic);
+    assert_eq!(userdata_op(u(wire::GROUP_CPU, 1)), Op::Diagnostic);
+    assert_eq!(userdata_op(u(wire::GROUP_PROGRAMMER, 1)), Op::Control);
+    assert_eq!(userdata_op(u(wire::GROUP_TIME, 1)), Op::Diagnostic);
+    assert_eq!(userdata_op(u(wire::GROUP_TIME, 2)), Op::Control);
+    assert_eq!(userdata_op(u(wire::GROUP_SECURITY, 1)), Op::Other);
+}
