@@ -51,7 +51,7 @@ pub struct LoginArgs {
 pub struct ConnectArgs {
     /// The asset's name (as in the gate's config).
     asset: String,
-    /// The asset's service (default: its only one).
+    /// The asset's service (default: its first one in the gate's config).
     #[arg(long, default_value = "*")]
     service: String,
     /// Local address the engineering tool connects to.

@@ -249,6 +249,11 @@ impl Lab {
     /// Starts `accessgate connect` for `user` on 127.0.0.1:`port` in the user
     /// namespace and waits until it listens.
     fn connect(&mut self, user: &str, port: u16) {
+        self.connect_to(user, port, "*");
+    }
+
+    /// The same for plc-7's `service`.
+    fn connect_to(&mut self, user: &str, port: u16, service: &str) {
         let dir = self.run.join(format!("home-{user}"));
         let log = self.run.join(format!("connect-{user}-{port}.log"));
         let child = Command::new("ip")
@@ -259,6 +264,8 @@ impl Lab {
                 GATE,
                 "connect",
                 "plc-7",
+                "--service",
+                service,
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--config-dir",
@@ -291,7 +298,12 @@ impl Lab {
 
     /// What the PLC logged (requests, connects, disconnects).
     fn plc_log(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.run.join("plc-requests.jsonl"))
+        self.log_lines("plc-requests.jsonl")
+    }
+
+    /// The JSON lines of a log in the lab's run directory.
+    fn log_lines(&self, name: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.run.join(name))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -877,4 +889,124 @@ fn xsk_client_certificate_and_totp_log_in_without_a_password() {
     // No certificate and an empty password: refused.
     let out = lab.login("alice", "", &lab.totp("alice", 1));
     assert!(!out.status.success() && text(&out).contains("refused: bad credentials"), "{}", text(&out));
+}
+
+/// S7comm through the gate with python-snap7 at both ends (a real S7comm
+/// client and server): reads, diagnostics and the operator's data-block
+/// writes pass; the viewer's write, everyone's clock change and CPU stop
+/// are refused the way a protected CPU refuses them (item 0x03, userdata
+/// 0xD241, header 0x8703), and the PLC never sees a refused request. With
+/// `program` granted, the operator's block download (where the PLC pulls
+/// the block from the user) goes through; the viewer's is refused.
+#[test]
+fn xsk_s7_inspection_with_real_snap7_peers() {
+    let lab_toml = std::fs::read_to_string(repo().join("config/lab.toml")).unwrap();
+    let program = "\n[[rule]]\nname = \"operator-s7-program\"\nroles = [\"operator\"]\nassets = [\"plc-7\"]\nprotocol = \"s7\"\noperations = [\"program\"]\n";
+    let Some(mut lab) = Lab::up_with("xsk", Some(&format!("{lab_toml}{program}"))) else { return };
+    for (user, port) in [("bob", 5070), ("alice", 5071)] {
+        let out = lab.login(user, PASSWORD, &lab.totp(user, 0));
+        assert!(out.status.success(), "{}", text(&out));
+        lab.connect_to(user, port, "s7");
+    }
+    let script = repo().join("scripts/s7_client.py");
+    let s7 = |port: &str, ops: &[&str]| -> Vec<serde_json::Value> {
+        let out = lab.python("user", script.to_str().unwrap(), &[&["--port", port][..], ops].concat());
+        assert!(out.status.success(), "s7_client: {}", text(&out));
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), ops.len() + 1, "{}", text(&out));
+        assert_eq!(lines[0]["ok"], true, "connected: {lines:?}");
+        lines[1..].to_vec()
+    };
+    let ok = |r: &serde_json::Value| r["ok"] == true;
+    let refused = |r: &serde_json::Value, what: &str| {
+        r["ok"] == false && r["error"].as_str().is_some_and(|e| e.to_lowercase().contains(what))
+    };
+
+    // The operator (alice): reads, writes DB1, reads it back, reads an SZL
+    // and the clock; setting the clock and stopping the CPU are refused.
+    // python-snap7's get_cpu_state() sends a read job without items: not
+    // S7comm, answered "wrong frames".
+    let a = s7(
+        "5071",
+        &["read:1:0:4", "write:1:0:beef", "read:1:0:4", "szl:0x001c:0", "get-clock", "set-clock", "stop", "cpu-state"],
+    );
+    assert_eq!(a[0]["value"], "00010203", "{a:?}");
+    assert!(ok(&a[1]), "{a:?}");
+    assert_eq!(a[2]["value"], "beef0203", "{a:?}");
+    assert!(ok(&a[3]) && ok(&a[4]), "diagnostics pass: {a:?}");
+    assert!(refused(&a[5], "protection level"), "set-clock: {:?}", a[5]);
+    assert!(refused(&a[6], "access to object refused"), "stop: {:?}", a[6]);
+    assert!(refused(&a[7], "wrong frames"), "{:?}", a[7]);
+
+    // The viewer (bob): reads pass, the write is refused item by item.
+    let b = s7("5070", &["read:1:0:4", "write:1:2:0000", "read:1:0:4", "stop"]);
+    assert_eq!(b[0]["value"], "beef0203", "{b:?}");
+    assert!(refused(&b[1], "not allowed"), "write: {:?}", b[1]);
+    assert_eq!(b[2]["value"], "beef0203", "the refused write changed nothing: {b:?}");
+    assert!(refused(&b[3], "access to object refused"), "{b:?}");
+
+    // Downloads: the PLC pulls the operator's block through the gate and
+    // DB1 holds it afterwards; the viewer's request download is refused.
+    let block: String = [0x70u8, 0x70, 0, 0, 0, 0, 0, 1].iter().chain(&[9u8; 24]).map(|b| format!("{b:02x}")).collect();
+    let download = format!("download:1:{block}");
+    let a = s7("5071", &[&download, "read:1:8:4"]);
+    assert!(ok(&a[0]), "{a:?}");
+    assert_eq!(a[1]["value"], "09090909", "{a:?}");
+    let b = s7("5070", &[&download]);
+    assert!(refused(&b[0], "access to object refused"), "{b:?}");
+
+    // The PLC saw one write (alice's), no stop, no clock change.
+    let plc: Vec<_> = lab.log_lines("s7-requests.jsonl").into_iter().filter(|r| r["event"] == "request").collect();
+    let functions: Vec<_> = plc.iter().filter_map(|r| r["function"].as_u64()).collect();
+    assert_eq!(functions.iter().filter(|&&f| f == 0x05).count(), 1, "{plc:?}");
+    assert!(!functions.contains(&0x29), "the PLC never saw a stop: {plc:?}");
+    assert_eq!(functions.iter().filter(|&&f| f == 0x77).count(), 1, "only get-clock reached it: {plc:?}");
+    let pulled: Vec<_> = plc.iter().filter(|r| r["rosctr"] == 3).filter_map(|r| r["function"].as_u64()).collect();
+    assert_eq!(functions.iter().filter(|&&f| f == 0x1a).count(), 1, "one request download: {plc:?}");
+    assert_eq!(pulled, [0x1b, 0x1c], "the block and the end, acknowledged by alice: {plc:?}");
+    let s = lab.stats();
+    assert_eq!((s["s7_denied"].as_u64(), s["s7_malformed"].as_u64()), (Some(5), Some(1)), "{s}");
+
+    // The audit trail names each request's operation and verdict.
+    std::thread::sleep(Duration::from_millis(300));
+    let audit = lab.run.join("audit");
+    let out = Command::new(GATE).args(["audit", "verify"]).arg(&audit).output().unwrap();
+    assert!(out.status.success(), "audit verify: {}", text(&out));
+    let records = lab.audit_records();
+    let requests: Vec<_> = records.iter().filter(|r| r["event"] == "request").collect();
+    let denied: Vec<_> = requests
+        .iter()
+        .filter(|r| r["verdict"] == "deny")
+        .map(|r| (r["function_name"].as_str().unwrap_or(""), r["op"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            ("UserdataSetClock", "control"),
+            ("PlcStop", "control"),
+            ("ReadVar", "other"),
+            ("WriteVar", "write"),
+            ("PlcStop", "control"),
+            ("RequestDownload", "program")
+        ],
+        "{requests:?}"
+    );
+    let write = requests.iter().find(|r| r["function_name"] == "WriteVar" && r["verdict"] == "allow").unwrap();
+    assert_eq!(
+        (write["area"].as_str(), write["db"].as_u64(), write["address"].as_u64()),
+        (Some("db"), Some(1), Some(0))
+    );
+    assert_eq!(write["rule_name"], "operator-s7-writes");
+    let block = requests.iter().find(|r| r["function_name"] == "DownloadBlock").unwrap();
+    assert_eq!((block["verdict"].as_str(), block["rule_name"].as_str()), (Some("allow"), Some("operator-s7-program")));
+    // tshark dissects alice's decrypted session as S7comm.
+    let alice = records.iter().find(|r| r["event"] == "session_open" && r["user"] == "alice").unwrap();
+    let pcap = audit.join("pcap").join(alice["pcap"].as_str().unwrap());
+    let out = Command::new("tshark")
+        .args(["-r", pcap.to_str().unwrap(), "-Y", "s7comm", "-T", "fields", "-e", "s7comm.param.func"])
+        .output()
+        .unwrap();
+    let funcs = String::from_utf8_lossy(&out.stdout);
+    assert!(funcs.lines().any(|l| l == "0x05") && funcs.lines().any(|l| l == "0x29"), "tshark: {funcs}");
 }

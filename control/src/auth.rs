@@ -203,12 +203,10 @@ fn accept(
     }
 }
 
-/// The endpoint of `asset`/`service` (`*`: the asset's only service).
+/// The endpoint of `asset`/`service` (`*`: the asset's first service in
+/// the config, its default).
 fn find_service(snap: &Snapshot, asset: &str, service: &str) -> Option<usize> {
-    let mut matches =
-        snap.endpoints.iter().enumerate().filter(|(_, e)| e.asset == asset && (service == "*" || e.service == service));
-    let first = matches.next()?.0;
-    (service != "*" || matches.next().is_none()).then_some(first)
+    snap.endpoints.iter().position(|e| e.asset == asset && (service == "*" || e.service == service))
 }
 
 /// Whether the policy lets `identity` connect to the endpoint's service now.

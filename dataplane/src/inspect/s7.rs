@@ -30,6 +30,12 @@
 //! (alarms, cyclic data the user subscribed to) are forwarded. A stream that
 //! cannot be framed ends the session.
 //!
+//! A download turns the roles around: after the user's *request download*,
+//! the PLC sends *download block* and *download ended* jobs and the user
+//! acknowledges them with the block's data. Those jobs reach the user, and
+//! the user's acknowledgements the PLC, only while a download the policy
+//! allowed is running; the acknowledgements are audited under its rule.
+//!
 //! Buffers are fixed (two TPKTs' worth per direction); when the other side
 //! has no room, reading stops. Nothing here allocates.
 
@@ -99,6 +105,9 @@ struct Pending {
     sent_at: u64,
 }
 
+/// Jobs the PLC may have open towards the user during a download.
+const MAX_ASSET_JOBS: usize = 4;
+
 /// One session's S7comm inspector.
 pub struct S7Inspector {
     up: Buf<MAX_UNIT>,
@@ -107,6 +116,12 @@ pub struct S7Inspector {
     scratch: [u8; MAX_PDU],
     pending: [Pending; MAX_OUTSTANDING],
     outstanding: usize,
+    /// The rule that allowed the download in progress.
+    download: Option<u32>,
+    /// The PLC's download jobs the user has not acknowledged: (PDU
+    /// reference, function).
+    asset_jobs: [(u16, u8); MAX_ASSET_JOBS],
+    asset_open: usize,
     pub stats: InspectStats,
 }
 
@@ -124,6 +139,9 @@ impl S7Inspector {
             scratch: [0; MAX_PDU],
             pending: [Pending { pdu_ref: 0, userdata: false, seq: 0, sent_at: 0 }; MAX_OUTSTANDING],
             outstanding: 0,
+            download: None,
+            asset_jobs: [(0, 0); MAX_ASSET_JOBS],
+            asset_open: 0,
             stats: InspectStats { requests: 0, allowed: 0, denied: 0, malformed: 0, responses: 0, unmatched: 0 },
         }
     }
@@ -195,6 +213,11 @@ impl S7Inspector {
                 Verdict::Denied { .. } | Verdict::Flood => self.stats.denied += 1,
                 Verdict::Malformed { .. } => self.stats.malformed += 1,
             }
+            match inspected.verdict {
+                Verdict::Allowed { rule } if inspected.function == wire::REQUEST_DOWNLOAD => self.download = Some(rule),
+                _ if inspected.function == wire::DOWNLOAD_ENDED && reply == Reply::None => self.download = None,
+                _ => {}
+            }
             if forward && reply.expects_answer() {
                 self.pending[self.outstanding] = Pending {
                     pdu_ref: inspected.pdu_ref,
@@ -244,7 +267,29 @@ impl S7Inspector {
             let i = Inspected { pdu_ref, function, verdict: Verdict::Malformed { error: wire::ERR_WRONG_FRAMES }, ..i };
             (i, Reply::JobError(function, wire::ERR_WRONG_FRAMES))
         };
-        let Ok(p) = Pdu::parse(pdu) else { return Ok(malformed(i, pdu)) };
+        let p = match Pdu::parse(pdu) {
+            Ok(p) => p,
+            // Not S7comm at all (S7comm+, or anything else): the gate
+            // cannot answer in its language, and nothing after it is safe.
+            Err(wire::Error::BadProtocol(id)) => return Err(Anomaly::NotS7comm(id)),
+            Err(_) => return Ok(malformed(i, pdu)),
+        };
+        if let (wire::ACK_DATA, Some(rule)) = (p.rosctr, self.download) {
+            // The user acknowledging one of the PLC's download jobs.
+            if let Some(k) = self.asset_jobs[..self.asset_open].iter().position(|j| j.0 == p.pdu_ref) {
+                let function = self.asset_jobs[k].1;
+                self.asset_jobs.copy_within(k + 1..self.asset_open, k);
+                self.asset_open -= 1;
+                let i = Inspected {
+                    pdu_ref: p.pdu_ref,
+                    function,
+                    op: Op::Program,
+                    verdict: Verdict::Allowed { rule },
+                    ..i
+                };
+                return Ok((i, Reply::None));
+            }
+        }
         let request = match Request::parse(&p) {
             Ok(r) => r,
             Err(_) => return Ok(malformed(i, pdu)),
@@ -334,56 +379,77 @@ impl S7Inspector {
                 Progress::NeedMore => return Ok(done),
                 Progress::Reject(anomaly) => return Err(anomaly),
             };
-            let answer = match Unit::parse(&self.down.data[..len], &mut self.scratch) {
+            let kind = match Unit::parse(&self.down.data[..len], &mut self.scratch) {
                 // The PLC confirms, refuses or ends the connection.
                 Some(Unit::Connection(Tpdu::ConnectRequest)) => return Err(Anomaly::BadTpdu(self.down.data[5])),
-                Some(Unit::Connection(_)) => Ok(None),
+                Some(Unit::Connection(_)) => FromAsset::Unsolicited,
                 Some(Unit::Data(pdu)) => match Pdu::parse(pdu) {
-                    Ok(p) if p.rosctr == wire::ACK || p.rosctr == wire::ACK_DATA => Ok(Some((p.pdu_ref, false))),
+                    Ok(p) if p.rosctr == wire::ACK || p.rosctr == wire::ACK_DATA => FromAsset::Ack(p.pdu_ref, false),
+                    // The PLC pulling block data during an allowed download.
+                    Ok(p)
+                        if p.rosctr == wire::JOB
+                            && self.download.is_some()
+                            && self.asset_open < MAX_ASSET_JOBS
+                            && matches!(p.param.first(), Some(&(wire::DOWNLOAD_BLOCK | wire::DOWNLOAD_ENDED))) =>
+                    {
+                        FromAsset::Job(p.pdu_ref, p.param[0])
+                    }
                     Ok(p) => match p.userdata() {
-                        Some(u) if u.kind == 0 => Ok(None),
-                        Some(u) if u.kind == 8 => Ok(Some((p.pdu_ref, true))),
-                        _ => Err(()),
+                        Some(u) if u.kind == 0 => FromAsset::Unsolicited,
+                        Some(u) if u.kind == 8 => FromAsset::Ack(p.pdu_ref, true),
+                        _ => FromAsset::Stray,
                     },
-                    Err(_) => Err(()),
+                    Err(_) => FromAsset::Stray,
                 },
                 None => return Err(Anomaly::BadSegmentation),
             };
-            let answer = match answer {
-                Ok(None) => Answer::Unsolicited,
-                Ok(Some((pdu_ref, userdata))) => {
-                    match self.pending[..self.outstanding]
-                        .iter()
-                        .position(|p| p.pdu_ref == pdu_ref && p.userdata == userdata)
-                    {
-                        Some(k) => {
-                            let p = self.pending[k];
-                            Answer::Matched { seq: p.seq, latency: now.saturating_sub(p.sent_at) }
-                        }
-                        None => Answer::Unmatched,
-                    }
+            let matched = match kind {
+                FromAsset::Ack(pdu_ref, userdata) => {
+                    self.pending[..self.outstanding].iter().position(|p| p.pdu_ref == pdu_ref && p.userdata == userdata)
                 }
-                Err(()) => Answer::Unmatched,
+                _ => None,
             };
-            if answer != Answer::Unmatched {
+            let answer = match (kind, matched) {
+                (FromAsset::Ack(..), Some(k)) => {
+                    Answer::Matched { seq: self.pending[k].seq, latency: now.saturating_sub(self.pending[k].sent_at) }
+                }
+                (FromAsset::Ack(..) | FromAsset::Stray, _) => Answer::Unmatched,
+                (FromAsset::Unsolicited | FromAsset::Job(..), _) => Answer::Unsolicited,
+            };
+            if answer == Answer::Unmatched {
+                self.stats.unmatched += 1;
+            } else {
                 if !sink.to_user(&self.down.data[..len]) {
                     return Ok(done);
                 }
-                if let Answer::Matched { seq, .. } = answer {
-                    if let Some(k) = self.pending[..self.outstanding].iter().position(|p| p.seq == seq) {
-                        self.pending.copy_within(k + 1..self.outstanding, k);
-                        self.outstanding -= 1;
-                    }
+                if let Some(k) = matched {
+                    self.pending.copy_within(k + 1..self.outstanding, k);
+                    self.outstanding -= 1;
                     self.stats.responses += 1;
                 }
-            } else {
-                self.stats.unmatched += 1;
+                if let FromAsset::Job(pdu_ref, function) = kind {
+                    self.asset_jobs[self.asset_open] = (pdu_ref, function);
+                    self.asset_open += 1;
+                }
             }
             on(answer, &self.down.data[..len]);
             self.down.consume(len);
             done += 1;
         }
     }
+}
+
+/// What a unit from the PLC is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FromAsset {
+    /// An acknowledgement (job or userdata) of PDU reference `.0`.
+    Ack(u16, bool),
+    /// A download job of the PLC's: PDU reference, function.
+    Job(u16, u8),
+    /// A connection TPDU or a userdata push.
+    Unsolicited,
+    /// Anything else: a request the PLC has no business sending, garbage.
+    Stray,
 }
 
 /// How the gate answers a request it does not forward.

@@ -83,6 +83,9 @@ pub enum Anomaly {
     /// A PDU split over DTs is longer than [`MAX_PDU`] (or [`MAX_UNIT`] on
     /// the wire), or a connection TPDU interrupts it.
     BadSegmentation,
+    /// A data TPDU carries another protocol than S7comm (its first byte is
+    /// not 0x32; 0x72 is S7comm+).
+    NotS7comm(u8),
 }
 
 /// What [`Framer::next`] found at the start of a buffer.

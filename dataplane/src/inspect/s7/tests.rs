@@ -165,13 +165,13 @@ fn a_setup_proposing_more_than_the_gate_takes_is_lowered() {
 #[test]
 fn malformed_requests_are_answered_wrong_frames() {
     let mut w = Wires::default();
-    // Item count 2 with one item; a bad protocol id; an acknowledgement
-    // sent by the user.
+    // Item count 2 with one item; a header whose lengths lie; an
+    // acknowledgement sent by the user.
     let mut two = READ_DB1;
     two[1] = 2;
-    let mut bad_id = pdu(wire::JOB, 9, &READ_DB1, &[]);
-    bad_id[0] = 0x33;
-    let stream = [dt(&pdu(wire::JOB, 8, &two, &[])), dt(&bad_id), dt(&pdu(wire::ACK_DATA, 10, &[4, 1], &[]))].concat();
+    let mut bad_len = pdu(wire::JOB, 9, &READ_DB1, &[]);
+    bad_len[7] = 13;
+    let stream = [dt(&pdu(wire::JOB, 8, &two, &[])), dt(&bad_len), dt(&pdu(wire::ACK_DATA, 10, &[4, 1], &[]))].concat();
     let seen = feed(&mut S7Inspector::new(), &mut w, &stream, |_| ALLOW);
     assert!(seen.iter().all(|i| i.verdict == Verdict::Malformed { error: 0x8500 }), "{seen:?}");
     assert!(w.asset.is_empty());
@@ -256,6 +256,15 @@ fn streams_that_cannot_be_framed_end_the_session() {
         insp.requests(&mut Wires::default(), &mut |_| ALLOW, 0, &mut |_, _| {})
     };
     assert_eq!(r, Err(Anomaly::BadTpdu(0xd0)));
+    // S7comm+ (protocol id 0x72): not a language the gate can answer in.
+    let mut insp = S7Inspector::new();
+    let mut plus = pdu(wire::JOB, 1, &READ_DB1, &[]);
+    plus[0] = 0x72;
+    let plus = dt(&plus);
+    insp.up_spare()[..plus.len()].copy_from_slice(&plus);
+    insp.up_filled(plus.len());
+    let r = insp.requests(&mut Wires::default(), &mut |_| ALLOW, 0, &mut |_, _| {});
+    assert_eq!(r, Err(Anomaly::NotS7comm(0x72)));
     // A PLC asking to connect.
     let mut insp = S7Inspector::new();
     let spare = insp.down_spare();
@@ -274,4 +283,60 @@ fn userdata_operations_follow_the_table() {
     assert_eq!(userdata_op(u(wire::GROUP_TIME, 1)), Op::Diagnostic);
     assert_eq!(userdata_op(u(wire::GROUP_TIME, 2)), Op::Control);
     assert_eq!(userdata_op(u(wire::GROUP_SECURITY, 1)), Op::Other);
+}
+
+/// The download exchange as python-snap7 and its server run it: the PLC's
+/// jobs reach the user, and the user's acknowledgements the PLC, only while
+/// an allowed download runs.
+#[test]
+fn an_allowed_download_lets_the_plc_pull_the_block_and_nothing_else() {
+    let request_download = dt(&pdu(wire::JOB, 2, &[wire::REQUEST_DOWNLOAD, 0, 1, 0, 0, 0, 0, 0, 9, b'_'], &[]));
+    let plc_job = |pdu_ref, function| dt(&pdu(wire::JOB, pdu_ref, &[function, 0, 1, 0, 0, 0, 0, 0, 9, b'_'], &[]));
+    let user_ack = |pdu_ref, function: u8, data: &[u8]| dt(&pdu(wire::ACK_DATA, pdu_ref, &[function, 0], data));
+    let to_plc = |insp: &mut S7Inspector, w: &mut Wires, bytes: &[u8]| {
+        let mut answers = Vec::new();
+        insp.down_spare()[..bytes.len()].copy_from_slice(bytes);
+        insp.down_filled(bytes.len());
+        insp.responses(w, 0, &mut |a, _| answers.push(a)).unwrap();
+        answers
+    };
+    let programmer = |op: Op| if op == Op::Program { ALLOW } else { Decision::Deny(Denial::NoRule) };
+
+    let mut insp = S7Inspector::new();
+    let mut w = Wires::default();
+    let seen = feed(&mut insp, &mut w, &request_download, programmer);
+    assert_eq!((seen[0].op, seen[0].verdict), (Op::Program, Verdict::Allowed { rule: 7 }));
+    // The PLC acknowledges, then asks for the block.
+    let ack = dt(&pdu(wire::ACK_DATA, 2, &[wire::REQUEST_DOWNLOAD], &[]));
+    let pull = plc_job(3, wire::DOWNLOAD_BLOCK);
+    let answers = to_plc(&mut insp, &mut w, &[ack.clone(), pull.clone()].concat());
+    assert_eq!(answers, [Answer::Matched { seq: 1, latency: 0 }, Answer::Unsolicited]);
+    assert_eq!(w.user, [ack, pull].concat());
+    // The user's data goes up under the download's rule; so does the end.
+    let data = user_ack(3, wire::DOWNLOAD_BLOCK, &[0, 4, 0, 8, 1, 2, 3, 4]);
+    let seen = feed(&mut insp, &mut w, &data, |_| Decision::Deny(Denial::NoRule));
+    assert_eq!(
+        (seen[0].function, seen[0].op, seen[0].verdict),
+        (wire::DOWNLOAD_BLOCK, Op::Program, Verdict::Allowed { rule: 7 })
+    );
+    assert_eq!(to_plc(&mut insp, &mut w, &plc_job(4, wire::DOWNLOAD_ENDED)), [Answer::Unsolicited]);
+    let end = user_ack(4, wire::DOWNLOAD_ENDED, &[]);
+    feed(&mut insp, &mut w, &end, |_| Decision::Deny(Denial::NoRule));
+    assert_eq!(w.asset, [request_download, data, end].concat());
+    // Over: another pull is dropped, another acknowledgement is malformed.
+    assert_eq!(to_plc(&mut insp, &mut w, &plc_job(5, wire::DOWNLOAD_BLOCK)), [Answer::Unmatched]);
+    let seen = feed(&mut insp, &mut w, &user_ack(5, wire::DOWNLOAD_BLOCK, &[]), |_| ALLOW);
+    assert!(matches!(seen[0].verdict, Verdict::Malformed { .. }));
+
+    // Without an allowed download the PLC cannot pull anything from a user.
+    let mut insp = S7Inspector::new();
+    let mut w = Wires::default();
+    let seen = feed(&mut insp, &mut w, &request_download_denied(), viewer);
+    assert!(matches!(seen[0].verdict, Verdict::Denied { error: 0x8703, .. }));
+    assert_eq!(to_plc(&mut insp, &mut w, &plc_job(3, wire::DOWNLOAD_BLOCK)), [Answer::Unmatched]);
+    assert!(w.asset.is_empty());
+}
+
+fn request_download_denied() -> Vec<u8> {
+    dt(&pdu(wire::JOB, 2, &[wire::REQUEST_DOWNLOAD, 0, 1, 0, 0, 0, 0, 0, 9, b'_'], &[]))
 }
