@@ -634,8 +634,16 @@ mod tests {
         assert_eq!(s.endpoints[e].underlay, "198.19.3.7:502".parse().unwrap());
         assert_eq!(s.endpoints[e].asset, "plc-7");
         assert!(s.endpoint_at(Ipv4Addr::new(100, 64, 3, 7), 503).is_none());
+        let s7 = s.endpoint_at(Ipv4Addr::new(100, 64, 3, 7), 102).expect("plc-7's S7 endpoint");
+        assert_eq!(
+            (s.endpoints[s7].underlay, s.endpoints[s7].protocol),
+            ("198.19.3.7:102".parse().unwrap(), Protocol::S7)
+        );
         assert_eq!(s.policy.roles, ["operator", "viewer", "guest"]);
-        assert_eq!(s.policy.rules, ["line3-read", "operator-setpoints", "operator-sessions"]);
+        assert_eq!(
+            s.policy.rules,
+            ["line3-read", "operator-setpoints", "line3-s7-read", "operator-s7-writes", "operator-sessions"]
+        );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 

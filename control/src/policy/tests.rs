@@ -407,7 +407,7 @@ fn lab_policy() {
 #[test]
 fn example_configs_load() {
     for (name, text, rules) in [
-        ("lab.toml", include_str!("../../../config/lab.toml"), 3),
+        ("lab.toml", include_str!("../../../config/lab.toml"), 5),
         ("plant.toml", include_str!("../../../config/plant.toml"), 7),
     ] {
         let c = config::parse_at(name, text, at("2026-11-30T00:00:00Z")).unwrap_or_else(|e| panic!("{e}"));
