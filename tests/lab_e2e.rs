@@ -1000,13 +1000,17 @@ fn xsk_s7_inspection_with_real_snap7_peers() {
     assert_eq!(write["rule_name"], "operator-s7-writes");
     let block = requests.iter().find(|r| r["function_name"] == "DownloadBlock").unwrap();
     assert_eq!((block["verdict"].as_str(), block["rule_name"].as_str()), (Some("allow"), Some("operator-s7-program")));
-    // tshark dissects alice's decrypted session as S7comm.
+    // tshark dissects alice's decrypted session as S7comm: her write, her
+    // stop, and the gate's refusal of it (Ack_Data, error class 0x87).
     let alice = records.iter().find(|r| r["event"] == "session_open" && r["user"] == "alice").unwrap();
     let pcap = audit.join("pcap").join(alice["pcap"].as_str().unwrap());
     let out = Command::new("tshark")
-        .args(["-r", pcap.to_str().unwrap(), "-Y", "s7comm", "-T", "fields", "-e", "s7comm.param.func"])
+        .args(["-r", pcap.to_str().unwrap(), "-Y", "s7comm", "-T", "fields", "-E", "separator=,"])
+        .args(["-e", "s7comm.header.rosctr", "-e", "s7comm.param.func", "-e", "s7comm.header.errcls"])
         .output()
         .unwrap();
-    let funcs = String::from_utf8_lossy(&out.stdout);
-    assert!(funcs.lines().any(|l| l == "0x05") && funcs.lines().any(|l| l == "0x29"), "tshark: {funcs}");
+    let rows = String::from_utf8_lossy(&out.stdout);
+    for want in ["1,0x05,", "1,0x29,", "3,0x29,0x87"] {
+        assert!(rows.lines().any(|l| l == want), "tshark has no {want}: {rows}");
+    }
 }

@@ -663,6 +663,19 @@ impl Writer {
                                 Some("exception sent by the gate; the asset never saw the request"),
                             );
                         }
+                        if let (true, Some(s7)) = (denied, r.decoded.s7) {
+                            let mut out = [0u8; dataplane::wire::s7::MAX_REFUSAL];
+                            if let Some(n) =
+                                dataplane::inspect::s7::refusal(bytes, r.decoded.function, s7.error, &mut out)
+                            {
+                                c.data(
+                                    ts,
+                                    Peer::Asset,
+                                    &out[..n],
+                                    Some("refusal sent by the gate; the asset never saw the request"),
+                                );
+                            }
+                        }
                     }
                 }
                 m

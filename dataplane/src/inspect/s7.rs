@@ -318,7 +318,7 @@ impl S7Inspector {
                     PiService::InsertBlock | PiService::DeleteBlock | PiService::CopyRamToRom => Op::Program,
                     PiService::Start | PiService::Compress | PiService::Other => Op::Control,
                 };
-                (op, Reply::JobError(wire::PI_SERVICE, wire::ERR_ACCESS_REFUSED))
+                (op, Reply::of(&request))
             }
             Request::Job { function } => {
                 i.function = function;
@@ -327,12 +327,12 @@ impl S7Inspector {
                     wire::PLC_STOP => Op::Control,
                     _ => Op::Other,
                 };
-                (op, Reply::JobError(function, wire::ERR_ACCESS_REFUSED))
+                (op, Reply::of(&request))
             }
             Request::Userdata(u) => {
                 i.function = 0x70 | u.group;
                 i.subfunction = u.subfunction;
-                (userdata_op(u), Reply::Userdata(u, wire::ERR_PROTECTION))
+                (userdata_op(u), Reply::of(&request))
             }
         };
         i.op = op;
@@ -353,11 +353,7 @@ impl S7Inspector {
         if !forward || !busy || reply == Reply::None {
             return (i, reply);
         }
-        let reply = match reply {
-            Reply::Userdata(u, _) => Reply::Userdata(u, wire::ERR_NO_RESOURCES),
-            _ => Reply::JobError(i.function, wire::ERR_NO_RESOURCES),
-        };
-        (Inspected { verdict: Verdict::Flood, ..i }, reply)
+        (Inspected { verdict: Verdict::Flood, ..i }, reply.with_error(i.function, wire::ERR_NO_RESOURCES))
     }
 
     /// Matches every complete unit in the asset's buffer to its request and
@@ -468,6 +464,27 @@ enum Reply {
 }
 
 impl Reply {
+    /// How a denial of `request` is answered.
+    fn of(request: &Request) -> Self {
+        match *request {
+            Request::Variables { function, items, .. } => Self::Items(function, items),
+            Request::Userdata(u) => Self::Userdata(u, wire::ERR_PROTECTION),
+            Request::Pi(_) => Self::JobError(wire::PI_SERVICE, wire::ERR_ACCESS_REFUSED),
+            Request::Job { function } => Self::JobError(function, wire::ERR_ACCESS_REFUSED),
+            Request::Setup { .. } => Self::Setup,
+        }
+    }
+
+    /// The same refusal with `error` instead (an item refusal becomes a
+    /// job error of `function` unless `error` is the item code).
+    fn with_error(self, function: u8, error: u16) -> Self {
+        match self {
+            Self::Items(..) if error == u16::from(wire::ITEM_ACCESS_DENIED) => self,
+            Self::Userdata(u, _) => Self::Userdata(u, error),
+            _ => Self::JobError(function, error),
+        }
+    }
+
     /// The error a denial is answered with.
     fn error(self) -> u16 {
         match self {
@@ -495,6 +512,31 @@ impl Reply {
             }
         }
     }
+}
+
+/// The refusal the gate sent for the unit `unit` with `error` (as the audit
+/// trail records it), rebuilt for the capture: the PLC never saw the
+/// request, so the capture shows the gate's answer. Returns its length in
+/// `out`; `None` if `unit` is not an S7 request.
+pub fn refusal(unit: &[u8], function: u8, error: u16, out: &mut [u8; MAX_REFUSAL]) -> Option<usize> {
+    let mut scratch = [0u8; MAX_PDU];
+    let (pdu, whole) = match Unit::parse(unit, &mut scratch) {
+        Some(Unit::Data(pdu)) => (pdu, true),
+        Some(Unit::Connection(_)) => return None,
+        // The audit keeps a long unit's start in the request record: the
+        // header is enough for the refusal.
+        None => (unit.get(7..)?, false),
+    };
+    let pdu_ref = u16::from_be_bytes([*pdu.get(4)?, *pdu.get(5)?]);
+    let request = if whole { Pdu::parse(pdu).ok().and_then(|p| Request::parse(&p).ok()) } else { None };
+    let reply = match request {
+        Some(request) => Reply::of(&request).with_error(function, error),
+        None if matches!(function, wire::READ_VAR | wire::WRITE_VAR) && pdu.first() == Some(&wire::PROTOCOL_ID) => {
+            Reply::Items(function, *pdu.get(11)?).with_error(function, error)
+        }
+        None => Reply::JobError(function, error),
+    };
+    Some(reply.emit(out, pdu_ref))
 }
 
 /// The operation a userdata request is (see the module's table).

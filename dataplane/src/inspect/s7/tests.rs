@@ -1,4 +1,5 @@
 use super::*;
+use crate::audit::Decoded;
 use crate::policy::Permit;
 
 #[derive(Default)]
@@ -339,4 +340,38 @@ fn an_allowed_download_lets_the_plc_pull_the_block_and_nothing_else() {
 
 fn request_download_denied() -> Vec<u8> {
     dt(&pdu(wire::JOB, 2, &[wire::REQUEST_DOWNLOAD, 0, 1, 0, 0, 0, 0, 0, 9, b'_'], &[]))
+}
+
+/// What the capture shows for a refused request is what the user got.
+#[test]
+fn refusals_rebuilt_for_the_capture_are_the_ones_sent() {
+    let big_write = {
+        let mut p = READ_DB1;
+        p[0] = wire::WRITE_VAR;
+        p[6..8].copy_from_slice(&300u16.to_be_bytes());
+        let mut data = vec![0, 4, 0x09, 0x60];
+        data.extend([7; 300]);
+        dt(&pdu(wire::JOB, 11, &p, &data))
+    };
+    for (unit, policy) in [
+        (write(2), viewer as fn(Op) -> Decision),
+        (stop(3), viewer),
+        (set_clock(5), viewer),
+        (big_write.clone(), viewer),
+        (dt(&pdu(wire::JOB, 8, &[wire::READ_VAR, 2, 0x12], &[])), viewer),
+    ] {
+        let mut insp = S7Inspector::new();
+        let mut w = Wires::default();
+        let seen = feed(&mut insp, &mut w, &unit, policy);
+        let audit = Decoded::s7(&seen[0]);
+        let error = audit.s7.unwrap().error;
+        let mut out = [0u8; MAX_REFUSAL];
+        // As the audit record keeps it: at most PAYLOAD_LEN bytes.
+        let kept = &unit[..unit.len().min(crate::audit::PAYLOAD_LEN)];
+        let n = refusal(kept, audit.function, error, &mut out).unwrap();
+        assert_eq!(&out[..n], &w.user[..], "{:?}", seen[0]);
+    }
+    assert!(big_write.len() > crate::audit::PAYLOAD_LEN);
+    let mut out = [0u8; MAX_REFUSAL];
+    assert_eq!(refusal(&CR, 0xe0, 0x8703, &mut out), None);
 }
