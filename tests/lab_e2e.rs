@@ -1014,3 +1014,94 @@ fn xsk_s7_inspection_with_real_snap7_peers() {
         assert!(rows.lines().any(|l| l == want), "tshark has no {want}: {rows}");
     }
 }
+
+/// DNP3 through the gate with dnp3py at both ends (a real IEEE 1815 master
+/// and outstation): polls and time synchronisation pass for both roles;
+/// the operator operates an output, the viewer's operate and everyone's
+/// save-configuration are refused the way an outstation refuses a function
+/// (a response with IIN2.0 "function code not supported"), and the
+/// outstation never sees a refused request.
+#[test]
+fn xsk_dnp3_inspection_with_real_dnp3py_peers() {
+    let Some(mut lab) = Lab::up("xsk") else { return };
+    for (user, port) in [("bob", 5080), ("alice", 5081)] {
+        let out = lab.login(user, PASSWORD, &lab.totp(user, 0));
+        assert!(out.status.success(), "{}", text(&out));
+        lab.connect_to(user, port, "dnp3");
+    }
+    let script = repo().join("scripts/dnp3_master.py");
+    let master = |port: &str, ops: &[&str]| -> Vec<serde_json::Value> {
+        let out = lab.python("user", script.to_str().unwrap(), &[&["--port", port][..], ops].concat());
+        assert!(out.status.success(), "dnp3_master: {}", text(&out));
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), ops.len() + 1, "{}", text(&out));
+        assert_eq!(lines[0]["ok"], true, "connected: {lines:?}");
+        lines[1..].to_vec()
+    };
+    let refused = |r: &serde_json::Value| {
+        r["ok"] == false && r["error"].as_str().is_some_and(|e| e.contains("NO_FUNC_CODE_SUPPORT"))
+    };
+
+    let a = master("5081", &["poll", "operate:1", "delay-measure", "save-config"]);
+    assert_eq!(a[0]["value"], serde_json::json!([0.0, 100.0, 200.0, 300.0]), "{a:?}");
+    assert_eq!((a[1]["ok"].as_bool(), a[2]["ok"].as_bool()), (Some(true), Some(true)), "{a:?}");
+    assert!(refused(&a[3]), "save-config: {:?}", a[3]);
+    let b = master("5080", &["poll", "operate:2", "select:3", "cold-restart", "poll"]);
+    assert!(b[0]["ok"] == true && b[4]["ok"] == true, "{b:?}");
+    for r in &b[1..4] {
+        assert!(refused(r), "{r:?}");
+    }
+
+    // The outstation executed alice's operate only; it never saw a save,
+    // a restart or bob's selects.
+    let log = lab.log_lines("dnp3-requests.jsonl");
+    let operated: Vec<_> = log.iter().filter(|r| r["event"] == "operate").map(|r| r["index"].as_u64()).collect();
+    assert_eq!(operated, [Some(1)], "{log:?}");
+    let functions: Vec<_> =
+        log.iter().filter(|r| r["event"] == "request").filter_map(|r| r["function"].as_u64()).collect();
+    assert!(!functions.iter().any(|f| [0x03, 0x0d, 0x13].contains(f)), "{functions:?}");
+    assert_eq!(functions.iter().filter(|&&f| f == 0x01).count(), 3, "three polls: {functions:?}");
+    let s = lab.stats();
+    assert_eq!((s["dnp3_denied"].as_u64(), s["dnp3_malformed"].as_u64()), (Some(4), Some(0)), "{s}");
+
+    // The audit trail: each refusal with its function, operation and IIN2.
+    std::thread::sleep(Duration::from_millis(300));
+    let audit = lab.run.join("audit");
+    let out = Command::new(GATE).args(["audit", "verify"]).arg(&audit).output().unwrap();
+    assert!(out.status.success(), "audit verify: {}", text(&out));
+    let records = lab.audit_records();
+    let denied: Vec<_> = records
+        .iter()
+        .filter(|r| r["event"] == "request" && r["verdict"] == "deny")
+        .map(|r| (r["function_name"].as_str().unwrap_or(""), r["op"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            ("SaveConfiguration", "program"),
+            ("DirectOperate", "control"),
+            ("Select", "control"),
+            ("ColdRestart", "control")
+        ]
+    );
+    let operate = records
+        .iter()
+        .find(|r| r["event"] == "request" && r["function_name"] == "DirectOperate" && r["verdict"] == "allow")
+        .unwrap();
+    assert_eq!(operate["rule_name"], "operator-dnp3-control");
+    // tshark dissects alice's decrypted session as DNP3: her operate, her
+    // save-configuration and the gate's response to it (IIN2.0 set).
+    let alice = records.iter().find(|r| r["event"] == "session_open" && r["user"] == "alice").unwrap();
+    let pcap = audit.join("pcap").join(alice["pcap"].as_str().unwrap());
+    let out = Command::new("tshark")
+        .args(["-r", pcap.to_str().unwrap(), "-Y", "dnp3.al.func", "-T", "fields", "-E", "separator=,"])
+        .args(["-e", "dnp3.al.func", "-e", "dnp3.al.iin.fcni"])
+        .output()
+        .unwrap();
+    let rows = String::from_utf8_lossy(&out.stdout);
+    for want in ["5,", "19,"] {
+        assert!(rows.lines().any(|l| l == want), "tshark has no {want}: {rows}");
+    }
+    assert!(rows.lines().any(|l| l.starts_with("129,") && l.ends_with(",1") || l == "129,True"), "tshark: {rows}");
+}

@@ -642,7 +642,15 @@ mod tests {
         assert_eq!(s.policy.roles, ["operator", "viewer", "guest"]);
         assert_eq!(
             s.policy.rules,
-            ["line3-read", "operator-setpoints", "line3-s7-read", "operator-s7-writes", "operator-sessions"]
+            [
+                "line3-read",
+                "operator-setpoints",
+                "line3-s7-read",
+                "operator-s7-writes",
+                "line3-dnp3-read",
+                "operator-dnp3-control",
+                "operator-sessions"
+            ]
         );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }

@@ -231,22 +231,26 @@ pub struct Decoded {
     pub table: Option<Table>,
     pub address: u16,
     pub count: u16,
-    /// S7comm only: what the request was beyond its function.
-    pub s7: Option<S7Decoded>,
+    /// S7comm and DNP3: what the unit was beyond its function.
+    pub unit_op: Option<UnitDecoded>,
 }
 
-/// The fields of an S7comm request the audit trail shows.
+/// The fields of an S7comm or DNP3 unit the audit trail shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct S7Decoded {
-    /// The userdata subfunction (0 for jobs).
+pub struct UnitDecoded {
+    /// The S7 userdata subfunction (0 otherwise).
     pub subfunction: u8,
     /// The operation the policy was asked about.
     pub op: Op,
-    /// The first variable a read or write names.
+    /// The first variable an S7 read or write names.
     pub item: Option<s7::Item>,
-    /// The error the gate answered a refusal with (item return code 0x03,
-    /// header error 0x8703, userdata error 0xD241, ...); 0 if forwarded.
+    /// The error the gate answered a refusal with (S7: item return code
+    /// 0x03, header error 0x8703, userdata error 0xD241, ...; DNP3: the
+    /// IIN2 bits); 0 if forwarded.
     pub error: u16,
+    /// What answers are matched by (S7 PDU reference, DNP3 application
+    /// sequence).
+    pub reference: u16,
 }
 
 impl Decoded {
@@ -266,9 +270,9 @@ impl Decoded {
         Some(d)
     }
 
-    /// An inspected S7comm unit.
-    pub fn s7(i: &crate::inspect::s7::Inspected) -> Self {
-        use crate::inspect::s7::Verdict as V;
+    /// An inspected S7comm or DNP3 unit.
+    pub fn unit(i: &crate::inspect::Inspected) -> Self {
+        use crate::inspect::Verdict as V;
         let error = match i.verdict {
             V::Denied { error, .. } | V::Malformed { error } => error,
             V::Flood => s7::ERR_NO_RESOURCES,
@@ -276,7 +280,13 @@ impl Decoded {
         };
         Self {
             function: i.function,
-            s7: Some(S7Decoded { subfunction: i.subfunction, op: i.op, item: i.item, error }),
+            unit_op: Some(UnitDecoded {
+                subfunction: i.subfunction,
+                op: i.op,
+                item: i.item,
+                error,
+                reference: i.pdu_ref,
+            }),
             ..Self::default()
         }
     }
@@ -602,7 +612,14 @@ mod tests {
         let d = Decoded::modbus(&adu).unwrap();
         assert_eq!(
             d,
-            Decoded { unit: 17, function: 3, table: Some(Table::HoldingRegisters), address: 0x6B, count: 3, s7: None }
+            Decoded {
+                unit: 17,
+                function: 3,
+                table: Some(Table::HoldingRegisters),
+                address: 0x6B,
+                count: 3,
+                unit_op: None
+            }
         );
         // Write single coil 0x00AC on.
         let adu = [0, 2, 0, 0, 0, 6, 1, 5, 0x00, 0xAC, 0xFF, 0x00];

@@ -30,10 +30,9 @@ pub struct CoreCounters {
     pub modbus_denied: AtomicU64,
     pub modbus_malformed: AtomicU64,
     pub modbus_unmatched: AtomicU64,
-    pub s7_allowed: AtomicU64,
-    pub s7_denied: AtomicU64,
-    pub s7_malformed: AtomicU64,
-    pub s7_unmatched: AtomicU64,
+    /// The same for S7comm and DNP3 units.
+    pub s7: InspectCounters,
+    pub dnp3: InspectCounters,
     pub loops: AtomicU64,
     pub sleeps: AtomicU64,
     /// Passes without work on which the core gave its CPU to the audit
@@ -49,6 +48,25 @@ pub struct CoreCounters {
     /// Snapshot generation the core runs on.
     pub generation: AtomicU64,
 }
+
+/// One inspected protocol's units: forwarded, refused by the gate,
+/// malformed; the asset's answers that matched no request.
+#[derive(Default)]
+pub struct InspectCounters {
+    pub allowed: AtomicU64,
+    pub denied: AtomicU64,
+    pub malformed: AtomicU64,
+    pub unmatched: AtomicU64,
+}
+
+impl InspectCounters {
+    fn load(&self) -> [u64; 4] {
+        [&self.allowed, &self.denied, &self.malformed, &self.unmatched].map(|c| c.load(Relaxed))
+    }
+}
+
+/// The names of [`InspectCounters`] in `ctl stats`, after the protocol's.
+const INSPECT_NAMES: [&str; 4] = ["allowed", "denied", "malformed", "unmatched"];
 
 /// The bounds of [`CoreCounters::slow_passes`] and [`CoreCounters::stalls`].
 pub const STALL_BOUNDS_US: [u64; 3] = [100, 1_000, 10_000];
@@ -107,10 +125,9 @@ pub struct CounterTotals {
     pub modbus_denied: u64,
     pub modbus_malformed: u64,
     pub modbus_unmatched: u64,
-    pub s7_allowed: u64,
-    pub s7_denied: u64,
-    pub s7_malformed: u64,
-    pub s7_unmatched: u64,
+    /// S7comm and DNP3: allowed, denied, malformed, unmatched.
+    pub s7: [u64; 4],
+    pub dnp3: [u64; 4],
     pub loops: u64,
     pub sleeps: u64,
     pub audit_turns: u64,
@@ -147,10 +164,11 @@ impl CounterTotals {
             t.modbus_denied += c.modbus_denied.load(Relaxed);
             t.modbus_malformed += c.modbus_malformed.load(Relaxed);
             t.modbus_unmatched += c.modbus_unmatched.load(Relaxed);
-            t.s7_allowed += c.s7_allowed.load(Relaxed);
-            t.s7_denied += c.s7_denied.load(Relaxed);
-            t.s7_malformed += c.s7_malformed.load(Relaxed);
-            t.s7_unmatched += c.s7_unmatched.load(Relaxed);
+            for (total, core) in [(&mut t.s7, &c.s7), (&mut t.dnp3, &c.dnp3)] {
+                for (sum, v) in total.iter_mut().zip(core.load()) {
+                    *sum += v;
+                }
+            }
             t.loops += c.loops.load(Relaxed);
             t.sleeps += c.sleeps.load(Relaxed);
             t.audit_turns += c.audit_turns.load(Relaxed);
@@ -201,10 +219,11 @@ impl CounterTotals {
             ("modbus_denied".into(), self.modbus_denied),
             ("modbus_malformed".into(), self.modbus_malformed),
             ("modbus_unmatched".into(), self.modbus_unmatched),
-            ("s7_allowed".into(), self.s7_allowed),
-            ("s7_denied".into(), self.s7_denied),
-            ("s7_malformed".into(), self.s7_malformed),
-            ("s7_unmatched".into(), self.s7_unmatched),
+        ]);
+        for (proto, totals) in [("s7", &self.s7), ("dnp3", &self.dnp3)] {
+            out.extend(INSPECT_NAMES.iter().zip(totals).map(|(name, v)| (format!("{proto}_{name}"), *v)));
+        }
+        out.extend([
             ("bytes_up".into(), self.bytes_up),
             ("bytes_down".into(), self.bytes_down),
             ("loops".into(), self.loops),

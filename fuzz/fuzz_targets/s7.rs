@@ -11,7 +11,7 @@
 #![no_main]
 
 use dataplane::inspect::s7::S7Inspector;
-use dataplane::inspect::Sink;
+use dataplane::inspect::{Sink, UnitInspector};
 use dataplane::policy::{Decision, Denial, Op, Permit};
 use dataplane::wire::s7::{Framer, Pdu, Progress, Request, Unit, MAX_PDU};
 use libfuzzer_sys::fuzz_target;

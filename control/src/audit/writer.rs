@@ -616,10 +616,15 @@ impl Writer {
             Event::Request(r) => {
                 let bytes = r.payload.as_bytes();
                 let modbus = self.protocol_of(rec.session).is_none_or(|p| p == "modbus");
+                let dnp3 = self.protocol_of(rec.session) == Some("dnp3");
                 let mut m = Fields::new("request");
                 m.put("session", sid).put("req", r.seq);
-                if let Some(s7) = r.decoded.s7 {
-                    s7_fields(&mut m, r.decoded.function, &s7);
+                if let Some(u) = r.decoded.unit_op {
+                    if self.protocol_of(rec.session) == Some("dnp3") {
+                        dnp3_fields(&mut m, r.decoded.function, &u);
+                    } else {
+                        s7_fields(&mut m, r.decoded.function, &u);
+                    }
                 } else {
                     m.put("unit", r.decoded.unit).put("function", r.decoded.function);
                     if modbus {
@@ -663,7 +668,19 @@ impl Writer {
                                 Some("exception sent by the gate; the asset never saw the request"),
                             );
                         }
-                        if let (true, Some(s7)) = (denied, r.decoded.s7) {
+                        if let (true, true) = (denied, dnp3) {
+                            let mut out = [0u8; dataplane::inspect::dnp3::MAX_REFUSAL];
+                            let error = r.decoded.unit_op.map_or(0, |u| u.error);
+                            if let Some(n) = dataplane::inspect::dnp3::refusal(bytes, error, &mut out) {
+                                c.data(
+                                    ts,
+                                    Peer::Asset,
+                                    &out[..n],
+                                    Some("refusal sent by the gate; the outstation never saw the request"),
+                                );
+                            }
+                        }
+                        if let (true, Some(s7), false) = (denied, r.decoded.unit_op, dnp3) {
                             let mut out = [0u8; dataplane::wire::s7::MAX_REFUSAL];
                             if let Some(n) =
                                 dataplane::inspect::s7::refusal(bytes, r.decoded.function, s7.error, &mut out)
@@ -1327,10 +1344,9 @@ fn payload_fields<'a>(m: &mut Fields<'a>, bytes: &'a [u8], total: u32) {
     m.put("bytes", total).put("payload", Val::Hex(bytes));
 }
 
-/// Modbus function names in the journal (the `FunctionCode` variants).
 /// An S7comm request's fields: function (and its name), operation, the
 /// first variable of a read or write, the error the gate refused it with.
-fn s7_fields(m: &mut Fields, function: u8, s7: &dataplane::audit::S7Decoded) {
+fn s7_fields(m: &mut Fields, function: u8, s7: &dataplane::audit::UnitDecoded) {
     use dataplane::wire::s7 as w;
     m.put("function", function);
     if function & 0xf0 == 0x70 && function != 0x70 {
@@ -1396,6 +1412,75 @@ fn s7_function_name(function: u8, subfunction: u8) -> &'static str {
     }
 }
 
+/// A DNP3 unit's fields: function (and its name), application sequence,
+/// operation, the IIN2 bits the gate refused it with.
+fn dnp3_fields(m: &mut Fields, function: u8, u: &dataplane::audit::UnitDecoded) {
+    m.put("function", function).put("function_name", dnp3_function_name(function));
+    m.put("app_seq", u.reference).put("op", u.op.as_str());
+    // The gate's answer: IIN1 as the outstation last reported it, IIN2.
+    let [iin1, iin2] = u.error.to_be_bytes();
+    if iin2 != 0 {
+        let why = match iin2 {
+            dataplane::wire::dnp3::IIN2_NO_FUNC_CODE_SUPPORT => "function code not supported",
+            dataplane::wire::dnp3::IIN2_PARAMETER_ERROR => "parameter error",
+            _ => "",
+        };
+        m.put("dnp3_error", format!("IIN2 0x{iin2:02x} ({why})")).put("iin1", iin1);
+    }
+}
+
+/// DNP3 application function names (IEEE 1815-2012 table 4-1); `0xf0 |
+/// link function` for link-layer frames.
+fn dnp3_function_name(function: u8) -> &'static str {
+    const NAMES: [&str; 34] = [
+        "Confirm",
+        "Read",
+        "Write",
+        "Select",
+        "Operate",
+        "DirectOperate",
+        "DirectOperateNoAck",
+        "ImmediateFreeze",
+        "ImmediateFreezeNoAck",
+        "FreezeClear",
+        "FreezeClearNoAck",
+        "FreezeAtTime",
+        "FreezeAtTimeNoAck",
+        "ColdRestart",
+        "WarmRestart",
+        "InitializeData",
+        "InitializeApplication",
+        "StartApplication",
+        "StopApplication",
+        "SaveConfiguration",
+        "EnableUnsolicited",
+        "DisableUnsolicited",
+        "AssignClass",
+        "DelayMeasure",
+        "RecordCurrentTime",
+        "OpenFile",
+        "CloseFile",
+        "DeleteFile",
+        "GetFileInfo",
+        "AuthenticateFile",
+        "AbortFile",
+        "ActivateConfig",
+        "AuthenticateRequest",
+        "AuthenticateRequestNoAck",
+    ];
+    match function {
+        0xf0 => "LinkResetStates",
+        0xf2 => "LinkTest",
+        0xf9 => "LinkRequestStatus",
+        0xe0 => "LinkAck",
+        0xe1 => "LinkNack",
+        0xeb => "LinkStatus",
+        f if f >= 0xe0 => "Link",
+        f => NAMES.get(usize::from(f)).copied().unwrap_or("Unknown"),
+    }
+}
+
+/// Modbus function names in the journal (the `FunctionCode` variants).
 fn modbus_function_name(function: u8) -> Option<&'static str> {
     Some(match function & 0x7F {
         1 => "ReadCoils",

@@ -39,62 +39,18 @@
 //! Buffers are fixed (two TPKTs' worth per direction); when the other side
 //! has no room, reading stops. Nothing here allocates.
 
-use super::{Buf, Sink};
+pub use super::{Answer, Inspected, Verdict};
+use super::{Buf, Sink, UnitInspector};
 use crate::inspect::modbus::InspectStats;
-use crate::policy::{Decision, Denial, Op};
+use crate::policy::{Decision, Op};
 use crate::wire::s7::{
-    self as wire, Anomaly, Framer, Item, Pdu, PiService, Progress, Request, Tpdu, Unit, Userdata, MAX_PDU, MAX_REFUSAL,
+    self as wire, Anomaly, Framer, Pdu, PiService, Progress, Request, Tpdu, Unit, Userdata, MAX_PDU, MAX_REFUSAL,
     MAX_UNIT,
 };
 
 /// Outstanding requests per session; more is a flood (anomaly). CPUs grant
 /// 1..=8 parallel jobs (max AmQ).
 pub const MAX_OUTSTANDING: usize = 16;
-
-/// The gate's decision on one unit from the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Forwarded without a policy check: COTP connect/disconnect and setup
-    /// communication, which every session needs.
-    Transport,
-    /// Forwarded to the PLC; `rule` allowed it.
-    Allowed { rule: u32 },
-    /// Answered by the gate with this error (item return code 0x03, header
-    /// error 0x8703 or userdata error 0xD241).
-    Denied { denial: Denial, error: u16 },
-    /// Not a valid request: answered with header error 0x8500.
-    Malformed { error: u16 },
-    /// Too many requests outstanding (or a PDU reference already in
-    /// flight): answered with 0x8302 (no resources).
-    Flood,
-}
-
-/// What happened to one unit from the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Inspected {
-    /// The request's number within the session (1, 2, ...).
-    pub seq: u32,
-    pub pdu_ref: u16,
-    /// The S7 function: job function, `0x70 | group` for userdata
-    /// (`subfunction` says which), COTP code for connection TPDUs.
-    pub function: u8,
-    pub subfunction: u8,
-    pub op: Op,
-    /// The first variable a read or write names.
-    pub item: Option<Item>,
-    pub verdict: Verdict,
-}
-
-/// What a unit from the PLC was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
-    /// The response to request `seq`, `latency` after it was forwarded.
-    Matched { seq: u32, latency: u64 },
-    /// A connection TPDU or a userdata push: forwarded, matches nothing.
-    Unsolicited,
-    /// An acknowledgement no request is waiting for: dropped.
-    Unmatched,
-}
 
 /// A request forwarded and not yet answered.
 #[derive(Debug, Clone, Copy, Default)]
@@ -143,93 +99,6 @@ impl S7Inspector {
             asset_jobs: [(0, 0); MAX_ASSET_JOBS],
             asset_open: 0,
             stats: InspectStats { requests: 0, allowed: 0, denied: 0, malformed: 0, responses: 0, unmatched: 0 },
-        }
-    }
-
-    /// Room for more bytes from the user.
-    pub fn up_spare(&mut self) -> &mut [u8] {
-        self.up.spare()
-    }
-
-    /// `n` bytes were written into [`S7Inspector::up_spare`].
-    pub fn up_filled(&mut self, n: usize) {
-        self.up.filled(n);
-    }
-
-    /// Room for more bytes from the asset.
-    pub fn down_spare(&mut self) -> &mut [u8] {
-        self.down.spare()
-    }
-
-    /// `n` bytes were written into [`S7Inspector::down_spare`].
-    pub fn down_filled(&mut self, n: usize) {
-        self.down.filled(n);
-    }
-
-    /// Bytes from the user waiting for room on the other side.
-    pub fn up_pending(&self) -> usize {
-        self.up.len
-    }
-
-    /// Decides every complete unit in the user's buffer, in order,
-    /// forwarding or answering each; stops at a partial unit or when the
-    /// target has no room. `decide` is the policy; `now` a timestamp for
-    /// latency. `on` hears about each unit (with its bytes as forwarded).
-    ///
-    /// # Errors
-    /// The stream cannot be framed any more: close the session.
-    pub fn requests(
-        &mut self,
-        sink: &mut dyn Sink,
-        decide: &mut dyn FnMut(Op) -> Decision,
-        now: u64,
-        on: &mut dyn FnMut(&Inspected, &[u8]),
-    ) -> Result<usize, Anomaly> {
-        let mut done = 0;
-        loop {
-            let len = match Framer::next(&self.up.data[..self.up.len]) {
-                Progress::Done { len } => len,
-                Progress::NeedMore => return Ok(done),
-                Progress::Reject(anomaly) => return Err(anomaly),
-            };
-            let (mut inspected, reply) = self.inspect(len, decide)?;
-            let forward = matches!(inspected.verdict, Verdict::Transport | Verdict::Allowed { .. });
-            if forward {
-                if !sink.to_asset(&self.up.data[..len]) {
-                    // No room at the asset: keep the unit, try again later.
-                    return Ok(done);
-                }
-            } else {
-                let mut out = [0u8; MAX_REFUSAL];
-                let n = reply.emit(&mut out, inspected.pdu_ref);
-                if !sink.to_user(&out[..n]) {
-                    return Ok(done);
-                }
-            }
-            self.stats.requests += 1;
-            inspected.seq = self.stats.requests as u32;
-            match inspected.verdict {
-                Verdict::Transport | Verdict::Allowed { .. } => self.stats.allowed += 1,
-                Verdict::Denied { .. } | Verdict::Flood => self.stats.denied += 1,
-                Verdict::Malformed { .. } => self.stats.malformed += 1,
-            }
-            match inspected.verdict {
-                Verdict::Allowed { rule } if inspected.function == wire::REQUEST_DOWNLOAD => self.download = Some(rule),
-                _ if inspected.function == wire::DOWNLOAD_ENDED && reply == Reply::None => self.download = None,
-                _ => {}
-            }
-            if forward && reply.expects_answer() {
-                self.pending[self.outstanding] = Pending {
-                    pdu_ref: inspected.pdu_ref,
-                    userdata: matches!(reply, Reply::Userdata(..)),
-                    seq: inspected.seq,
-                    sent_at: now,
-                };
-                self.outstanding += 1;
-            }
-            on(&inspected, &self.up.data[..len]);
-            self.up.consume(len);
-            done += 1;
         }
     }
 
@@ -355,6 +224,97 @@ impl S7Inspector {
         }
         (Inspected { verdict: Verdict::Flood, ..i }, reply.with_error(i.function, wire::ERR_NO_RESOURCES))
     }
+}
+
+impl UnitInspector for S7Inspector {
+    type Anomaly = Anomaly;
+
+    /// Room for more bytes from the user.
+    fn up_spare(&mut self) -> &mut [u8] {
+        self.up.spare()
+    }
+
+    /// `n` bytes were written into [`S7Inspector::up_spare`].
+    fn up_filled(&mut self, n: usize) {
+        self.up.filled(n);
+    }
+
+    /// Room for more bytes from the asset.
+    fn down_spare(&mut self) -> &mut [u8] {
+        self.down.spare()
+    }
+
+    /// `n` bytes were written into [`S7Inspector::down_spare`].
+    fn down_filled(&mut self, n: usize) {
+        self.down.filled(n);
+    }
+
+    /// Bytes from the user waiting for room on the other side.
+    fn up_pending(&self) -> usize {
+        self.up.len
+    }
+
+    /// Decides every complete unit in the user's buffer, in order,
+    /// forwarding or answering each; stops at a partial unit or when the
+    /// target has no room. `decide` is the policy; `now` a timestamp for
+    /// latency. `on` hears about each unit (with its bytes as forwarded).
+    ///
+    /// # Errors
+    /// The stream cannot be framed any more: close the session.
+    fn requests(
+        &mut self,
+        sink: &mut dyn Sink,
+        decide: &mut dyn FnMut(Op) -> Decision,
+        now: u64,
+        on: &mut dyn FnMut(&Inspected, &[u8]),
+    ) -> Result<usize, Anomaly> {
+        let mut done = 0;
+        loop {
+            let len = match Framer::next(&self.up.data[..self.up.len]) {
+                Progress::Done { len } => len,
+                Progress::NeedMore => return Ok(done),
+                Progress::Reject(anomaly) => return Err(anomaly),
+            };
+            let (mut inspected, reply) = self.inspect(len, decide)?;
+            let forward = matches!(inspected.verdict, Verdict::Transport | Verdict::Allowed { .. });
+            if forward {
+                if !sink.to_asset(&self.up.data[..len]) {
+                    // No room at the asset: keep the unit, try again later.
+                    return Ok(done);
+                }
+            } else {
+                let mut out = [0u8; MAX_REFUSAL];
+                let n = reply.emit(&mut out, inspected.pdu_ref);
+                if !sink.to_user(&out[..n]) {
+                    return Ok(done);
+                }
+            }
+            self.stats.requests += 1;
+            inspected.seq = self.stats.requests as u32;
+            match inspected.verdict {
+                Verdict::Transport | Verdict::Allowed { .. } => self.stats.allowed += 1,
+                Verdict::Denied { .. } | Verdict::Flood => self.stats.denied += 1,
+                Verdict::Malformed { .. } => self.stats.malformed += 1,
+            }
+            match inspected.verdict {
+                Verdict::Allowed { rule } if inspected.function == wire::REQUEST_DOWNLOAD => self.download = Some(rule),
+                _ if inspected.function == wire::DOWNLOAD_ENDED && reply == Reply::None => self.download = None,
+                _ => {}
+            }
+            if forward && reply.expects_answer() {
+                self.pending[self.outstanding] = Pending {
+                    pdu_ref: inspected.pdu_ref,
+                    userdata: matches!(reply, Reply::Userdata(..)),
+                    seq: inspected.seq,
+                    sent_at: now,
+                };
+                self.outstanding += 1;
+            }
+            on(&inspected, &self.up.data[..len]);
+            self.up.consume(len);
+            done += 1;
+        }
+    }
 
     /// Matches every complete unit in the asset's buffer to its request and
     /// forwards it; drops (and counts) unsolicited acknowledgements. `on`
@@ -362,7 +322,7 @@ impl S7Inspector {
     ///
     /// # Errors
     /// The asset's stream cannot be framed any more: close the session.
-    pub fn responses(
+    fn responses(
         &mut self,
         sink: &mut dyn Sink,
         now: u64,

@@ -22,10 +22,11 @@ use smoltcp::time::{Duration, Instant};
 
 use crate::audit::{AuditOut, AuditRecord, Decoded, Direction, Verdict as AuditVerdict};
 use crate::auth::{AuthRequest, AuthVerdict, Credentials, Grant, Purpose};
-use crate::counters::{bump, CoreCounters};
+use crate::counters::{bump, CoreCounters, InspectCounters};
+use crate::inspect::dnp3::Dnp3Inspector;
 use crate::inspect::modbus::{Broken, ModbusInspector, Verdict};
-use crate::inspect::s7::{self, S7Inspector};
-use crate::inspect::Sink;
+use crate::inspect::s7::S7Inspector;
+use crate::inspect::{Answer as UnitAnswer, Sink, UnitInspector, Verdict as UnitVerdict};
 use crate::policy::{Decision, Denial, ModbusDetail, Op, Policy, Query, RoleId};
 use crate::snapshot::Protocol;
 use crate::tls::Tls;
@@ -165,6 +166,7 @@ enum Inspector {
     None,
     Modbus(Box<ModbusInspector>),
     S7(Box<S7Inspector>),
+    Dnp3(Box<Dnp3Inspector>),
 }
 
 impl Inspector {
@@ -174,6 +176,7 @@ impl Inspector {
             Self::None => 0,
             Self::Modbus(i) => i.up_pending(),
             Self::S7(i) => i.up_pending(),
+            Self::Dnp3(i) => i.up_pending(),
         }
     }
 }
@@ -586,7 +589,7 @@ impl Session {
         let moved = match self.inspector {
             Inspector::None => self.move_raw(ctx, south),
             Inspector::Modbus(_) => self.move_modbus(ctx, north, south),
-            Inspector::S7(_) => self.move_s7(ctx, north, south),
+            Inspector::S7(_) | Inspector::Dnp3(_) => self.move_units(ctx, north, south),
         };
         let (up, down) = match moved {
             Ok(m) => m,
@@ -762,9 +765,9 @@ impl Session {
         Ok((up, down))
     }
 
-    /// S7comm: every request framed, decided and forwarded or answered;
-    /// every acknowledgement matched.
-    fn move_s7(
+    /// S7comm and DNP3: every request framed, decided and forwarded or
+    /// answered; every answer matched.
+    fn move_units(
         &mut self,
         ctx: &mut StepCtx<'_>,
         north: &mut Socket<'_>,
@@ -773,98 +776,21 @@ impl Session {
         if ctx.audit.terminate {
             return Err(CloseReason::AuditUnavailable);
         }
-        let Inspector::S7(insp) = &mut self.inspector else { return Ok((0, 0)) };
-        let (roles, asset, protocol) = (&self.role_ids[..], self.asset_id, self.protocol);
-        let (policy, unix, micros, counters) = (ctx.policy, ctx.unix, ctx.now.total_micros() as u64, ctx.counters);
-        let (id, ts) = (self.id, ctx.unix_us);
-        let audit = &mut ctx.audit;
-        let tls = &mut *self.tls;
-        // A unit may take a request record and its overflow in data records.
-        const RECORDS: usize = 1 + crate::wire::s7::MAX_UNIT.div_ceil(crate::audit::PAYLOAD_LEN);
-        if audit.has_room(RECORDS) {
-            let n = tls.read_plain(insp.up_spare());
-            insp.up_filled(n);
-        }
-        let mut up = 0;
-        let mut wires = Wires { tls, north: &mut *north, south: &mut *south };
-        let mut decide = |op: Op| match asset {
-            Some(asset) => policy.check(&Query { roles, asset, protocol, op, modbus: None, now: unix }),
-            None => Decision::Deny(Denial::NoRule),
+        let Self { inspector, role_ids, asset_id, protocol, id, tls, detail, .. } = self;
+        let party = Party { id: *id, roles: &role_ids[..], asset: *asset_id, protocol: *protocol };
+        let mut wires = Wires { tls, north, south };
+        let counters = ctx.counters;
+        let result = match inspector {
+            Inspector::S7(i) => pump_units(&mut **i, &party, ctx, &mut wires, &counters.s7)
+                .map_err(|(asset, a)| (asset, format!("{a:?}"))),
+            Inspector::Dnp3(i) => pump_units(&mut **i, &party, ctx, &mut wires, &counters.dnp3)
+                .map_err(|(asset, a)| (asset, format!("{a:?}"))),
+            Inspector::None | Inspector::Modbus(_) => Ok((0, 0)),
         };
-        let result = insp.requests(&mut wires, &mut decide, micros, &mut |i, unit| {
-            let (verdict, rule) = match i.verdict {
-                s7::Verdict::Transport => {
-                    up += unit.len();
-                    (AuditVerdict::Allow, None)
-                }
-                s7::Verdict::Allowed { rule } => {
-                    up += unit.len();
-                    bump(&counters.s7_allowed, 1);
-                    (AuditVerdict::Allow, Some(rule))
-                }
-                s7::Verdict::Denied { denial, .. } => {
-                    bump(&counters.s7_denied, 1);
-                    (AuditVerdict::Deny, denial_rule(denial))
-                }
-                s7::Verdict::Flood => {
-                    bump(&counters.s7_denied, 1);
-                    (AuditVerdict::Deny, None)
-                }
-                s7::Verdict::Malformed { .. } => {
-                    bump(&counters.s7_malformed, 1);
-                    (AuditVerdict::Deny, None)
-                }
-            };
-            if audit.enabled() {
-                let name = rule.and_then(|r| policy.rules.get(r as usize)).map_or("", String::as_str);
-                let rule16 = rule.and_then(|r| u16::try_from(r).ok());
-                audit.push(AuditRecord::request(id, i.seq, ts, Decoded::s7(i), verdict, rule16, name, None, unit));
-                audit_overflow(audit, id, ts, Direction::Up, unit);
-            }
-        });
-        if let Err(anomaly) = result {
-            self.detail = Some(format!("{anomaly:?}"));
-            return Err(CloseReason::FramingLost);
-        }
-        // Asset -> gate -> user.
-        let mut down = 0;
-        while wires.south.can_recv() {
-            let spare = insp.down_spare();
-            if spare.is_empty() {
-                break;
-            }
-            let got = wires.south.recv_slice(spare).unwrap_or(0);
-            if got == 0 {
-                break;
-            }
-            insp.down_filled(got);
-        }
-        let result = insp.responses(&mut wires, micros, &mut |answer, unit| match answer {
-            s7::Answer::Matched { seq, latency } => {
-                down += unit.len();
-                audit.push(AuditRecord::response(id, seq, ts, u32::try_from(latency).unwrap_or(u32::MAX), unit));
-                audit_overflow(audit, id, ts, Direction::Down, unit);
-            }
-            s7::Answer::Unsolicited => {
-                down += unit.len();
-                audit.push(AuditRecord::response(id, 0, ts, 0, unit));
-                audit_overflow(audit, id, ts, Direction::Down, unit);
-            }
-            s7::Answer::Unmatched => {
-                bump(&counters.s7_unmatched, 1);
-                audit.push(AuditRecord::anomaly(
-                    id,
-                    ts,
-                    "unmatched_response",
-                    "a PLC acknowledgement matched no request; dropped",
-                ));
-            }
-        });
-        if let Err(anomaly) = result {
-            self.detail = Some(format!("asset: {anomaly:?}"));
-            return Err(CloseReason::FramingLost);
-        }
-        Ok((up, down))
+        result.map_err(|(asset, anomaly)| {
+            *detail = Some(if asset { format!("asset: {anomaly}") } else { anomaly });
+            CloseReason::FramingLost
+        })
     }
 
     /// On a new policy generation or when the permitting window ends, asks
@@ -916,6 +842,7 @@ impl Session {
         self.inspector = match protocol {
             Protocol::Modbus => Inspector::Modbus(Box::default()),
             Protocol::S7 => Inspector::S7(Box::default()),
+            Protocol::Dnp3 => Inspector::Dnp3(Box::default()),
             _ => Inspector::None,
         };
     }
@@ -957,6 +884,110 @@ impl Session {
 }
 
 /// The rule a denial names, if any.
+/// Who a session is, for the policy and the audit trail.
+struct Party<'a> {
+    id: u64,
+    roles: &'a [RoleId],
+    asset: Option<u32>,
+    protocol: Protocol,
+}
+
+/// Moves one protocol's units both ways through its inspector: reads the
+/// user's plaintext while the audit trail has room, decides and forwards
+/// or answers each unit, then the asset's answers. Returns the payload
+/// bytes moved up and down; an error names the side whose stream could not
+/// be framed (`true`: the asset's).
+fn pump_units<I: UnitInspector>(
+    insp: &mut I,
+    party: &Party<'_>,
+    ctx: &mut StepCtx<'_>,
+    wires: &mut Wires<'_, '_, '_>,
+    counters: &InspectCounters,
+) -> Result<(usize, usize), (bool, I::Anomaly)> {
+    let (roles, asset, protocol, id) = (party.roles, party.asset, party.protocol, party.id);
+    let (policy, unix, micros, ts) = (ctx.policy, ctx.unix, ctx.now.total_micros() as u64, ctx.unix_us);
+    let audit = &mut ctx.audit;
+    // A unit may take a request record and its overflow in data records.
+    const RECORDS: usize = 1 + crate::wire::s7::MAX_UNIT.div_ceil(crate::audit::PAYLOAD_LEN);
+    if audit.has_room(RECORDS) {
+        let n = wires.tls.read_plain(insp.up_spare());
+        insp.up_filled(n);
+    }
+    let mut up = 0;
+    let mut decide = |op: Op| match asset {
+        Some(asset) => policy.check(&Query { roles, asset, protocol, op, modbus: None, now: unix }),
+        None => Decision::Deny(Denial::NoRule),
+    };
+    let result = insp.requests(wires, &mut decide, micros, &mut |i, unit| {
+        let (verdict, rule) = match i.verdict {
+            UnitVerdict::Transport => {
+                up += unit.len();
+                (AuditVerdict::Allow, None)
+            }
+            UnitVerdict::Allowed { rule } => {
+                up += unit.len();
+                bump(&counters.allowed, 1);
+                (AuditVerdict::Allow, Some(rule))
+            }
+            UnitVerdict::Denied { denial, .. } => {
+                bump(&counters.denied, 1);
+                (AuditVerdict::Deny, denial_rule(denial))
+            }
+            UnitVerdict::Flood => {
+                bump(&counters.denied, 1);
+                (AuditVerdict::Deny, None)
+            }
+            UnitVerdict::Malformed { .. } => {
+                bump(&counters.malformed, 1);
+                (AuditVerdict::Deny, None)
+            }
+        };
+        if audit.enabled() {
+            let name = rule.and_then(|r| policy.rules.get(r as usize)).map_or("", String::as_str);
+            let rule16 = rule.and_then(|r| u16::try_from(r).ok());
+            audit.push(AuditRecord::request(id, i.seq, ts, Decoded::unit(i), verdict, rule16, name, None, unit));
+            audit_overflow(audit, id, ts, Direction::Up, unit);
+        }
+    });
+    result.map_err(|a| (false, a))?;
+    // Asset -> gate -> user.
+    let mut down = 0;
+    while wires.south.can_recv() {
+        let spare = insp.down_spare();
+        if spare.is_empty() {
+            break;
+        }
+        let got = wires.south.recv_slice(spare).unwrap_or(0);
+        if got == 0 {
+            break;
+        }
+        insp.down_filled(got);
+    }
+    let result = insp.responses(wires, micros, &mut |answer, unit| match answer {
+        UnitAnswer::Matched { seq, latency } => {
+            down += unit.len();
+            audit.push(AuditRecord::response(id, seq, ts, u32::try_from(latency).unwrap_or(u32::MAX), unit));
+            audit_overflow(audit, id, ts, Direction::Down, unit);
+        }
+        UnitAnswer::Unsolicited => {
+            down += unit.len();
+            audit.push(AuditRecord::response(id, 0, ts, 0, unit));
+            audit_overflow(audit, id, ts, Direction::Down, unit);
+        }
+        UnitAnswer::Unmatched => {
+            bump(&counters.unmatched, 1);
+            audit.push(AuditRecord::anomaly(
+                id,
+                ts,
+                "unmatched_response",
+                "an answer from the asset matched no request; dropped",
+            ));
+        }
+    });
+    result.map_err(|a| (true, a))?;
+    Ok((up, down))
+}
+
 /// The bytes of a unit past what its request or response record carries,
 /// as data records, so the trail and the capture hold all of it.
 fn audit_overflow(audit: &mut AuditOut<'_>, id: u64, ts: u64, direction: Direction, unit: &[u8]) {

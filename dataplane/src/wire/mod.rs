@@ -3,6 +3,7 @@
 //! Each module follows smoltcp's contract: untrusted input goes through a
 //! checked constructor or `parse`, after which no accessor panics.
 
+pub mod dnp3;
 pub mod hello;
 pub mod modbus;
 pub mod s7;

@@ -1,6 +1,6 @@
 use super::*;
 use crate::audit::Decoded;
-use crate::policy::Permit;
+use crate::policy::{Denial, Permit};
 
 #[derive(Default)]
 struct Wires {
@@ -363,8 +363,8 @@ fn refusals_rebuilt_for_the_capture_are_the_ones_sent() {
         let mut insp = S7Inspector::new();
         let mut w = Wires::default();
         let seen = feed(&mut insp, &mut w, &unit, policy);
-        let audit = Decoded::s7(&seen[0]);
-        let error = audit.s7.unwrap().error;
+        let audit = Decoded::unit(&seen[0]);
+        let error = audit.unit_op.unwrap().error;
         let mut out = [0u8; MAX_REFUSAL];
         // As the audit record keeps it: at most PAYLOAD_LEN bytes.
         let kept = &unit[..unit.len().min(crate::audit::PAYLOAD_LEN)];

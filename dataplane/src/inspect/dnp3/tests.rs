@@ -1,0 +1,379 @@
+use super::*;
+use crate::policy::{Denial, Permit};
+use crate::wire::dnp3::{DIR, PRM};
+
+#[derive(Default)]
+struct Wires {
+    asset: Vec<u8>,
+    user: Vec<u8>,
+    asset_room: Option<usize>,
+}
+
+impl Sink for Wires {
+    fn to_asset(&mut self, unit: &[u8]) -> bool {
+        if self.asset_room.is_some_and(|r| self.asset.len() + unit.len() > r) {
+            return false;
+        }
+        self.asset.extend_from_slice(unit);
+        true
+    }
+    fn to_user(&mut self, unit: &[u8]) -> bool {
+        self.user.extend_from_slice(unit);
+        true
+    }
+}
+
+const ALLOW: Decision = Decision::Permit(Permit { rule: 7, until: u64::MAX });
+
+/// A viewer: reads and diagnostics (time sync), nothing else.
+fn viewer(op: Op) -> Decision {
+    if matches!(op, Op::Read | Op::Diagnostic) {
+        ALLOW
+    } else {
+        Decision::Deny(Denial::NoRule)
+    }
+}
+
+/// Master 2 -> outstation 1: one frame carrying `user`.
+fn frame(control: u8, user: &[u8]) -> Vec<u8> {
+    let mut out = [0u8; MAX_FRAME];
+    let n = wire::emit_frame(&mut out, control, 1, 2, user);
+    out[..n].to_vec()
+}
+
+/// Outstation 1 -> master 2.
+fn from_outstation(user: &[u8]) -> Vec<u8> {
+    let mut out = [0u8; MAX_FRAME];
+    let n = wire::emit_frame(&mut out, PRM | wire::LINK_UNCONFIRMED_USER_DATA, 2, 1, user);
+    out[..n].to_vec()
+}
+
+const DATA: u8 = DIR | PRM | wire::LINK_UNCONFIRMED_USER_DATA;
+const CONFIRMED: u8 = DIR | PRM | wire::LINK_CONFIRMED_USER_DATA;
+
+/// A one-segment request: transport FIN|FIR, application FIR|FIN + seq.
+fn request(app_seq: u8, function: u8, objects: &[u8]) -> Vec<u8> {
+    frame(DATA, &[&[0xc0, 0xc0 | app_seq, function][..], objects].concat())
+}
+
+const POLL: [u8; 12] = [60, 2, 6, 60, 3, 6, 60, 4, 6, 60, 1, 6];
+/// CROB index 1, latch on.
+const CROB: [u8; 16] = [12, 1, 0x17, 1, 1, 0x03, 1, 100, 0, 0, 0, 100, 0, 0, 0, 0];
+/// Time and date, g50v1, one object.
+const TIME: [u8; 10] = [50, 1, 0x07, 1, 0, 0, 0, 0, 0, 0];
+/// A 16-bit analog output status write, g40 ... (a process value).
+const ANALOG: [u8; 8] = [41, 2, 0x17, 1, 3, 0x10, 0x27, 0];
+
+fn feed(insp: &mut Dnp3Inspector, w: &mut Wires, bytes: &[u8], policy: fn(Op) -> Decision) -> Vec<Inspected> {
+    let mut seen = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let spare = insp.up_spare();
+        let n = spare.len().min(rest.len());
+        spare[..n].copy_from_slice(&rest[..n]);
+        insp.up_filled(n);
+        rest = &rest[n..];
+        insp.requests(w, &mut |op| policy(op), 0, &mut |i, _| seen.push(*i)).unwrap();
+    }
+    seen
+}
+
+fn to_master(insp: &mut Dnp3Inspector, w: &mut Wires, bytes: &[u8], now: u64) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let spare = insp.down_spare();
+        let n = spare.len().min(rest.len());
+        spare[..n].copy_from_slice(&rest[..n]);
+        insp.down_filled(n);
+        rest = &rest[n..];
+        insp.responses(w, now, &mut |a, _| answers.push(a)).unwrap();
+    }
+    answers
+}
+
+/// The application layers (transport byte dropped) of a stream of frames.
+fn apps(mut stream: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut user = [0; MAX_USER];
+    while let Progress::Done { len } = Framer::next(stream) {
+        let f = Frame::parse(&stream[..len], &mut user).unwrap();
+        out.push(f.user.get(1..).unwrap_or(&[]).to_vec());
+        stream = &stream[len..];
+    }
+    assert!(stream.is_empty());
+    out
+}
+
+#[test]
+fn a_viewer_polls_and_syncs_time_and_is_refused_the_rest() {
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires::default();
+    let link_status = frame(DIR | PRM | 9, &[]);
+    let stream = [
+        link_status.clone(),
+        request(1, wire::READ, &POLL),
+        request(2, wire::WRITE, &TIME),
+        request(3, wire::DIRECT_OPERATE, &CROB),
+        request(4, wire::WRITE, &ANALOG),
+        request(5, wire::DIRECT_OPERATE_NR, &CROB),
+        request(6, wire::CONFIRM, &[]),
+        request(7, wire::COLD_RESTART, &[]),
+    ]
+    .concat();
+    let seen = feed(&mut insp, &mut w, &stream, viewer);
+    let got: Vec<_> = seen.iter().map(|i| (i.function, i.op, i.verdict)).collect();
+    let no = Verdict::Denied { denial: Denial::NoRule, error: 1 };
+    assert_eq!(
+        got,
+        [
+            (0xf9, Op::Other, Verdict::Transport),
+            (wire::READ, Op::Read, Verdict::Allowed { rule: 7 }),
+            (wire::WRITE, Op::Diagnostic, Verdict::Allowed { rule: 7 }),
+            (wire::DIRECT_OPERATE, Op::Control, no),
+            (wire::WRITE, Op::Write, no),
+            (wire::DIRECT_OPERATE_NR, Op::Control, no),
+            (wire::CONFIRM, Op::Other, Verdict::Transport),
+            (wire::COLD_RESTART, Op::Control, no),
+        ]
+    );
+    assert_eq!(
+        w.asset,
+        [link_status, request(1, wire::READ, &POLL), request(2, wire::WRITE, &TIME), request(6, wire::CONFIRM, &[])]
+            .concat()
+    );
+    // One response per refused request that expects one (not the _NR),
+    // each with its sequence and IIN2.0.
+    assert_eq!(apps(&w.user), [vec![0xc3, 0x81, 0, 1], vec![0xc4, 0x81, 0, 1], vec![0xc7, 0x81, 0, 1]],);
+    assert_eq!((insp.stats.allowed, insp.stats.denied), (4, 4));
+}
+
+#[test]
+fn every_split_gives_the_same_verdicts_and_bytes() {
+    let stream =
+        [request(1, wire::READ, &POLL), request(3, wire::DIRECT_OPERATE, &CROB), request(2, wire::WRITE, &TIME)]
+            .concat();
+    let mut whole = Wires::default();
+    let expected = feed(&mut Dnp3Inspector::new(), &mut whole, &stream, viewer);
+    for cut in 1..stream.len() {
+        let mut insp = Dnp3Inspector::new();
+        let mut w = Wires::default();
+        let mut seen = feed(&mut insp, &mut w, &stream[..cut], viewer);
+        seen.extend(feed(&mut insp, &mut w, &stream[cut..], viewer));
+        assert_eq!(seen, expected, "cut at {cut}");
+        assert_eq!((&w.asset, &w.user), (&whole.asset, &whole.user), "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_fragment_in_several_segments_shares_the_first_ones_fate() {
+    // Transport: FIR seq 0 (with the application header), then FIN seq 1.
+    let first = frame(DATA, &[&[0x40, 0xc9, wire::DIRECT_OPERATE][..], &CROB[..8]].concat());
+    let last = frame(DATA, &[&[0x81][..], &CROB[8..]].concat());
+    let stream = [first.clone(), last.clone()].concat();
+    let mut w = Wires::default();
+    let seen = feed(&mut Dnp3Inspector::new(), &mut w, &stream, |_| ALLOW);
+    assert!(seen.iter().all(|i| i.verdict == Verdict::Allowed { rule: 7 } && i.function == wire::DIRECT_OPERATE));
+    assert_eq!(w.asset, stream);
+    let mut w = Wires::default();
+    let seen = feed(&mut Dnp3Inspector::new(), &mut w, &stream, viewer);
+    assert!(seen.iter().all(|i| matches!(i.verdict, Verdict::Denied { .. })), "{seen:?}");
+    assert!(w.asset.is_empty());
+    assert_eq!(apps(&w.user), [vec![0xc9, 0x81, 0, 1]], "one answer for the fragment");
+    // A later segment with no first one: dropped as malformed.
+    let mut w = Wires::default();
+    let seen = feed(&mut Dnp3Inspector::new(), &mut w, &last, |_| ALLOW);
+    assert!(matches!(seen[0].verdict, Verdict::Malformed { .. }));
+    assert!(w.asset.is_empty() && w.user.is_empty());
+}
+
+#[test]
+fn a_refused_confirmed_frame_gets_its_link_ack() {
+    let mut w = Wires::default();
+    let req = frame(CONFIRMED, &[0xc0, 0xc1, wire::DIRECT_OPERATE, 12, 1]);
+    feed(&mut Dnp3Inspector::new(), &mut w, &req, viewer);
+    let mut user = [0; MAX_USER];
+    let mut stream = &w.user[..];
+    let mut controls = Vec::new();
+    while let Progress::Done { len } = Framer::next(stream) {
+        controls.push(Frame::parse(&stream[..len], &mut user).unwrap().control);
+        stream = &stream[len..];
+    }
+    assert_eq!(controls, [wire::LINK_ACK, PRM | wire::LINK_UNCONFIRMED_USER_DATA]);
+}
+
+#[test]
+fn responses_are_matched_by_sequence_and_strays_dropped() {
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &request(5, wire::READ, &POLL), |_| ALLOW);
+    // A stray response (wrong sequence), the response in two segments, an
+    // unsolicited response, a link ACK.
+    let stray = from_outstation(&[0xc0, 0xc9, wire::RESPONSE, 0, 0]);
+    let part1 = from_outstation(&[0x41, 0xc5, wire::RESPONSE, 0, 0, 1, 2]);
+    let part2 = from_outstation(&[0x82, 3, 4]);
+    let unsolicited = from_outstation(&[0xc3, 0xf0, wire::UNSOLICITED_RESPONSE, 0, 0]);
+    let mut ack = [0u8; MAX_FRAME];
+    let n = wire::emit_link_ack(&mut ack, 2, 1);
+    let ack = ack[..n].to_vec();
+    let answers = to_master(
+        &mut insp,
+        &mut w,
+        &[stray, part1.clone(), part2.clone(), unsolicited.clone(), ack.clone()].concat(),
+        40,
+    );
+    assert_eq!(
+        answers,
+        [
+            Answer::Unmatched,
+            Answer::Matched { seq: 1, latency: 40 },
+            Answer::Unsolicited,
+            Answer::Unsolicited,
+            Answer::Unsolicited
+        ]
+    );
+    assert_eq!(w.user, [part1, part2, unsolicited, ack].concat());
+    assert_eq!((insp.stats.responses, insp.stats.unmatched), (1, 1));
+    // Once answered, a second response to the same sequence is a stray.
+    let again = from_outstation(&[0xc0, 0xc5, wire::RESPONSE, 0, 0]);
+    assert_eq!(to_master(&mut insp, &mut w, &again, 50), [Answer::Unmatched]);
+}
+
+#[test]
+fn a_response_in_several_fragments_passes_whole() {
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &request(2, wire::READ, &POLL), |_| ALLOW);
+    // Fragment 1 (FIR, not FIN, confirm wanted), the master's confirm,
+    // fragment 2 (FIN).
+    let f1 = from_outstation(&[0xc0, 0xa2, wire::RESPONSE, 0, 0, 1]);
+    let f2 = from_outstation(&[0xc1, 0x43, wire::RESPONSE, 0, 0, 2]);
+    assert_eq!(to_master(&mut insp, &mut w, &f1, 10), [Answer::Matched { seq: 1, latency: 10 }]);
+    let seen = feed(&mut insp, &mut w, &request(2, wire::CONFIRM, &[]), |_| Decision::Deny(Denial::NoRule));
+    assert_eq!(seen[0].verdict, Verdict::Transport, "confirms always pass");
+    assert_eq!(to_master(&mut insp, &mut w, &f2, 20), [Answer::Unsolicited]);
+    assert_eq!(w.user, [f1, f2].concat());
+}
+
+#[test]
+fn damaged_frames_end_the_session() {
+    let mut bad = request(1, wire::READ, &POLL);
+    bad[12] ^= 1;
+    let mut insp = Dnp3Inspector::new();
+    insp.up_spare()[..bad.len()].copy_from_slice(&bad);
+    insp.up_filled(bad.len());
+    let r = insp.requests(&mut Wires::default(), &mut |_| ALLOW, 0, &mut |_, _| {});
+    assert_eq!(r, Err(Anomaly::DataCrc));
+    let mut insp = Dnp3Inspector::new();
+    insp.down_spare()[..4].copy_from_slice(&[0x05, 0x64, 2, 0]);
+    insp.down_filled(4);
+    assert!(insp.responses(&mut Wires::default(), 0, &mut |_, _| {}).is_err());
+}
+
+#[test]
+fn no_room_at_the_asset_keeps_the_frame() {
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires { asset_room: Some(0), ..Wires::default() };
+    assert!(feed(&mut insp, &mut w, &request(1, wire::READ, &POLL), |_| ALLOW).is_empty());
+    w.asset_room = None;
+    let mut seen = Vec::new();
+    insp.requests(&mut w, &mut |_| ALLOW, 0, &mut |i, _| seen.push(*i)).unwrap();
+    assert_eq!((seen.len(), w.asset.len()), (1, request(1, wire::READ, &POLL).len()));
+}
+
+#[test]
+fn operations_follow_the_table() {
+    let app = |function, first_group| AppHeader {
+        fir: true,
+        fin: true,
+        con: false,
+        uns: false,
+        seq: 0,
+        function,
+        first_group,
+        iin: [0, 0],
+    };
+    for (function, group, op) in [
+        (wire::READ, 60, Op::Read),
+        (wire::DISABLE_UNSOLICITED, 60, Op::Read),
+        (wire::WRITE, 80, Op::Diagnostic),
+        (wire::WRITE, 50, Op::Diagnostic),
+        (wire::WRITE, 34, Op::Write),
+        (wire::SELECT, 12, Op::Control),
+        (wire::OPERATE, 12, Op::Control),
+        (0x0b, 20, Op::Control),
+        (wire::COLD_RESTART, 0, Op::Control),
+        (0x12, 0, Op::Control),
+        (wire::SAVE_CONFIG, 0, Op::Program),
+        (wire::OPEN_FILE, 70, Op::Program),
+        (wire::ACTIVATE_CONFIG, 70, Op::Program),
+        (wire::DELAY_MEASURE, 0, Op::Diagnostic),
+        (0x20, 120, Op::Other),
+        (0x7f, 0, Op::Other),
+    ] {
+        assert_eq!(op_of(&app(function, group)), op, "function {function:#x}");
+    }
+}
+
+/// What the capture shows for a refused request is what the master got.
+#[test]
+fn refusals_rebuilt_for_the_capture_are_the_ones_sent() {
+    for req in [
+        request(3, wire::DIRECT_OPERATE, &CROB),
+        frame(CONFIRMED, &[0xc0, 0xc1, wire::COLD_RESTART]),
+        frame(CONFIRMED, &[0xc0, 0xc1, wire::DIRECT_OPERATE_NR, 12, 1]),
+    ] {
+        let mut insp = Dnp3Inspector::new();
+        let mut w = Wires::default();
+        // The outstation has reported a restart and that it needs time.
+        to_master(&mut insp, &mut w, &from_outstation(&[0xc0, 0xd0, wire::UNSOLICITED_RESPONSE, 0x90, 0]), 0);
+        w.user.clear();
+        let seen = feed(&mut insp, &mut w, &req, viewer);
+        let Verdict::Denied { error, .. } = seen[0].verdict else { panic!() };
+        assert_eq!(error, 0x9001);
+        let mut out = [0u8; MAX_REFUSAL];
+        let n = refusal(&req, error, &mut out).unwrap_or(0);
+        assert_eq!(&out[..n], &w.user[..]);
+    }
+    let mut out = [0u8; MAX_REFUSAL];
+    assert_eq!(refusal(&request(1, wire::DIRECT_OPERATE_NR, &CROB), 1, &mut out), None, "no answer was sent");
+}
+
+/// Random frames with good CRCs (random controls, transport and
+/// application bytes) both ways: nothing panics, what the gate writes is
+/// whole frames, and every refusal is a link ACK or an IIN2.0 response.
+#[test]
+fn random_valid_frames_never_panic() {
+    let mut rng = crate::xorshift::XorShift::new(0xd4_0004);
+    let (mut forwarded, mut refused) = (0, 0);
+    for _ in 0..3_000 {
+        let mut stream = Vec::new();
+        for _ in 0..1 + rng.below(6) {
+            let len = rng.below(40);
+            let mut user: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            if len > 0 && rng.below(2) == 0 {
+                user[0] |= 0x40; // often a first segment
+            }
+            let control = [DATA, CONFIRMED, DIR | PRM | 9, 0, rng.next_u64() as u8][rng.below(5)];
+            let mut out = [0u8; MAX_FRAME];
+            let n = wire::emit_frame(&mut out, control, 1, 2, &user);
+            stream.extend_from_slice(&out[..n]);
+        }
+        let mut insp = Dnp3Inspector::new();
+        let mut w = Wires::default();
+        let seen = feed(&mut insp, &mut w, &stream, viewer);
+        let _ = to_master(&mut insp, &mut w, &stream, 1);
+        forwarded += seen.iter().filter(|i| matches!(i.verdict, Verdict::Allowed { .. } | Verdict::Transport)).count();
+        refused += seen.iter().filter(|i| matches!(i.verdict, Verdict::Denied { .. })).count();
+        let mut user = [0; MAX_USER];
+        for part in [&w.asset[..], &w.user[..]] {
+            let mut rest = part;
+            while !rest.is_empty() {
+                let Progress::Done { len } = Framer::next(rest) else { panic!("a partial frame written") };
+                Frame::parse(&rest[..len], &mut user).unwrap();
+                rest = &rest[len..];
+            }
+        }
+    }
+    assert!(forwarded > 1_000 && refused > 1_000, "{forwarded} forwarded, {refused} refused");
+}
