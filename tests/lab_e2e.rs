@@ -1105,3 +1105,88 @@ fn xsk_dnp3_inspection_with_real_dnp3py_peers() {
     }
     assert!(rows.lines().any(|l| l.starts_with("129,") && l.ends_with(",1") || l == "129,True"), "tshark: {rows}");
 }
+
+/// EtherNet/IP-CIP through the gate with real stacks at both ends (cpppo's
+/// Logix simulator as the target; cpppo's client for tags, pycomm3 for the
+/// Identity object, connected and unconnected): tag reads and identity
+/// pass for both roles, the operator's tag write passes, the viewer's write
+/// and everyone's Reset are refused as a target refuses them (CIP general
+/// status 0x0F, privilege violation), and the target never sees them.
+#[test]
+fn xsk_enip_inspection_with_real_cpppo_and_pycomm3_peers() {
+    let Some(mut lab) = Lab::up("xsk") else { return };
+    for (user, port) in [("bob", 5090), ("alice", 5091)] {
+        let out = lab.login(user, PASSWORD, &lab.totp(user, 0));
+        assert!(out.status.success(), "{}", text(&out));
+        lab.connect_to(user, port, "enip");
+    }
+    let script = repo().join("scripts/enip_client.py");
+    let run = |port: &str, ops: &[&str]| -> Vec<serde_json::Value> {
+        let out = lab.python("user", script.to_str().unwrap(), &[&["--port", port][..], ops].concat());
+        assert!(out.status.success(), "enip_client: {}", text(&out));
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), ops.len(), "{}", text(&out));
+        lines
+    };
+    let ok = |r: &serde_json::Value| r["ok"] == true;
+
+    let a = run("5091", &["read:Speed[0-3]", "write:Speed[1]=(INT)42", "read:Speed[0-3]", "identity", "name", "reset"]);
+    assert_eq!(a[0]["value"], serde_json::json!([0, 0, 0, 0]), "{a:?}");
+    assert!(ok(&a[1]) && ok(&a[3]) && ok(&a[4]), "{a:?}");
+    assert_eq!(a[2]["value"], serde_json::json!([0, 42, 0, 0]), "{a:?}");
+    let privilege = |r: &serde_json::Value| {
+        r["ok"] == false
+            // cpppo reports the status number, pycomm3 names 0x0F.
+            && (r["status"] == 15 || r["error"] == "Permission denied")
+    };
+    assert!(privilege(&a[5]), "reset: {:?}", a[5]);
+    let b = run("5090", &["read:Speed[0-3]", "write:Speed[2]=(INT)7", "read:Speed[0-3]", "identity", "reset"]);
+    assert!(ok(&b[0]) && ok(&b[3]), "{b:?}");
+    assert!(privilege(&b[1]), "write: {:?}", b[1]);
+    assert_eq!(b[2]["value"], serde_json::json!([0, 42, 0, 0]), "the refused write changed nothing: {b:?}");
+    assert!(privilege(&b[4]), "reset: {:?}", b[4]);
+
+    // The target wrote once (alice's) and was never asked to reset.
+    let log = lab.log_lines("enip-requests.jsonl");
+    let writes: Vec<_> = log.iter().filter(|r| r["event"] == "write").collect();
+    assert_eq!(writes.len(), 1, "{log:?}");
+    assert_eq!((writes[0]["index"].as_u64(), writes[0]["value"].clone()), (Some(1), serde_json::json!([42])));
+    assert!(!log.iter().any(|r| r["event"] == "identity" && r["service"] == 5), "{log:?}");
+    let s = lab.stats();
+    assert_eq!((s["enip_denied"].as_u64(), s["enip_malformed"].as_u64()), (Some(3), Some(0)), "{s}");
+
+    // The audit trail: each refusal with its service, tag and operation.
+    std::thread::sleep(Duration::from_millis(300));
+    let audit = lab.run.join("audit");
+    let out = Command::new(GATE).args(["audit", "verify"]).arg(&audit).output().unwrap();
+    assert!(out.status.success(), "audit verify: {}", text(&out));
+    let records = lab.audit_records();
+    let denied: Vec<_> = records
+        .iter()
+        .filter(|r| r["event"] == "request" && r["verdict"] == "deny")
+        .map(|r| (r["function_name"].as_str().unwrap_or(""), r["op"].as_str().unwrap_or(""), r["tag"].as_str()))
+        .collect();
+    assert_eq!(
+        denied,
+        [("Reset", "control", None), ("WriteTag", "write", Some("Speed")), ("Reset", "control", None)],
+        "{records:?}"
+    );
+    let write = records.iter().find(|r| r["function_name"] == "WriteTag" && r["verdict"] == "allow").unwrap();
+    assert_eq!((write["rule_name"].as_str(), write["tag"].as_str()), (Some("operator-enip-writes"), Some("Speed")));
+    // tshark dissects bob's decrypted session as CIP: the refused write
+    // and the gate's reply with status 0x0f.
+    // (Every client operation is its own connection, so its own pcapng.)
+    let mut rows = String::new();
+    for bob in records.iter().filter(|r| r["event"] == "session_open" && r["user"] == "bob") {
+        let pcap = audit.join("pcap").join(bob["pcap"].as_str().unwrap());
+        let out = Command::new("tshark")
+            .args(["-r", pcap.to_str().unwrap(), "-Y", "cip", "-T", "fields", "-E", "separator=,"])
+            .args(["-e", "cip.sc", "-e", "cip.genstat"])
+            .output()
+            .unwrap();
+        rows.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(rows.lines().any(|l| l.contains("0x4d")), "tshark: {rows}");
+    assert!(rows.lines().any(|l| l.contains("0x4d") && l.ends_with("0x0f")), "tshark: {rows}");
+}

@@ -649,6 +649,8 @@ mod tests {
                 "operator-s7-writes",
                 "line3-dnp3-read",
                 "operator-dnp3-control",
+                "line3-enip-read",
+                "operator-enip-writes",
                 "operator-sessions"
             ]
         );

@@ -274,8 +274,7 @@ impl Decoded {
     pub fn unit(i: &crate::inspect::Inspected) -> Self {
         use crate::inspect::Verdict as V;
         let error = match i.verdict {
-            V::Denied { error, .. } | V::Malformed { error } => error,
-            V::Flood => s7::ERR_NO_RESOURCES,
+            V::Denied { error, .. } | V::Malformed { error } | V::Flood { error } => error,
             V::Transport | V::Allowed { .. } => 0,
         };
         Self {

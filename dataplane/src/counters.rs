@@ -30,9 +30,10 @@ pub struct CoreCounters {
     pub modbus_denied: AtomicU64,
     pub modbus_malformed: AtomicU64,
     pub modbus_unmatched: AtomicU64,
-    /// The same for S7comm and DNP3 units.
+    /// The same for S7comm, DNP3 and EtherNet/IP units.
     pub s7: InspectCounters,
     pub dnp3: InspectCounters,
+    pub enip: InspectCounters,
     pub loops: AtomicU64,
     pub sleeps: AtomicU64,
     /// Passes without work on which the core gave its CPU to the audit
@@ -125,9 +126,10 @@ pub struct CounterTotals {
     pub modbus_denied: u64,
     pub modbus_malformed: u64,
     pub modbus_unmatched: u64,
-    /// S7comm and DNP3: allowed, denied, malformed, unmatched.
+    /// S7comm, DNP3, EtherNet/IP: allowed, denied, malformed, unmatched.
     pub s7: [u64; 4],
     pub dnp3: [u64; 4],
+    pub enip: [u64; 4],
     pub loops: u64,
     pub sleeps: u64,
     pub audit_turns: u64,
@@ -164,7 +166,7 @@ impl CounterTotals {
             t.modbus_denied += c.modbus_denied.load(Relaxed);
             t.modbus_malformed += c.modbus_malformed.load(Relaxed);
             t.modbus_unmatched += c.modbus_unmatched.load(Relaxed);
-            for (total, core) in [(&mut t.s7, &c.s7), (&mut t.dnp3, &c.dnp3)] {
+            for (total, core) in [(&mut t.s7, &c.s7), (&mut t.dnp3, &c.dnp3), (&mut t.enip, &c.enip)] {
                 for (sum, v) in total.iter_mut().zip(core.load()) {
                     *sum += v;
                 }
@@ -220,7 +222,7 @@ impl CounterTotals {
             ("modbus_malformed".into(), self.modbus_malformed),
             ("modbus_unmatched".into(), self.modbus_unmatched),
         ]);
-        for (proto, totals) in [("s7", &self.s7), ("dnp3", &self.dnp3)] {
+        for (proto, totals) in [("s7", &self.s7), ("dnp3", &self.dnp3), ("enip", &self.enip)] {
             out.extend(INSPECT_NAMES.iter().zip(totals).map(|(name, v)| (format!("{proto}_{name}"), *v)));
         }
         out.extend([

@@ -994,7 +994,7 @@ impl Best {
 /// Whether the gate checks this protocol request by request (else a
 /// session is all-or-nothing and needs an explicit `connect`).
 pub fn inspected(p: Protocol) -> bool {
-    matches!(p, Protocol::Modbus | Protocol::S7 | Protocol::Dnp3)
+    p != Protocol::Tcp
 }
 
 /// Register values of a write, big-endian pairs.

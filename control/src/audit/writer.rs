@@ -617,13 +617,14 @@ impl Writer {
                 let bytes = r.payload.as_bytes();
                 let modbus = self.protocol_of(rec.session).is_none_or(|p| p == "modbus");
                 let dnp3 = self.protocol_of(rec.session) == Some("dnp3");
+                let enip = self.protocol_of(rec.session) == Some("enip");
                 let mut m = Fields::new("request");
                 m.put("session", sid).put("req", r.seq);
                 if let Some(u) = r.decoded.unit_op {
-                    if self.protocol_of(rec.session) == Some("dnp3") {
-                        dnp3_fields(&mut m, r.decoded.function, &u);
-                    } else {
-                        s7_fields(&mut m, r.decoded.function, &u);
+                    match self.protocol_of(rec.session) {
+                        Some("dnp3") => dnp3_fields(&mut m, r.decoded.function, &u),
+                        Some("enip") => enip_fields(&mut m, r.decoded.function, &u, bytes),
+                        _ => s7_fields(&mut m, r.decoded.function, &u),
                     }
                 } else {
                     m.put("unit", r.decoded.unit).put("function", r.decoded.function);
@@ -680,7 +681,19 @@ impl Writer {
                                 );
                             }
                         }
-                        if let (true, Some(s7), false) = (denied, r.decoded.unit_op, dnp3) {
+                        if let (true, true, Some(u)) = (denied, enip, r.decoded.unit_op) {
+                            let mut out = [0u8; dataplane::wire::enip::MAX_REFUSAL];
+                            let f = r.decoded.function;
+                            if let Some(n) = dataplane::inspect::enip::refusal(bytes, f, u.error, &mut out) {
+                                c.data(
+                                    ts,
+                                    Peer::Asset,
+                                    &out[..n],
+                                    Some("refusal sent by the gate; the target never saw the request"),
+                                );
+                            }
+                        }
+                        if let (true, Some(s7), false) = (denied, r.decoded.unit_op, dnp3 || enip) {
                             let mut out = [0u8; dataplane::wire::s7::MAX_REFUSAL];
                             if let Some(n) =
                                 dataplane::inspect::s7::refusal(bytes, r.decoded.function, s7.error, &mut out)
@@ -1426,6 +1439,73 @@ fn dnp3_fields(m: &mut Fields, function: u8, u: &dataplane::audit::UnitDecoded) 
             _ => "",
         };
         m.put("dnp3_error", format!("IIN2 0x{iin2:02x} ({why})")).put("iin1", iin1);
+    }
+}
+
+/// An EtherNet/IP unit's fields: the CIP service (and its name), the
+/// class it addresses, the tag a symbolic path names, the operation, the
+/// status the gate refused it with.
+fn enip_fields(m: &mut Fields, function: u8, u: &dataplane::audit::UnitDecoded, bytes: &[u8]) {
+    use dataplane::wire::enip as w;
+    m.put("function", function).put("function_name", enip_service_name(function, u.reference));
+    m.put("class", u.reference).put("op", u.op.as_str());
+    let cip = w::Encap::parse(bytes).and_then(|e| e.cpf()).and_then(|c| w::Cip::parse(c.message));
+    if let Some(tag) = cip.map(|c| c.embedded().unwrap_or(c).symbol).filter(|s| !s.is_empty()) {
+        m.put("tag", String::from_utf8_lossy(tag).into_owned());
+    }
+    if u.error != 0 {
+        // Encapsulation statuses are the small numbers the gate uses for
+        // messages with no CIP request in them.
+        let error = match (u32::from(u.error), function) {
+            (w::STATUS_INVALID_COMMAND | w::STATUS_INSUFFICIENT_MEMORY | w::STATUS_BAD_DATA, 0) => {
+                format!("encapsulation status 0x{:04x}", u.error)
+            }
+            (_, _) => {
+                let why = match u.error as u8 {
+                    w::STATUS_PRIVILEGE_VIOLATION => "privilege violation",
+                    w::STATUS_RESOURCE_UNAVAILABLE => "resource unavailable",
+                    w::STATUS_NOT_ENOUGH_DATA => "not enough data",
+                    _ => "",
+                };
+                format!("CIP 0x{:02x} ({why})", u.error)
+            }
+        };
+        m.put("enip_error", error);
+    }
+}
+
+/// CIP service names (common services, Logix tag services, Connection
+/// Manager services by class).
+fn enip_service_name(service: u8, class: u16) -> &'static str {
+    use dataplane::wire::enip as w;
+    match (service, class) {
+        (0, _) => "Encapsulation",
+        (w::FORWARD_OPEN, w::CLASS_CONNECTION_MANAGER) => "ForwardOpen",
+        (w::LARGE_FORWARD_OPEN, w::CLASS_CONNECTION_MANAGER) => "LargeForwardOpen",
+        (w::FORWARD_CLOSE, w::CLASS_CONNECTION_MANAGER) => "ForwardClose",
+        (w::UNCONNECTED_SEND, w::CLASS_CONNECTION_MANAGER) => "UnconnectedSend",
+        (w::GET_ATTRIBUTES_ALL, _) => "GetAttributesAll",
+        (w::SET_ATTRIBUTES_ALL, _) => "SetAttributesAll",
+        (w::GET_ATTRIBUTE_LIST, _) => "GetAttributeList",
+        (w::SET_ATTRIBUTE_LIST, _) => "SetAttributeList",
+        (w::RESET, _) => "Reset",
+        (w::START, _) => "Start",
+        (w::STOP, _) => "Stop",
+        (w::CREATE, _) => "Create",
+        (w::DELETE, _) => "Delete",
+        (w::MULTIPLE_SERVICE_PACKET, _) => "MultipleServicePacket",
+        (w::APPLY_ATTRIBUTES, _) => "ApplyAttributes",
+        (w::GET_ATTRIBUTE_SINGLE, _) => "GetAttributeSingle",
+        (w::SET_ATTRIBUTE_SINGLE, _) => "SetAttributeSingle",
+        (w::RESTORE, _) => "Restore",
+        (w::SAVE, _) => "Save",
+        (w::READ_TAG, _) => "ReadTag",
+        (w::WRITE_TAG, _) => "WriteTag",
+        (w::READ_MODIFY_WRITE_TAG, _) => "ReadModifyWriteTag",
+        (w::READ_TAG_FRAGMENTED, _) => "ReadTagFragmented",
+        (w::WRITE_TAG_FRAGMENTED, _) => "WriteTagFragmented",
+        (w::GET_INSTANCE_ATTRIBUTE_LIST, _) => "GetInstanceAttributeList",
+        _ => "Unknown",
     }
 }
 

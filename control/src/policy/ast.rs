@@ -407,12 +407,12 @@ pub(crate) fn validate(
 
         for (detail, proto) in [(&r.s7, "s7"), (&r.dnp3, "dnp3"), (&r.enip, "enip")] {
             if let Some(d) = detail {
-                let why = if proto == "s7" || proto == "dnp3" {
-                    format!("{proto} is checked by operation (read, write, program, control, diagnostic), not by object: drop the table")
-                } else {
-                    format!("this build does not inspect {proto} request by request; operations = [\"connect\"] opens whole sessions")
-                };
-                err.at(d.span(), format!("{what}: [rule.{proto}] is not supported yet: {why}"));
+                err.at(
+                    d.span(),
+                    format!(
+                        "{what}: [rule.{proto}] is not supported yet: {proto} is checked by operation (read, write, program, control, diagnostic), not by object: drop the table"
+                    ),
+                );
             }
         }
         let modbus = r.modbus.as_ref().map(|m| {

@@ -407,7 +407,7 @@ fn lab_policy() {
 #[test]
 fn example_configs_load() {
     for (name, text, rules) in [
-        ("lab.toml", include_str!("../../../config/lab.toml"), 7),
+        ("lab.toml", include_str!("../../../config/lab.toml"), 9),
         ("plant.toml", include_str!("../../../config/plant.toml"), 7),
     ] {
         let c = config::parse_at(name, text, at("2026-11-30T00:00:00Z")).unwrap_or_else(|e| panic!("{e}"));
@@ -480,10 +480,10 @@ value_min = 500                                # E-values
 value_max = 100
 
 [[rule]]
-name = "enip-detail"
+name = "tcp-detail"
 roles = ["operator"]
 assets = ["plc-7"]
-protocol = "enip"                              # E-enip-connect
+protocol = "tcp"                               # E-tcp-connect
 operations = ["read"]
 [rule.enip]                                    # E-detail-enip
 tags = ["Line3_Speed"]
@@ -546,7 +546,7 @@ max_session_secs = 600                         # E-deny-limit
         ("E-range", "range \"200-100\" is reversed (did you mean \"100-200\"?)"),
         ("E-range", "address 70000 is above 65535"),
         ("E-values", "value_min 500 is above value_max 100"),
-        ("E-enip-connect", "protocol \"enip\" is not inspected request by request"),
+        ("E-tcp-connect", "protocol \"tcp\" is not inspected request by request"),
         ("E-detail-enip", "[rule.enip] is not supported yet"),
         ("E-shadowed", "rule \"allow-writes\" can never permit anything: deny rule \"deny-writes\""),
         ("E-duplicate", "rule \"read-again\" repeats rule \"read-twice\""),

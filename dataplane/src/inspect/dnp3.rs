@@ -280,6 +280,7 @@ pub fn refusal(frame: &[u8], error: u16, out: &mut [u8; MAX_REFUSAL]) -> Option<
 
 impl UnitInspector for Dnp3Inspector {
     type Anomaly = Anomaly;
+    const MAX_UNIT: usize = MAX_FRAME;
 
     fn up_spare(&mut self) -> &mut [u8] {
         self.up.spare()
@@ -329,7 +330,7 @@ impl UnitInspector for Dnp3Inspector {
             inspected.seq = self.stats.requests as u32;
             match inspected.verdict {
                 Verdict::Transport | Verdict::Allowed { .. } => self.stats.allowed += 1,
-                Verdict::Denied { .. } | Verdict::Flood => self.stats.denied += 1,
+                Verdict::Denied { .. } | Verdict::Flood { .. } => self.stats.denied += 1,
                 Verdict::Malformed { .. } => self.stats.malformed += 1,
             }
             if first {

@@ -6,6 +6,7 @@
 //! expects, or end the session when the stream can no longer be framed.
 
 pub mod dnp3;
+pub mod enip;
 pub mod modbus;
 pub mod s7;
 
@@ -28,8 +29,9 @@ pub enum Verdict {
     /// error, or dropped when it carries no sequence to answer).
     Malformed { error: u16 },
     /// Too many requests outstanding (or an S7 PDU reference already in
-    /// flight): answered with 0x8302 (no resources).
-    Flood,
+    /// flight): answered with `error` (S7 0x8302 no resources, CIP 0x02
+    /// resource unavailable, encapsulation 0x0002).
+    Flood { error: u16 },
 }
 
 /// What happened to one unit from the user.
@@ -72,6 +74,8 @@ pub enum Answer {
 pub trait UnitInspector {
     /// Why a stream cannot be framed.
     type Anomaly: std::fmt::Debug;
+    /// The longest unit on the wire (the audit trail makes room for it).
+    const MAX_UNIT: usize;
 
     /// Room for more bytes from the user.
     fn up_spare(&mut self) -> &mut [u8];

@@ -222,12 +222,16 @@ impl S7Inspector {
         if !forward || !busy || reply == Reply::None {
             return (i, reply);
         }
-        (Inspected { verdict: Verdict::Flood, ..i }, reply.with_error(i.function, wire::ERR_NO_RESOURCES))
+        (
+            Inspected { verdict: Verdict::Flood { error: wire::ERR_NO_RESOURCES }, ..i },
+            reply.with_error(i.function, wire::ERR_NO_RESOURCES),
+        )
     }
 }
 
 impl UnitInspector for S7Inspector {
     type Anomaly = Anomaly;
+    const MAX_UNIT: usize = MAX_UNIT;
 
     /// Room for more bytes from the user.
     fn up_spare(&mut self) -> &mut [u8] {
@@ -293,7 +297,7 @@ impl UnitInspector for S7Inspector {
             inspected.seq = self.stats.requests as u32;
             match inspected.verdict {
                 Verdict::Transport | Verdict::Allowed { .. } => self.stats.allowed += 1,
-                Verdict::Denied { .. } | Verdict::Flood => self.stats.denied += 1,
+                Verdict::Denied { .. } | Verdict::Flood { .. } => self.stats.denied += 1,
                 Verdict::Malformed { .. } => self.stats.malformed += 1,
             }
             match inspected.verdict {

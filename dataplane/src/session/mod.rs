@@ -24,6 +24,7 @@ use crate::audit::{AuditOut, AuditRecord, Decoded, Direction, Verdict as AuditVe
 use crate::auth::{AuthRequest, AuthVerdict, Credentials, Grant, Purpose};
 use crate::counters::{bump, CoreCounters, InspectCounters};
 use crate::inspect::dnp3::Dnp3Inspector;
+use crate::inspect::enip::EnipInspector;
 use crate::inspect::modbus::{Broken, ModbusInspector, Verdict};
 use crate::inspect::s7::S7Inspector;
 use crate::inspect::{Answer as UnitAnswer, Sink, UnitInspector, Verdict as UnitVerdict};
@@ -167,6 +168,7 @@ enum Inspector {
     Modbus(Box<ModbusInspector>),
     S7(Box<S7Inspector>),
     Dnp3(Box<Dnp3Inspector>),
+    Enip(Box<EnipInspector>),
 }
 
 impl Inspector {
@@ -177,6 +179,7 @@ impl Inspector {
             Self::Modbus(i) => i.up_pending(),
             Self::S7(i) => i.up_pending(),
             Self::Dnp3(i) => i.up_pending(),
+            Self::Enip(i) => i.up_pending(),
         }
     }
 }
@@ -589,7 +592,7 @@ impl Session {
         let moved = match self.inspector {
             Inspector::None => self.move_raw(ctx, south),
             Inspector::Modbus(_) => self.move_modbus(ctx, north, south),
-            Inspector::S7(_) | Inspector::Dnp3(_) => self.move_units(ctx, north, south),
+            Inspector::S7(_) | Inspector::Dnp3(_) | Inspector::Enip(_) => self.move_units(ctx, north, south),
         };
         let (up, down) = match moved {
             Ok(m) => m,
@@ -765,8 +768,8 @@ impl Session {
         Ok((up, down))
     }
 
-    /// S7comm and DNP3: every request framed, decided and forwarded or
-    /// answered; every answer matched.
+    /// S7comm, DNP3 and EtherNet/IP: every request framed, decided and
+    /// forwarded or answered; every answer matched.
     fn move_units(
         &mut self,
         ctx: &mut StepCtx<'_>,
@@ -784,6 +787,8 @@ impl Session {
             Inspector::S7(i) => pump_units(&mut **i, &party, ctx, &mut wires, &counters.s7)
                 .map_err(|(asset, a)| (asset, format!("{a:?}"))),
             Inspector::Dnp3(i) => pump_units(&mut **i, &party, ctx, &mut wires, &counters.dnp3)
+                .map_err(|(asset, a)| (asset, format!("{a:?}"))),
+            Inspector::Enip(i) => pump_units(&mut **i, &party, ctx, &mut wires, &counters.enip)
                 .map_err(|(asset, a)| (asset, format!("{a:?}"))),
             Inspector::None | Inspector::Modbus(_) => Ok((0, 0)),
         };
@@ -843,7 +848,8 @@ impl Session {
             Protocol::Modbus => Inspector::Modbus(Box::default()),
             Protocol::S7 => Inspector::S7(Box::default()),
             Protocol::Dnp3 => Inspector::Dnp3(Box::default()),
-            _ => Inspector::None,
+            Protocol::Enip => Inspector::Enip(Box::default()),
+            Protocol::Tcp => Inspector::None,
         };
     }
 
@@ -908,8 +914,7 @@ fn pump_units<I: UnitInspector>(
     let (policy, unix, micros, ts) = (ctx.policy, ctx.unix, ctx.now.total_micros() as u64, ctx.unix_us);
     let audit = &mut ctx.audit;
     // A unit may take a request record and its overflow in data records.
-    const RECORDS: usize = 1 + crate::wire::s7::MAX_UNIT.div_ceil(crate::audit::PAYLOAD_LEN);
-    if audit.has_room(RECORDS) {
+    if audit.has_room(1 + I::MAX_UNIT.div_ceil(crate::audit::PAYLOAD_LEN)) {
         let n = wires.tls.read_plain(insp.up_spare());
         insp.up_filled(n);
     }
@@ -933,7 +938,7 @@ fn pump_units<I: UnitInspector>(
                 bump(&counters.denied, 1);
                 (AuditVerdict::Deny, denial_rule(denial))
             }
-            UnitVerdict::Flood => {
+            UnitVerdict::Flood { .. } => {
                 bump(&counters.denied, 1);
                 (AuditVerdict::Deny, None)
             }

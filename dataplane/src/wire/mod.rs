@@ -4,6 +4,7 @@
 //! checked constructor or `parse`, after which no accessor panics.
 
 pub mod dnp3;
+pub mod enip;
 pub mod hello;
 pub mod modbus;
 pub mod s7;

@@ -217,14 +217,14 @@ fn too_many_jobs_in_flight_are_answered_busy() {
     let mut w = Wires::default();
     let stream: Vec<u8> = (0..=MAX_OUTSTANDING as u16).flat_map(read).collect();
     let seen = feed(&mut insp, &mut w, &stream, |_| ALLOW);
-    assert_eq!(seen.iter().filter(|i| i.verdict == Verdict::Flood).count(), 1);
-    assert_eq!(seen.last().map(|i| i.verdict), Some(Verdict::Flood));
+    assert_eq!(seen.iter().filter(|i| i.verdict == Verdict::Flood { error: 0x8302 }).count(), 1);
+    assert_eq!(seen.last().map(|i| i.verdict), Some(Verdict::Flood { error: 0x8302 }));
     let busy = pdus(&w.user);
     assert_eq!(Pdu::parse(&busy[0]).unwrap().error, wire::ERR_NO_RESOURCES);
     // A reference already in flight cannot be matched: busy too.
     let mut insp = S7Inspector::new();
     let seen = feed(&mut insp, &mut Wires::default(), &[read(5), read(5)].concat(), |_| ALLOW);
-    assert_eq!(seen[1].verdict, Verdict::Flood);
+    assert_eq!(seen[1].verdict, Verdict::Flood { error: 0x8302 });
 }
 
 #[test]

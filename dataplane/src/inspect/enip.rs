@@ -1,0 +1,420 @@
+//! EtherNet/IP-CIP inspection and enforcement (explicit messaging over TCP),
+//! per request, inline.
+//!
+//! The user's plaintext is framed into encapsulation messages. Session
+//! management and discovery (RegisterSession, UnRegisterSession, NOP,
+//! ListIdentity/Services/Interfaces) and connection management (Forward
+//! Open, Large Forward Open, Forward Close) are transport. Every CIP request
+//! (in SendRRData or, connected, in SendUnitData; an Unconnected Send is
+//! unwrapped to the request it carries; each request of a Multiple Service
+//! Packet is checked) maps to an operation:
+//!
+//! | CIP service                                                     | operation    |
+//! |-----------------------------------------------------------------|--------------|
+//! | Get_Attribute(s) on the Identity object; other Connection Manager services | `diagnostic` |
+//! | Get_Attribute_Single/List/All, Read Tag (Fragmented), Get Instance Attribute List | `read` |
+//! | Set_Attribute_Single/List/All, Write Tag (Fragmented), Read-Modify-Write Tag | `write` |
+//! | Reset, Start, Stop                                              | `control`    |
+//! | Create, Delete, Apply_Attributes, Save, Restore                 | `program`    |
+//! | anything else                                                   | `other`      |
+//!
+//! Allowed requests go to the target unchanged. Denied ones are answered by
+//! the gate as the target answers a request it may not perform: the reply
+//! service (`service | 0x80`) with general status 0x0F (privilege
+//! violation), in the same encapsulation command, session and sender
+//! context, and for a connected request with the connection's sequence
+//! count and the target-to-originator connection id the gate learned from
+//! the Forward Open. A message with an unknown encapsulation command gets
+//! encapsulation status 0x0001; a CIP request that does not parse, general
+//! status 0x13. Replies are matched to requests (sender context, or the
+//! connected sequence count); others are dropped and counted.
+//!
+//! Buffers are fixed (two messages per direction). Nothing here allocates.
+
+use super::{Answer, Buf, Inspected, Sink, UnitInspector, Verdict};
+use crate::inspect::modbus::InspectStats;
+use crate::policy::{Decision, Op};
+use crate::wire::enip::{self as wire, Anomaly, Cip, Cpf, Encap, Framer, Progress, MAX_MESSAGE, MAX_REFUSAL};
+
+/// Requests in flight per session; more is a flood.
+pub const MAX_OUTSTANDING: usize = 16;
+/// Connections per session (Forward Opens through the gate).
+const MAX_CONNECTIONS: usize = 8;
+/// Requests one Multiple Service Packet may carry.
+const MAX_SERVICES: usize = 32;
+
+/// What a reply is matched by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    /// Encapsulation command and sender context.
+    Encap(u16, [u8; 8]),
+    /// A connected message's sequence count.
+    Connected(u16),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pending {
+    key: Key,
+    seq: u32,
+    sent_at: u64,
+    /// A Forward Open: the originator's T->O connection id.
+    opens: Option<u32>,
+}
+
+/// One session's EtherNet/IP inspector.
+pub struct EnipInspector {
+    up: Buf<{ 2 * MAX_MESSAGE }>,
+    down: Buf<{ 2 * MAX_MESSAGE }>,
+    pending: [Option<Pending>; MAX_OUTSTANDING],
+    /// Open connections: (O->T id the target chose, T->O id).
+    connections: [(u32, u32); MAX_CONNECTIONS],
+    open: usize,
+    pub stats: InspectStats,
+}
+
+impl Default for EnipInspector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How the gate answers a message it does not forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    None,
+    /// A CIP error reply: service, general status.
+    Cip(u8, u8),
+    /// An encapsulation error: status.
+    Encap(u32),
+}
+
+impl EnipInspector {
+    pub const fn new() -> Self {
+        Self {
+            up: Buf::new(),
+            down: Buf::new(),
+            pending: [None; MAX_OUTSTANDING],
+            connections: [(0, 0); MAX_CONNECTIONS],
+            open: 0,
+            stats: InspectStats { requests: 0, allowed: 0, denied: 0, malformed: 0, responses: 0, unmatched: 0 },
+        }
+    }
+
+    /// Reads and decides the message `up[..len]`: what happened, how it is
+    /// refused if it is, and what its reply will be matched by (`None`: no
+    /// reply comes). A message that would wait for a reply while
+    /// [`MAX_OUTSTANDING`] do is refused as a flood.
+    fn inspect(&self, len: usize, decide: &mut dyn FnMut(Op) -> Decision) -> (Inspected, Refusal, Option<Pending>) {
+        let (i, refusal, reply) = self.classify(len, decide);
+        if reply.is_none() || self.pending.iter().any(Option::is_none) {
+            return (i, refusal, reply);
+        }
+        let (refusal, error) = if i.function == 0 {
+            (Refusal::Encap(wire::STATUS_INSUFFICIENT_MEMORY), wire::STATUS_INSUFFICIENT_MEMORY as u16)
+        } else {
+            let status = wire::STATUS_RESOURCE_UNAVAILABLE;
+            (Refusal::Cip(i.function, status), u16::from(status))
+        };
+        (Inspected { verdict: Verdict::Flood { error }, ..i }, refusal, None)
+    }
+
+    fn classify(&self, len: usize, decide: &mut dyn FnMut(Op) -> Decision) -> (Inspected, Refusal, Option<Pending>) {
+        let mut i = Inspected {
+            seq: 0,
+            pdu_ref: 0,
+            function: 0,
+            subfunction: 0,
+            op: Op::Other,
+            item: None,
+            verdict: Verdict::Transport,
+        };
+        let malformed = |i: Inspected, error: u16| Inspected { verdict: Verdict::Malformed { error }, ..i };
+        let Some(e) = Encap::parse(&self.up.data[..len]) else {
+            let error = wire::STATUS_BAD_DATA as u16;
+            return (malformed(i, error), Refusal::Encap(wire::STATUS_BAD_DATA), None);
+        };
+        i.subfunction = e.command as u8;
+        let key = Key::Encap(e.command, e.context);
+        let reply = |key| Some(Pending { key, seq: 0, sent_at: 0, opens: None });
+        match e.command {
+            wire::REGISTER_SESSION | wire::LIST_IDENTITY | wire::LIST_SERVICES | wire::LIST_INTERFACES => {
+                i.op = Op::Connect;
+                return (i, Refusal::None, reply(key));
+            }
+            wire::NOP | wire::UNREGISTER_SESSION => return (i, Refusal::None, None),
+            wire::SEND_RR_DATA | wire::SEND_UNIT_DATA => {}
+            _ => {
+                let error = wire::STATUS_INVALID_COMMAND as u16;
+                return (malformed(i, error), Refusal::Encap(wire::STATUS_INVALID_COMMAND), None);
+            }
+        }
+        let Some(cpf) = e.cpf() else {
+            let error = wire::STATUS_BAD_DATA as u16;
+            return (malformed(i, error), Refusal::Encap(wire::STATUS_BAD_DATA), None);
+        };
+        let key = cpf.sequence.map_or(key, Key::Connected);
+        let Some(outer) = Cip::parse(cpf.message) else {
+            let service = cpf.message.first().copied().unwrap_or(0) & 0x7f;
+            i.function = service;
+            let error = u16::from(wire::STATUS_NOT_ENOUGH_DATA);
+            return (malformed(i, error), Refusal::Cip(service, wire::STATUS_NOT_ENOUGH_DATA), None);
+        };
+        i.function = outer.service;
+        i.pdu_ref = outer.class;
+        if outer.class == wire::CLASS_CONNECTION_MANAGER {
+            match outer.service {
+                wire::FORWARD_OPEN | wire::LARGE_FORWARD_OPEN => {
+                    // priority/tick, timeout, O->T id, T->O id (ours to learn).
+                    let t_to_o = outer.data.get(6..10).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    i.op = Op::Connect;
+                    return (i, Refusal::None, Some(Pending { key, seq: 0, sent_at: 0, opens: t_to_o }));
+                }
+                wire::FORWARD_CLOSE => {
+                    i.op = Op::Connect;
+                    return (i, Refusal::None, reply(key));
+                }
+                _ => {}
+            }
+        }
+        // The request the target acts on.
+        let target = match outer.embedded() {
+            Some(inner) => inner,
+            None if outer.service == wire::UNCONNECTED_SEND && outer.class == wire::CLASS_CONNECTION_MANAGER => {
+                let error = u16::from(wire::STATUS_NOT_ENOUGH_DATA);
+                return (malformed(i, error), Refusal::Cip(outer.service, wire::STATUS_NOT_ENOUGH_DATA), None);
+            }
+            None => outer,
+        };
+        i.function = target.service;
+        i.pdu_ref = target.class;
+        let refused = Refusal::Cip(target.service, wire::STATUS_PRIVILEGE_VIOLATION);
+        let error = u16::from(wire::STATUS_PRIVILEGE_VIOLATION);
+        let verdict = if target.service == wire::MULTIPLE_SERVICE_PACKET {
+            let Some((services, n)) = target.services::<MAX_SERVICES>() else {
+                let error = u16::from(wire::STATUS_NOT_ENOUGH_DATA);
+                return (malformed(i, error), Refusal::Cip(target.service, wire::STATUS_NOT_ENOUGH_DATA), None);
+            };
+            // All or nothing: the packet's verdict is its first refusal's.
+            let mut verdict = None;
+            for s in services.iter().take(n).flatten() {
+                let op = op_of(s);
+                match decide(op) {
+                    Decision::Deny(denial) => {
+                        i.op = op;
+                        verdict = Some(Verdict::Denied { denial, error });
+                        break;
+                    }
+                    Decision::Permit(p) => {
+                        if verdict.is_none() || i.op == Op::Read {
+                            i.op = op;
+                            verdict = Some(Verdict::Allowed { rule: p.rule });
+                        }
+                    }
+                }
+            }
+            verdict.unwrap_or(Verdict::Transport)
+        } else {
+            i.op = op_of(&target);
+            match decide(i.op) {
+                Decision::Permit(p) => Verdict::Allowed { rule: p.rule },
+                Decision::Deny(denial) => Verdict::Denied { denial, error },
+            }
+        };
+        i.verdict = verdict;
+        match verdict {
+            Verdict::Denied { .. } => (i, refused, None),
+            _ => (i, Refusal::None, reply(key)),
+        }
+    }
+
+    /// The T->O connection id for a connected request on O->T `id` (the
+    /// request's own id when the gate did not see the connection open).
+    fn reply_connection(&self, id: u32) -> u32 {
+        self.connections[..self.open].iter().find(|c| c.0 == id).map_or(id, |c| c.1)
+    }
+
+    /// Writes the refusal for the message `up[..len]`; returns its length.
+    fn emit(&self, len: usize, refusal: Refusal, out: &mut [u8; MAX_REFUSAL]) -> usize {
+        // The framer accepted it, so it parses; nothing to answer otherwise.
+        let Some(e) = Encap::parse(&self.up.data[..len]) else { return 0 };
+        match refusal {
+            Refusal::None => 0,
+            Refusal::Encap(status) => wire::emit_encap_error(out, &e, status),
+            Refusal::Cip(service, status) => {
+                let cpf = e.cpf().unwrap_or(Cpf { connection: None, sequence: None, message: &[] });
+                let conn = cpf.connection.map_or(0, |id| self.reply_connection(id));
+                wire::emit_cip_error(out, &e, &cpf, conn, service, status)
+            }
+        }
+    }
+
+    /// What a message from the target is.
+    fn answer(&mut self, len: usize, now: u64) -> Answer {
+        let Some(e) = Encap::parse(&self.down.data[..len]) else { return Answer::Unmatched };
+        let cpf = e.cpf();
+        let key = match cpf.and_then(|c| c.sequence) {
+            Some(seq) if e.command == wire::SEND_UNIT_DATA => Key::Connected(seq),
+            _ => Key::Encap(e.command, e.context),
+        };
+        let Some(k) = self.pending.iter().position(|p| p.is_some_and(|p| p.key == key)) else {
+            return Answer::Unmatched;
+        };
+        let Some(p) = self.pending[k].take() else { return Answer::Unmatched };
+        if let (Some(t_to_o), Some(cpf)) = (p.opens, cpf) {
+            // A successful Forward Open reply: service, 0, status 0, size,
+            // then the O->T id the target chose.
+            if let (Some(&0), Some(id)) = (cpf.message.get(2), cpf.message.get(4..8)) {
+                let o_to_t = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+                if self.open < MAX_CONNECTIONS {
+                    self.connections[self.open] = (o_to_t, t_to_o);
+                    self.open += 1;
+                }
+            }
+        }
+        Answer::Matched { seq: p.seq, latency: now.saturating_sub(p.sent_at) }
+    }
+}
+
+impl UnitInspector for EnipInspector {
+    type Anomaly = Anomaly;
+    const MAX_UNIT: usize = MAX_MESSAGE;
+
+    fn up_spare(&mut self) -> &mut [u8] {
+        self.up.spare()
+    }
+
+    fn up_filled(&mut self, n: usize) {
+        self.up.filled(n);
+    }
+
+    fn down_spare(&mut self) -> &mut [u8] {
+        self.down.spare()
+    }
+
+    fn down_filled(&mut self, n: usize) {
+        self.down.filled(n);
+    }
+
+    fn up_pending(&self) -> usize {
+        self.up.len
+    }
+
+    fn requests(
+        &mut self,
+        sink: &mut dyn Sink,
+        decide: &mut dyn FnMut(Op) -> Decision,
+        now: u64,
+        on: &mut dyn FnMut(&Inspected, &[u8]),
+    ) -> Result<usize, Anomaly> {
+        let mut done = 0;
+        loop {
+            let len = match Framer::next(&self.up.data[..self.up.len]) {
+                Progress::Done { len } => len,
+                Progress::NeedMore => return Ok(done),
+                Progress::Reject(anomaly) => return Err(anomaly),
+            };
+            let (mut inspected, refusal, reply) = self.inspect(len, decide);
+            if refusal == Refusal::None {
+                if !sink.to_asset(&self.up.data[..len]) {
+                    return Ok(done);
+                }
+            } else {
+                let mut out = [0u8; MAX_REFUSAL];
+                let n = self.emit(len, refusal, &mut out);
+                if n > 0 && !sink.to_user(&out[..n]) {
+                    return Ok(done);
+                }
+            }
+            self.stats.requests += 1;
+            inspected.seq = self.stats.requests as u32;
+            match inspected.verdict {
+                Verdict::Transport | Verdict::Allowed { .. } => self.stats.allowed += 1,
+                Verdict::Denied { .. } | Verdict::Flood { .. } => self.stats.denied += 1,
+                Verdict::Malformed { .. } => self.stats.malformed += 1,
+            }
+            if let (Some(p), Some(slot)) = (reply, self.pending.iter_mut().find(|p| p.is_none())) {
+                *slot = Some(Pending { seq: inspected.seq, sent_at: now, ..p });
+            }
+            on(&inspected, &self.up.data[..len]);
+            self.up.consume(len);
+            done += 1;
+        }
+    }
+
+    fn responses(
+        &mut self,
+        sink: &mut dyn Sink,
+        now: u64,
+        on: &mut dyn FnMut(Answer, &[u8]),
+    ) -> Result<usize, Anomaly> {
+        let mut done = 0;
+        loop {
+            let len = match Framer::next(&self.down.data[..self.down.len]) {
+                Progress::Done { len } => len,
+                Progress::NeedMore => return Ok(done),
+                Progress::Reject(anomaly) => return Err(anomaly),
+            };
+            // Decided once: a reply kept for lack of room is not matched twice.
+            let (pending, connections, open) = (self.pending, self.connections, self.open);
+            let answer = self.answer(len, now);
+            if answer == Answer::Unmatched {
+                self.stats.unmatched += 1;
+            } else {
+                if !sink.to_user(&self.down.data[..len]) {
+                    (self.pending, self.connections, self.open) = (pending, connections, open);
+                    return Ok(done);
+                }
+                self.stats.responses += 1;
+            }
+            on(answer, &self.down.data[..len]);
+            self.down.consume(len);
+            done += 1;
+        }
+    }
+}
+
+/// The operation a CIP request is (see the module's table).
+fn op_of(c: &Cip<'_>) -> Op {
+    use wire::*;
+    match (c.class, c.service) {
+        (CLASS_CONNECTION_MANAGER, _) => Op::Diagnostic,
+        (CLASS_IDENTITY, GET_ATTRIBUTES_ALL | GET_ATTRIBUTE_LIST | GET_ATTRIBUTE_SINGLE) => Op::Diagnostic,
+        (
+            _,
+            GET_ATTRIBUTES_ALL
+            | GET_ATTRIBUTE_LIST
+            | GET_ATTRIBUTE_SINGLE
+            | READ_TAG
+            | READ_TAG_FRAGMENTED
+            | GET_INSTANCE_ATTRIBUTE_LIST,
+        ) => Op::Read,
+        (
+            _,
+            SET_ATTRIBUTES_ALL
+            | SET_ATTRIBUTE_LIST
+            | SET_ATTRIBUTE_SINGLE
+            | WRITE_TAG
+            | WRITE_TAG_FRAGMENTED
+            | READ_MODIFY_WRITE_TAG,
+        ) => Op::Write,
+        (_, RESET | START | STOP) => Op::Control,
+        (_, CREATE | DELETE | APPLY_ATTRIBUTES | RESTORE | SAVE) => Op::Program,
+        _ => Op::Other,
+    }
+}
+
+/// The refusal the gate sent for the message `msg`, rebuilt for the
+/// capture from the audit record (`service` and `error` as recorded).
+/// Connected replies carry the request's own connection id here (the
+/// capture does not know the connection's other id).
+pub fn refusal(msg: &[u8], service: u8, error: u16, out: &mut [u8; MAX_REFUSAL]) -> Option<usize> {
+    let e = Encap::parse(msg)?;
+    if matches!(u32::from(error), wire::STATUS_INVALID_COMMAND | wire::STATUS_BAD_DATA) && e.cpf().is_none() {
+        return Some(wire::emit_encap_error(out, &e, u32::from(error)));
+    }
+    let cpf = e.cpf()?;
+    Some(wire::emit_cip_error(out, &e, &cpf, cpf.connection.unwrap_or(0), service, error as u8))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+use super::*;
+use crate::policy::{Denial, Permit};
+use crate::wire::enip::tests::{
+    hex, CONNECTED_IDENTITY, FORWARD_OPEN, READ_SPEED, REGISTER, RESET_IDENTITY, WRITE_SPEED,
+};
+
+#[derive(Default)]
+struct Wires {
+    asset: Vec<u8>,
+    user: Vec<u8>,
+}
+
+impl Sink for Wires {
+    fn to_asset(&mut self, unit: &[u8]) -> bool {
+        self.asset.extend_from_slice(unit);
+        true
+    }
+    fn to_user(&mut self, unit: &[u8]) -> bool {
+        self.user.extend_from_slice(unit);
+        true
+    }
+}
+
+const ALLOW: Decision = Decision::Permit(Permit { rule: 7, until: u64::MAX });
+
+fn viewer(op: Op) -> Decision {
+    if matches!(op, Op::Read | Op::Diagnostic) {
+        ALLOW
+    } else {
+        Decision::Deny(Denial::NoRule)
+    }
+}
+
+fn feed(insp: &mut EnipInspector, w: &mut Wires, bytes: &[u8], policy: fn(Op) -> Decision) -> Vec<Inspected> {
+    let mut seen = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let spare = insp.up_spare();
+        let n = spare.len().min(rest.len());
+        spare[..n].copy_from_slice(&rest[..n]);
+        insp.up_filled(n);
+        rest = &rest[n..];
+        insp.requests(w, &mut |op| policy(op), 0, &mut |i, _| seen.push(*i)).unwrap();
+    }
+    seen
+}
+
+fn to_user(insp: &mut EnipInspector, w: &mut Wires, bytes: &[u8], now: u64) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    insp.down_spare()[..bytes.len()].copy_from_slice(bytes);
+    insp.down_filled(bytes.len());
+    insp.responses(w, now, &mut |a, _| answers.push(a)).unwrap();
+    answers
+}
+
+/// The CIP replies in a stream of messages.
+fn replies(mut stream: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Progress::Done { len } = Framer::next(stream) {
+        let e = Encap::parse(&stream[..len]).unwrap();
+        out.push(e.cpf().map_or(vec![], |c| c.message.to_vec()));
+        stream = &stream[len..];
+    }
+    out
+}
+
+#[test]
+fn a_viewer_reads_and_is_refused_writes_and_resets() {
+    let mut insp = EnipInspector::new();
+    let mut w = Wires::default();
+    let stream = [
+        hex(REGISTER),
+        hex(READ_SPEED),
+        hex(WRITE_SPEED),
+        hex(FORWARD_OPEN),
+        hex(CONNECTED_IDENTITY),
+        hex(RESET_IDENTITY),
+    ]
+    .concat();
+    let seen = feed(&mut insp, &mut w, &stream, viewer);
+    let got: Vec<_> = seen.iter().map(|i| (i.function, i.op, i.verdict)).collect();
+    let no = Verdict::Denied { denial: Denial::NoRule, error: 0x0f };
+    assert_eq!(
+        got,
+        [
+            (0, Op::Connect, Verdict::Transport),
+            (wire::READ_TAG, Op::Read, Verdict::Allowed { rule: 7 }),
+            (wire::WRITE_TAG, Op::Write, no),
+            (wire::LARGE_FORWARD_OPEN, Op::Connect, Verdict::Transport),
+            (wire::GET_ATTRIBUTES_ALL, Op::Diagnostic, Verdict::Allowed { rule: 7 }),
+            (wire::RESET, Op::Control, no),
+        ]
+    );
+    assert_eq!(w.asset, [hex(REGISTER), hex(READ_SPEED), hex(FORWARD_OPEN), hex(CONNECTED_IDENTITY)].concat());
+    // Write Tag reply 0xCD and Reset reply 0x85, both privilege violation.
+    assert_eq!(replies(&w.user), [vec![0xcd, 0, 0x0f, 0], vec![0x85, 0, 0x0f, 0]]);
+}
+
+#[test]
+fn every_split_gives_the_same_verdicts_and_bytes() {
+    let stream = [hex(REGISTER), hex(WRITE_SPEED), hex(READ_SPEED)].concat();
+    let mut whole = Wires::default();
+    let expected = feed(&mut EnipInspector::new(), &mut whole, &stream, viewer);
+    for cut in 1..stream.len() {
+        let mut insp = EnipInspector::new();
+        let mut w = Wires::default();
+        let mut seen = feed(&mut insp, &mut w, &stream[..cut], viewer);
+        seen.extend(feed(&mut insp, &mut w, &stream[cut..], viewer));
+        assert_eq!(seen, expected, "cut at {cut}");
+        assert_eq!((&w.asset, &w.user), (&whole.asset, &whole.user), "cut at {cut}");
+    }
+}
+
+/// Replies captured from cpppo's simulator.
+const REGISTER_REPLY: &str = "65000400606d73340000000000000000000000000000000001000000";
+const READ_REPLY: &str =
+    "6f001a00606d733400000000300000000000000000000000000000000800020000000000b2000a00cc000000c30000002a00";
+const OPEN_REPLY: &str = "6f002e009f635f34000000005f7079636f6d6d5f00000000000000000a00020000000000b2001e00db000000e0fe589e37a09020270409102ecae7f801402000014020000000";
+
+#[test]
+fn replies_are_matched_and_connected_refusals_use_the_learned_connection() {
+    let mut insp = EnipInspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &[hex(REGISTER), hex(READ_SPEED), hex(FORWARD_OPEN)].concat(), |_| ALLOW);
+    let stray = hex(READ_REPLY);
+    let answers =
+        to_user(&mut insp, &mut w, &[hex(REGISTER_REPLY), hex(READ_REPLY), stray, hex(OPEN_REPLY)].concat(), 9);
+    assert_eq!(
+        answers,
+        [
+            Answer::Matched { seq: 1, latency: 9 },
+            Answer::Matched { seq: 2, latency: 9 },
+            Answer::Unmatched,
+            Answer::Matched { seq: 3, latency: 9 }
+        ]
+    );
+    assert_eq!(insp.stats.unmatched, 1);
+    // A refused connected request is answered on the T->O id the
+    // originator chose in its Forward Open (0x2090a037), with its sequence.
+    w.user.clear();
+    let mut reset = hex(CONNECTED_IDENTITY);
+    let at = reset.len() - 6;
+    reset[at] = wire::RESET;
+    feed(&mut insp, &mut w, &reset, viewer);
+    let e = Encap::parse(&w.user).unwrap();
+    let cpf = e.cpf().unwrap();
+    assert_eq!((cpf.connection, cpf.sequence, cpf.message), (Some(0x2090_a037), Some(1), &[0x85, 0, 0x0f, 0][..]));
+}
+
+#[test]
+fn malformed_and_unknown_messages_get_protocol_errors() {
+    let mut w = Wires::default();
+    let mut unknown = hex(REGISTER);
+    unknown[0] = 0x99;
+    let mut bad_cip = hex(READ_SPEED);
+    // The Unconnected Send's embedded size points past the data.
+    bad_cip[48] = 0x7f;
+    let seen = feed(&mut EnipInspector::new(), &mut w, &[unknown, bad_cip].concat(), |_| ALLOW);
+    assert!(seen.iter().all(|i| matches!(i.verdict, Verdict::Malformed { .. })), "{seen:?}");
+    assert!(w.asset.is_empty());
+    let mut stream = &w.user[..];
+    let mut statuses = Vec::new();
+    while let Progress::Done { len } = Framer::next(stream) {
+        let e = Encap::parse(&stream[..len]).unwrap();
+        statuses.push((e.status, e.cpf().map(|c| c.message.to_vec())));
+        stream = &stream[len..];
+    }
+    assert_eq!(statuses, [(1, None), (0, Some(vec![0xd2, 0, 0x13, 0]))]);
+}
+
+#[test]
+fn a_multiple_service_packet_is_all_or_nothing() {
+    let get = [wire::GET_ATTRIBUTE_SINGLE, 3, 0x20, 1, 0x24, 1, 0x30, 7];
+    let write = [wire::WRITE_TAG, 2, 0x91, 1, b'A', 0, 0xc3, 0, 1, 0, 5, 0];
+    let mut data = vec![2, 0, 6, 0, 6 + get.len() as u8, 0];
+    data.extend(get);
+    data.extend(write);
+    let msp = [&[wire::MULTIPLE_SERVICE_PACKET, 2, 0x20, 2, 0x24, 1][..], &data].concat();
+    // SendRRData around it.
+    let mut m = hex(RESET_IDENTITY);
+    m.truncate(wire::HEADER + 14);
+    m.extend((msp.len() as u16).to_le_bytes());
+    m.extend(&msp);
+    let n = (m.len() - wire::HEADER) as u16;
+    m[2..4].copy_from_slice(&n.to_le_bytes());
+    let mut w = Wires::default();
+    let seen = feed(&mut EnipInspector::new(), &mut w, &m, viewer);
+    assert_eq!((seen[0].op, seen[0].function), (Op::Write, wire::MULTIPLE_SERVICE_PACKET));
+    assert!(matches!(seen[0].verdict, Verdict::Denied { .. }));
+    assert_eq!(replies(&w.user), [vec![0x8a, 0, 0x0f, 0]]);
+    let mut w = Wires::default();
+    let seen = feed(&mut EnipInspector::new(), &mut w, &m, |_| ALLOW);
+    assert_eq!(seen[0].verdict, Verdict::Allowed { rule: 7 });
+    assert_eq!(w.asset, m);
+}
+
+#[test]
+fn too_many_requests_in_flight_are_refused() {
+    let mut insp = EnipInspector::new();
+    let mut w = Wires::default();
+    let stream: Vec<u8> = (0..=MAX_OUTSTANDING).flat_map(|_| hex(READ_SPEED)).collect();
+    let seen = feed(&mut insp, &mut w, &stream, |_| ALLOW);
+    assert_eq!(seen.last().map(|i| i.verdict), Some(Verdict::Flood { error: 2 }));
+    assert_eq!(replies(&w.user), [vec![0xcc, 0, 0x02, 0]]);
+}
+
+#[test]
+fn refusals_rebuilt_for_the_capture_are_the_ones_sent() {
+    for m in [hex(WRITE_SPEED), hex(RESET_IDENTITY)] {
+        let mut w = Wires::default();
+        let seen = feed(&mut EnipInspector::new(), &mut w, &m, viewer);
+        let Verdict::Denied { error, .. } = seen[0].verdict else { panic!() };
+        let mut out = [0u8; MAX_REFUSAL];
+        let n = refusal(&m, seen[0].function, error, &mut out).unwrap();
+        assert_eq!(&out[..n], &w.user[..]);
+    }
+}
+
+#[test]
+fn operations_follow_the_table() {
+    let cip = |service, class| Cip { service, class, instance: 1, symbol: &[], data: &[] };
+    for (service, class, op) in [
+        (wire::GET_ATTRIBUTES_ALL, wire::CLASS_IDENTITY, Op::Diagnostic),
+        (wire::GET_ATTRIBUTE_SINGLE, 0x6b, Op::Read),
+        (wire::READ_TAG_FRAGMENTED, 0, Op::Read),
+        (wire::WRITE_TAG_FRAGMENTED, 0, Op::Write),
+        (wire::READ_MODIFY_WRITE_TAG, 0, Op::Write),
+        (wire::SET_ATTRIBUTE_SINGLE, 0xf5, Op::Write),
+        (wire::RESET, wire::CLASS_IDENTITY, Op::Control),
+        (wire::STOP, 0x8e, Op::Control),
+        (wire::CREATE, 0x6b, Op::Program),
+        (wire::SAVE, 0xf5, Op::Program),
+        (0x56, wire::CLASS_CONNECTION_MANAGER, Op::Diagnostic),
+        (0x4b, 0x8e, Op::Other),
+    ] {
+        assert_eq!(op_of(&cip(service, class)), op, "service {service:#x} class {class:#x}");
+    }
+}

@@ -1,0 +1,332 @@
+//! EtherNet/IP over TCP (explicit messaging): the encapsulation header,
+//! the common packet format (CPF) items of SendRRData and SendUnitData, and
+//! the CIP message inside (service, EPATH, data), with Unconnected Send
+//! unwrapped.
+//!
+//! ```text
+//! encapsulation | command u16 | length u16 | session u32 | status u32 |
+//!               | sender context [8] | options u32 | data (length) |
+//! SendRRData    | interface u32 | timeout u16 | CPF: count u16, items: type u16, length u16, data |
+//! CIP request   | service | path size (words) | EPATH | request data |
+//! ```
+//!
+//! All integers are little-endian. Nothing here decides anything or
+//! panics on any input.
+
+/// The encapsulation header.
+pub const HEADER: usize = 24;
+/// The longest encapsulation data the gate accepts (a Large Forward Open
+/// connection's 4002-byte packets fit).
+pub const MAX_DATA: usize = 4096;
+/// The longest message on the wire.
+pub const MAX_MESSAGE: usize = HEADER + MAX_DATA;
+
+/// Encapsulation commands.
+pub const NOP: u16 = 0x0000;
+pub const LIST_SERVICES: u16 = 0x0004;
+pub const LIST_IDENTITY: u16 = 0x0063;
+pub const LIST_INTERFACES: u16 = 0x0064;
+pub const REGISTER_SESSION: u16 = 0x0065;
+pub const UNREGISTER_SESSION: u16 = 0x0066;
+pub const SEND_RR_DATA: u16 = 0x006f;
+pub const SEND_UNIT_DATA: u16 = 0x0070;
+
+/// Encapsulation status: invalid or unsupported command.
+pub const STATUS_INVALID_COMMAND: u32 = 0x0001;
+/// Encapsulation status: insufficient memory (the gate: too many requests
+/// in flight).
+pub const STATUS_INSUFFICIENT_MEMORY: u32 = 0x0002;
+/// Encapsulation status: incorrectly formed data.
+pub const STATUS_BAD_DATA: u32 = 0x0003;
+
+/// CPF item types.
+pub const ITEM_NULL: u16 = 0x0000;
+pub const ITEM_CONNECTED_ADDRESS: u16 = 0x00a1;
+pub const ITEM_CONNECTED_DATA: u16 = 0x00b1;
+pub const ITEM_UNCONNECTED_DATA: u16 = 0x00b2;
+
+/// CIP services.
+pub const GET_ATTRIBUTES_ALL: u8 = 0x01;
+pub const SET_ATTRIBUTES_ALL: u8 = 0x02;
+pub const GET_ATTRIBUTE_LIST: u8 = 0x03;
+pub const SET_ATTRIBUTE_LIST: u8 = 0x04;
+pub const RESET: u8 = 0x05;
+pub const START: u8 = 0x06;
+pub const STOP: u8 = 0x07;
+pub const CREATE: u8 = 0x08;
+pub const DELETE: u8 = 0x09;
+pub const MULTIPLE_SERVICE_PACKET: u8 = 0x0a;
+pub const APPLY_ATTRIBUTES: u8 = 0x0d;
+pub const GET_ATTRIBUTE_SINGLE: u8 = 0x0e;
+pub const SET_ATTRIBUTE_SINGLE: u8 = 0x10;
+pub const RESTORE: u8 = 0x15;
+pub const SAVE: u8 = 0x16;
+pub const READ_TAG: u8 = 0x4c;
+pub const WRITE_TAG: u8 = 0x4d;
+/// Read-Modify-Write Tag; Forward Close on the Connection Manager.
+pub const READ_MODIFY_WRITE_TAG: u8 = 0x4e;
+/// Read Tag Fragmented; Unconnected Send on the Connection Manager.
+pub const READ_TAG_FRAGMENTED: u8 = 0x52;
+pub const WRITE_TAG_FRAGMENTED: u8 = 0x53;
+pub const FORWARD_OPEN: u8 = 0x54;
+pub const GET_INSTANCE_ATTRIBUTE_LIST: u8 = 0x55;
+pub const LARGE_FORWARD_OPEN: u8 = 0x5b;
+pub const FORWARD_CLOSE: u8 = 0x4e;
+pub const UNCONNECTED_SEND: u8 = 0x52;
+
+/// CIP classes the gate tells apart.
+pub const CLASS_IDENTITY: u16 = 0x01;
+pub const CLASS_CONNECTION_MANAGER: u16 = 0x06;
+
+/// CIP general status: privilege violation (how the gate refuses).
+pub const STATUS_PRIVILEGE_VIOLATION: u8 = 0x0f;
+/// CIP general status: resource unavailable (too many requests in flight).
+pub const STATUS_RESOURCE_UNAVAILABLE: u8 = 0x02;
+/// CIP general status: not enough data / malformed request.
+pub const STATUS_NOT_ENOUGH_DATA: u8 = 0x13;
+
+/// Why a stream cannot be framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anomaly {
+    /// The encapsulation length is above [`MAX_DATA`].
+    TooLong(u16),
+}
+
+/// What [`Framer::next`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Done { len: usize },
+    NeedMore,
+    Reject(Anomaly),
+}
+
+fn le16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Splits an EtherNet/IP TCP stream into encapsulation messages.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Framer;
+
+impl Framer {
+    pub fn next(buf: &[u8]) -> Progress {
+        let Some(len) = le16(buf, 2) else { return Progress::NeedMore };
+        if usize::from(len) > MAX_DATA {
+            return Progress::Reject(Anomaly::TooLong(len));
+        }
+        let total = HEADER + usize::from(len);
+        if buf.len() < total {
+            Progress::NeedMore
+        } else {
+            Progress::Done { len: total }
+        }
+    }
+}
+
+/// An encapsulation message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encap<'a> {
+    pub command: u16,
+    pub session: u32,
+    pub status: u32,
+    pub context: [u8; 8],
+    pub data: &'a [u8],
+}
+
+impl<'a> Encap<'a> {
+    /// Reads a message [`Framer::next`] accepted.
+    pub fn parse(msg: &'a [u8]) -> Option<Self> {
+        let len = usize::from(le16(msg, 2)?);
+        if msg.len() != HEADER + len {
+            return None;
+        }
+        Some(Self {
+            command: le16(msg, 0)?,
+            session: le32(msg, 4)?,
+            status: le32(msg, 8)?,
+            context: msg.get(12..20)?.try_into().ok()?,
+            data: &msg[HEADER..],
+        })
+    }
+
+    /// SendRRData / SendUnitData: the CPF's address and data items (the
+    /// connection id, if connected, and the data item's bytes).
+    pub fn cpf(&self) -> Option<Cpf<'a>> {
+        let d = self.data;
+        let count = le16(d, 6)?;
+        let mut at = 8;
+        let (mut connection, mut data, mut kind) = (None, None, 0);
+        for _ in 0..count {
+            let (ty, len) = (le16(d, at)?, usize::from(le16(d, at + 2)?));
+            let body = d.get(at + 4..at + 4 + len)?;
+            match ty {
+                ITEM_CONNECTED_ADDRESS => connection = Some(le32(body, 0)?),
+                ITEM_CONNECTED_DATA | ITEM_UNCONNECTED_DATA => {
+                    data = Some(body);
+                    kind = ty;
+                }
+                _ => {}
+            }
+            at += 4 + len;
+        }
+        let data = data?;
+        // Connected data starts with the connection's sequence count.
+        let (sequence, message) =
+            if kind == ITEM_CONNECTED_DATA { (Some(le16(data, 0)?), data.get(2..)?) } else { (None, data) };
+        Some(Cpf { connection, sequence, message })
+    }
+}
+
+/// The CPF of a SendRRData or SendUnitData message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cpf<'a> {
+    /// The connection id of a connected message.
+    pub connection: Option<u32>,
+    /// A connected message's sequence count.
+    pub sequence: Option<u16>,
+    /// The CIP message.
+    pub message: &'a [u8],
+}
+
+/// A CIP request: its service, the target named by its path, its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cip<'a> {
+    pub service: u8,
+    /// The logical class in the path (0 if none: a symbolic tag path).
+    pub class: u16,
+    pub instance: u32,
+    /// The first ANSI symbolic segment (a tag name), if any.
+    pub symbol: &'a [u8],
+    pub data: &'a [u8],
+}
+
+impl<'a> Cip<'a> {
+    /// Reads a CIP request (service without the reply bit, path, data).
+    pub fn parse(msg: &'a [u8]) -> Option<Self> {
+        let service = *msg.first()?;
+        let words = usize::from(*msg.get(1)?);
+        let path = msg.get(2..2 + 2 * words)?;
+        let data = &msg[2 + 2 * words..];
+        let (mut class, mut instance, mut symbol) = (0u16, 0u32, &[][..]);
+        let mut at = 0;
+        while at < path.len() {
+            let seg = path[at];
+            match seg {
+                0x20 => class = u16::from(*path.get(at + 1)?),
+                0x21 => class = le16(path, at + 2)?,
+                0x24 => instance = u32::from(*path.get(at + 1)?),
+                0x25 => instance = u32::from(le16(path, at + 2)?),
+                0x91 => {
+                    let n = usize::from(*path.get(at + 1)?);
+                    if symbol.is_empty() {
+                        symbol = path.get(at + 2..at + 2 + n)?;
+                    }
+                    at += 2 + n + n % 2;
+                    continue;
+                }
+                _ => {}
+            }
+            at += match seg {
+                // 8-bit logical segments (class, instance, member,
+                // connection point, attribute, element).
+                0x20 | 0x24 | 0x28 | 0x2c | 0x30 => 2,
+                0x21 | 0x25 | 0x29 | 0x2d | 0x31 => 4,
+                0x2a => 6,
+                // Port segments (route paths): port, link; extended link
+                // addresses are not expected in a request's own path.
+                0x01..=0x0f => 2,
+                _ => return None,
+            };
+        }
+        Some(Self { service: service & 0x7f, class, instance, symbol, data })
+    }
+
+    /// An Unconnected Send's embedded request (the message it carries to
+    /// the target), or `None` if this is not one.
+    pub fn embedded(&self) -> Option<Cip<'a>> {
+        if self.service != UNCONNECTED_SEND || self.class != CLASS_CONNECTION_MANAGER {
+            return None;
+        }
+        // priority/tick, timeout ticks, message size, message ...
+        let size = usize::from(le16(self.data, 2)?);
+        Cip::parse(self.data.get(4..4 + size)?)
+    }
+
+    /// A Multiple Service Packet's requests, in order (at most `N`).
+    pub fn services<const N: usize>(&self) -> Option<([Option<Cip<'a>>; N], usize)> {
+        let d = self.data;
+        let count = usize::from(le16(d, 0)?);
+        if count == 0 || count > N {
+            return None;
+        }
+        let mut out = [None; N];
+        for (i, slot) in out.iter_mut().enumerate().take(count) {
+            let start = usize::from(le16(d, 2 + 2 * i)?);
+            let end = if i + 1 < count { usize::from(le16(d, 4 + 2 * i)?) } else { d.len() };
+            *slot = Some(Cip::parse(d.get(start..end)?)?);
+        }
+        Some((out, count))
+    }
+}
+
+/// Writes an encapsulation header for `len` data bytes.
+fn emit_header(out: &mut [u8], command: u16, len: usize, session: u32, status: u32, context: [u8; 8]) {
+    out[..2].copy_from_slice(&command.to_le_bytes());
+    out[2..4].copy_from_slice(&(len as u16).to_le_bytes());
+    out[4..8].copy_from_slice(&session.to_le_bytes());
+    out[8..12].copy_from_slice(&status.to_le_bytes());
+    out[12..20].copy_from_slice(&context);
+    out[20..24].copy_from_slice(&[0; 4]);
+}
+
+/// The most bytes an `emit_*` refusal takes.
+pub const MAX_REFUSAL: usize = HEADER + 8 + 8 + 6 + 4;
+
+/// A CIP error reply to `request` (an encapsulation message carrying a CIP
+/// request), as the target sends it: the same encapsulation command,
+/// session and sender context; for a connected request the reply's
+/// connection id `reply_connection` and the request's sequence count;
+/// `service | 0x80` and general status `status`. Returns its length.
+pub fn emit_cip_error(
+    out: &mut [u8],
+    request: &Encap<'_>,
+    cpf: &Cpf<'_>,
+    reply_connection: u32,
+    service: u8,
+    status: u8,
+) -> usize {
+    let reply = [service | 0x80, 0, status, 0];
+    let mut at = HEADER;
+    // Interface handle, timeout, item count.
+    out[at..at + 8].copy_from_slice(&[0, 0, 0, 0, 0, 0, 2, 0]);
+    at += 8;
+    if let Some(seq) = cpf.sequence {
+        out[at..at + 8].copy_from_slice(&[0xa1, 0, 4, 0, 0, 0, 0, 0]);
+        out[at + 4..at + 8].copy_from_slice(&reply_connection.to_le_bytes());
+        at += 8;
+        out[at..at + 4].copy_from_slice(&[0xb1, 0, 6, 0]);
+        out[at + 4..at + 6].copy_from_slice(&seq.to_le_bytes());
+        at += 6;
+    } else {
+        out[at..at + 8].copy_from_slice(&[0, 0, 0, 0, 0xb2, 0, 4, 0]);
+        at += 8;
+    }
+    out[at..at + 4].copy_from_slice(&reply);
+    at += 4;
+    emit_header(out, request.command, at - HEADER, request.session, 0, request.context);
+    at
+}
+
+/// An encapsulation-level refusal: the request's header with `status` and
+/// no data. Returns its length.
+pub fn emit_encap_error(out: &mut [u8], request: &Encap<'_>, status: u32) -> usize {
+    emit_header(out, request.command, 0, request.session, status, request.context);
+    HEADER
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
