@@ -301,6 +301,58 @@ impl Lab {
         self.log_lines("plc-requests.jsonl")
     }
 
+    /// Logs each of `users` in and starts `connect` to plc-7's `service` for
+    /// each on its port.
+    fn sign_in(&mut self, users: &[(&str, u16)], service: &str) {
+        for &(user, port) in users {
+            let out = self.login(user, PASSWORD, &self.totp(user, 0));
+            assert!(out.status.success(), "{}", text(&out));
+            self.connect_to(user, port, service);
+        }
+    }
+
+    /// Runs a JSON-lines client script (scripts/s7_client.py, ...) in the
+    /// user namespace against `connect` on `port`: one result per operation
+    /// (a leading connect line is checked and dropped).
+    fn client_ops(&self, script: &str, port: u16, ops: &[&str]) -> Vec<serde_json::Value> {
+        let script = repo().join("scripts").join(script);
+        let port = port.to_string();
+        let out = self.python("user", script.to_str().unwrap(), &[&["--port", port.as_str()][..], ops].concat());
+        assert!(out.status.success(), "{}: {}", script.display(), text(&out));
+        let mut lines: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.first().is_some_and(|l| l["op"] == "connect") {
+            assert_eq!(lines.remove(0)["ok"], true, "connected: {}", text(&out));
+        }
+        assert_eq!(lines.len(), ops.len(), "{}", text(&out));
+        lines
+    }
+
+    /// The audit trail once the writer has synced, after `audit verify`
+    /// passed on it.
+    fn verified_audit(&self) -> Vec<serde_json::Value> {
+        std::thread::sleep(Duration::from_millis(300));
+        let out = Command::new(GATE).args(["audit", "verify"]).arg(self.run.join("audit")).output().unwrap();
+        assert!(out.status.success(), "audit verify: {}", text(&out));
+        self.audit_records()
+    }
+
+    /// tshark's `fields` (comma-separated) for the packets matching
+    /// `filter` in the pcapngs of every session of `user`.
+    fn tshark(&self, records: &[serde_json::Value], user: &str, filter: &str, fields: &[&str]) -> String {
+        let mut rows = String::new();
+        for open in records.iter().filter(|r| r["event"] == "session_open" && r["user"] == user) {
+            let pcap = self.run.join("audit/pcap").join(open["pcap"].as_str().unwrap());
+            let mut cmd = Command::new("tshark");
+            cmd.args(["-r", pcap.to_str().unwrap(), "-Y", filter, "-T", "fields", "-E", "separator=,"]);
+            for f in fields {
+                cmd.args(["-e", f]);
+            }
+            rows.push_str(&String::from_utf8_lossy(&cmd.output().unwrap().stdout));
+        }
+        rows
+    }
+
     /// The JSON lines of a log in the lab's run directory.
     fn log_lines(&self, name: &str) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.run.join(name))
@@ -891,6 +943,15 @@ fn xsk_client_certificate_and_totp_log_in_without_a_password() {
     assert!(!out.status.success() && text(&out).contains("refused: bad credentials"), "{}", text(&out));
 }
 
+/// The refused requests of an audit trail: (function name, operation).
+fn refused_requests(records: &[serde_json::Value]) -> Vec<(String, String)> {
+    records
+        .iter()
+        .filter(|r| r["event"] == "request" && r["verdict"] == "deny")
+        .map(|r| (r["function_name"].as_str().unwrap_or("").into(), r["op"].as_str().unwrap_or("").into()))
+        .collect()
+}
+
 /// S7comm through the gate with python-snap7 at both ends (a real S7comm
 /// client and server): reads, diagnostics and the operator's data-block
 /// writes pass; the viewer's write, everyone's clock change and CPU stop
@@ -903,21 +964,8 @@ fn xsk_s7_inspection_with_real_snap7_peers() {
     let lab_toml = std::fs::read_to_string(repo().join("config/lab.toml")).unwrap();
     let program = "\n[[rule]]\nname = \"operator-s7-program\"\nroles = [\"operator\"]\nassets = [\"plc-7\"]\nprotocol = \"s7\"\noperations = [\"program\"]\n";
     let Some(mut lab) = Lab::up_with("xsk", Some(&format!("{lab_toml}{program}"))) else { return };
-    for (user, port) in [("bob", 5070), ("alice", 5071)] {
-        let out = lab.login(user, PASSWORD, &lab.totp(user, 0));
-        assert!(out.status.success(), "{}", text(&out));
-        lab.connect_to(user, port, "s7");
-    }
-    let script = repo().join("scripts/s7_client.py");
-    let s7 = |port: &str, ops: &[&str]| -> Vec<serde_json::Value> {
-        let out = lab.python("user", script.to_str().unwrap(), &[&["--port", port][..], ops].concat());
-        assert!(out.status.success(), "s7_client: {}", text(&out));
-        let lines: Vec<serde_json::Value> =
-            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines.len(), ops.len() + 1, "{}", text(&out));
-        assert_eq!(lines[0]["ok"], true, "connected: {lines:?}");
-        lines[1..].to_vec()
-    };
+    lab.sign_in(&[("bob", 5070), ("alice", 5071)], "s7");
+    let s7 = |port, ops: &[&str]| lab.client_ops("s7_client.py", port, ops);
     let ok = |r: &serde_json::Value| r["ok"] == true;
     let refused = |r: &serde_json::Value, what: &str| {
         r["ok"] == false && r["error"].as_str().is_some_and(|e| e.to_lowercase().contains(what))
@@ -928,7 +976,7 @@ fn xsk_s7_inspection_with_real_snap7_peers() {
     // python-snap7's get_cpu_state() sends a read job without items: not
     // S7comm, answered "wrong frames".
     let a = s7(
-        "5071",
+        5071,
         &["read:1:0:4", "write:1:0:beef", "read:1:0:4", "szl:0x001c:0", "get-clock", "set-clock", "stop", "cpu-state"],
     );
     assert_eq!(a[0]["value"], "00010203", "{a:?}");
@@ -940,7 +988,7 @@ fn xsk_s7_inspection_with_real_snap7_peers() {
     assert!(refused(&a[7], "wrong frames"), "{:?}", a[7]);
 
     // The viewer (bob): reads pass, the write is refused item by item.
-    let b = s7("5070", &["read:1:0:4", "write:1:2:0000", "read:1:0:4", "stop"]);
+    let b = s7(5070, &["read:1:0:4", "write:1:2:0000", "read:1:0:4", "stop"]);
     assert_eq!(b[0]["value"], "beef0203", "{b:?}");
     assert!(refused(&b[1], "not allowed"), "write: {:?}", b[1]);
     assert_eq!(b[2]["value"], "beef0203", "the refused write changed nothing: {b:?}");
@@ -950,10 +998,10 @@ fn xsk_s7_inspection_with_real_snap7_peers() {
     // DB1 holds it afterwards; the viewer's request download is refused.
     let block: String = [0x70u8, 0x70, 0, 0, 0, 0, 0, 1].iter().chain(&[9u8; 24]).map(|b| format!("{b:02x}")).collect();
     let download = format!("download:1:{block}");
-    let a = s7("5071", &[&download, "read:1:8:4"]);
+    let a = s7(5071, &[&download, "read:1:8:4"]);
     assert!(ok(&a[0]), "{a:?}");
     assert_eq!(a[1]["value"], "09090909", "{a:?}");
-    let b = s7("5070", &[&download]);
+    let b = s7(5070, &[&download]);
     assert!(refused(&b[0], "access to object refused"), "{b:?}");
 
     // The PLC saw one write (alice's), no stop, no clock change.
@@ -969,19 +1017,10 @@ fn xsk_s7_inspection_with_real_snap7_peers() {
     assert_eq!((s["s7_denied"].as_u64(), s["s7_malformed"].as_u64()), (Some(5), Some(1)), "{s}");
 
     // The audit trail names each request's operation and verdict.
-    std::thread::sleep(Duration::from_millis(300));
-    let audit = lab.run.join("audit");
-    let out = Command::new(GATE).args(["audit", "verify"]).arg(&audit).output().unwrap();
-    assert!(out.status.success(), "audit verify: {}", text(&out));
-    let records = lab.audit_records();
+    let records = lab.verified_audit();
     let requests: Vec<_> = records.iter().filter(|r| r["event"] == "request").collect();
-    let denied: Vec<_> = requests
-        .iter()
-        .filter(|r| r["verdict"] == "deny")
-        .map(|r| (r["function_name"].as_str().unwrap_or(""), r["op"].as_str().unwrap_or("")))
-        .collect();
     assert_eq!(
-        denied,
+        refused_requests(&records),
         [
             ("UserdataSetClock", "control"),
             ("PlcStop", "control"),
@@ -989,7 +1028,8 @@ fn xsk_s7_inspection_with_real_snap7_peers() {
             ("WriteVar", "write"),
             ("PlcStop", "control"),
             ("RequestDownload", "program")
-        ],
+        ]
+        .map(|(f, o)| (f.to_string(), o.to_string())),
         "{requests:?}"
     );
     let write = requests.iter().find(|r| r["function_name"] == "WriteVar" && r["verdict"] == "allow").unwrap();
@@ -1002,14 +1042,8 @@ fn xsk_s7_inspection_with_real_snap7_peers() {
     assert_eq!((block["verdict"].as_str(), block["rule_name"].as_str()), (Some("allow"), Some("operator-s7-program")));
     // tshark dissects alice's decrypted session as S7comm: her write, her
     // stop, and the gate's refusal of it (Ack_Data, error class 0x87).
-    let alice = records.iter().find(|r| r["event"] == "session_open" && r["user"] == "alice").unwrap();
-    let pcap = audit.join("pcap").join(alice["pcap"].as_str().unwrap());
-    let out = Command::new("tshark")
-        .args(["-r", pcap.to_str().unwrap(), "-Y", "s7comm", "-T", "fields", "-E", "separator=,"])
-        .args(["-e", "s7comm.header.rosctr", "-e", "s7comm.param.func", "-e", "s7comm.header.errcls"])
-        .output()
-        .unwrap();
-    let rows = String::from_utf8_lossy(&out.stdout);
+    let fields = ["s7comm.header.rosctr", "s7comm.param.func", "s7comm.header.errcls"];
+    let rows = lab.tshark(&records, "alice", "s7comm", &fields);
     for want in ["1,0x05,", "1,0x29,", "3,0x29,0x87"] {
         assert!(rows.lines().any(|l| l == want), "tshark has no {want}: {rows}");
     }
@@ -1024,30 +1058,17 @@ fn xsk_s7_inspection_with_real_snap7_peers() {
 #[test]
 fn xsk_dnp3_inspection_with_real_dnp3py_peers() {
     let Some(mut lab) = Lab::up("xsk") else { return };
-    for (user, port) in [("bob", 5080), ("alice", 5081)] {
-        let out = lab.login(user, PASSWORD, &lab.totp(user, 0));
-        assert!(out.status.success(), "{}", text(&out));
-        lab.connect_to(user, port, "dnp3");
-    }
-    let script = repo().join("scripts/dnp3_master.py");
-    let master = |port: &str, ops: &[&str]| -> Vec<serde_json::Value> {
-        let out = lab.python("user", script.to_str().unwrap(), &[&["--port", port][..], ops].concat());
-        assert!(out.status.success(), "dnp3_master: {}", text(&out));
-        let lines: Vec<serde_json::Value> =
-            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines.len(), ops.len() + 1, "{}", text(&out));
-        assert_eq!(lines[0]["ok"], true, "connected: {lines:?}");
-        lines[1..].to_vec()
-    };
+    lab.sign_in(&[("bob", 5080), ("alice", 5081)], "dnp3");
+    let master = |port, ops: &[&str]| lab.client_ops("dnp3_master.py", port, ops);
     let refused = |r: &serde_json::Value| {
         r["ok"] == false && r["error"].as_str().is_some_and(|e| e.contains("NO_FUNC_CODE_SUPPORT"))
     };
 
-    let a = master("5081", &["poll", "operate:1", "delay-measure", "save-config"]);
+    let a = master(5081, &["poll", "operate:1", "delay-measure", "save-config"]);
     assert_eq!(a[0]["value"], serde_json::json!([0.0, 100.0, 200.0, 300.0]), "{a:?}");
     assert_eq!((a[1]["ok"].as_bool(), a[2]["ok"].as_bool()), (Some(true), Some(true)), "{a:?}");
     assert!(refused(&a[3]), "save-config: {:?}", a[3]);
-    let b = master("5080", &["poll", "operate:2", "select:3", "cold-restart", "poll"]);
+    let b = master(5080, &["poll", "operate:2", "select:3", "cold-restart", "poll"]);
     assert!(b[0]["ok"] == true && b[4]["ok"] == true, "{b:?}");
     for r in &b[1..4] {
         assert!(refused(r), "{r:?}");
@@ -1066,24 +1087,16 @@ fn xsk_dnp3_inspection_with_real_dnp3py_peers() {
     assert_eq!((s["dnp3_denied"].as_u64(), s["dnp3_malformed"].as_u64()), (Some(4), Some(0)), "{s}");
 
     // The audit trail: each refusal with its function, operation and IIN2.
-    std::thread::sleep(Duration::from_millis(300));
-    let audit = lab.run.join("audit");
-    let out = Command::new(GATE).args(["audit", "verify"]).arg(&audit).output().unwrap();
-    assert!(out.status.success(), "audit verify: {}", text(&out));
-    let records = lab.audit_records();
-    let denied: Vec<_> = records
-        .iter()
-        .filter(|r| r["event"] == "request" && r["verdict"] == "deny")
-        .map(|r| (r["function_name"].as_str().unwrap_or(""), r["op"].as_str().unwrap_or("")))
-        .collect();
+    let records = lab.verified_audit();
     assert_eq!(
-        denied,
+        refused_requests(&records),
         [
             ("SaveConfiguration", "program"),
             ("DirectOperate", "control"),
             ("Select", "control"),
             ("ColdRestart", "control")
         ]
+        .map(|(f, o)| (f.to_string(), o.to_string()))
     );
     let operate = records
         .iter()
@@ -1092,18 +1105,11 @@ fn xsk_dnp3_inspection_with_real_dnp3py_peers() {
     assert_eq!(operate["rule_name"], "operator-dnp3-control");
     // tshark dissects alice's decrypted session as DNP3: her operate, her
     // save-configuration and the gate's response to it (IIN2.0 set).
-    let alice = records.iter().find(|r| r["event"] == "session_open" && r["user"] == "alice").unwrap();
-    let pcap = audit.join("pcap").join(alice["pcap"].as_str().unwrap());
-    let out = Command::new("tshark")
-        .args(["-r", pcap.to_str().unwrap(), "-Y", "dnp3.al.func", "-T", "fields", "-E", "separator=,"])
-        .args(["-e", "dnp3.al.func", "-e", "dnp3.al.iin.fcni"])
-        .output()
-        .unwrap();
-    let rows = String::from_utf8_lossy(&out.stdout);
+    let rows = lab.tshark(&records, "alice", "dnp3.al.func", &["dnp3.al.func", "dnp3.al.iin.fcni"]);
     for want in ["5,", "19,"] {
         assert!(rows.lines().any(|l| l == want), "tshark has no {want}: {rows}");
     }
-    assert!(rows.lines().any(|l| l.starts_with("129,") && l.ends_with(",1") || l == "129,True"), "tshark: {rows}");
+    assert!(rows.lines().any(|l| l == "129,1" || l == "129,True"), "tshark: {rows}");
 }
 
 /// EtherNet/IP-CIP through the gate with real stacks at both ends (cpppo's
@@ -1115,23 +1121,11 @@ fn xsk_dnp3_inspection_with_real_dnp3py_peers() {
 #[test]
 fn xsk_enip_inspection_with_real_cpppo_and_pycomm3_peers() {
     let Some(mut lab) = Lab::up("xsk") else { return };
-    for (user, port) in [("bob", 5090), ("alice", 5091)] {
-        let out = lab.login(user, PASSWORD, &lab.totp(user, 0));
-        assert!(out.status.success(), "{}", text(&out));
-        lab.connect_to(user, port, "enip");
-    }
-    let script = repo().join("scripts/enip_client.py");
-    let run = |port: &str, ops: &[&str]| -> Vec<serde_json::Value> {
-        let out = lab.python("user", script.to_str().unwrap(), &[&["--port", port][..], ops].concat());
-        assert!(out.status.success(), "enip_client: {}", text(&out));
-        let lines: Vec<serde_json::Value> =
-            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines.len(), ops.len(), "{}", text(&out));
-        lines
-    };
+    lab.sign_in(&[("bob", 5090), ("alice", 5091)], "enip");
+    let run = |port, ops: &[&str]| lab.client_ops("enip_client.py", port, ops);
     let ok = |r: &serde_json::Value| r["ok"] == true;
 
-    let a = run("5091", &["read:Speed[0-3]", "write:Speed[1]=(INT)42", "read:Speed[0-3]", "identity", "name", "reset"]);
+    let a = run(5091, &["read:Speed[0-3]", "write:Speed[1]=(INT)42", "read:Speed[0-3]", "identity", "name", "reset"]);
     assert_eq!(a[0]["value"], serde_json::json!([0, 0, 0, 0]), "{a:?}");
     assert!(ok(&a[1]) && ok(&a[3]) && ok(&a[4]), "{a:?}");
     assert_eq!(a[2]["value"], serde_json::json!([0, 42, 0, 0]), "{a:?}");
@@ -1141,7 +1135,7 @@ fn xsk_enip_inspection_with_real_cpppo_and_pycomm3_peers() {
             && (r["status"] == 15 || r["error"] == "Permission denied")
     };
     assert!(privilege(&a[5]), "reset: {:?}", a[5]);
-    let b = run("5090", &["read:Speed[0-3]", "write:Speed[2]=(INT)7", "read:Speed[0-3]", "identity", "reset"]);
+    let b = run(5090, &["read:Speed[0-3]", "write:Speed[2]=(INT)7", "read:Speed[0-3]", "identity", "reset"]);
     assert!(ok(&b[0]) && ok(&b[3]), "{b:?}");
     assert!(privilege(&b[1]), "write: {:?}", b[1]);
     assert_eq!(b[2]["value"], serde_json::json!([0, 42, 0, 0]), "the refused write changed nothing: {b:?}");
@@ -1157,36 +1151,21 @@ fn xsk_enip_inspection_with_real_cpppo_and_pycomm3_peers() {
     assert_eq!((s["enip_denied"].as_u64(), s["enip_malformed"].as_u64()), (Some(3), Some(0)), "{s}");
 
     // The audit trail: each refusal with its service, tag and operation.
-    std::thread::sleep(Duration::from_millis(300));
-    let audit = lab.run.join("audit");
-    let out = Command::new(GATE).args(["audit", "verify"]).arg(&audit).output().unwrap();
-    assert!(out.status.success(), "audit verify: {}", text(&out));
-    let records = lab.audit_records();
-    let denied: Vec<_> = records
-        .iter()
-        .filter(|r| r["event"] == "request" && r["verdict"] == "deny")
-        .map(|r| (r["function_name"].as_str().unwrap_or(""), r["op"].as_str().unwrap_or(""), r["tag"].as_str()))
-        .collect();
+    let records = lab.verified_audit();
     assert_eq!(
-        denied,
-        [("Reset", "control", None), ("WriteTag", "write", Some("Speed")), ("Reset", "control", None)],
+        refused_requests(&records),
+        [("Reset", "control"), ("WriteTag", "write"), ("Reset", "control")]
+            .map(|(f, o)| (f.to_string(), o.to_string())),
         "{records:?}"
     );
+    let tags: Vec<_> = records.iter().filter(|r| r["verdict"] == "deny").map(|r| r["tag"].as_str()).collect();
+    assert_eq!(tags, [None, Some("Speed"), None]);
     let write = records.iter().find(|r| r["function_name"] == "WriteTag" && r["verdict"] == "allow").unwrap();
     assert_eq!((write["rule_name"].as_str(), write["tag"].as_str()), (Some("operator-enip-writes"), Some("Speed")));
     // tshark dissects bob's decrypted session as CIP: the refused write
     // and the gate's reply with status 0x0f.
     // (Every client operation is its own connection, so its own pcapng.)
-    let mut rows = String::new();
-    for bob in records.iter().filter(|r| r["event"] == "session_open" && r["user"] == "bob") {
-        let pcap = audit.join("pcap").join(bob["pcap"].as_str().unwrap());
-        let out = Command::new("tshark")
-            .args(["-r", pcap.to_str().unwrap(), "-Y", "cip", "-T", "fields", "-E", "separator=,"])
-            .args(["-e", "cip.sc", "-e", "cip.genstat"])
-            .output()
-            .unwrap();
-        rows.push_str(&String::from_utf8_lossy(&out.stdout));
-    }
+    let rows = lab.tshark(&records, "bob", "cip", &["cip.sc", "cip.genstat"]);
     assert!(rows.lines().any(|l| l.contains("0x4d")), "tshark: {rows}");
     assert!(rows.lines().any(|l| l.contains("0x4d") && l.ends_with("0x0f")), "tshark: {rows}");
 }

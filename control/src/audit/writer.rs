@@ -670,7 +670,7 @@ impl Writer {
                             );
                         }
                         if let (true, true) = (denied, dnp3) {
-                            let mut out = [0u8; dataplane::inspect::dnp3::MAX_REFUSAL];
+                            let mut out = [0u8; dataplane::inspect::MAX_REFUSAL];
                             let error = r.decoded.unit_op.map_or(0, |u| u.error);
                             if let Some(n) = dataplane::inspect::dnp3::refusal(bytes, error, &mut out) {
                                 c.data(
@@ -682,7 +682,7 @@ impl Writer {
                             }
                         }
                         if let (true, true, Some(u)) = (denied, enip, r.decoded.unit_op) {
-                            let mut out = [0u8; dataplane::wire::enip::MAX_REFUSAL];
+                            let mut out = [0u8; dataplane::inspect::MAX_REFUSAL];
                             let f = r.decoded.function;
                             if let Some(n) = dataplane::inspect::enip::refusal(bytes, f, u.error, &mut out) {
                                 c.data(
@@ -694,7 +694,7 @@ impl Writer {
                             }
                         }
                         if let (true, Some(s7), false) = (denied, r.decoded.unit_op, dnp3 || enip) {
-                            let mut out = [0u8; dataplane::wire::s7::MAX_REFUSAL];
+                            let mut out = [0u8; dataplane::inspect::MAX_REFUSAL];
                             if let Some(n) =
                                 dataplane::inspect::s7::refusal(bytes, r.decoded.function, s7.error, &mut out)
                             {

@@ -31,10 +31,9 @@
 //!
 //! Buffers are fixed (two frames per direction). Nothing here allocates.
 
-use super::{Answer, Buf, Inspected, Sink, UnitInspector, Verdict};
-use crate::inspect::modbus::InspectStats;
+use super::{forwards, Answer, Inspected, Protocol, Units, Verdict, MAX_REFUSAL};
 use crate::policy::{Decision, Op};
-use crate::wire::dnp3::{self as wire, Anomaly, AppHeader, Frame, Framer, Progress, Segment, MAX_FRAME, MAX_USER};
+use crate::wire::dnp3::{self as wire, Anomaly, AppHeader, Frame, Framer, Segment, MAX_FRAME, MAX_USER};
 
 /// What happens to the rest of a fragment from the master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,16 +47,17 @@ struct Fate {
 
 /// The request waiting for its response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Waiting {
+pub struct Waiting {
     app_seq: u8,
     seq: u32,
     sent_at: u64,
 }
 
-/// One session's DNP3 inspector.
-pub struct Dnp3Inspector {
-    up: Buf<{ 2 * MAX_FRAME }>,
-    down: Buf<{ 2 * MAX_FRAME }>,
+/// A DNP3 session's inspector: [`Dnp3`] driven by [`Units`].
+pub type Dnp3Inspector = Units<Dnp3, { 2 * MAX_FRAME }>;
+
+/// DNP3's side of an inspector: the fragments and the request in flight.
+pub struct Dnp3 {
     user: [u8; MAX_USER],
     /// The fragment the master is sending, decided on its first segment.
     up_fragment: Option<Fate>,
@@ -70,34 +70,29 @@ pub struct Dnp3Inspector {
     /// IIN1 as the outstation last reported it (restart, need time, events
     /// ...), for the gate's own responses.
     iin1: u8,
-    pub stats: InspectStats,
+    /// Whether the last unit decided starts a fragment.
+    first: bool,
 }
 
-impl Default for Dnp3Inspector {
+impl Default for Dnp3 {
     fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Dnp3Inspector {
-    pub const fn new() -> Self {
         Self {
-            up: Buf::new(),
-            down: Buf::new(),
             user: [0; MAX_USER],
             up_fragment: None,
             waiting: None,
             down_forwarding: false,
             more_fragments: false,
             iin1: 0,
-            stats: InspectStats { requests: 0, allowed: 0, denied: 0, malformed: 0, responses: 0, unmatched: 0 },
+            first: false,
         }
     }
+}
 
-    /// Reads and decides the frame `up[..len]`: what happened, the answer
-    /// to write to the master instead of forwarding, and whether the frame
+impl Dnp3 {
+    /// Reads and decides the frame `unit`: what happened, the answer to
+    /// write to the master instead of forwarding, and whether the frame
     /// starts a fragment.
-    fn inspect(&mut self, len: usize, decide: &mut dyn FnMut(Op) -> Decision) -> (Inspected, Refusal, bool) {
+    fn inspect(&mut self, unit: &[u8], decide: &mut dyn FnMut(Op) -> Decision) -> (Inspected, Refusal, bool) {
         let mut i = Inspected {
             seq: 0,
             pdu_ref: 0,
@@ -107,7 +102,7 @@ impl Dnp3Inspector {
             item: None,
             verdict: Verdict::Transport,
         };
-        let Some(frame) = Frame::parse(&self.up.data[..len], &mut self.user) else {
+        let Some(frame) = Frame::parse(unit, &mut self.user) else {
             // The framer accepted it: cannot happen.
             i.verdict = Verdict::Malformed { error: u16::from(wire::IIN2_PARAMETER_ERROR) };
             return (i, Refusal::Drop, false);
@@ -178,8 +173,8 @@ impl Dnp3Inspector {
     }
 
     /// What a frame from the outstation is, and whether it is forwarded.
-    fn answer(&mut self, len: usize, now: u64) -> Answer {
-        let Some(frame) = Frame::parse(&self.down.data[..len], &mut self.user) else { return Answer::Unmatched };
+    fn classify(&mut self, unit: &[u8], now: u64) -> Answer {
+        let Some(frame) = Frame::parse(unit, &mut self.user) else { return Answer::Unmatched };
         if !frame.carries_data() {
             return Answer::Unsolicited;
         }
@@ -262,8 +257,8 @@ impl Refusal {
     }
 }
 
-/// The most bytes a refusal takes: a link ACK and a response frame.
-pub const MAX_REFUSAL: usize = 2 * MAX_FRAME;
+// A refusal (a link ACK and a response frame) fits the shared buffer.
+const _: () = assert!(2 * MAX_FRAME <= MAX_REFUSAL);
 
 /// The answer the gate sent for the refused frame `frame` with `error`
 /// (IIN1 << 8 | IIN2, as the audit trail records it), rebuilt for the
@@ -278,101 +273,42 @@ pub fn refusal(frame: &[u8], error: u16, out: &mut [u8; MAX_REFUSAL]) -> Option<
     (n > 0).then_some(n)
 }
 
-impl UnitInspector for Dnp3Inspector {
+impl Protocol for Dnp3 {
     type Anomaly = Anomaly;
+    type Saved = (Option<Waiting>, bool, bool, u8);
     const MAX_UNIT: usize = MAX_FRAME;
 
-    fn up_spare(&mut self) -> &mut [u8] {
-        self.up.spare()
+    fn frame(buf: &[u8]) -> Result<Option<usize>, Anomaly> {
+        Framer::next(buf).into_result()
     }
 
-    fn up_filled(&mut self, n: usize) {
-        self.up.filled(n);
-    }
-
-    fn down_spare(&mut self) -> &mut [u8] {
-        self.down.spare()
-    }
-
-    fn down_filled(&mut self, n: usize) {
-        self.down.filled(n);
-    }
-
-    fn up_pending(&self) -> usize {
-        self.up.len
-    }
-
-    fn requests(
+    fn request(
         &mut self,
-        sink: &mut dyn Sink,
+        unit: &mut [u8],
         decide: &mut dyn FnMut(Op) -> Decision,
-        now: u64,
-        on: &mut dyn FnMut(&Inspected, &[u8]),
-    ) -> Result<usize, Anomaly> {
-        let mut done = 0;
-        loop {
-            let len = match Framer::next(&self.up.data[..self.up.len]) {
-                Progress::Done { len } => len,
-                Progress::NeedMore => return Ok(done),
-                Progress::Reject(anomaly) => return Err(anomaly),
-            };
-            let (mut inspected, refusal, first) = self.inspect(len, decide);
-            let mut out = [0u8; MAX_REFUSAL];
-            let n = refusal.emit(&mut out);
-            if refusal == Refusal::None {
-                if !sink.to_asset(&self.up.data[..len]) {
-                    return Ok(done);
-                }
-            } else if n > 0 && !sink.to_user(&out[..n]) {
-                return Ok(done);
-            }
-            self.stats.requests += 1;
-            inspected.seq = self.stats.requests as u32;
-            match inspected.verdict {
-                Verdict::Transport | Verdict::Allowed { .. } => self.stats.allowed += 1,
-                Verdict::Denied { .. } | Verdict::Flood { .. } => self.stats.denied += 1,
-                Verdict::Malformed { .. } => self.stats.malformed += 1,
-            }
-            if first {
-                self.started(&inspected, refusal == Refusal::None, now);
-            }
-            on(&inspected, &self.up.data[..len]);
-            self.up.consume(len);
-            done += 1;
+        out: &mut [u8; MAX_REFUSAL],
+    ) -> Result<(Inspected, Option<usize>), Anomaly> {
+        let (i, refusal, first) = self.inspect(unit, decide);
+        self.first = first;
+        Ok((i, (refusal != Refusal::None).then(|| refusal.emit(out))))
+    }
+
+    fn sent(&mut self, i: &Inspected, now: u64) {
+        if self.first {
+            self.started(i, forwards(i.verdict), now);
         }
     }
 
-    fn responses(
-        &mut self,
-        sink: &mut dyn Sink,
-        now: u64,
-        on: &mut dyn FnMut(Answer, &[u8]),
-    ) -> Result<usize, Anomaly> {
-        let mut done = 0;
-        loop {
-            let len = match Framer::next(&self.down.data[..self.down.len]) {
-                Progress::Done { len } => len,
-                Progress::NeedMore => return Ok(done),
-                Progress::Reject(anomaly) => return Err(anomaly),
-            };
-            // Decided once: a frame kept for lack of room is not matched twice.
-            let state = (self.waiting, self.down_forwarding, self.more_fragments);
-            let answer = self.answer(len, now);
-            if answer == Answer::Unmatched {
-                self.stats.unmatched += 1;
-            } else {
-                if !sink.to_user(&self.down.data[..len]) {
-                    (self.waiting, self.down_forwarding, self.more_fragments) = state;
-                    return Ok(done);
-                }
-                if matches!(answer, Answer::Matched { .. }) {
-                    self.stats.responses += 1;
-                }
-            }
-            on(answer, &self.down.data[..len]);
-            self.down.consume(len);
-            done += 1;
-        }
+    fn answer(&mut self, unit: &[u8], now: u64) -> Result<Answer, Anomaly> {
+        Ok(self.classify(unit, now))
+    }
+
+    fn save(&self) -> Self::Saved {
+        (self.waiting, self.down_forwarding, self.more_fragments, self.iin1)
+    }
+
+    fn restore(&mut self, saved: Self::Saved) {
+        (self.waiting, self.down_forwarding, self.more_fragments, self.iin1) = saved;
     }
 }
 

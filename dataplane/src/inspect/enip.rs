@@ -31,10 +31,12 @@
 //!
 //! Buffers are fixed (two messages per direction). Nothing here allocates.
 
-use super::{Answer, Buf, Inspected, Sink, UnitInspector, Verdict};
-use crate::inspect::modbus::InspectStats;
+use super::{Answer, Inspected, Protocol, Units, Verdict, MAX_REFUSAL};
 use crate::policy::{Decision, Op};
-use crate::wire::enip::{self as wire, Anomaly, Cip, Cpf, Encap, Framer, Progress, MAX_MESSAGE, MAX_REFUSAL};
+use crate::wire::enip::{self as wire, Anomaly, Cip, Cpf, Encap, Framer, MAX_MESSAGE};
+
+// A refusal fits the shared buffer.
+const _: () = assert!(wire::MAX_REFUSAL <= MAX_REFUSAL);
 
 /// Requests in flight per session; more is a flood.
 pub const MAX_OUTSTANDING: usize = 16;
@@ -53,7 +55,7 @@ enum Key {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pending {
+pub struct Pending {
     key: Key,
     seq: u32,
     sent_at: u64,
@@ -61,20 +63,22 @@ struct Pending {
     opens: Option<u32>,
 }
 
-/// One session's EtherNet/IP inspector.
-pub struct EnipInspector {
-    up: Buf<{ 2 * MAX_MESSAGE }>,
-    down: Buf<{ 2 * MAX_MESSAGE }>,
+/// An EtherNet/IP session's inspector: [`Enip`] driven by [`Units`].
+pub type EnipInspector = Units<Enip, { 2 * MAX_MESSAGE }>;
+
+/// EtherNet/IP's side of an inspector: requests in flight, connections.
+pub struct Enip {
     pending: [Option<Pending>; MAX_OUTSTANDING],
     /// Open connections: (O->T id the target chose, T->O id).
     connections: [(u32, u32); MAX_CONNECTIONS],
     open: usize,
-    pub stats: InspectStats,
+    /// What the last request's reply will be matched by.
+    last: Option<Pending>,
 }
 
-impl Default for EnipInspector {
+impl Default for Enip {
     fn default() -> Self {
-        Self::new()
+        Self { pending: [None; MAX_OUTSTANDING], connections: [(0, 0); MAX_CONNECTIONS], open: 0, last: None }
     }
 }
 
@@ -88,24 +92,13 @@ enum Refusal {
     Encap(u32),
 }
 
-impl EnipInspector {
-    pub const fn new() -> Self {
-        Self {
-            up: Buf::new(),
-            down: Buf::new(),
-            pending: [None; MAX_OUTSTANDING],
-            connections: [(0, 0); MAX_CONNECTIONS],
-            open: 0,
-            stats: InspectStats { requests: 0, allowed: 0, denied: 0, malformed: 0, responses: 0, unmatched: 0 },
-        }
-    }
-
-    /// Reads and decides the message `up[..len]`: what happened, how it is
+impl Enip {
+    /// Reads and decides the message `unit`: what happened, how it is
     /// refused if it is, and what its reply will be matched by (`None`: no
     /// reply comes). A message that would wait for a reply while
     /// [`MAX_OUTSTANDING`] do is refused as a flood.
-    fn inspect(&self, len: usize, decide: &mut dyn FnMut(Op) -> Decision) -> (Inspected, Refusal, Option<Pending>) {
-        let (i, refusal, reply) = self.classify(len, decide);
+    fn inspect(&self, unit: &[u8], decide: &mut dyn FnMut(Op) -> Decision) -> (Inspected, Refusal, Option<Pending>) {
+        let (i, refusal, reply) = self.classify(unit, decide);
         if reply.is_none() || self.pending.iter().any(Option::is_none) {
             return (i, refusal, reply);
         }
@@ -118,7 +111,7 @@ impl EnipInspector {
         (Inspected { verdict: Verdict::Flood { error }, ..i }, refusal, None)
     }
 
-    fn classify(&self, len: usize, decide: &mut dyn FnMut(Op) -> Decision) -> (Inspected, Refusal, Option<Pending>) {
+    fn classify(&self, unit: &[u8], decide: &mut dyn FnMut(Op) -> Decision) -> (Inspected, Refusal, Option<Pending>) {
         let mut i = Inspected {
             seq: 0,
             pdu_ref: 0,
@@ -129,7 +122,7 @@ impl EnipInspector {
             verdict: Verdict::Transport,
         };
         let malformed = |i: Inspected, error: u16| Inspected { verdict: Verdict::Malformed { error }, ..i };
-        let Some(e) = Encap::parse(&self.up.data[..len]) else {
+        let Some(e) = Encap::parse(unit) else {
             let error = wire::STATUS_BAD_DATA as u16;
             return (malformed(i, error), Refusal::Encap(wire::STATUS_BAD_DATA), None);
         };
@@ -233,10 +226,10 @@ impl EnipInspector {
         self.connections[..self.open].iter().find(|c| c.0 == id).map_or(id, |c| c.1)
     }
 
-    /// Writes the refusal for the message `up[..len]`; returns its length.
-    fn emit(&self, len: usize, refusal: Refusal, out: &mut [u8; MAX_REFUSAL]) -> usize {
+    /// Writes the refusal for the message `unit`; returns its length.
+    fn emit(&self, unit: &[u8], refusal: Refusal, out: &mut [u8]) -> usize {
         // The framer accepted it, so it parses; nothing to answer otherwise.
-        let Some(e) = Encap::parse(&self.up.data[..len]) else { return 0 };
+        let Some(e) = Encap::parse(unit) else { return 0 };
         match refusal {
             Refusal::None => 0,
             Refusal::Encap(status) => wire::emit_encap_error(out, &e, status),
@@ -249,8 +242,8 @@ impl EnipInspector {
     }
 
     /// What a message from the target is.
-    fn answer(&mut self, len: usize, now: u64) -> Answer {
-        let Some(e) = Encap::parse(&self.down.data[..len]) else { return Answer::Unmatched };
+    fn classify_answer(&mut self, unit: &[u8], now: u64) -> Answer {
+        let Some(e) = Encap::parse(unit) else { return Answer::Unmatched };
         let cpf = e.cpf();
         let key = match cpf.and_then(|c| c.sequence) {
             Some(seq) if e.command == wire::SEND_UNIT_DATA => Key::Connected(seq),
@@ -275,101 +268,42 @@ impl EnipInspector {
     }
 }
 
-impl UnitInspector for EnipInspector {
+impl Protocol for Enip {
     type Anomaly = Anomaly;
+    type Saved = ([Option<Pending>; MAX_OUTSTANDING], [(u32, u32); MAX_CONNECTIONS], usize);
     const MAX_UNIT: usize = MAX_MESSAGE;
 
-    fn up_spare(&mut self) -> &mut [u8] {
-        self.up.spare()
+    fn frame(buf: &[u8]) -> Result<Option<usize>, Anomaly> {
+        Framer::next(buf).into_result()
     }
 
-    fn up_filled(&mut self, n: usize) {
-        self.up.filled(n);
-    }
-
-    fn down_spare(&mut self) -> &mut [u8] {
-        self.down.spare()
-    }
-
-    fn down_filled(&mut self, n: usize) {
-        self.down.filled(n);
-    }
-
-    fn up_pending(&self) -> usize {
-        self.up.len
-    }
-
-    fn requests(
+    fn request(
         &mut self,
-        sink: &mut dyn Sink,
+        unit: &mut [u8],
         decide: &mut dyn FnMut(Op) -> Decision,
-        now: u64,
-        on: &mut dyn FnMut(&Inspected, &[u8]),
-    ) -> Result<usize, Anomaly> {
-        let mut done = 0;
-        loop {
-            let len = match Framer::next(&self.up.data[..self.up.len]) {
-                Progress::Done { len } => len,
-                Progress::NeedMore => return Ok(done),
-                Progress::Reject(anomaly) => return Err(anomaly),
-            };
-            let (mut inspected, refusal, reply) = self.inspect(len, decide);
-            if refusal == Refusal::None {
-                if !sink.to_asset(&self.up.data[..len]) {
-                    return Ok(done);
-                }
-            } else {
-                let mut out = [0u8; MAX_REFUSAL];
-                let n = self.emit(len, refusal, &mut out);
-                if n > 0 && !sink.to_user(&out[..n]) {
-                    return Ok(done);
-                }
-            }
-            self.stats.requests += 1;
-            inspected.seq = self.stats.requests as u32;
-            match inspected.verdict {
-                Verdict::Transport | Verdict::Allowed { .. } => self.stats.allowed += 1,
-                Verdict::Denied { .. } | Verdict::Flood { .. } => self.stats.denied += 1,
-                Verdict::Malformed { .. } => self.stats.malformed += 1,
-            }
-            if let (Some(p), Some(slot)) = (reply, self.pending.iter_mut().find(|p| p.is_none())) {
-                *slot = Some(Pending { seq: inspected.seq, sent_at: now, ..p });
-            }
-            on(&inspected, &self.up.data[..len]);
-            self.up.consume(len);
-            done += 1;
+        out: &mut [u8; MAX_REFUSAL],
+    ) -> Result<(Inspected, Option<usize>), Anomaly> {
+        let (i, refusal, reply) = self.inspect(unit, decide);
+        self.last = reply;
+        Ok((i, (refusal != Refusal::None).then(|| self.emit(unit, refusal, out))))
+    }
+
+    fn sent(&mut self, i: &Inspected, now: u64) {
+        if let (Some(p), Some(slot)) = (self.last.take(), self.pending.iter_mut().find(|p| p.is_none())) {
+            *slot = Some(Pending { seq: i.seq, sent_at: now, ..p });
         }
     }
 
-    fn responses(
-        &mut self,
-        sink: &mut dyn Sink,
-        now: u64,
-        on: &mut dyn FnMut(Answer, &[u8]),
-    ) -> Result<usize, Anomaly> {
-        let mut done = 0;
-        loop {
-            let len = match Framer::next(&self.down.data[..self.down.len]) {
-                Progress::Done { len } => len,
-                Progress::NeedMore => return Ok(done),
-                Progress::Reject(anomaly) => return Err(anomaly),
-            };
-            // Decided once: a reply kept for lack of room is not matched twice.
-            let (pending, connections, open) = (self.pending, self.connections, self.open);
-            let answer = self.answer(len, now);
-            if answer == Answer::Unmatched {
-                self.stats.unmatched += 1;
-            } else {
-                if !sink.to_user(&self.down.data[..len]) {
-                    (self.pending, self.connections, self.open) = (pending, connections, open);
-                    return Ok(done);
-                }
-                self.stats.responses += 1;
-            }
-            on(answer, &self.down.data[..len]);
-            self.down.consume(len);
-            done += 1;
-        }
+    fn answer(&mut self, unit: &[u8], now: u64) -> Result<Answer, Anomaly> {
+        Ok(self.classify_answer(unit, now))
+    }
+
+    fn save(&self) -> Self::Saved {
+        (self.pending, self.connections, self.open)
+    }
+
+    fn restore(&mut self, saved: Self::Saved) {
+        (self.pending, self.connections, self.open) = saved;
     }
 }
 

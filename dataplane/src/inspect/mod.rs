@@ -68,61 +68,223 @@ pub enum Answer {
     Unmatched,
 }
 
-/// An inspector of a protocol framed into units, decided request by
-/// request on the operation (S7comm, DNP3). The session drives it the same
-/// way for each.
-pub trait UnitInspector {
+/// The most bytes a protocol's refusal of one unit takes (S7: a read of
+/// 80 items; DNP3: a link ACK and a response frame).
+pub const MAX_REFUSAL: usize = 640;
+
+/// One protocol framed into units and decided unit by unit on the
+/// operation (S7comm, DNP3, EtherNet/IP), as [`Units`] drives it. Every
+/// method sees one whole unit; state that depends on a unit having left the
+/// gate changes in [`Protocol::sent`] and [`Protocol::answer`] only.
+pub trait Protocol {
     /// Why a stream cannot be framed.
     type Anomaly: std::fmt::Debug;
+    /// What [`Protocol::answer`] may change, kept while its unit waits for
+    /// room towards the user.
+    type Saved;
     /// The longest unit on the wire (the audit trail makes room for it).
     const MAX_UNIT: usize;
 
+    /// The length of the unit at the start of `buf` (`None`: not complete).
+    ///
+    /// # Errors
+    /// The stream cannot be framed: close the session.
+    fn frame(buf: &[u8]) -> Result<Option<usize>, Self::Anomaly>;
+
+    /// Reads and decides the user's unit (which it may change in place,
+    /// like S7's PDU size). `Ok(None)`: forward it; `Ok(Some(n))`: answer
+    /// the user with `out[..n]` instead (0: drop it silently).
+    ///
+    /// # Errors
+    /// The stream cannot be trusted any more: close the session.
+    fn request(
+        &mut self,
+        unit: &mut [u8],
+        decide: &mut dyn FnMut(Op) -> Decision,
+        out: &mut [u8; MAX_REFUSAL],
+    ) -> Result<(Inspected, Option<usize>), Self::Anomaly>;
+
+    /// The unit [`Protocol::request`] decided has left the gate (numbered
+    /// `i.seq`; forwarded if its verdict says so) at `now`.
+    fn sent(&mut self, i: &Inspected, now: u64);
+
+    /// What a unit from the asset is, matched against what was sent.
+    ///
+    /// # Errors
+    /// The asset's stream cannot be trusted any more: close the session.
+    fn answer(&mut self, unit: &[u8], now: u64) -> Result<Answer, Self::Anomaly>;
+
+    fn save(&self) -> Self::Saved;
+    fn restore(&mut self, saved: Self::Saved);
+}
+
+/// Whether a verdict sends the unit on to the asset.
+pub fn forwards(v: Verdict) -> bool {
+    matches!(v, Verdict::Transport | Verdict::Allowed { .. })
+}
+
+/// One session's inspector for a [`Protocol`]: fixed buffers of `N` bytes
+/// each way (two units' worth), the loops that frame, decide, forward or
+/// answer, and match the asset's answers.
+pub struct Units<P, const N: usize> {
+    up: Buf<N>,
+    down: Buf<N>,
+    proto: P,
+    pub stats: modbus::InspectStats,
+}
+
+impl<P: Protocol + Default, const N: usize> Default for Units<P, N> {
+    fn default() -> Self {
+        Self { up: Buf::new(), down: Buf::new(), proto: P::default(), stats: modbus::InspectStats::default() }
+    }
+}
+
+impl<P: Protocol + Default, const N: usize> Units<P, N> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<P: Protocol, const N: usize> Units<P, N> {
+    /// The longest unit on the wire.
+    pub const MAX_UNIT: usize = P::MAX_UNIT;
+
     /// Room for more bytes from the user.
-    fn up_spare(&mut self) -> &mut [u8];
-    /// `n` bytes were written into [`UnitInspector::up_spare`].
-    fn up_filled(&mut self, n: usize);
-    /// Room for more bytes from the asset.
-    fn down_spare(&mut self) -> &mut [u8];
-    /// `n` bytes were written into [`UnitInspector::down_spare`].
-    fn down_filled(&mut self, n: usize);
+    pub fn up_spare(&mut self) -> &mut [u8] {
+        self.up.spare()
+    }
+
+    /// `n` bytes were written into [`Units::up_spare`].
+    pub fn up_filled(&mut self, n: usize) {
+        self.up.filled(n);
+    }
+
     /// Bytes from the user waiting for room on the other side.
-    fn up_pending(&self) -> usize;
+    pub fn up_pending(&self) -> usize {
+        self.up.len
+    }
 
     /// Decides every complete unit in the user's buffer, in order,
     /// forwarding or answering each; stops at a partial unit or when the
-    /// target has no room. `decide` is the policy; `now` a timestamp for
-    /// latency. `on` hears about each unit (with its bytes).
+    /// target has no room (the unit is decided again next time). `decide` is
+    /// the policy; `now` a timestamp for latency. `on` hears about each unit
+    /// (with its bytes as forwarded).
     ///
     /// # Errors
     /// The stream cannot be framed any more: close the session.
-    fn requests(
+    pub fn requests(
         &mut self,
         sink: &mut dyn Sink,
         decide: &mut dyn FnMut(Op) -> Decision,
         now: u64,
         on: &mut dyn FnMut(&Inspected, &[u8]),
-    ) -> Result<usize, Self::Anomaly>;
+    ) -> Result<usize, P::Anomaly> {
+        let mut done = 0;
+        while let Some(len) = P::frame(&self.up.data[..self.up.len])? {
+            let mut out = [0u8; MAX_REFUSAL];
+            let (mut inspected, answer) = self.proto.request(&mut self.up.data[..len], decide, &mut out)?;
+            let room = match answer {
+                None => sink.to_asset(&self.up.data[..len]),
+                Some(0) => true,
+                Some(n) => sink.to_user(&out[..n]),
+            };
+            if !room {
+                return Ok(done);
+            }
+            self.stats.requests += 1;
+            inspected.seq = self.stats.requests as u32;
+            match inspected.verdict {
+                Verdict::Transport | Verdict::Allowed { .. } => self.stats.allowed += 1,
+                Verdict::Denied { .. } | Verdict::Flood { .. } => self.stats.denied += 1,
+                Verdict::Malformed { .. } => self.stats.malformed += 1,
+            }
+            self.proto.sent(&inspected, now);
+            on(&inspected, &self.up.data[..len]);
+            self.up.consume(len);
+            done += 1;
+        }
+        Ok(done)
+    }
 
     /// Matches every complete unit in the asset's buffer to its request and
-    /// forwards it, or drops it (and counts it). `on` hears what each was.
+    /// forwards it, or drops (and counts) it. `on` hears what each was.
     ///
     /// # Errors
     /// The asset's stream cannot be framed any more: close the session.
-    fn responses(
+    pub fn responses(
         &mut self,
         sink: &mut dyn Sink,
         now: u64,
         on: &mut dyn FnMut(Answer, &[u8]),
-    ) -> Result<usize, Self::Anomaly>;
+    ) -> Result<usize, P::Anomaly> {
+        let mut done = 0;
+        while let Some(len) = P::frame(&self.down.data[..self.down.len])? {
+            let saved = self.proto.save();
+            let answer = self.proto.answer(&self.down.data[..len], now)?;
+            if answer == Answer::Unmatched {
+                self.stats.unmatched += 1;
+            } else {
+                if !sink.to_user(&self.down.data[..len]) {
+                    // Matched once, when it leaves: undo and retry later.
+                    self.proto.restore(saved);
+                    return Ok(done);
+                }
+                if matches!(answer, Answer::Matched { .. }) {
+                    self.stats.responses += 1;
+                }
+            }
+            on(answer, &self.down.data[..len]);
+            self.down.consume(len);
+            done += 1;
+        }
+        Ok(done)
+    }
 }
+
+#[cfg(test)]
+pub(crate) mod testing;
 
 /// Where inspected bytes go. The session implements this over the asset's
 /// TCP socket (`to_asset`) and the user's TLS session (`to_user`); both
-/// return `false` when there is no room for the whole unit (ADU, TPKT)
-/// right now.
+/// return `false` when there is no room for the whole unit (ADU, TPKT,
+/// frame, message) right now.
 pub trait Sink {
     fn to_asset(&mut self, unit: &[u8]) -> bool;
     fn to_user(&mut self, unit: &[u8]) -> bool;
+}
+
+/// An inspector's buffer of bytes from the asset, as the session fills it
+/// from the asset's socket ([`Downstream::recv_from`]).
+pub trait Downstream {
+    /// Room for more bytes from the asset.
+    fn down_spare(&mut self) -> &mut [u8];
+    /// `n` bytes were written into [`Downstream::down_spare`].
+    fn down_filled(&mut self, n: usize);
+
+    /// Reads what the asset's socket has, as far as the buffer has room.
+    fn recv_from(&mut self, south: &mut smoltcp::socket::tcp::Socket<'_>) {
+        while south.can_recv() {
+            let spare = self.down_spare();
+            if spare.is_empty() {
+                break;
+            }
+            let got = south.recv_slice(spare).unwrap_or(0);
+            if got == 0 {
+                break;
+            }
+            self.down_filled(got);
+        }
+    }
+}
+
+impl<P: Protocol, const N: usize> Downstream for Units<P, N> {
+    fn down_spare(&mut self) -> &mut [u8] {
+        self.down.spare()
+    }
+
+    fn down_filled(&mut self, n: usize) {
+        self.down.filled(n);
+    }
 }
 
 /// A fixed byte buffer for partial protocol units.

@@ -15,7 +15,7 @@
 //! Buffers are fixed (two ADUs per direction); when the other side has no
 //! room, reading stops (TCP backpressure). Nothing here allocates.
 
-use super::{Buf, Sink};
+use super::{Buf, Downstream, Sink};
 use crate::policy::{Decision, Denial, ModbusDetail, Op, Table};
 use crate::wire::modbus::{
     self as wire, emit_exception, Entry, ExceptionCode, Framer, OpClass, Packet, Progress, Request, Transactions,
@@ -112,16 +112,6 @@ impl ModbusInspector {
     /// `n` bytes were written into [`ModbusInspector::up_spare`].
     pub fn up_filled(&mut self, n: usize) {
         self.up.filled(n);
-    }
-
-    /// Room for more bytes from the asset.
-    pub fn down_spare(&mut self) -> &mut [u8] {
-        self.down.spare()
-    }
-
-    /// `n` bytes were written into [`ModbusInspector::down_spare`].
-    pub fn down_filled(&mut self, n: usize) {
-        self.down.filled(n);
     }
 
     /// Whether bytes from the user wait for room on the other side.
@@ -305,6 +295,16 @@ impl ModbusInspector {
     }
 }
 
+impl Downstream for ModbusInspector {
+    fn down_spare(&mut self) -> &mut [u8] {
+        self.down.spare()
+    }
+
+    fn down_filled(&mut self, n: usize) {
+        self.down.filled(n);
+    }
+}
+
 fn table(t: wire::Table) -> Table {
     match t {
         wire::Table::Coils => Table::Coils,
@@ -338,28 +338,8 @@ fn written_values(function: u8, data: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inspect::testing::Wires;
     use crate::policy::Permit;
-
-    #[derive(Default)]
-    struct Wires {
-        asset: Vec<u8>,
-        user: Vec<u8>,
-        asset_room: Option<usize>,
-    }
-
-    impl Sink for Wires {
-        fn to_asset(&mut self, adu: &[u8]) -> bool {
-            if self.asset_room.is_some_and(|r| self.asset.len() + adu.len() > r) {
-                return false;
-            }
-            self.asset.extend_from_slice(adu);
-            true
-        }
-        fn to_user(&mut self, adu: &[u8]) -> bool {
-            self.user.extend_from_slice(adu);
-            true
-        }
-    }
 
     const ALLOW: Decision = Decision::Permit(Permit { rule: 7, until: u64::MAX });
 

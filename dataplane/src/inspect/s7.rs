@@ -39,13 +39,14 @@
 //! Buffers are fixed (two TPKTs' worth per direction); when the other side
 //! has no room, reading stops. Nothing here allocates.
 
+use super::{forwards, Protocol, Units, MAX_REFUSAL};
 pub use super::{Answer, Inspected, Verdict};
-use super::{Buf, Sink, UnitInspector};
-use crate::inspect::modbus::InspectStats;
+
+// The largest refusal fits the shared buffer.
+const _: () = assert!(wire::MAX_REFUSAL <= MAX_REFUSAL);
 use crate::policy::{Decision, Op};
 use crate::wire::s7::{
-    self as wire, Anomaly, Framer, Pdu, PiService, Progress, Request, Tpdu, Unit, Userdata, MAX_PDU, MAX_REFUSAL,
-    MAX_UNIT,
+    self as wire, Anomaly, Framer, Pdu, PiService, Request, Tpdu, Unit, Userdata, MAX_PDU, MAX_UNIT,
 };
 
 /// Outstanding requests per session; more is a flood (anomaly). CPUs grant
@@ -54,7 +55,7 @@ pub const MAX_OUTSTANDING: usize = 16;
 
 /// A request forwarded and not yet answered.
 #[derive(Debug, Clone, Copy, Default)]
-struct Pending {
+pub struct Pending {
     pdu_ref: u16,
     userdata: bool,
     seq: u32,
@@ -64,10 +65,11 @@ struct Pending {
 /// Jobs the PLC may have open towards the user during a download.
 const MAX_ASSET_JOBS: usize = 4;
 
-/// One session's S7comm inspector.
-pub struct S7Inspector {
-    up: Buf<MAX_UNIT>,
-    down: Buf<MAX_UNIT>,
+/// An S7comm session's inspector: [`S7`] driven by [`Units`].
+pub type S7Inspector = Units<S7, MAX_UNIT>;
+
+/// S7comm's side of an inspector: what is in flight each way.
+pub struct S7 {
     /// A PDU gathered from several DTs.
     scratch: [u8; MAX_PDU],
     pending: [Pending; MAX_OUTSTANDING],
@@ -78,33 +80,33 @@ pub struct S7Inspector {
     /// reference, function).
     asset_jobs: [(u16, u8); MAX_ASSET_JOBS],
     asset_open: usize,
-    pub stats: InspectStats,
+    /// The last request's refusal, and the download job it acknowledges.
+    last: (Reply, Option<usize>),
 }
 
-impl Default for S7Inspector {
+impl Default for S7 {
     fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl S7Inspector {
-    pub const fn new() -> Self {
         Self {
-            up: Buf::new(),
-            down: Buf::new(),
             scratch: [0; MAX_PDU],
-            pending: [Pending { pdu_ref: 0, userdata: false, seq: 0, sent_at: 0 }; MAX_OUTSTANDING],
+            pending: [Pending::default(); MAX_OUTSTANDING],
             outstanding: 0,
             download: None,
             asset_jobs: [(0, 0); MAX_ASSET_JOBS],
             asset_open: 0,
-            stats: InspectStats { requests: 0, allowed: 0, denied: 0, malformed: 0, responses: 0, unmatched: 0 },
+            last: (Reply::None, None),
         }
     }
+}
 
-    /// Reads the unit `up[..len]` and decides it (the setup's PDU size is
-    /// lowered in place). Returns what happened and how a refusal is sent.
-    fn inspect(&mut self, len: usize, decide: &mut dyn FnMut(Op) -> Decision) -> Result<(Inspected, Reply), Anomaly> {
+impl S7 {
+    /// Reads the unit and decides it (the setup's PDU size is lowered in
+    /// place). Returns what happened, how a refusal is sent, and the PLC
+    /// download job it acknowledges, if it does.
+    fn inspect(
+        &mut self,
+        unit: &mut [u8],
+        decide: &mut dyn FnMut(Op) -> Decision,
+    ) -> Result<(Inspected, Reply, Option<usize>), Anomaly> {
         let mut i = Inspected {
             seq: 0,
             pdu_ref: 0,
@@ -115,18 +117,18 @@ impl S7Inspector {
             verdict: Verdict::Transport,
         };
         // The unit is one TPKT (not a PDU split over several).
-        let single = usize::from(u16::from_be_bytes([self.up.data[2], self.up.data[3]])) == len;
-        let unit = Unit::parse(&self.up.data[..len], &mut self.scratch);
-        let pdu = match unit {
+        let single = usize::from(u16::from_be_bytes([unit[2], unit[3]])) == unit.len();
+        let (code, parsed) = (unit[5], Unit::parse(unit, &mut self.scratch));
+        let pdu = match parsed {
             Some(Unit::Connection(
                 t @ (Tpdu::ConnectRequest | Tpdu::DisconnectRequest | Tpdu::DisconnectConfirm | Tpdu::Error),
             )) => {
-                i.function = self.up.data[5];
+                i.function = code;
                 i.op = if t == Tpdu::ConnectRequest { Op::Connect } else { Op::Other };
-                return Ok((i, Reply::None));
+                return Ok((i, Reply::None, None));
             }
             // A user does not confirm connections.
-            Some(Unit::Connection(_)) => return Err(Anomaly::BadTpdu(self.up.data[5])),
+            Some(Unit::Connection(_)) => return Err(Anomaly::BadTpdu(code)),
             Some(Unit::Data(pdu)) => pdu,
             None => return Err(Anomaly::BadSegmentation),
         };
@@ -134,7 +136,7 @@ impl S7Inspector {
             let pdu_ref = pdu.get(4..6).map_or(0, |r| u16::from_be_bytes([r[0], r[1]]));
             let function = pdu.get(10).copied().unwrap_or(0);
             let i = Inspected { pdu_ref, function, verdict: Verdict::Malformed { error: wire::ERR_WRONG_FRAMES }, ..i };
-            (i, Reply::JobError(function, wire::ERR_WRONG_FRAMES))
+            (i, Reply::JobError(function, wire::ERR_WRONG_FRAMES), None)
         };
         let p = match Pdu::parse(pdu) {
             Ok(p) => p,
@@ -147,8 +149,6 @@ impl S7Inspector {
             // The user acknowledging one of the PLC's download jobs.
             if let Some(k) = self.asset_jobs[..self.asset_open].iter().position(|j| j.0 == p.pdu_ref) {
                 let function = self.asset_jobs[k].1;
-                self.asset_jobs.copy_within(k + 1..self.asset_open, k);
-                self.asset_open -= 1;
                 let i = Inspected {
                     pdu_ref: p.pdu_ref,
                     function,
@@ -156,7 +156,7 @@ impl S7Inspector {
                     verdict: Verdict::Allowed { rule },
                     ..i
                 };
-                return Ok((i, Reply::None));
+                return Ok((i, Reply::None, Some(k)));
             }
         }
         let request = match Request::parse(&p) {
@@ -172,8 +172,9 @@ impl S7Inspector {
                 if !single {
                     return Ok(malformed(i, pdu));
                 }
-                wire::clamp_setup(&mut self.up.data[..len]);
-                return Ok(self.admit(i, Reply::Setup));
+                wire::clamp_setup(unit);
+                let (i, reply) = self.admit(i, Reply::Setup);
+                return Ok((i, reply, None));
             }
             Request::Variables { function, items, first } => {
                 i.function = function;
@@ -209,7 +210,8 @@ impl S7Inspector {
             Decision::Permit(p) => Verdict::Allowed { rule: p.rule },
             Decision::Deny(denial) => Verdict::Denied { denial, error: reply.error() },
         };
-        Ok(self.admit(i, reply))
+        let (i, reply) = self.admit(i, reply);
+        Ok((i, reply, None))
     }
 
     /// A request to forward, unless too many are in flight or its PDU
@@ -229,173 +231,103 @@ impl S7Inspector {
     }
 }
 
-impl UnitInspector for S7Inspector {
+impl Protocol for S7 {
     type Anomaly = Anomaly;
+    type Saved = ([Pending; MAX_OUTSTANDING], usize, [(u16, u8); MAX_ASSET_JOBS], usize);
     const MAX_UNIT: usize = MAX_UNIT;
 
-    /// Room for more bytes from the user.
-    fn up_spare(&mut self) -> &mut [u8] {
-        self.up.spare()
+    fn frame(buf: &[u8]) -> Result<Option<usize>, Anomaly> {
+        Framer::next(buf).into_result()
     }
 
-    /// `n` bytes were written into [`S7Inspector::up_spare`].
-    fn up_filled(&mut self, n: usize) {
-        self.up.filled(n);
-    }
-
-    /// Room for more bytes from the asset.
-    fn down_spare(&mut self) -> &mut [u8] {
-        self.down.spare()
-    }
-
-    /// `n` bytes were written into [`S7Inspector::down_spare`].
-    fn down_filled(&mut self, n: usize) {
-        self.down.filled(n);
-    }
-
-    /// Bytes from the user waiting for room on the other side.
-    fn up_pending(&self) -> usize {
-        self.up.len
-    }
-
-    /// Decides every complete unit in the user's buffer, in order,
-    /// forwarding or answering each; stops at a partial unit or when the
-    /// target has no room. `decide` is the policy; `now` a timestamp for
-    /// latency. `on` hears about each unit (with its bytes as forwarded).
-    ///
-    /// # Errors
-    /// The stream cannot be framed any more: close the session.
-    fn requests(
+    fn request(
         &mut self,
-        sink: &mut dyn Sink,
+        unit: &mut [u8],
         decide: &mut dyn FnMut(Op) -> Decision,
-        now: u64,
-        on: &mut dyn FnMut(&Inspected, &[u8]),
-    ) -> Result<usize, Anomaly> {
-        let mut done = 0;
-        loop {
-            let len = match Framer::next(&self.up.data[..self.up.len]) {
-                Progress::Done { len } => len,
-                Progress::NeedMore => return Ok(done),
-                Progress::Reject(anomaly) => return Err(anomaly),
+        out: &mut [u8; MAX_REFUSAL],
+    ) -> Result<(Inspected, Option<usize>), Anomaly> {
+        let (i, reply, job) = self.inspect(unit, decide)?;
+        self.last = (reply, job);
+        let answer = if forwards(i.verdict) { None } else { Some(reply.emit(out, i.pdu_ref)) };
+        Ok((i, answer))
+    }
+
+    fn sent(&mut self, i: &Inspected, now: u64) {
+        let (reply, job) = self.last;
+        if let Some(k) = job {
+            self.asset_jobs.copy_within(k + 1..self.asset_open, k);
+            self.asset_open -= 1;
+        }
+        match i.verdict {
+            Verdict::Allowed { rule } if i.function == wire::REQUEST_DOWNLOAD => self.download = Some(rule),
+            _ if i.function == wire::DOWNLOAD_ENDED && job.is_some() => self.download = None,
+            _ => {}
+        }
+        if forwards(i.verdict) && reply.expects_answer() {
+            self.pending[self.outstanding] = Pending {
+                pdu_ref: i.pdu_ref,
+                userdata: matches!(reply, Reply::Userdata(..)),
+                seq: i.seq,
+                sent_at: now,
             };
-            let (mut inspected, reply) = self.inspect(len, decide)?;
-            let forward = matches!(inspected.verdict, Verdict::Transport | Verdict::Allowed { .. });
-            if forward {
-                if !sink.to_asset(&self.up.data[..len]) {
-                    // No room at the asset: keep the unit, try again later.
-                    return Ok(done);
-                }
-            } else {
-                let mut out = [0u8; MAX_REFUSAL];
-                let n = reply.emit(&mut out, inspected.pdu_ref);
-                if !sink.to_user(&out[..n]) {
-                    return Ok(done);
-                }
-            }
-            self.stats.requests += 1;
-            inspected.seq = self.stats.requests as u32;
-            match inspected.verdict {
-                Verdict::Transport | Verdict::Allowed { .. } => self.stats.allowed += 1,
-                Verdict::Denied { .. } | Verdict::Flood { .. } => self.stats.denied += 1,
-                Verdict::Malformed { .. } => self.stats.malformed += 1,
-            }
-            match inspected.verdict {
-                Verdict::Allowed { rule } if inspected.function == wire::REQUEST_DOWNLOAD => self.download = Some(rule),
-                _ if inspected.function == wire::DOWNLOAD_ENDED && reply == Reply::None => self.download = None,
-                _ => {}
-            }
-            if forward && reply.expects_answer() {
-                self.pending[self.outstanding] = Pending {
-                    pdu_ref: inspected.pdu_ref,
-                    userdata: matches!(reply, Reply::Userdata(..)),
-                    seq: inspected.seq,
-                    sent_at: now,
-                };
-                self.outstanding += 1;
-            }
-            on(&inspected, &self.up.data[..len]);
-            self.up.consume(len);
-            done += 1;
+            self.outstanding += 1;
         }
     }
 
-    /// Matches every complete unit in the asset's buffer to its request and
-    /// forwards it; drops (and counts) unsolicited acknowledgements. `on`
-    /// hears what each was and its bytes.
-    ///
-    /// # Errors
-    /// The asset's stream cannot be framed any more: close the session.
-    fn responses(
-        &mut self,
-        sink: &mut dyn Sink,
-        now: u64,
-        on: &mut dyn FnMut(Answer, &[u8]),
-    ) -> Result<usize, Anomaly> {
-        let mut done = 0;
-        loop {
-            let len = match Framer::next(&self.down.data[..self.down.len]) {
-                Progress::Done { len } => len,
-                Progress::NeedMore => return Ok(done),
-                Progress::Reject(anomaly) => return Err(anomaly),
-            };
-            let kind = match Unit::parse(&self.down.data[..len], &mut self.scratch) {
-                // The PLC confirms, refuses or ends the connection.
-                Some(Unit::Connection(Tpdu::ConnectRequest)) => return Err(Anomaly::BadTpdu(self.down.data[5])),
-                Some(Unit::Connection(_)) => FromAsset::Unsolicited,
-                Some(Unit::Data(pdu)) => match Pdu::parse(pdu) {
-                    Ok(p) if p.rosctr == wire::ACK || p.rosctr == wire::ACK_DATA => FromAsset::Ack(p.pdu_ref, false),
-                    // The PLC pulling block data during an allowed download.
-                    Ok(p)
-                        if p.rosctr == wire::JOB
-                            && self.download.is_some()
-                            && self.asset_open < MAX_ASSET_JOBS
-                            && matches!(p.param.first(), Some(&(wire::DOWNLOAD_BLOCK | wire::DOWNLOAD_ENDED))) =>
-                    {
-                        FromAsset::Job(p.pdu_ref, p.param[0])
-                    }
-                    Ok(p) => match p.userdata() {
-                        Some(u) if u.kind == 0 => FromAsset::Unsolicited,
-                        Some(u) if u.kind == 8 => FromAsset::Ack(p.pdu_ref, true),
-                        _ => FromAsset::Stray,
-                    },
-                    Err(_) => FromAsset::Stray,
+    fn answer(&mut self, unit: &[u8], now: u64) -> Result<Answer, Anomaly> {
+        let kind = match Unit::parse(unit, &mut self.scratch) {
+            // The PLC confirms, refuses or ends the connection.
+            Some(Unit::Connection(Tpdu::ConnectRequest)) => return Err(Anomaly::BadTpdu(unit[5])),
+            Some(Unit::Connection(_)) => FromAsset::Unsolicited,
+            Some(Unit::Data(pdu)) => match Pdu::parse(pdu) {
+                Ok(p) if p.rosctr == wire::ACK || p.rosctr == wire::ACK_DATA => FromAsset::Ack(p.pdu_ref, false),
+                // The PLC pulling block data during an allowed download.
+                Ok(p)
+                    if p.rosctr == wire::JOB
+                        && self.download.is_some()
+                        && self.asset_open < MAX_ASSET_JOBS
+                        && matches!(p.param.first(), Some(&(wire::DOWNLOAD_BLOCK | wire::DOWNLOAD_ENDED))) =>
+                {
+                    FromAsset::Job(p.pdu_ref, p.param[0])
+                }
+                Ok(p) => match p.userdata() {
+                    Some(u) if u.kind == 0 => FromAsset::Unsolicited,
+                    Some(u) if u.kind == 8 => FromAsset::Ack(p.pdu_ref, true),
+                    _ => FromAsset::Stray,
                 },
-                None => return Err(Anomaly::BadSegmentation),
-            };
-            let matched = match kind {
-                FromAsset::Ack(pdu_ref, userdata) => {
-                    self.pending[..self.outstanding].iter().position(|p| p.pdu_ref == pdu_ref && p.userdata == userdata)
-                }
-                _ => None,
-            };
-            let answer = match (kind, matched) {
-                (FromAsset::Ack(..), Some(k)) => {
-                    Answer::Matched { seq: self.pending[k].seq, latency: now.saturating_sub(self.pending[k].sent_at) }
-                }
-                (FromAsset::Ack(..) | FromAsset::Stray, _) => Answer::Unmatched,
-                (FromAsset::Unsolicited | FromAsset::Job(..), _) => Answer::Unsolicited,
-            };
-            if answer == Answer::Unmatched {
-                self.stats.unmatched += 1;
-            } else {
-                if !sink.to_user(&self.down.data[..len]) {
-                    return Ok(done);
-                }
-                if let Some(k) = matched {
-                    self.pending.copy_within(k + 1..self.outstanding, k);
-                    self.outstanding -= 1;
-                    self.stats.responses += 1;
-                }
-                if let FromAsset::Job(pdu_ref, function) = kind {
-                    self.asset_jobs[self.asset_open] = (pdu_ref, function);
-                    self.asset_open += 1;
+                Err(_) => FromAsset::Stray,
+            },
+            None => return Err(Anomaly::BadSegmentation),
+        };
+        Ok(match kind {
+            FromAsset::Ack(pdu_ref, userdata) => {
+                let pending = &self.pending[..self.outstanding];
+                match pending.iter().position(|p| p.pdu_ref == pdu_ref && p.userdata == userdata) {
+                    Some(k) => {
+                        let p = self.pending[k];
+                        self.pending.copy_within(k + 1..self.outstanding, k);
+                        self.outstanding -= 1;
+                        Answer::Matched { seq: p.seq, latency: now.saturating_sub(p.sent_at) }
+                    }
+                    None => Answer::Unmatched,
                 }
             }
-            on(answer, &self.down.data[..len]);
-            self.down.consume(len);
-            done += 1;
-        }
+            FromAsset::Job(pdu_ref, function) => {
+                self.asset_jobs[self.asset_open] = (pdu_ref, function);
+                self.asset_open += 1;
+                Answer::Unsolicited
+            }
+            FromAsset::Unsolicited => Answer::Unsolicited,
+            FromAsset::Stray => Answer::Unmatched,
+        })
+    }
+
+    fn save(&self) -> Self::Saved {
+        (self.pending, self.outstanding, self.asset_jobs, self.asset_open)
+    }
+
+    fn restore(&mut self, saved: Self::Saved) {
+        (self.pending, self.outstanding, self.asset_jobs, self.asset_open) = saved;
     }
 }
 

@@ -27,7 +27,7 @@ use crate::inspect::dnp3::Dnp3Inspector;
 use crate::inspect::enip::EnipInspector;
 use crate::inspect::modbus::{Broken, ModbusInspector, Verdict};
 use crate::inspect::s7::S7Inspector;
-use crate::inspect::{Answer as UnitAnswer, Sink, UnitInspector, Verdict as UnitVerdict};
+use crate::inspect::{Answer as UnitAnswer, Downstream, Protocol as UnitProtocol, Sink, Units, Verdict as UnitVerdict};
 use crate::policy::{Decision, Denial, ModbusDetail, Op, Policy, Query, RoleId};
 use crate::snapshot::Protocol;
 use crate::tls::Tls;
@@ -735,17 +735,7 @@ impl Session {
         }
         // Asset -> gate -> user.
         let mut down = 0;
-        while wires.south.can_recv() {
-            let spare = insp.down_spare();
-            if spare.is_empty() {
-                break;
-            }
-            let got = wires.south.recv_slice(spare).unwrap_or(0);
-            if got == 0 {
-                break;
-            }
-            insp.down_filled(got);
-        }
+        insp.recv_from(wires.south);
         let result = insp.responses(&mut wires, micros, &mut |seq, latency, adu| match latency {
             Some(l) => {
                 down += adu.len();
@@ -903,18 +893,18 @@ struct Party<'a> {
 /// or answers each unit, then the asset's answers. Returns the payload
 /// bytes moved up and down; an error names the side whose stream could not
 /// be framed (`true`: the asset's).
-fn pump_units<I: UnitInspector>(
-    insp: &mut I,
+fn pump_units<P: UnitProtocol, const N: usize>(
+    insp: &mut Units<P, N>,
     party: &Party<'_>,
     ctx: &mut StepCtx<'_>,
     wires: &mut Wires<'_, '_, '_>,
     counters: &InspectCounters,
-) -> Result<(usize, usize), (bool, I::Anomaly)> {
+) -> Result<(usize, usize), (bool, P::Anomaly)> {
     let (roles, asset, protocol, id) = (party.roles, party.asset, party.protocol, party.id);
     let (policy, unix, micros, ts) = (ctx.policy, ctx.unix, ctx.now.total_micros() as u64, ctx.unix_us);
     let audit = &mut ctx.audit;
     // A unit may take a request record and its overflow in data records.
-    if audit.has_room(1 + I::MAX_UNIT.div_ceil(crate::audit::PAYLOAD_LEN)) {
+    if audit.has_room(1 + P::MAX_UNIT.div_ceil(crate::audit::PAYLOAD_LEN)) {
         let n = wires.tls.read_plain(insp.up_spare());
         insp.up_filled(n);
     }
@@ -957,17 +947,7 @@ fn pump_units<I: UnitInspector>(
     result.map_err(|a| (false, a))?;
     // Asset -> gate -> user.
     let mut down = 0;
-    while wires.south.can_recv() {
-        let spare = insp.down_spare();
-        if spare.is_empty() {
-            break;
-        }
-        let got = wires.south.recv_slice(spare).unwrap_or(0);
-        if got == 0 {
-            break;
-        }
-        insp.down_filled(got);
-    }
+    insp.recv_from(wires.south);
     let result = insp.responses(wires, micros, &mut |answer, unit| match answer {
         UnitAnswer::Matched { seq, latency } => {
             down += unit.len();

@@ -106,15 +106,7 @@ pub enum Anomaly {
 }
 
 /// What [`Framer::next`] found at the start of a buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// `buf[..len]` is one complete link frame with good CRCs.
-    Done {
-        len: usize,
-    },
-    NeedMore,
-    Reject(Anomaly),
-}
+pub type Progress = super::Progress<Anomaly>;
 
 /// The wire length of a frame whose LEN byte is `len` (at least 5).
 fn frame_len(len: u8) -> usize {

@@ -93,12 +93,7 @@ pub enum Anomaly {
 }
 
 /// What [`Framer::next`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    Done { len: usize },
-    NeedMore,
-    Reject(Anomaly),
-}
+pub type Progress = super::Progress<Anomaly>;
 
 fn le16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes([*b.get(at)?, *b.get(at + 1)?]))

@@ -89,15 +89,7 @@ pub enum Anomaly {
 }
 
 /// What [`Framer::next`] found at the start of a buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// `buf[..len]` is one complete unit. Consume it and call again.
-    Done { len: usize },
-    /// No complete unit yet.
-    NeedMore,
-    /// The stream cannot be framed: drop it.
-    Reject(Anomaly),
-}
+pub type Progress = super::Progress<Anomaly>;
 
 /// A COTP TPDU kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

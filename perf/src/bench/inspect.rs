@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use dataplane::inspect::modbus::{exception_for, ModbusInspector};
-use dataplane::inspect::Sink;
+use dataplane::inspect::{Downstream, Sink};
 use dataplane::policy::{ModbusDetail, Op, Query};
 use dataplane::snapshot::Protocol;
 use perf::sim::{read_holding, request};

@@ -1,38 +1,9 @@
 use super::*;
-use crate::policy::{Denial, Permit};
+use crate::inspect::testing::{answers as to_master, every_split_agrees, feed, viewer, Wires, ALLOW};
+use crate::inspect::Downstream;
+use crate::policy::Denial;
 use crate::wire::dnp3::{DIR, PRM};
-
-#[derive(Default)]
-struct Wires {
-    asset: Vec<u8>,
-    user: Vec<u8>,
-    asset_room: Option<usize>,
-}
-
-impl Sink for Wires {
-    fn to_asset(&mut self, unit: &[u8]) -> bool {
-        if self.asset_room.is_some_and(|r| self.asset.len() + unit.len() > r) {
-            return false;
-        }
-        self.asset.extend_from_slice(unit);
-        true
-    }
-    fn to_user(&mut self, unit: &[u8]) -> bool {
-        self.user.extend_from_slice(unit);
-        true
-    }
-}
-
-const ALLOW: Decision = Decision::Permit(Permit { rule: 7, until: u64::MAX });
-
-/// A viewer: reads and diagnostics (time sync), nothing else.
-fn viewer(op: Op) -> Decision {
-    if matches!(op, Op::Read | Op::Diagnostic) {
-        ALLOW
-    } else {
-        Decision::Deny(Denial::NoRule)
-    }
-}
+use crate::wire::Progress;
 
 /// Master 2 -> outstation 1: one frame carrying `user`.
 fn frame(control: u8, user: &[u8]) -> Vec<u8> {
@@ -63,34 +34,6 @@ const CROB: [u8; 16] = [12, 1, 0x17, 1, 1, 0x03, 1, 100, 0, 0, 0, 100, 0, 0, 0, 
 const TIME: [u8; 10] = [50, 1, 0x07, 1, 0, 0, 0, 0, 0, 0];
 /// A 16-bit analog output status write, g40 ... (a process value).
 const ANALOG: [u8; 8] = [41, 2, 0x17, 1, 3, 0x10, 0x27, 0];
-
-fn feed(insp: &mut Dnp3Inspector, w: &mut Wires, bytes: &[u8], policy: fn(Op) -> Decision) -> Vec<Inspected> {
-    let mut seen = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let spare = insp.up_spare();
-        let n = spare.len().min(rest.len());
-        spare[..n].copy_from_slice(&rest[..n]);
-        insp.up_filled(n);
-        rest = &rest[n..];
-        insp.requests(w, &mut |op| policy(op), 0, &mut |i, _| seen.push(*i)).unwrap();
-    }
-    seen
-}
-
-fn to_master(insp: &mut Dnp3Inspector, w: &mut Wires, bytes: &[u8], now: u64) -> Vec<Answer> {
-    let mut answers = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let spare = insp.down_spare();
-        let n = spare.len().min(rest.len());
-        spare[..n].copy_from_slice(&rest[..n]);
-        insp.down_filled(n);
-        rest = &rest[n..];
-        insp.responses(w, now, &mut |a, _| answers.push(a)).unwrap();
-    }
-    answers
-}
 
 /// The application layers (transport byte dropped) of a stream of frames.
 fn apps(mut stream: &[u8]) -> Vec<Vec<u8>> {
@@ -153,16 +96,7 @@ fn every_split_gives_the_same_verdicts_and_bytes() {
     let stream =
         [request(1, wire::READ, &POLL), request(3, wire::DIRECT_OPERATE, &CROB), request(2, wire::WRITE, &TIME)]
             .concat();
-    let mut whole = Wires::default();
-    let expected = feed(&mut Dnp3Inspector::new(), &mut whole, &stream, viewer);
-    for cut in 1..stream.len() {
-        let mut insp = Dnp3Inspector::new();
-        let mut w = Wires::default();
-        let mut seen = feed(&mut insp, &mut w, &stream[..cut], viewer);
-        seen.extend(feed(&mut insp, &mut w, &stream[cut..], viewer));
-        assert_eq!(seen, expected, "cut at {cut}");
-        assert_eq!((&w.asset, &w.user), (&whole.asset, &whole.user), "cut at {cut}");
-    }
+    every_split_agrees::<Dnp3Inspector>(&stream, viewer);
 }
 
 #[test]

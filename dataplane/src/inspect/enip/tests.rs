@@ -1,57 +1,10 @@
 use super::*;
-use crate::policy::{Denial, Permit};
+use crate::inspect::testing::{answers as to_user, every_split_agrees, feed, viewer, Wires, ALLOW};
+use crate::policy::Denial;
 use crate::wire::enip::tests::{
     hex, CONNECTED_IDENTITY, FORWARD_OPEN, READ_SPEED, REGISTER, RESET_IDENTITY, WRITE_SPEED,
 };
-
-#[derive(Default)]
-struct Wires {
-    asset: Vec<u8>,
-    user: Vec<u8>,
-}
-
-impl Sink for Wires {
-    fn to_asset(&mut self, unit: &[u8]) -> bool {
-        self.asset.extend_from_slice(unit);
-        true
-    }
-    fn to_user(&mut self, unit: &[u8]) -> bool {
-        self.user.extend_from_slice(unit);
-        true
-    }
-}
-
-const ALLOW: Decision = Decision::Permit(Permit { rule: 7, until: u64::MAX });
-
-fn viewer(op: Op) -> Decision {
-    if matches!(op, Op::Read | Op::Diagnostic) {
-        ALLOW
-    } else {
-        Decision::Deny(Denial::NoRule)
-    }
-}
-
-fn feed(insp: &mut EnipInspector, w: &mut Wires, bytes: &[u8], policy: fn(Op) -> Decision) -> Vec<Inspected> {
-    let mut seen = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let spare = insp.up_spare();
-        let n = spare.len().min(rest.len());
-        spare[..n].copy_from_slice(&rest[..n]);
-        insp.up_filled(n);
-        rest = &rest[n..];
-        insp.requests(w, &mut |op| policy(op), 0, &mut |i, _| seen.push(*i)).unwrap();
-    }
-    seen
-}
-
-fn to_user(insp: &mut EnipInspector, w: &mut Wires, bytes: &[u8], now: u64) -> Vec<Answer> {
-    let mut answers = Vec::new();
-    insp.down_spare()[..bytes.len()].copy_from_slice(bytes);
-    insp.down_filled(bytes.len());
-    insp.responses(w, now, &mut |a, _| answers.push(a)).unwrap();
-    answers
-}
+use crate::wire::Progress;
 
 /// The CIP replies in a stream of messages.
 fn replies(mut stream: &[u8]) -> Vec<Vec<u8>> {
@@ -99,16 +52,7 @@ fn a_viewer_reads_and_is_refused_writes_and_resets() {
 #[test]
 fn every_split_gives_the_same_verdicts_and_bytes() {
     let stream = [hex(REGISTER), hex(WRITE_SPEED), hex(READ_SPEED)].concat();
-    let mut whole = Wires::default();
-    let expected = feed(&mut EnipInspector::new(), &mut whole, &stream, viewer);
-    for cut in 1..stream.len() {
-        let mut insp = EnipInspector::new();
-        let mut w = Wires::default();
-        let mut seen = feed(&mut insp, &mut w, &stream[..cut], viewer);
-        seen.extend(feed(&mut insp, &mut w, &stream[cut..], viewer));
-        assert_eq!(seen, expected, "cut at {cut}");
-        assert_eq!((&w.asset, &w.user), (&whole.asset, &whole.user), "cut at {cut}");
-    }
+    every_split_agrees::<EnipInspector>(&stream, viewer);
 }
 
 /// Replies captured from cpppo's simulator.

@@ -1,38 +1,9 @@
 use super::*;
 use crate::audit::Decoded;
-use crate::policy::{Denial, Permit};
-
-#[derive(Default)]
-struct Wires {
-    asset: Vec<u8>,
-    user: Vec<u8>,
-    asset_room: Option<usize>,
-}
-
-impl Sink for Wires {
-    fn to_asset(&mut self, unit: &[u8]) -> bool {
-        if self.asset_room.is_some_and(|r| self.asset.len() + unit.len() > r) {
-            return false;
-        }
-        self.asset.extend_from_slice(unit);
-        true
-    }
-    fn to_user(&mut self, unit: &[u8]) -> bool {
-        self.user.extend_from_slice(unit);
-        true
-    }
-}
-
-const ALLOW: Decision = Decision::Permit(Permit { rule: 7, until: u64::MAX });
-
-/// A viewer: reads and diagnostics, nothing else.
-fn viewer(op: Op) -> Decision {
-    if matches!(op, Op::Read | Op::Diagnostic) {
-        ALLOW
-    } else {
-        Decision::Deny(Denial::NoRule)
-    }
-}
+use crate::inspect::testing::{every_split_agrees, feed, viewer, Wires, ALLOW};
+use crate::inspect::Downstream;
+use crate::policy::Denial;
+use crate::wire::Progress;
 
 fn dt(pdu: &[u8]) -> Vec<u8> {
     let len = 7 + pdu.len();
@@ -78,20 +49,6 @@ fn set_clock(pdu_ref: u16) -> Vec<u8> {
 
 fn stop(pdu_ref: u16) -> Vec<u8> {
     dt(&pdu(wire::JOB, pdu_ref, &[&[wire::PLC_STOP, 0, 0, 0, 0, 0, 9][..], b"P_PROGRAM"].concat(), &[]))
-}
-
-fn feed(insp: &mut S7Inspector, wires: &mut Wires, bytes: &[u8], policy: fn(Op) -> Decision) -> Vec<Inspected> {
-    let mut seen = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let spare = insp.up_spare();
-        let n = spare.len().min(rest.len());
-        spare[..n].copy_from_slice(&rest[..n]);
-        insp.up_filled(n);
-        rest = &rest[n..];
-        insp.requests(wires, &mut |op| policy(op), 0, &mut |i, _| seen.push(*i)).unwrap();
-    }
-    seen
 }
 
 /// The S7 PDUs in a stream of whole TPKTs.
@@ -143,16 +100,7 @@ fn a_viewer_reads_and_is_refused_the_rest_as_a_cpu_would() {
 #[test]
 fn every_split_of_the_stream_gives_the_same_verdicts_and_bytes() {
     let stream = [CR.to_vec(), setup(480), read(1), write(2), stop(3), szl(4)].concat();
-    let mut whole = Wires::default();
-    let expected = feed(&mut S7Inspector::new(), &mut whole, &stream, viewer);
-    for cut in 1..stream.len() {
-        let mut insp = S7Inspector::new();
-        let mut w = Wires::default();
-        let mut seen = feed(&mut insp, &mut w, &stream[..cut], viewer);
-        seen.extend(feed(&mut insp, &mut w, &stream[cut..], viewer));
-        assert_eq!(seen, expected, "cut at {cut}");
-        assert_eq!((&w.asset, &w.user), (&whole.asset, &whole.user), "cut at {cut}");
-    }
+    every_split_agrees::<S7Inspector>(&stream, viewer);
 }
 
 #[test]
