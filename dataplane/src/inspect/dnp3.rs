@@ -11,8 +11,8 @@
 //! | function                                             | operation    |
 //! |------------------------------------------------------|--------------|
 //! | read; enable/disable unsolicited; assign class       | `read`       |
-//! | write (except time and IIN objects, groups 50 and 80) | `write`      |
-//! | write of time or IIN; delay measure; record current time | `diagnostic` |
+//! | write (anything but a lone time or IIN object)       | `write`      |
+//! | write of just the time (g50v1/v3) or IIN bits (g80v1), in one segment; delay measure; record current time | `diagnostic` |
 //! | select, operate, direct operate (+ no ack); freezes  | `control`    |
 //! | cold/warm restart; initialize, start, stop application | `control`  |
 //! | save configuration; file transfer; activate configuration | `program` |
@@ -146,7 +146,9 @@ impl Dnp3 {
         let (verdict, refusal) = if app.function == wire::CONFIRM {
             (Verdict::Transport, Refusal::None)
         } else {
-            i.op = op_of(&app);
+            // A whole fragment in this one segment: its objects are all here.
+            let whole = segment.fin && app.fin;
+            i.op = op_of(&app, frame.user.get(3..).filter(|_| whole));
             match decide(i.op) {
                 Decision::Permit(p) => (Verdict::Allowed { rule: p.rule }, Refusal::None),
                 Decision::Deny(denial) => {
@@ -235,7 +237,10 @@ impl Refusal {
     fn for_request(frame: &Frame<'_>, app: &AppHeader, iin: [u8; 2]) -> Self {
         let addresses = (frame.src, frame.dest);
         let confirmed = frame.function() == wire::LINK_CONFIRMED_USER_DATA;
-        if expects_response(app.function) {
+        if frame.dest >= wire::BROADCAST_MIN {
+            // Outstations answer broadcasts neither at the link nor above.
+            Self::Drop
+        } else if expects_response(app.function) {
             Self::Answer { addresses, app_seq: app.seq, link_ack: confirmed, iin }
         } else if confirmed {
             Self::LinkAck { addresses }
@@ -327,11 +332,13 @@ fn expects_response(function: u8) -> bool {
 }
 
 /// The operation a request is (see the module's table).
-fn op_of(app: &AppHeader) -> Op {
+/// `objects`: the request's objects when the fragment is this one segment.
+fn op_of(app: &AppHeader, objects: Option<&[u8]>) -> Op {
     match app.function {
         wire::READ | wire::ENABLE_UNSOLICITED | wire::DISABLE_UNSOLICITED | wire::ASSIGN_CLASS => Op::Read,
-        // Time synchronisation and clearing the restart bit.
-        wire::WRITE if matches!(app.first_group, 50 | 80) => Op::Diagnostic,
+        // Time synchronisation and clearing the restart bit, and nothing
+        // more in the same request.
+        wire::WRITE if objects.is_some_and(wire::housekeeping) => Op::Diagnostic,
         wire::WRITE => Op::Write,
         wire::DELAY_MEASURE | wire::RECORD_CURRENT_TIME => Op::Diagnostic,
         wire::SELECT..=wire::FREEZE_AT_TIME_NR => Op::Control,

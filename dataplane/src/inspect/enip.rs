@@ -5,15 +5,16 @@
 //! management and discovery (RegisterSession, UnRegisterSession, NOP,
 //! ListIdentity/Services/Interfaces) and connection management (Forward
 //! Open, Large Forward Open, Forward Close) are transport. Every CIP request
-//! (in SendRRData or, connected, in SendUnitData; an Unconnected Send is
-//! unwrapped to the request it carries; each request of a Multiple Service
-//! Packet is checked) maps to an operation:
+//! (in SendRRData or, connected, in SendUnitData, exactly two CPF items;
+//! Unconnected Sends are unwrapped, up to four deep, to the request they
+//! carry; each request of a Multiple Service Packet is checked) maps to an
+//! operation:
 //!
 //! | CIP service                                                     | operation    |
 //! |-----------------------------------------------------------------|--------------|
-//! | Get_Attribute(s) on the Identity object; other Connection Manager services | `diagnostic` |
-//! | Get_Attribute_Single/List/All, Read Tag (Fragmented), Get Instance Attribute List | `read` |
-//! | Set_Attribute_Single/List/All, Write Tag (Fragmented), Read-Modify-Write Tag | `write` |
+//! | Get_Attribute(s) on the Identity object; Connection Manager data/owner queries | `diagnostic` |
+//! | Get_Attribute_Single/List/All; on tags: Read Tag (Fragmented), Get Instance Attribute List | `read` |
+//! | Set_Attribute_Single/List/All; on tags: Write Tag (Fragmented), Read-Modify-Write Tag | `write` |
 //! | Reset, Start, Stop                                              | `control`    |
 //! | Create, Delete, Apply_Attributes, Save, Restore                 | `program`    |
 //! | anything else                                                   | `other`      |
@@ -21,7 +22,8 @@
 //! Allowed requests go to the target unchanged. Denied ones are answered by
 //! the gate as the target answers a request it may not perform: the reply
 //! service (`service | 0x80`) with general status 0x0F (privilege
-//! violation), in the same encapsulation command, session and sender
+//! violation; a Multiple Service Packet gets 0x8A, 0x1E and a 0x0F reply
+//! per request), in the same encapsulation command, session and sender
 //! context, and for a connected request with the connection's sequence
 //! count and the target-to-originator connection id the gate learned from
 //! the Forward Open. A message with an unknown encapsulation command gets
@@ -90,6 +92,42 @@ enum Refusal {
     Cip(u8, u8),
     /// An encapsulation error: status.
     Encap(u32),
+    /// A Multiple Service Packet refused whole: each request's status.
+    Msp(u8),
+}
+
+/// Writes the refusal `refusal` of the message `unit`, a connected one on
+/// the reply connection `conn` gives for its id; returns its length.
+fn emit(unit: &[u8], refusal: Refusal, conn: &dyn Fn(u32) -> u32, out: &mut [u8]) -> usize {
+    // The framer accepted it, so it parses; nothing to answer otherwise.
+    let Some(e) = Encap::parse(unit) else { return 0 };
+    let cpf = e.cpf().unwrap_or(Cpf { connection: None, sequence: None, message: &[] });
+    let reply_conn = cpf.connection.map_or(0, conn);
+    match refusal {
+        Refusal::None => 0,
+        Refusal::Encap(status) => wire::emit_encap_error(out, &e, status),
+        Refusal::Cip(service, status) => wire::emit_cip_error(out, &e, &cpf, reply_conn, service, status),
+        Refusal::Msp(status) => {
+            let packet = Cip::parse(cpf.message).and_then(Cip::target);
+            let mut services = [0u8; MAX_SERVICES];
+            let mut n = 0;
+            for s in packet.as_ref().and_then(msp_targets).iter().flatten().flatten() {
+                services[n] = s.service;
+                n += 1;
+            }
+            wire::emit_msp_refusal(out, &e, &cpf, reply_conn, &services[..n], status)
+        }
+    }
+}
+
+/// The requests of a Multiple Service Packet, each through its Unconnected
+/// Sends; `None` if one does not parse.
+fn msp_targets<'a>(packet: &Cip<'a>) -> Option<[Option<Cip<'a>>; MAX_SERVICES]> {
+    let (mut services, n) = packet.services::<MAX_SERVICES>()?;
+    for s in services.iter_mut().take(n) {
+        *s = Some(s.and_then(Cip::target)?);
+    }
+    Some(services)
 }
 
 impl Enip {
@@ -169,27 +207,24 @@ impl Enip {
                 _ => {}
             }
         }
-        // The request the target acts on.
-        let target = match outer.embedded() {
-            Some(inner) => inner,
-            None if outer.service == wire::UNCONNECTED_SEND && outer.class == wire::CLASS_CONNECTION_MANAGER => {
-                let error = u16::from(wire::STATUS_NOT_ENOUGH_DATA);
-                return (malformed(i, error), Refusal::Cip(outer.service, wire::STATUS_NOT_ENOUGH_DATA), None);
-            }
-            None => outer,
+        // The request the target acts on, through any Unconnected Sends.
+        let Some(target) = outer.target() else {
+            let error = u16::from(wire::STATUS_NOT_ENOUGH_DATA);
+            return (malformed(i, error), Refusal::Cip(outer.service, wire::STATUS_NOT_ENOUGH_DATA), None);
         };
         i.function = target.service;
         i.pdu_ref = target.class;
-        let refused = Refusal::Cip(target.service, wire::STATUS_PRIVILEGE_VIOLATION);
+        let mut refused = Refusal::Cip(target.service, wire::STATUS_PRIVILEGE_VIOLATION);
         let error = u16::from(wire::STATUS_PRIVILEGE_VIOLATION);
         let verdict = if target.service == wire::MULTIPLE_SERVICE_PACKET {
-            let Some((services, n)) = target.services::<MAX_SERVICES>() else {
+            let Some(services) = msp_targets(&target) else {
                 let error = u16::from(wire::STATUS_NOT_ENOUGH_DATA);
                 return (malformed(i, error), Refusal::Cip(target.service, wire::STATUS_NOT_ENOUGH_DATA), None);
             };
+            refused = Refusal::Msp(wire::STATUS_PRIVILEGE_VIOLATION);
             // All or nothing: the packet's verdict is its first refusal's.
             let mut verdict = None;
-            for s in services.iter().take(n).flatten() {
+            for s in services.iter().flatten() {
                 let op = op_of(s);
                 match decide(op) {
                     Decision::Deny(denial) => {
@@ -228,17 +263,7 @@ impl Enip {
 
     /// Writes the refusal for the message `unit`; returns its length.
     fn emit(&self, unit: &[u8], refusal: Refusal, out: &mut [u8]) -> usize {
-        // The framer accepted it, so it parses; nothing to answer otherwise.
-        let Some(e) = Encap::parse(unit) else { return 0 };
-        match refusal {
-            Refusal::None => 0,
-            Refusal::Encap(status) => wire::emit_encap_error(out, &e, status),
-            Refusal::Cip(service, status) => {
-                let cpf = e.cpf().unwrap_or(Cpf { connection: None, sequence: None, message: &[] });
-                let conn = cpf.connection.map_or(0, |id| self.reply_connection(id));
-                wire::emit_cip_error(out, &e, &cpf, conn, service, status)
-            }
-        }
+        emit(unit, refusal, &|id| self.reply_connection(id), out)
     }
 
     /// What a message from the target is.
@@ -258,10 +283,13 @@ impl Enip {
             // then the O->T id the target chose.
             if let (Some(&0), Some(id)) = (cpf.message.get(2), cpf.message.get(4..8)) {
                 let o_to_t = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
-                if self.open < MAX_CONNECTIONS {
-                    self.connections[self.open] = (o_to_t, t_to_o);
-                    self.open += 1;
+                // The oldest connection makes room (a closed one, most likely).
+                if self.open == MAX_CONNECTIONS {
+                    self.connections.copy_within(1.., 0);
+                    self.open -= 1;
                 }
+                self.connections[self.open] = (o_to_t, t_to_o);
+                self.open += 1;
             }
         }
         Answer::Matched { seq: p.seq, latency: now.saturating_sub(p.sent_at) }
@@ -307,32 +335,25 @@ impl Protocol for Enip {
     }
 }
 
-/// The operation a CIP request is (see the module's table).
+/// The operation a CIP request is (see the module's table). Codes from
+/// 0x4B up are object-specific: they are tag services only on a symbolic
+/// path or the Logix Symbol and Template objects; elsewhere `other`.
 fn op_of(c: &Cip<'_>) -> Op {
     use wire::*;
+    let tags = matches!(c.class, 0 | CLASS_SYMBOL | CLASS_TEMPLATE);
     match (c.class, c.service) {
-        (CLASS_CONNECTION_MANAGER, _) => Op::Diagnostic,
+        (CLASS_CONNECTION_MANAGER, FORWARD_OPEN | LARGE_FORWARD_OPEN | FORWARD_CLOSE) => Op::Connect,
+        (CLASS_CONNECTION_MANAGER, GET_CONNECTION_DATA | SEARCH_CONNECTION_DATA | GET_CONNECTION_OWNER) => {
+            Op::Diagnostic
+        }
+        (CLASS_CONNECTION_MANAGER, _) => Op::Other,
         (CLASS_IDENTITY, GET_ATTRIBUTES_ALL | GET_ATTRIBUTE_LIST | GET_ATTRIBUTE_SINGLE) => Op::Diagnostic,
-        (
-            _,
-            GET_ATTRIBUTES_ALL
-            | GET_ATTRIBUTE_LIST
-            | GET_ATTRIBUTE_SINGLE
-            | READ_TAG
-            | READ_TAG_FRAGMENTED
-            | GET_INSTANCE_ATTRIBUTE_LIST,
-        ) => Op::Read,
-        (
-            _,
-            SET_ATTRIBUTES_ALL
-            | SET_ATTRIBUTE_LIST
-            | SET_ATTRIBUTE_SINGLE
-            | WRITE_TAG
-            | WRITE_TAG_FRAGMENTED
-            | READ_MODIFY_WRITE_TAG,
-        ) => Op::Write,
+        (_, GET_ATTRIBUTES_ALL | GET_ATTRIBUTE_LIST | GET_ATTRIBUTE_SINGLE) => Op::Read,
+        (_, SET_ATTRIBUTES_ALL | SET_ATTRIBUTE_LIST | SET_ATTRIBUTE_SINGLE) => Op::Write,
         (_, RESET | START | STOP) => Op::Control,
         (_, CREATE | DELETE | APPLY_ATTRIBUTES | RESTORE | SAVE) => Op::Program,
+        (_, READ_TAG | READ_TAG_FRAGMENTED | GET_INSTANCE_ATTRIBUTE_LIST) if tags => Op::Read,
+        (_, WRITE_TAG | WRITE_TAG_FRAGMENTED | READ_MODIFY_WRITE_TAG) if tags => Op::Write,
         _ => Op::Other,
     }
 }
@@ -343,11 +364,18 @@ fn op_of(c: &Cip<'_>) -> Op {
 /// capture does not know the connection's other id).
 pub fn refusal(msg: &[u8], service: u8, error: u16, out: &mut [u8; MAX_REFUSAL]) -> Option<usize> {
     let e = Encap::parse(msg)?;
-    if matches!(u32::from(error), wire::STATUS_INVALID_COMMAND | wire::STATUS_BAD_DATA) && e.cpf().is_none() {
-        return Some(wire::emit_encap_error(out, &e, u32::from(error)));
-    }
-    let cpf = e.cpf()?;
-    Some(wire::emit_cip_error(out, &e, &cpf, cpf.connection.unwrap_or(0), service, error as u8))
+    let refusal = match e.cpf() {
+        None if matches!(u32::from(error), wire::STATUS_INVALID_COMMAND | wire::STATUS_BAD_DATA) => {
+            Refusal::Encap(u32::from(error))
+        }
+        None => return None,
+        Some(_) if service == wire::MULTIPLE_SERVICE_PACKET && error == u16::from(wire::STATUS_PRIVILEGE_VIOLATION) => {
+            Refusal::Msp(wire::STATUS_PRIVILEGE_VIOLATION)
+        }
+        Some(_) => Refusal::Cip(service, error as u8),
+    };
+    let n = emit(msg, refusal, &|id| id, out);
+    (n > 0).then_some(n)
 }
 
 #[cfg(test)]

@@ -68,9 +68,9 @@ pub enum Answer {
     Unmatched,
 }
 
-/// The most bytes a protocol's refusal of one unit takes (S7: a read of
-/// 80 items; DNP3: a link ACK and a response frame).
-pub const MAX_REFUSAL: usize = 640;
+/// The most bytes a protocol's refusal of one unit takes (S7: one PDU,
+/// 967 bytes; DNP3: a link ACK and a response frame).
+pub const MAX_REFUSAL: usize = 1024;
 
 /// One protocol framed into units and decided unit by unit on the
 /// operation (S7comm, DNP3, EtherNet/IP), as [`Units`] drives it. Every

@@ -12,7 +12,7 @@
 //! | read variables (0x04)                     | `read`       |
 //! | write variables (0x05)                    | `write`      |
 //! | download, upload (0x1A..0x1F)             | `program`    |
-//! | PI `_INSE`, `_DELE`, `_MODU`              | `program`    |
+//! | PI `_INSE`, `_DELE`, `_MODU`, unknown PI  | `program`    |
 //! | PI start `P_PROGRAM`, `_GARB`, PLC stop   | `control`    |
 //! | userdata: block list/info, SZL, read clock | `diagnostic` |
 //! | userdata: cyclic data                     | `read`       |
@@ -60,6 +60,9 @@ pub struct Pending {
     userdata: bool,
     seq: u32,
     sent_at: u64,
+    /// A request download: the rule that allowed it (the download starts
+    /// when the PLC accepts it).
+    download: Option<u32>,
 }
 
 /// Jobs the PLC may have open towards the user during a download.
@@ -176,17 +179,20 @@ impl S7 {
                 let (i, reply) = self.admit(i, Reply::Setup);
                 return Ok((i, reply, None));
             }
-            Request::Variables { function, items, first } => {
+            Request::Variables { function, first, .. } => {
                 i.function = function;
                 i.item = first;
                 let op = if function == wire::READ_VAR { Op::Read } else { Op::Write };
-                (op, Reply::Items(function, items))
+                (op, Reply::of(&request))
             }
             Request::Pi(service) => {
                 i.function = wire::PI_SERVICE;
                 let op = match service {
-                    PiService::InsertBlock | PiService::DeleteBlock | PiService::CopyRamToRom => Op::Program,
-                    PiService::Start | PiService::Compress | PiService::Other => Op::Control,
+                    // An unknown service may change the program: ask for the most.
+                    PiService::InsertBlock | PiService::DeleteBlock | PiService::CopyRamToRom | PiService::Other => {
+                        Op::Program
+                    }
+                    PiService::Start | PiService::Compress => Op::Control,
                 };
                 (op, Reply::of(&request))
             }
@@ -233,7 +239,7 @@ impl S7 {
 
 impl Protocol for S7 {
     type Anomaly = Anomaly;
-    type Saved = ([Pending; MAX_OUTSTANDING], usize, [(u16, u8); MAX_ASSET_JOBS], usize);
+    type Saved = ([Pending; MAX_OUTSTANDING], usize, [(u16, u8); MAX_ASSET_JOBS], usize, Option<u32>);
     const MAX_UNIT: usize = MAX_UNIT;
 
     fn frame(buf: &[u8]) -> Result<Option<usize>, Anomaly> {
@@ -258,17 +264,20 @@ impl Protocol for S7 {
             self.asset_jobs.copy_within(k + 1..self.asset_open, k);
             self.asset_open -= 1;
         }
-        match i.verdict {
-            Verdict::Allowed { rule } if i.function == wire::REQUEST_DOWNLOAD => self.download = Some(rule),
-            _ if i.function == wire::DOWNLOAD_ENDED && job.is_some() => self.download = None,
-            _ => {}
+        if i.function == wire::DOWNLOAD_ENDED && job.is_some() {
+            self.download = None;
         }
         if forwards(i.verdict) && reply.expects_answer() {
+            let download = match i.verdict {
+                Verdict::Allowed { rule } if i.function == wire::REQUEST_DOWNLOAD => Some(rule),
+                _ => None,
+            };
             self.pending[self.outstanding] = Pending {
                 pdu_ref: i.pdu_ref,
                 userdata: matches!(reply, Reply::Userdata(..)),
                 seq: i.seq,
                 sent_at: now,
+                download,
             };
             self.outstanding += 1;
         }
@@ -280,7 +289,9 @@ impl Protocol for S7 {
             Some(Unit::Connection(Tpdu::ConnectRequest)) => return Err(Anomaly::BadTpdu(unit[5])),
             Some(Unit::Connection(_)) => FromAsset::Unsolicited,
             Some(Unit::Data(pdu)) => match Pdu::parse(pdu) {
-                Ok(p) if p.rosctr == wire::ACK || p.rosctr == wire::ACK_DATA => FromAsset::Ack(p.pdu_ref, false),
+                Ok(p) if p.rosctr == wire::ACK || p.rosctr == wire::ACK_DATA => {
+                    FromAsset::Ack(p.pdu_ref, false, p.error)
+                }
                 // The PLC pulling block data during an allowed download.
                 Ok(p)
                     if p.rosctr == wire::JOB
@@ -292,7 +303,7 @@ impl Protocol for S7 {
                 }
                 Ok(p) => match p.userdata() {
                     Some(u) if u.kind == 0 => FromAsset::Unsolicited,
-                    Some(u) if u.kind == 8 => FromAsset::Ack(p.pdu_ref, true),
+                    Some(u) if u.kind == 8 => FromAsset::Ack(p.pdu_ref, true, 0),
                     _ => FromAsset::Stray,
                 },
                 Err(_) => FromAsset::Stray,
@@ -300,13 +311,18 @@ impl Protocol for S7 {
             None => return Err(Anomaly::BadSegmentation),
         };
         Ok(match kind {
-            FromAsset::Ack(pdu_ref, userdata) => {
+            FromAsset::Ack(pdu_ref, userdata, error) => {
                 let pending = &self.pending[..self.outstanding];
                 match pending.iter().position(|p| p.pdu_ref == pdu_ref && p.userdata == userdata) {
                     Some(k) => {
                         let p = self.pending[k];
                         self.pending.copy_within(k + 1..self.outstanding, k);
                         self.outstanding -= 1;
+                        // The PLC accepted a download the policy allowed: it
+                        // may now pull the block; a refused one never starts.
+                        if let (Some(rule), 0) = (p.download, error) {
+                            self.download = Some(rule);
+                        }
                         Answer::Matched { seq: p.seq, latency: now.saturating_sub(p.sent_at) }
                     }
                     None => Answer::Unmatched,
@@ -323,19 +339,20 @@ impl Protocol for S7 {
     }
 
     fn save(&self) -> Self::Saved {
-        (self.pending, self.outstanding, self.asset_jobs, self.asset_open)
+        (self.pending, self.outstanding, self.asset_jobs, self.asset_open, self.download)
     }
 
     fn restore(&mut self, saved: Self::Saved) {
-        (self.pending, self.outstanding, self.asset_jobs, self.asset_open) = saved;
+        (self.pending, self.outstanding, self.asset_jobs, self.asset_open, self.download) = saved;
     }
 }
 
 /// What a unit from the PLC is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FromAsset {
-    /// An acknowledgement (job or userdata) of PDU reference `.0`.
-    Ack(u16, bool),
+    /// An acknowledgement (job or userdata) of PDU reference `.0`, with
+    /// its header error.
+    Ack(u16, bool, u16),
     /// A download job of the PLC's: PDU reference, function.
     Job(u16, u8),
     /// A connection TPDU or a userdata push.
@@ -363,7 +380,11 @@ impl Reply {
     /// How a denial of `request` is answered.
     fn of(request: &Request) -> Self {
         match *request {
-            Request::Variables { function, items, .. } => Self::Items(function, items),
+            Request::Variables { function, items, .. } if wire::item_refusal_fits(function, items) => {
+                Self::Items(function, items)
+            }
+            // More items than an answer can list: refused as a whole.
+            Request::Variables { function, .. } => Self::JobError(function, wire::ERR_ACCESS_REFUSED),
             Request::Userdata(u) => Self::Userdata(u, wire::ERR_PROTECTION),
             Request::Pi(_) => Self::JobError(wire::PI_SERVICE, wire::ERR_ACCESS_REFUSED),
             Request::Job { function } => Self::JobError(function, wire::ERR_ACCESS_REFUSED),
@@ -428,7 +449,13 @@ pub fn refusal(unit: &[u8], function: u8, error: u16, out: &mut [u8; MAX_REFUSAL
     let reply = match request {
         Some(request) => Reply::of(&request).with_error(function, error),
         None if matches!(function, wire::READ_VAR | wire::WRITE_VAR) && pdu.first() == Some(&wire::PROTOCOL_ID) => {
-            Reply::Items(function, *pdu.get(11)?).with_error(function, error)
+            let items = *pdu.get(11)?;
+            let reply = if wire::item_refusal_fits(function, items) {
+                Reply::Items(function, items)
+            } else {
+                Reply::JobError(function, wire::ERR_ACCESS_REFUSED)
+            };
+            reply.with_error(function, error)
         }
         None => Reply::JobError(function, error),
     };

@@ -33,6 +33,8 @@ pub const PRM: u8 = 0x40;
 /// Primary link functions.
 pub const LINK_CONFIRMED_USER_DATA: u8 = 3;
 pub const LINK_UNCONFIRMED_USER_DATA: u8 = 4;
+/// Destination addresses 0xFFFD..=0xFFFF are broadcasts.
+pub const BROADCAST_MIN: u16 = 0xfffd;
 /// Secondary link function: ACK.
 pub const LINK_ACK: u8 = 0;
 
@@ -210,9 +212,6 @@ pub struct AppHeader {
     pub uns: bool,
     pub seq: u8,
     pub function: u8,
-    /// The first object's group (0 if none): `WRITE` of time (50) or IIN
-    /// (80) is housekeeping, not a write to the process.
-    pub first_group: u8,
     /// A response's internal indications (IIN1, IIN2); zero for requests.
     pub iin: [u8; 2],
 }
@@ -227,7 +226,6 @@ impl Segment {
             (true, Some(&[ac, function])) => {
                 // Responses carry IIN1/IIN2 before their objects.
                 let response = function >= RESPONSE;
-                let objects = if response { 5 } else { 3 };
                 let iin = match user.get(3..5) {
                     Some(&[a, b]) if response => [a, b],
                     _ => [0, 0],
@@ -239,13 +237,26 @@ impl Segment {
                     uns: ac & 0x10 != 0,
                     seq: ac & 0x0f,
                     function,
-                    first_group: user.get(objects).copied().unwrap_or(0),
                     iin,
                 })
             }
             _ => None,
         };
         Some(Self { fin, fir, seq, app })
+    }
+}
+
+/// Whether a WRITE's objects are exactly one piece of housekeeping, and
+/// nothing else: the time (g50v1 or g50v3, one object, qualifier 07) or IIN
+/// bits (g80v1, qualifier 00, start..stop, packed bits), as masters write
+/// them to synchronise the clock and clear the restart bit.
+pub fn housekeeping(objects: &[u8]) -> bool {
+    match objects {
+        [50, 1 | 3, 0x07, 1, time @ ..] => time.len() == 6,
+        [80, 1, 0x00, start, stop, bits @ ..] if stop >= start => {
+            bits.len() == (usize::from(stop - start) + 1).div_ceil(8)
+        }
+        _ => false,
     }
 }
 

@@ -72,16 +72,26 @@ pub const FORWARD_OPEN: u8 = 0x54;
 pub const GET_INSTANCE_ATTRIBUTE_LIST: u8 = 0x55;
 pub const LARGE_FORWARD_OPEN: u8 = 0x5b;
 pub const FORWARD_CLOSE: u8 = 0x4e;
+pub const GET_CONNECTION_DATA: u8 = 0x56;
+pub const SEARCH_CONNECTION_DATA: u8 = 0x57;
+pub const GET_CONNECTION_OWNER: u8 = 0x5a;
 pub const UNCONNECTED_SEND: u8 = 0x52;
 
 /// CIP classes the gate tells apart.
 pub const CLASS_IDENTITY: u16 = 0x01;
 pub const CLASS_CONNECTION_MANAGER: u16 = 0x06;
+/// Logix Symbol and Template objects (tag services address them, or a
+/// symbolic path with no class at all).
+pub const CLASS_SYMBOL: u16 = 0x6b;
+pub const CLASS_TEMPLATE: u16 = 0x6c;
 
 /// CIP general status: privilege violation (how the gate refuses).
 pub const STATUS_PRIVILEGE_VIOLATION: u8 = 0x0f;
 /// CIP general status: resource unavailable (too many requests in flight).
 pub const STATUS_RESOURCE_UNAVAILABLE: u8 = 0x02;
+/// CIP general status: embedded service error (a Multiple Service
+/// Packet's requests failed).
+pub const STATUS_EMBEDDED_SERVICE_ERROR: u8 = 0x1e;
 /// CIP general status: not enough data / malformed request.
 pub const STATUS_NOT_ENOUGH_DATA: u8 = 0x13;
 
@@ -150,29 +160,33 @@ impl<'a> Encap<'a> {
 
     /// SendRRData / SendUnitData: the CPF's address and data items (the
     /// connection id, if connected, and the data item's bytes).
+    ///
+    /// Exactly two items, nothing after them: a null address and
+    /// unconnected data, or a connected address and connected data. Targets
+    /// differ in which item of a longer list they act on, so the gate
+    /// accepts no other shape (`None`).
     pub fn cpf(&self) -> Option<Cpf<'a>> {
         let d = self.data;
-        let count = le16(d, 6)?;
-        let mut at = 8;
-        let (mut connection, mut data, mut kind) = (None, None, 0);
-        for _ in 0..count {
-            let (ty, len) = (le16(d, at)?, usize::from(le16(d, at + 2)?));
-            let body = d.get(at + 4..at + 4 + len)?;
-            match ty {
-                ITEM_CONNECTED_ADDRESS => connection = Some(le32(body, 0)?),
-                ITEM_CONNECTED_DATA | ITEM_UNCONNECTED_DATA => {
-                    data = Some(body);
-                    kind = ty;
-                }
-                _ => {}
-            }
-            at += 4 + len;
+        if le16(d, 6)? != 2 {
+            return None;
         }
-        let data = data?;
-        // Connected data starts with the connection's sequence count.
-        let (sequence, message) =
-            if kind == ITEM_CONNECTED_DATA { (Some(le16(data, 0)?), data.get(2..)?) } else { (None, data) };
-        Some(Cpf { connection, sequence, message })
+        let item = |at: usize| -> Option<(u16, &'a [u8])> {
+            let len = usize::from(le16(d, at + 2)?);
+            Some((le16(d, at)?, d.get(at + 4..at + 4 + len)?))
+        };
+        let (address, body) = item(8)?;
+        let (kind, data) = item(12 + body.len())?;
+        if 16 + body.len() + data.len() != d.len() {
+            return None;
+        }
+        match (address, body.len(), kind) {
+            (ITEM_NULL, 0, ITEM_UNCONNECTED_DATA) => Some(Cpf { connection: None, sequence: None, message: data }),
+            // Connected data starts with the connection's sequence count.
+            (ITEM_CONNECTED_ADDRESS, 4, ITEM_CONNECTED_DATA) => {
+                Some(Cpf { connection: Some(le32(body, 0)?), sequence: Some(le16(data, 0)?), message: data.get(2..)? })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -240,6 +254,26 @@ impl<'a> Cip<'a> {
         Some(Self { service: service & 0x7f, class, instance, symbol, data })
     }
 
+    /// Whether this is an Unconnected Send (a request for another target,
+    /// carried inside).
+    pub fn is_unconnected_send(&self) -> bool {
+        self.service == UNCONNECTED_SEND && self.class == CLASS_CONNECTION_MANAGER
+    }
+
+    /// The request an Unconnected Send finally carries, through up to four
+    /// nested sends (routing over bridges); itself if it is not one. `None`
+    /// if a send does not parse or nests deeper.
+    pub fn target(self) -> Option<Cip<'a>> {
+        let mut c = self;
+        for _ in 0..=4 {
+            if !c.is_unconnected_send() {
+                return Some(c);
+            }
+            c = c.embedded()?;
+        }
+        None
+    }
+
     /// An Unconnected Send's embedded request (the message it carries to
     /// the target), or `None` if this is not one.
     pub fn embedded(&self) -> Option<Cip<'a>> {
@@ -278,8 +312,9 @@ fn emit_header(out: &mut [u8], command: u16, len: usize, session: u32, status: u
     out[20..24].copy_from_slice(&[0; 4]);
 }
 
-/// The most bytes an `emit_*` refusal takes.
-pub const MAX_REFUSAL: usize = HEADER + 8 + 8 + 6 + 4;
+/// The most bytes an `emit_*` refusal takes (a Multiple Service Packet of
+/// 32 requests refused).
+pub const MAX_REFUSAL: usize = HEADER + 8 + 8 + 6 + 4 + 2 + 6 * 32;
 
 /// A CIP error reply to `request` (an encapsulation message carrying a CIP
 /// request), as the target sends it: the same encapsulation command,
@@ -294,7 +329,38 @@ pub fn emit_cip_error(
     service: u8,
     status: u8,
 ) -> usize {
-    let reply = [service | 0x80, 0, status, 0];
+    emit_cip_reply(out, request, cpf, reply_connection, &[service | 0x80, 0, status, 0])
+}
+
+/// A Multiple Service Packet refused whole, as a target answers one whose
+/// requests failed: reply 0x8A with general status 0x1E (embedded service
+/// error) and, for each of its `services` requests in order, a reply with
+/// general status `status`. Returns its length (`services` at most 32).
+pub fn emit_msp_refusal(
+    out: &mut [u8],
+    request: &Encap<'_>,
+    cpf: &Cpf<'_>,
+    reply_connection: u32,
+    services: &[u8],
+    status: u8,
+) -> usize {
+    let n = services.len().min(32);
+    let mut reply = [0u8; 4 + 2 + 2 * 32 + 4 * 32];
+    reply[..4].copy_from_slice(&[MULTIPLE_SERVICE_PACKET | 0x80, 0, STATUS_EMBEDDED_SERVICE_ERROR, 0]);
+    reply[4..6].copy_from_slice(&(n as u16).to_le_bytes());
+    for (k, service) in services.iter().take(n).enumerate() {
+        // Offsets count from the service count.
+        let offset = 2 + 2 * n + 4 * k;
+        reply[6 + 2 * k..8 + 2 * k].copy_from_slice(&(offset as u16).to_le_bytes());
+        reply[4 + offset..8 + offset].copy_from_slice(&[service | 0x80, 0, status, 0]);
+    }
+    emit_cip_reply(out, request, cpf, reply_connection, &reply[..6 + 6 * n])
+}
+
+/// A reply carrying the CIP message `reply` in the request's
+/// encapsulation command, session and context (and, connected, on
+/// `reply_connection` with the request's sequence count).
+fn emit_cip_reply(out: &mut [u8], request: &Encap<'_>, cpf: &Cpf<'_>, reply_connection: u32, reply: &[u8]) -> usize {
     let mut at = HEADER;
     // Interface handle, timeout, item count.
     out[at..at + 8].copy_from_slice(&[0, 0, 0, 0, 0, 0, 2, 0]);
@@ -303,15 +369,17 @@ pub fn emit_cip_error(
         out[at..at + 8].copy_from_slice(&[0xa1, 0, 4, 0, 0, 0, 0, 0]);
         out[at + 4..at + 8].copy_from_slice(&reply_connection.to_le_bytes());
         at += 8;
-        out[at..at + 4].copy_from_slice(&[0xb1, 0, 6, 0]);
+        out[at..at + 4].copy_from_slice(&[0xb1, 0, 0, 0]);
+        out[at + 2..at + 4].copy_from_slice(&(2 + reply.len() as u16).to_le_bytes());
         out[at + 4..at + 6].copy_from_slice(&seq.to_le_bytes());
         at += 6;
     } else {
-        out[at..at + 8].copy_from_slice(&[0, 0, 0, 0, 0xb2, 0, 4, 0]);
+        out[at..at + 8].copy_from_slice(&[0, 0, 0, 0, 0xb2, 0, 0, 0]);
+        out[at + 6..at + 8].copy_from_slice(&(reply.len() as u16).to_le_bytes());
         at += 8;
     }
-    out[at..at + 4].copy_from_slice(&reply);
-    at += 4;
+    out[at..at + reply.len()].copy_from_slice(reply);
+    at += reply.len();
     emit_header(out, request.command, at - HEADER, request.session, 0, request.context);
     at
 }

@@ -339,11 +339,24 @@ impl PiService {
         (b"_DELE", Self::DeleteBlock),
     ];
 
+    /// The service a PI job's parameters name, read where the PLC reads
+    /// it: after the parameter block (`28 | 7 bytes | block length u16 |
+    /// block | name length | name`), or in the layout python-snap7 sends
+    /// deletes in (`28 | 5 bytes | block length | name length | 00 | block
+    /// | name`). Anything else is `Other`: a name found elsewhere in the
+    /// bytes proves nothing.
     fn find(param: &[u8]) -> Self {
-        Self::NAMES
-            .iter()
-            .find(|(name, _)| param.windows(name.len()).any(|w| w == *name))
-            .map_or(Self::Other, |&(_, s)| s)
+        let standard = param.get(8..10).and_then(|b| {
+            let at = 10 + usize::from(u16::from_be_bytes([b[0], b[1]]));
+            let len = usize::from(*param.get(at)?);
+            (at + 1 + len == param.len()).then(|| &param[at + 1..])
+        });
+        let snap7 = param.get(6..9).and_then(|b| {
+            let (block, len) = (usize::from(b[0]), usize::from(b[1]));
+            (b[2] == 0 && 9 + block + len == param.len()).then(|| &param[9 + block..])
+        });
+        let name = standard.or(snap7).unwrap_or(&[]);
+        Self::NAMES.iter().find(|(n, _)| *n == name).map_or(Self::Other, |&(_, s)| s)
     }
 
     /// The name in the audit trail.
@@ -455,9 +468,17 @@ fn emit_header(out: &mut [u8], rosctr: u8, pdu_ref: u16, plen: usize, dlen: usiz
     12
 }
 
-/// The most bytes an `emit_*` refusal takes (a read of the most items a
-/// [`MAX_PDU`] can name).
-pub const MAX_REFUSAL: usize = 7 + 12 + 2 + 4 * (MAX_PDU / 12);
+/// The most bytes an `emit_*` refusal takes: one PDU. (A refusal item by
+/// item of a read naming more items than an answer PDU holds is not sent;
+/// the job is refused whole instead.)
+pub const MAX_REFUSAL: usize = 7 + MAX_PDU;
+
+/// Whether an item-by-item refusal of `items` variables of `function` fits
+/// an answer PDU.
+pub fn item_refusal_fits(function: u8, items: u8) -> bool {
+    let per = if function == READ_VAR { 4 } else { 1 };
+    12 + 2 + per * usize::from(items) <= MAX_PDU
+}
 
 /// A read or write refused item by item, as a CPU refuses a protected area:
 /// Ack_Data, no header error, every item's return code `code` (for a read

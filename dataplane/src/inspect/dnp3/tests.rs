@@ -217,35 +217,37 @@ fn no_room_at_the_asset_keeps_the_frame() {
 
 #[test]
 fn operations_follow_the_table() {
-    let app = |function, first_group| AppHeader {
-        fir: true,
-        fin: true,
-        con: false,
-        uns: false,
-        seq: 0,
-        function,
-        first_group,
-        iin: [0, 0],
-    };
-    for (function, group, op) in [
-        (wire::READ, 60, Op::Read),
-        (wire::DISABLE_UNSOLICITED, 60, Op::Read),
-        (wire::WRITE, 80, Op::Diagnostic),
-        (wire::WRITE, 50, Op::Diagnostic),
-        (wire::WRITE, 34, Op::Write),
-        (wire::SELECT, 12, Op::Control),
-        (wire::OPERATE, 12, Op::Control),
-        (0x0b, 20, Op::Control),
-        (wire::COLD_RESTART, 0, Op::Control),
-        (0x12, 0, Op::Control),
-        (wire::SAVE_CONFIG, 0, Op::Program),
-        (wire::OPEN_FILE, 70, Op::Program),
-        (wire::ACTIVATE_CONFIG, 70, Op::Program),
-        (wire::DELAY_MEASURE, 0, Op::Diagnostic),
-        (0x20, 120, Op::Other),
-        (0x7f, 0, Op::Other),
+    let app = |function| AppHeader { fir: true, fin: true, con: false, uns: false, seq: 0, function, iin: [0, 0] };
+    // Housekeeping writes, and the same with more after them.
+    let time = [50, 1, 0x07, 1, 0, 0, 0, 0, 0, 0];
+    let restart = [80, 1, 0x00, 7, 7, 0];
+    let time_then_deadband = [&time[..], &[34, 1, 0x17, 1, 0, 5, 0]].concat();
+    for (objects, op) in [
+        (Some(&time[..]), Op::Diagnostic),
+        (Some(&restart[..]), Op::Diagnostic),
+        (Some(&time_then_deadband[..]), Op::Write),
+        (Some(&time[..9]), Op::Write),
+        (None, Op::Write),
     ] {
-        assert_eq!(op_of(&app(function, group)), op, "function {function:#x}");
+        assert_eq!(op_of(&app(wire::WRITE), objects), op, "{objects:?}");
+    }
+    for (function, op) in [
+        (wire::READ, Op::Read),
+        (wire::DISABLE_UNSOLICITED, Op::Read),
+        (wire::WRITE, Op::Write),
+        (wire::SELECT, Op::Control),
+        (wire::OPERATE, Op::Control),
+        (0x0b, Op::Control),
+        (wire::COLD_RESTART, Op::Control),
+        (0x12, Op::Control),
+        (wire::SAVE_CONFIG, Op::Program),
+        (wire::OPEN_FILE, Op::Program),
+        (wire::ACTIVATE_CONFIG, Op::Program),
+        (wire::DELAY_MEASURE, Op::Diagnostic),
+        (0x20, Op::Other),
+        (0x7f, Op::Other),
+    ] {
+        assert_eq!(op_of(&app(function), None), op, "function {function:#x}");
     }
 }
 
@@ -310,4 +312,28 @@ fn random_valid_frames_never_panic() {
         }
     }
     assert!(forwarded > 1_000 && refused > 1_000, "{forwarded} forwarded, {refused} refused");
+}
+
+/// A time write whose fragment goes on in another segment is a write: its
+/// later objects cannot be seen when the first segment is decided.
+#[test]
+fn housekeeping_spread_over_segments_is_a_write() {
+    let first = frame(DATA, &[0x40, 0xc5, wire::WRITE, 50, 1, 0x07, 1, 0, 0, 0, 0, 0, 0]);
+    let rest = frame(DATA, &[0x81, 34, 1, 0x17, 1, 0, 5, 0]);
+    let mut w = Wires::default();
+    let seen = feed(&mut Dnp3Inspector::new(), &mut w, &[first, rest].concat(), viewer);
+    assert!(seen.iter().all(|i| i.op == Op::Write && matches!(i.verdict, Verdict::Denied { .. })), "{seen:?}");
+    assert!(w.asset.is_empty());
+}
+
+/// A request to a broadcast address gets no answer from an outstation, so
+/// none from the gate either.
+#[test]
+fn refused_broadcasts_are_not_answered() {
+    let mut out = [0u8; MAX_FRAME];
+    let n = wire::emit_frame(&mut out, DATA, 0xffff, 2, &[0xc0, 0xc1, wire::DIRECT_OPERATE, 12, 1]);
+    let mut w = Wires::default();
+    let seen = feed(&mut Dnp3Inspector::new(), &mut w, &out[..n], viewer);
+    assert!(matches!(seen[0].verdict, Verdict::Denied { .. }));
+    assert!(w.user.is_empty() && w.asset.is_empty());
 }

@@ -131,7 +131,12 @@ fn a_multiple_service_packet_is_all_or_nothing() {
     let seen = feed(&mut EnipInspector::new(), &mut w, &m, viewer);
     assert_eq!((seen[0].op, seen[0].function), (Op::Write, wire::MULTIPLE_SERVICE_PACKET));
     assert!(matches!(seen[0].verdict, Verdict::Denied { .. }));
-    assert_eq!(replies(&w.user), [vec![0x8a, 0, 0x0f, 0]]);
+    // 0x8A, embedded service error, one reply per request, each refused.
+    assert_eq!(replies(&w.user), [vec![0x8a, 0, 0x1e, 0, 2, 0, 6, 0, 10, 0, 0x8e, 0, 0x0f, 0, 0xcd, 0, 0x0f, 0]]);
+    let e = Encap::parse(&w.user).unwrap();
+    let mut out = [0u8; MAX_REFUSAL];
+    let n = refusal(&m, wire::MULTIPLE_SERVICE_PACKET, 0x0f, &mut out).unwrap();
+    assert_eq!((&out[..n], e.command), (&w.user[..], wire::SEND_RR_DATA), "the capture rebuilds it");
     let mut w = Wires::default();
     let seen = feed(&mut EnipInspector::new(), &mut w, &m, |_| ALLOW);
     assert_eq!(seen[0].verdict, Verdict::Allowed { rule: 7 });
@@ -175,8 +180,66 @@ fn operations_follow_the_table() {
         (wire::CREATE, 0x6b, Op::Program),
         (wire::SAVE, 0xf5, Op::Program),
         (0x56, wire::CLASS_CONNECTION_MANAGER, Op::Diagnostic),
+        (wire::UNCONNECTED_SEND, wire::CLASS_CONNECTION_MANAGER, Op::Other),
+        (wire::FORWARD_OPEN, wire::CLASS_CONNECTION_MANAGER, Op::Connect),
         (0x4b, 0x8e, Op::Other),
+        // Object-specific codes are tag services only on tags.
+        (wire::READ_TAG, 0x37, Op::Other),
+        (wire::WRITE_TAG, 0x6b, Op::Write),
     ] {
         assert_eq!(op_of(&cip(service, class)), op, "service {service:#x} class {class:#x}");
+    }
+}
+
+/// SendRRData around a CIP message: null address item, unconnected data.
+fn rr_data(message: &[u8]) -> Vec<u8> {
+    let mut m = hex(RESET_IDENTITY);
+    m.truncate(wire::HEADER + 14);
+    m.extend((message.len() as u16).to_le_bytes());
+    m.extend(message);
+    let n = (m.len() - wire::HEADER) as u16;
+    m[2..4].copy_from_slice(&n.to_le_bytes());
+    m
+}
+
+/// An Unconnected Send (priority, ticks, size, message, pad, route) around
+/// `message`.
+fn unconnected_send(message: &[u8]) -> Vec<u8> {
+    let mut v = vec![wire::UNCONNECTED_SEND, 2, 0x20, 6, 0x24, 1, 5, 0x9d];
+    v.extend((message.len() as u16).to_le_bytes());
+    v.extend(message);
+    if message.len() % 2 == 1 {
+        v.push(0);
+    }
+    v.extend([1, 0, 1, 0]);
+    v
+}
+
+/// The ways round the check a review found: a write after the checked item,
+/// a write two Unconnected Sends deep, a write in an Unconnected Send inside
+/// a Multiple Service Packet. None reaches the target.
+#[test]
+fn writes_cannot_hide_from_the_check() {
+    let write = [wire::WRITE_TAG, 3, 0x91, 5, b'S', b'p', b'e', b'e', b'd', 0, 0xc3, 0, 1, 0, 7, 0];
+    let read = [wire::READ_TAG, 3, 0x91, 5, b'S', b'p', b'e', b'e', b'd', 0, 1, 0];
+    // A third CPF item (the check saw the read, a target may run the write).
+    let mut three = rr_data(&write);
+    three[wire::HEADER + 6] = 3;
+    three.extend([0xb2, 0, read.len() as u8, 0]);
+    three.extend(read);
+    let n = (three.len() - wire::HEADER) as u16;
+    three[2..4].copy_from_slice(&n.to_le_bytes());
+    let nested = rr_data(&unconnected_send(&unconnected_send(&write)));
+    let mut data = vec![2, 0, 6, 0];
+    let inner = unconnected_send(&write);
+    data.extend(((6 + read.len()) as u16).to_le_bytes());
+    data.extend(read);
+    data.extend(&inner);
+    let msp = rr_data(&[&[wire::MULTIPLE_SERVICE_PACKET, 2, 0x20, 2, 0x24, 1][..], &data].concat());
+    for (name, m) in [("three items", three), ("nested sends", nested), ("send in a packet", msp)] {
+        let mut w = Wires::default();
+        let seen = feed(&mut EnipInspector::new(), &mut w, &m, viewer);
+        assert!(w.asset.is_empty(), "{name}: forwarded {seen:?}");
+        assert!(matches!(seen[0].verdict, Verdict::Denied { .. } | Verdict::Malformed { .. }), "{name}: {seen:?}");
     }
 }

@@ -323,3 +323,45 @@ fn refusals_rebuilt_for_the_capture_are_the_ones_sent() {
     let mut out = [0u8; MAX_REFUSAL];
     assert_eq!(refusal(&CR, 0xe0, 0x8703, &mut out), None);
 }
+
+/// A read of 255 three-byte items (the most the count byte allows) refused:
+/// item by item it would not fit an answer PDU, so the job is refused
+/// whole; nothing panics.
+#[test]
+fn the_largest_read_is_refused_whole() {
+    let mut param = vec![wire::READ_VAR, 255];
+    for _ in 0..255 {
+        param.extend([0x12, 1, 0xb0]);
+    }
+    let unit = dt(&pdu(wire::JOB, 9, &param, &[]));
+    assert!(unit.len() <= wire::MAX_TPKT);
+    let mut w = Wires::default();
+    let seen = feed(&mut S7Inspector::new(), &mut w, &unit, |_| Decision::Deny(Denial::NoRule));
+    assert!(matches!(seen[0].verdict, Verdict::Denied { error: 0x8703, .. }));
+    let p = pdus(&w.user);
+    let back = Pdu::parse(&p[0]).unwrap();
+    assert_eq!((back.error, back.param, back.data.len()), (0x8703, &[wire::READ_VAR][..], 0));
+    assert!(w.asset.is_empty());
+    // The capture rebuilds the same answer from the record's first bytes.
+    let mut out = [0u8; MAX_REFUSAL];
+    let kept = &unit[..crate::audit::PAYLOAD_LEN];
+    let n = refusal(kept, wire::READ_VAR, 0x8703, &mut out).unwrap();
+    assert_eq!(&out[..n], &w.user[..]);
+    // 236 items still fit an answer item by item.
+    assert!(wire::item_refusal_fits(wire::READ_VAR, 236) && !wire::item_refusal_fits(wire::READ_VAR, 237));
+}
+
+/// A download the PLC refuses never starts: its later "download block" jobs
+/// do not reach the user.
+#[test]
+fn a_download_the_plc_refuses_lets_nothing_through() {
+    let request_download = dt(&pdu(wire::JOB, 2, &[wire::REQUEST_DOWNLOAD, 0, 1, 0, 0, 0, 0, 0, 9, b'_'], &[]));
+    let mut insp = S7Inspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &request_download, |_| ALLOW);
+    let mut refused = pdu(wire::ACK_DATA, 2, &[wire::REQUEST_DOWNLOAD], &[]);
+    refused[10..12].copy_from_slice(&0x8104u16.to_be_bytes());
+    let pull = dt(&pdu(wire::JOB, 3, &[wire::DOWNLOAD_BLOCK, 0, 1, 0, 0, 0, 0, 0, 9, b'_'], &[]));
+    let answers = crate::inspect::testing::answers(&mut insp, &mut w, &[dt(&refused), pull].concat(), 0);
+    assert_eq!(answers, [Answer::Matched { seq: 1, latency: 0 }, Answer::Unmatched]);
+}

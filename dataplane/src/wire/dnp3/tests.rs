@@ -28,13 +28,14 @@ fn frames_from_another_implementation_parse() {
     let s = Segment::parse(f.user).unwrap();
     assert!(s.fin && s.fir);
     let app = s.app.unwrap();
-    assert_eq!((app.fir, app.fin, app.seq, app.function, app.first_group), (true, true, 0, READ, 60));
+    assert_eq!((app.fir, app.fin, app.seq, app.function), (true, true, 0, READ));
+    assert!(housekeeping(&[50, 1, 0x07, 1, 1, 2, 3, 4, 5, 6]) && !housekeeping(&f.user[3..]));
     let op = hex(OPERATE);
     assert_eq!(Framer::next(&op), Progress::Done { len: op.len() });
     let f = Frame::parse(&op, &mut user).unwrap();
     assert_eq!(f.user.len(), 19);
     let app = Segment::parse(f.user).unwrap().app.unwrap();
-    assert_eq!((app.seq, app.function, app.first_group), (3, DIRECT_OPERATE, 12));
+    assert_eq!((app.seq, app.function), (3, DIRECT_OPERATE));
 }
 
 #[test]

@@ -165,6 +165,16 @@ fn requests_are_read() {
     assert_eq!(Request::parse(&Pdu::parse(&job(1, &delete, &[])).unwrap()), Ok(Request::Pi(PiService::DeleteBlock)));
     let odd = [PI_SERVICE, 0, 0];
     assert_eq!(Request::parse(&Pdu::parse(&job(1, &odd, &[])).unwrap()), Ok(Request::Pi(PiService::Other)));
+    // The name is read where the PLC reads it, not found anywhere: a
+    // delete whose block parameters spell P_PROGRAM is still a delete, and
+    // a start with trailing bytes is not a start.
+    let pi = |p: &[u8]| Request::parse(&Pdu::parse(&job(1, p, &[])).unwrap());
+    let sneaky = [&[PI_SERVICE, 0, 0, 0, 0, 0, 0, 0xfd, 0, 9][..], b"P_PROGRAM", &[5], b"_DELE"].concat();
+    assert_eq!(pi(&sneaky), Ok(Request::Pi(PiService::DeleteBlock)));
+    let trailing = [&start[..], b"_GARB"].concat();
+    assert_eq!(pi(&trailing), Ok(Request::Pi(PiService::Other)));
+    let cold = [&[PI_SERVICE, 0, 0, 0, 0, 0, 0, 0xfd, 0, 2, b'C', b' ', 9][..], b"P_PROGRAM"].concat();
+    assert_eq!(pi(&cold), Ok(Request::Pi(PiService::Start)));
     // A userdata SZL read.
     let mut ud = job(4, &[0, 1, 0x12, 4, 0x11, 0x44, 1, 0], &[0xff, 9, 0, 4, 0, 0x1c, 0, 0]);
     ud[1] = USERDATA;
