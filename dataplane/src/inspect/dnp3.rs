@@ -43,6 +43,8 @@ struct Fate {
     op: Op,
     verdict: Verdict,
     app_seq: u8,
+    /// The transport sequence the next segment must carry.
+    next_seq: u8,
 }
 
 /// The request waiting for its response.
@@ -70,8 +72,9 @@ pub struct Dnp3 {
     /// IIN1 as the outstation last reported it (restart, need time, events
     /// ...), for the gate's own responses.
     iin1: u8,
-    /// Whether the last unit decided starts a fragment.
-    first: bool,
+    /// The last unit's transport segment (first?, last?, sequence), if it
+    /// carried one that counts.
+    segment: Option<(bool, bool, u8)>,
 }
 
 impl Default for Dnp3 {
@@ -83,16 +86,20 @@ impl Default for Dnp3 {
             down_forwarding: false,
             more_fragments: false,
             iin1: 0,
-            first: false,
+            segment: None,
         }
     }
 }
 
 impl Dnp3 {
     /// Reads and decides the frame `unit`: what happened, the answer to
-    /// write to the master instead of forwarding, and whether the frame
-    /// starts a fragment.
-    fn inspect(&mut self, unit: &[u8], decide: &mut dyn FnMut(Op) -> Decision) -> (Inspected, Refusal, bool) {
+    /// write to the master instead of forwarding, and the transport segment
+    /// it carries (first?, last?, sequence) when that segment counts.
+    fn inspect(
+        &mut self,
+        unit: &[u8],
+        decide: &mut dyn FnMut(Op) -> Decision,
+    ) -> (Inspected, Refusal, Option<(bool, bool, u8)>) {
         let mut i = Inspected {
             seq: 0,
             pdu_ref: 0,
@@ -105,20 +112,22 @@ impl Dnp3 {
         let Some(frame) = Frame::parse(unit, &mut self.user) else {
             // The framer accepted it: cannot happen.
             i.verdict = Verdict::Malformed { error: u16::from(wire::IIN2_PARAMETER_ERROR) };
-            return (i, Refusal::Drop, false);
+            return (i, Refusal::Drop, None);
         };
         if !frame.carries_data() {
             // Link layer: reset, test, link status (primary, 0xf0 | link
             // function), ACK/NACK, status (secondary, 0xe0 | function).
             i.function = if frame.control & wire::PRM != 0 { 0xf0 } else { 0xe0 } | frame.function();
-            return (i, Refusal::None, false);
+            return (i, Refusal::None, None);
         }
-        let Some(segment) = Segment::parse(frame.user) else { return (i, Refusal::None, false) };
+        let Some(segment) = Segment::parse(frame.user) else { return (i, Refusal::None, None) };
         if !segment.fir {
             // A later segment shares its fragment's fate; one with no
             // fragment started is dropped.
+            // (It must carry the next transport sequence: a segment out of
+            // order, or after the fragment's last, belongs to nothing.)
             return match self.up_fragment {
-                Some(f) => {
+                Some(f) if segment.seq == f.next_seq => {
                     let i = Inspected {
                         pdu_ref: f.app_seq.into(),
                         function: f.function,
@@ -126,11 +135,12 @@ impl Dnp3 {
                         verdict: f.verdict,
                         ..i
                     };
-                    (i, if f.forward { Refusal::None } else { Refusal::Drop }, false)
+                    let refusal = if f.forward { Refusal::None } else { Refusal::Drop };
+                    (i, refusal, Some((false, segment.fin, segment.seq)))
                 }
-                None => {
+                _ => {
                     let error = u16::from(wire::IIN2_PARAMETER_ERROR);
-                    (Inspected { verdict: Verdict::Malformed { error }, ..i }, Refusal::Drop, false)
+                    (Inspected { verdict: Verdict::Malformed { error }, ..i }, Refusal::Drop, None)
                 }
             };
         }
@@ -139,7 +149,7 @@ impl Dnp3 {
             // sequence to answer with.
             self.up_fragment = None;
             let error = u16::from(wire::IIN2_PARAMETER_ERROR);
-            return (Inspected { verdict: Verdict::Malformed { error }, ..i }, Refusal::Drop, false);
+            return (Inspected { verdict: Verdict::Malformed { error }, ..i }, Refusal::Drop, None);
         };
         i.function = app.function;
         i.pdu_ref = app.seq.into();
@@ -161,13 +171,14 @@ impl Dnp3 {
             }
         };
         i.verdict = verdict;
-        (i, refusal, true)
+        (i, refusal, Some((true, segment.fin, segment.seq)))
     }
 
     /// Records the fragment's fate and the request now waiting.
-    fn started(&mut self, i: &Inspected, forward: bool, now: u64) {
+    fn started(&mut self, i: &Inspected, forward: bool, now: u64, next_seq: u8) {
         let app_seq = i.pdu_ref as u8;
-        self.up_fragment = Some(Fate { forward, function: i.function, op: i.op, verdict: i.verdict, app_seq });
+        self.up_fragment =
+            Some(Fate { forward, function: i.function, op: i.op, verdict: i.verdict, app_seq, next_seq });
         if forward && i.function != wire::CONFIRM && expects_response(i.function) {
             self.waiting = Some(Waiting { app_seq, seq: i.seq, sent_at: now });
             self.more_fragments = false;
@@ -293,14 +304,22 @@ impl Protocol for Dnp3 {
         decide: &mut dyn FnMut(Op) -> Decision,
         out: &mut [u8; MAX_REFUSAL],
     ) -> Result<(Inspected, Option<usize>), Anomaly> {
-        let (i, refusal, first) = self.inspect(unit, decide);
-        self.first = first;
+        let (i, refusal, segment) = self.inspect(unit, decide);
+        self.segment = segment;
         Ok((i, (refusal != Refusal::None).then(|| refusal.emit(out))))
     }
 
     fn sent(&mut self, i: &Inspected, now: u64) {
-        if self.first {
-            self.started(i, forwards(i.verdict), now);
+        let Some((first, last, seq)) = self.segment else { return };
+        let next = (seq + 1) & 0x3f;
+        if first {
+            self.started(i, forwards(i.verdict), now, next);
+        } else if let Some(f) = &mut self.up_fragment {
+            f.next_seq = next;
+        }
+        // After its last segment a fragment takes no more.
+        if last {
+            self.up_fragment = None;
         }
     }
 

@@ -44,8 +44,6 @@ const _: () = assert!(wire::MAX_REFUSAL <= MAX_REFUSAL);
 pub const MAX_OUTSTANDING: usize = 16;
 /// Connections per session (Forward Opens through the gate).
 const MAX_CONNECTIONS: usize = 8;
-/// Requests one Multiple Service Packet may carry.
-const MAX_SERVICES: usize = 32;
 
 /// What a reply is matched by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,26 +106,35 @@ fn emit(unit: &[u8], refusal: Refusal, conn: &dyn Fn(u32) -> u32, out: &mut [u8]
         Refusal::Encap(status) => wire::emit_encap_error(out, &e, status),
         Refusal::Cip(service, status) => wire::emit_cip_error(out, &e, &cpf, reply_conn, service, status),
         Refusal::Msp(status) => {
-            let packet = Cip::parse(cpf.message).and_then(Cip::target);
-            let mut services = [0u8; MAX_SERVICES];
+            // One reply per request, up to what a refusal holds (more: the
+            // general status alone).
+            let mut services = [0u8; wire::MAX_MSP_REPLIES + 1];
             let mut n = 0;
-            for s in packet.as_ref().and_then(msp_targets).iter().flatten().flatten() {
-                services[n] = s.service;
-                n += 1;
+            if let Some(packet) = Cip::parse(cpf.message).and_then(Cip::target) {
+                let _ = each_request(&packet, &mut |s| {
+                    if n < services.len() {
+                        services[n] = s.service;
+                        n += 1;
+                    }
+                });
             }
             wire::emit_msp_refusal(out, &e, &cpf, reply_conn, &services[..n], status)
         }
     }
 }
 
-/// The requests of a Multiple Service Packet, each through its Unconnected
-/// Sends; `None` if one does not parse.
-fn msp_targets<'a>(packet: &Cip<'a>) -> Option<[Option<Cip<'a>>; MAX_SERVICES]> {
-    let (mut services, n) = packet.services::<MAX_SERVICES>()?;
-    for s in services.iter_mut().take(n) {
-        *s = Some(s.and_then(Cip::target)?);
+/// Calls `f` with each request of a Multiple Service Packet, each through
+/// its Unconnected Sends. `None` if one does not parse or is itself a
+/// packet (nesting is refused, not looked into).
+fn each_request<'a>(packet: &Cip<'a>, f: &mut dyn FnMut(Cip<'a>)) -> Option<()> {
+    for k in 0..packet.service_count()? {
+        let s = packet.service(k)?.target()?;
+        if s.service == wire::MULTIPLE_SERVICE_PACKET {
+            return None;
+        }
+        f(s);
     }
-    Some(services)
+    Some(())
 }
 
 impl Enip {
@@ -192,7 +199,7 @@ impl Enip {
         };
         i.function = outer.service;
         i.pdu_ref = outer.class;
-        if outer.class == wire::CLASS_CONNECTION_MANAGER {
+        if outer.is_connection_manager() {
             match outer.service {
                 wire::FORWARD_OPEN | wire::LARGE_FORWARD_OPEN => {
                     // priority/tick, timeout, O->T id, T->O id (ours to learn).
@@ -217,20 +224,22 @@ impl Enip {
         let mut refused = Refusal::Cip(target.service, wire::STATUS_PRIVILEGE_VIOLATION);
         let error = u16::from(wire::STATUS_PRIVILEGE_VIOLATION);
         let verdict = if target.service == wire::MULTIPLE_SERVICE_PACKET {
-            let Some(services) = msp_targets(&target) else {
+            if each_request(&target, &mut |_| {}).is_none() {
                 let error = u16::from(wire::STATUS_NOT_ENOUGH_DATA);
                 return (malformed(i, error), Refusal::Cip(target.service, wire::STATUS_NOT_ENOUGH_DATA), None);
-            };
+            }
             refused = Refusal::Msp(wire::STATUS_PRIVILEGE_VIOLATION);
             // All or nothing: the packet's verdict is its first refusal's.
-            let mut verdict = None;
-            for s in services.iter().flatten() {
-                let op = op_of(s);
+            let mut verdict: Option<Verdict> = None;
+            let _ = each_request(&target, &mut |s| {
+                if matches!(verdict, Some(Verdict::Denied { .. })) {
+                    return;
+                }
+                let op = op_of(&s);
                 match decide(op) {
                     Decision::Deny(denial) => {
                         i.op = op;
                         verdict = Some(Verdict::Denied { denial, error });
-                        break;
                     }
                     Decision::Permit(p) => {
                         if verdict.is_none() || i.op == Op::Read {
@@ -239,7 +248,7 @@ impl Enip {
                         }
                     }
                 }
-            }
+            });
             verdict.unwrap_or(Verdict::Transport)
         } else {
             i.op = op_of(&target);

@@ -221,9 +221,18 @@ impl<'a> Cip<'a> {
         let path = msg.get(2..2 + 2 * words)?;
         let data = &msg[2 + 2 * words..];
         let (mut class, mut instance, mut symbol) = (0u16, 0u32, &[][..]);
+        // How many class and instance segments: a path naming either twice,
+        // or a class and a tag, means different things to different
+        // targets, so none of them is accepted.
+        let (mut classes, mut instances) = (0, 0);
         let mut at = 0;
         while at < path.len() {
             let seg = path[at];
+            match seg {
+                0x20 | 0x21 => classes += 1,
+                0x24 | 0x25 => instances += 1,
+                _ => {}
+            }
             match seg {
                 0x20 => class = u16::from(*path.get(at + 1)?),
                 0x21 => class = le16(path, at + 2)?,
@@ -251,13 +260,21 @@ impl<'a> Cip<'a> {
                 _ => return None,
             };
         }
+        if classes > 1 || instances > 1 || (classes == 1 && !symbol.is_empty()) {
+            return None;
+        }
         Some(Self { service: service & 0x7f, class, instance, symbol, data })
+    }
+
+    /// Whether this addresses the Connection Manager (class 6, instance 1).
+    pub fn is_connection_manager(&self) -> bool {
+        self.class == CLASS_CONNECTION_MANAGER && self.instance == 1
     }
 
     /// Whether this is an Unconnected Send (a request for another target,
     /// carried inside).
     pub fn is_unconnected_send(&self) -> bool {
-        self.service == UNCONNECTED_SEND && self.class == CLASS_CONNECTION_MANAGER
+        self.service == UNCONNECTED_SEND && self.is_connection_manager()
     }
 
     /// The request an Unconnected Send finally carries, through up to four
@@ -277,7 +294,7 @@ impl<'a> Cip<'a> {
     /// An Unconnected Send's embedded request (the message it carries to
     /// the target), or `None` if this is not one.
     pub fn embedded(&self) -> Option<Cip<'a>> {
-        if self.service != UNCONNECTED_SEND || self.class != CLASS_CONNECTION_MANAGER {
+        if !self.is_unconnected_send() {
             return None;
         }
         // priority/tick, timeout ticks, message size, message ...
@@ -286,19 +303,20 @@ impl<'a> Cip<'a> {
     }
 
     /// A Multiple Service Packet's requests, in order (at most `N`).
-    pub fn services<const N: usize>(&self) -> Option<([Option<Cip<'a>>; N], usize)> {
+    /// How many requests a Multiple Service Packet carries (`None`: none,
+    /// or an offset table longer than the data).
+    pub fn service_count(&self) -> Option<usize> {
+        let count = usize::from(le16(self.data, 0)?);
+        (count > 0 && 2 + 2 * count <= self.data.len()).then_some(count)
+    }
+
+    /// A Multiple Service Packet's request `i` (of [`Cip::service_count`]).
+    pub fn service(&self, i: usize) -> Option<Cip<'a>> {
         let d = self.data;
-        let count = usize::from(le16(d, 0)?);
-        if count == 0 || count > N {
-            return None;
-        }
-        let mut out = [None; N];
-        for (i, slot) in out.iter_mut().enumerate().take(count) {
-            let start = usize::from(le16(d, 2 + 2 * i)?);
-            let end = if i + 1 < count { usize::from(le16(d, 4 + 2 * i)?) } else { d.len() };
-            *slot = Some(Cip::parse(d.get(start..end)?)?);
-        }
-        Some((out, count))
+        let count = self.service_count()?;
+        let start = usize::from(le16(d, 2 + 2 * i)?);
+        let end = if i + 1 < count { usize::from(le16(d, 4 + 2 * i)?) } else { d.len() };
+        Cip::parse(d.get(start..end)?)
     }
 }
 
@@ -312,9 +330,12 @@ fn emit_header(out: &mut [u8], command: u16, len: usize, session: u32, status: u
     out[20..24].copy_from_slice(&[0; 4]);
 }
 
+/// The most requests [`emit_msp_refusal`] answers one by one.
+pub const MAX_MSP_REPLIES: usize = 96;
+
 /// The most bytes an `emit_*` refusal takes (a Multiple Service Packet of
-/// 32 requests refused).
-pub const MAX_REFUSAL: usize = HEADER + 8 + 8 + 6 + 4 + 2 + 6 * 32;
+/// [`MAX_MSP_REPLIES`] requests refused).
+pub const MAX_REFUSAL: usize = HEADER + 8 + 8 + 6 + 4 + 2 + 6 * MAX_MSP_REPLIES;
 
 /// A CIP error reply to `request` (an encapsulation message carrying a CIP
 /// request), as the target sends it: the same encapsulation command,
@@ -335,7 +356,8 @@ pub fn emit_cip_error(
 /// A Multiple Service Packet refused whole, as a target answers one whose
 /// requests failed: reply 0x8A with general status 0x1E (embedded service
 /// error) and, for each of its `services` requests in order, a reply with
-/// general status `status`. Returns its length (`services` at most 32).
+/// general status `status`. Returns its length. A packet of more than
+/// [`MAX_MSP_REPLIES`] requests gets the general status alone.
 pub fn emit_msp_refusal(
     out: &mut [u8],
     request: &Encap<'_>,
@@ -344,11 +366,14 @@ pub fn emit_msp_refusal(
     services: &[u8],
     status: u8,
 ) -> usize {
-    let n = services.len().min(32);
-    let mut reply = [0u8; 4 + 2 + 2 * 32 + 4 * 32];
+    if services.len() > MAX_MSP_REPLIES {
+        return emit_cip_error(out, request, cpf, reply_connection, MULTIPLE_SERVICE_PACKET, status);
+    }
+    let n = services.len();
+    let mut reply = [0u8; 6 + 6 * MAX_MSP_REPLIES];
     reply[..4].copy_from_slice(&[MULTIPLE_SERVICE_PACKET | 0x80, 0, STATUS_EMBEDDED_SERVICE_ERROR, 0]);
     reply[4..6].copy_from_slice(&(n as u16).to_le_bytes());
-    for (k, service) in services.iter().take(n).enumerate() {
+    for (k, service) in services.iter().enumerate() {
         // Offsets count from the service count.
         let offset = 2 + 2 * n + 4 * k;
         reply[6 + 2 * k..8 + 2 * k].copy_from_slice(&(offset as u16).to_le_bytes());

@@ -343,19 +343,23 @@ impl PiService {
     /// it: after the parameter block (`28 | 7 bytes | block length u16 |
     /// block | name length | name`), or in the layout python-snap7 sends
     /// deletes in (`28 | 5 bytes | block length | name length | 00 | block
-    /// | name`). Anything else is `Other`: a name found elsewhere in the
-    /// bytes proves nothing.
+    /// | name`), only when the standard name-length byte lies beyond the
+    /// parameters. Anything else is `Other`: a name found elsewhere in the
+    /// bytes, or a standard layout whose lengths do not add up, proves
+    /// nothing.
     fn find(param: &[u8]) -> Self {
-        let standard = param.get(8..10).and_then(|b| {
-            let at = 10 + usize::from(u16::from_be_bytes([b[0], b[1]]));
-            let len = usize::from(*param.get(at)?);
-            (at + 1 + len == param.len()).then(|| &param[at + 1..])
-        });
-        let snap7 = param.get(6..9).and_then(|b| {
-            let (block, len) = (usize::from(b[0]), usize::from(b[1]));
-            (b[2] == 0 && 9 + block + len == param.len()).then(|| &param[9 + block..])
-        });
-        let name = standard.or(snap7).unwrap_or(&[]);
+        let standard = param.get(8..10).map(|b| 10 + usize::from(u16::from_be_bytes([b[0], b[1]])));
+        let name = match standard {
+            Some(at) if at < param.len() => {
+                let len = usize::from(param[at]);
+                (at + 1 + len == param.len()).then(|| &param[at + 1..])
+            }
+            _ => param.get(6..9).and_then(|b| {
+                let (block, len) = (usize::from(b[0]), usize::from(b[1]));
+                (b[2] == 0 && 9 + block + len == param.len()).then(|| &param[9 + block..])
+            }),
+        };
+        let name = name.unwrap_or(&[]);
         Self::NAMES.iter().find(|(n, _)| *n == name).map_or(Self::Other, |&(_, s)| s)
     }
 

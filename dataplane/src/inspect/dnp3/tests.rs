@@ -337,3 +337,23 @@ fn refused_broadcasts_are_not_answered() {
     assert!(matches!(seen[0].verdict, Verdict::Denied { .. }));
     assert!(w.user.is_empty() && w.asset.is_empty());
 }
+
+/// A segment after its fragment's last, or out of sequence, belongs to no
+/// fragment: dropped, whatever the fragment before it was allowed to do.
+#[test]
+fn stray_segments_share_no_fate() {
+    let time_write = request(5, wire::WRITE, &[50, 1, 0x07, 1, 0, 0, 0, 0, 0, 0]);
+    let after_last = frame(DATA, &[0x01, 41, 2, 0x17, 1, 3, 0x10, 0x27, 0]);
+    let mut w = Wires::default();
+    let seen = feed(&mut Dnp3Inspector::new(), &mut w, &[time_write.clone(), after_last].concat(), viewer);
+    assert_eq!(seen[0].verdict, Verdict::Allowed { rule: 7 });
+    assert!(matches!(seen[1].verdict, Verdict::Malformed { .. }), "{seen:?}");
+    assert_eq!(w.asset, time_write, "only the allowed write went on");
+    // Out of sequence inside a fragment: first seq 0, then seq 2.
+    let first = frame(DATA, &[0x40, 0xc6, wire::READ, 60, 2, 6]);
+    let skipped = frame(DATA, &[0x82, 60, 3, 6]);
+    let mut w = Wires::default();
+    let seen = feed(&mut Dnp3Inspector::new(), &mut w, &[first.clone(), skipped].concat(), |_| ALLOW);
+    assert!(matches!(seen[1].verdict, Verdict::Malformed { .. }), "{seen:?}");
+    assert_eq!(w.asset, first);
+}

@@ -220,8 +220,9 @@ fn unconnected_send(message: &[u8]) -> Vec<u8> {
 /// a Multiple Service Packet. None reaches the target.
 #[test]
 fn writes_cannot_hide_from_the_check() {
-    let write = [wire::WRITE_TAG, 3, 0x91, 5, b'S', b'p', b'e', b'e', b'd', 0, 0xc3, 0, 1, 0, 7, 0];
-    let read = [wire::READ_TAG, 3, 0x91, 5, b'S', b'p', b'e', b'e', b'd', 0, 1, 0];
+    let write = [wire::WRITE_TAG, 4, 0x91, 5, b'S', b'p', b'e', b'e', b'd', 0, 0xc3, 0, 1, 0, 7, 0];
+    let read = [wire::READ_TAG, 4, 0x91, 5, b'S', b'p', b'e', b'e', b'd', 0, 1, 0];
+    assert_eq!(Cip::parse(&write).map(|c| c.symbol), Some(&b"Speed"[..]));
     // A third CPF item (the check saw the read, a target may run the write).
     let mut three = rr_data(&write);
     three[wire::HEADER + 6] = 3;
@@ -236,10 +237,61 @@ fn writes_cannot_hide_from_the_check() {
     data.extend(read);
     data.extend(&inner);
     let msp = rr_data(&[&[wire::MULTIPLE_SERVICE_PACKET, 2, 0x20, 2, 0x24, 1][..], &data].concat());
-    for (name, m) in [("three items", three), ("nested sends", nested), ("send in a packet", msp)] {
+    let mut w = Wires::default();
+    let seen = feed(&mut EnipInspector::new(), &mut w, &three, viewer);
+    assert!(matches!(seen[0].verdict, Verdict::Malformed { .. }) && w.asset.is_empty(), "three items: {seen:?}");
+    for (name, m) in [("nested sends", nested), ("send in a packet", msp)] {
         let mut w = Wires::default();
         let seen = feed(&mut EnipInspector::new(), &mut w, &m, viewer);
         assert!(w.asset.is_empty(), "{name}: forwarded {seen:?}");
-        assert!(matches!(seen[0].verdict, Verdict::Denied { .. } | Verdict::Malformed { .. }), "{name}: {seen:?}");
+        assert_eq!(
+            (seen[0].op, matches!(seen[0].verdict, Verdict::Denied { .. })),
+            (Op::Write, true),
+            "{name}: {seen:?}"
+        );
+        // The operator, who may write, gets them through.
+        let mut w = Wires::default();
+        let seen = feed(&mut EnipInspector::new(), &mut w, &m, |_| ALLOW);
+        assert_eq!((seen[0].verdict, w.asset.len()), (Verdict::Allowed { rule: 7 }, m.len()), "{name}");
     }
+}
+
+/// Paths that name a class twice, or a class and a tag, mean different
+/// things to different targets: refused, never taken for the Connection
+/// Manager. A packet inside a packet is refused; a packet of 40 reads is
+/// fine.
+#[test]
+fn ambiguous_paths_and_nested_packets_are_refused() {
+    let rmw_as_close = [wire::READ_MODIFY_WRITE_TAG, 5, 0x91, 3, b'a', b'b', b'c', 0, 0x20, 6, 0x24, 1];
+    let two_classes = [wire::READ_MODIFY_WRITE_TAG, 4, 0x20, 0x6b, 0x24, 1, 0x20, 6, 0x24, 1];
+    let read = [wire::READ_TAG, 4, 0x91, 5, b'S', b'p', b'e', b'e', b'd', 0, 1, 0];
+    let packet = |requests: &[&[u8]]| {
+        let mut data = (requests.len() as u16).to_le_bytes().to_vec();
+        let mut offset = 2 + 2 * requests.len();
+        for r in requests {
+            data.extend((offset as u16).to_le_bytes());
+            offset += r.len();
+        }
+        for r in requests {
+            data.extend(*r);
+        }
+        [&[wire::MULTIPLE_SERVICE_PACKET, 2, 0x20, 2, 0x24, 1][..], &data].concat()
+    };
+    let inner = packet(&[&read]);
+    let nested = packet(&[&read, &inner]);
+    for (name, m) in [("rmw as close", &rmw_as_close[..]), ("two classes", &two_classes), ("nested", &nested)] {
+        let mut w = Wires::default();
+        let seen = feed(&mut EnipInspector::new(), &mut w, &rr_data(m), |_| ALLOW);
+        assert!(matches!(seen[0].verdict, Verdict::Malformed { .. }), "{name}: {seen:?}");
+        assert!(w.asset.is_empty(), "{name}");
+    }
+    let forty = packet(&[&read[..]; 40]);
+    let mut w = Wires::default();
+    let seen = feed(&mut EnipInspector::new(), &mut w, &rr_data(&forty), viewer);
+    assert_eq!((seen[0].op, seen[0].verdict), (Op::Read, Verdict::Allowed { rule: 7 }));
+    // Refused, each of the 40 gets its reply.
+    let mut w = Wires::default();
+    feed(&mut EnipInspector::new(), &mut w, &rr_data(&forty), |_| Decision::Deny(Denial::NoRule));
+    let reply = &replies(&w.user)[0];
+    assert_eq!((reply[2], u16::from_le_bytes([reply[4], reply[5]])), (0x1e, 40));
 }

@@ -99,11 +99,10 @@ fn multiple_service_packets_are_split() {
     data.extend(write);
     let msp = [&[MULTIPLE_SERVICE_PACKET, 2, 0x20, 2, 0x24, 1][..], &data].concat();
     let cip = Cip::parse(&msp).unwrap();
-    let (services, n) = cip.services::<8>().unwrap();
-    assert_eq!(n, 2);
-    assert_eq!(services[0].map(|c| (c.service, c.class)), Some((GET_ATTRIBUTE_SINGLE, CLASS_IDENTITY)));
-    assert_eq!(services[1].map(|c| (c.service, c.symbol)), Some((WRITE_TAG, &b"A"[..])));
-    assert_eq!(cip.services::<1>(), None, "more than the caller takes");
+    assert_eq!(cip.service_count(), Some(2));
+    assert_eq!(cip.service(0).map(|c| (c.service, c.class)), Some((GET_ATTRIBUTE_SINGLE, CLASS_IDENTITY)));
+    assert_eq!(cip.service(1).map(|c| (c.service, c.symbol)), Some((WRITE_TAG, &b"A"[..])));
+    assert_eq!(cip.service(2), None);
 }
 
 #[test]
@@ -148,7 +147,9 @@ fn fuzz_never_panics() {
                     if let Some(c) = Cip::parse(cpf.message) {
                         cips += 1;
                         let _ = c.embedded();
-                        let _ = c.services::<16>();
+                        for k in 0..c.service_count().unwrap_or(0) {
+                            let _ = c.service(k);
+                        }
                     }
                 }
             }

@@ -175,6 +175,15 @@ fn requests_are_read() {
     assert_eq!(pi(&trailing), Ok(Request::Pi(PiService::Other)));
     let cold = [&[PI_SERVICE, 0, 0, 0, 0, 0, 0, 0xfd, 0, 2, b'C', b' ', 9][..], b"P_PROGRAM"].concat();
     assert_eq!(pi(&cold), Ok(Request::Pi(PiService::Start)));
+    // A standard layout whose lengths do not add up is not read the other
+    // way (the review's: the PLC would read _DELE, the fallback P_PROGRAM).
+    let both = [&[PI_SERVICE, 0, 0, 0, 0, 0, 9, 9, 0, 2, b'x', b'y', 5][..], b"_DELE", b"P_PROGRAM"].concat();
+    assert_eq!(pi(&both), Ok(Request::Pi(PiService::Other)));
+    // python-snap7 3.3's compress and copy RAM to ROM.
+    let compress = [&[PI_SERVICE, 0, 0, 0, 0, 0, 0, 0xfd, 0, 0, 5][..], b"_GARB"].concat();
+    assert_eq!(pi(&compress), Ok(Request::Pi(PiService::Compress)));
+    let copy = [&[PI_SERVICE, 0, 0, 0, 0, 0, 0, 0xfd, 0, 2, b'E', b'P', 5][..], b"_MODU"].concat();
+    assert_eq!(pi(&copy), Ok(Request::Pi(PiService::CopyRamToRom)));
     // A userdata SZL read.
     let mut ud = job(4, &[0, 1, 0x12, 4, 0x11, 0x44, 1, 0], &[0xff, 9, 0, 4, 0, 0x1c, 0, 0]);
     ud[1] = USERDATA;
