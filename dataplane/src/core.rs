@@ -789,7 +789,7 @@ impl Core {
             seg.ready.unmark(slot);
             let Some(sess) = seg.slots[slot as usize].as_mut() else { continue };
             let north = seg.north.socket(sess.north);
-            let south = sess.south.map(|h| seg.south.socket(h));
+            let mut south = sess.south.map(|h| seg.south.socket(h));
             let (up, down, phase) = (sess.bytes_up, sess.bytes_down, sess.phase);
             let mut ctx = StepCtx {
                 core: *id,
@@ -807,7 +807,16 @@ impl Core {
                     terminate: audit_terminate,
                 },
             };
-            let step = sess.step(&mut ctx, north, south);
+            // A bug in one session's handling (a parser, an inspector) costs
+            // that session, not every session on this core.
+            let step = isolated(|| sess.step(&mut ctx, &mut *north, south.as_deref_mut())).unwrap_or_else(|| {
+                north.abort();
+                if let Some(south) = south {
+                    south.abort();
+                }
+                sess.detail = Some("panic in the session's step (see the gate's log)".into());
+                Step::Closed(CloseReason::InternalError)
+            });
             bump(&counters.bytes_up, sess.bytes_up - up);
             bump(&counters.bytes_down, sess.bytes_down - down);
             match step {
@@ -1158,6 +1167,8 @@ impl Core {
 
 /// Free audit slots below which the core steps every session each pass
 /// (they may be holding requests back for lack of room).
+///
+/// (See [`isolated`] below for the other guard a core keeps.)
 const AUDIT_HEADROOM: usize = 256;
 
 /// Copies an admitted frame into the target stack's ring.
@@ -1216,6 +1227,14 @@ fn v4(ep: IpEndpoint) -> Option<SocketAddrV4> {
     }
 }
 
+/// Runs `f`, catching a panic: `None` if it panicked. A session's step runs
+/// through this so a bug in handling one session's bytes resets that
+/// session instead of ending the core's thread (and every session on it).
+/// The panic message still goes to the log through the panic hook.
+fn isolated<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1229,6 +1248,20 @@ mod tests {
         assert_eq!(clock.at(t + std::time::Duration::from_millis(5)) - a, smoltcp::time::Duration::from_millis(5));
         // An instant before the clock started reads as its start.
         assert_eq!(Clock::new().at(t), Instant::from_micros(0));
+    }
+
+    #[test]
+    fn a_panic_in_an_isolated_step_is_caught_and_the_caller_goes_on() {
+        let mut touched = 0usize;
+        assert_eq!(isolated(|| 7), Some(7));
+        let caught: Option<u8> = isolated(|| {
+            touched += 1;
+            let v: Vec<u8> = Vec::new();
+            // An out-of-bounds index, as a parser bug would make.
+            v[touched]
+        });
+        assert_eq!((caught, touched), (None, 1));
+        assert_eq!(isolated(|| touched + 1), Some(2), "the thread goes on");
     }
 
     #[test]
