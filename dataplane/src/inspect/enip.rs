@@ -42,6 +42,9 @@ const _: () = assert!(wire::MAX_REFUSAL <= MAX_REFUSAL);
 
 /// Requests in flight per session; more is a flood.
 pub const MAX_OUTSTANDING: usize = 16;
+/// How long a request may go unanswered before its slot is taken back
+/// (µs): CIP explicit messages time out on the client long before.
+pub const EXPIRE_US: u64 = 30_000_000;
 /// Connections per session (Forward Opens through the gate).
 const MAX_CONNECTIONS: usize = 8;
 
@@ -68,7 +71,11 @@ pub type EnipInspector = Units<Enip, { 2 * MAX_MESSAGE }>;
 
 /// EtherNet/IP's side of an inspector: requests in flight, connections.
 pub struct Enip {
+    /// Requests in flight; one unanswered for [`EXPIRE_US`] gives up its
+    /// slot (a target that drops requests does not wedge the session).
     pending: [Option<Pending>; MAX_OUTSTANDING],
+    /// The latest time seen (µs), for expiry.
+    clock: u64,
     /// Open connections: (O->T id the target chose, T->O id).
     connections: [(u32, u32); MAX_CONNECTIONS],
     open: usize,
@@ -78,7 +85,7 @@ pub struct Enip {
 
 impl Default for Enip {
     fn default() -> Self {
-        Self { pending: [None; MAX_OUTSTANDING], connections: [(0, 0); MAX_CONNECTIONS], open: 0, last: None }
+        Self { pending: [None; MAX_OUTSTANDING], clock: 0, connections: [(0, 0); MAX_CONNECTIONS], open: 0, last: None }
     }
 }
 
@@ -144,7 +151,7 @@ impl Enip {
     /// [`MAX_OUTSTANDING`] do is refused as a flood.
     fn inspect(&self, unit: &[u8], decide: &mut dyn FnMut(Op) -> Decision) -> (Inspected, Refusal, Option<Pending>) {
         let (i, refusal, reply) = self.classify(unit, decide);
-        if reply.is_none() || self.pending.iter().any(Option::is_none) {
+        if reply.is_none() || self.free_slot().is_some() {
             return (i, refusal, reply);
         }
         let (refusal, error) = if i.function == 0 {
@@ -264,6 +271,14 @@ impl Enip {
         }
     }
 
+    /// A slot for a request in flight: a free one, or one whose request has
+    /// gone unanswered for [`EXPIRE_US`] (its answer, if it ever comes, is
+    /// then a stray).
+    fn free_slot(&self) -> Option<usize> {
+        let expired = |p: &Pending| self.clock.saturating_sub(p.sent_at) >= EXPIRE_US;
+        self.pending.iter().position(|p| p.as_ref().is_none_or(expired))
+    }
+
     /// The T->O connection id for a connected request on O->T `id` (the
     /// request's own id when the gate did not see the connection open).
     fn reply_connection(&self, id: u32) -> u32 {
@@ -326,12 +341,14 @@ impl Protocol for Enip {
     }
 
     fn sent(&mut self, i: &Inspected, now: u64) {
-        if let (Some(p), Some(slot)) = (self.last.take(), self.pending.iter_mut().find(|p| p.is_none())) {
-            *slot = Some(Pending { seq: i.seq, sent_at: now, ..p });
+        self.clock = self.clock.max(now);
+        if let (Some(p), Some(k)) = (self.last.take(), self.free_slot()) {
+            self.pending[k] = Some(Pending { seq: i.seq, sent_at: now, ..p });
         }
     }
 
     fn answer(&mut self, unit: &[u8], now: u64) -> Result<Answer, Anomaly> {
+        self.clock = self.clock.max(now);
         Ok(self.classify_answer(unit, now))
     }
 

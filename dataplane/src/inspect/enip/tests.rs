@@ -295,3 +295,24 @@ fn ambiguous_paths_and_nested_packets_are_refused() {
     let reply = &replies(&w.user)[0];
     assert_eq!((reply[2], u16::from_le_bytes([reply[4], reply[5]])), (0x1e, 40));
 }
+
+/// Requests the target never answers give their slots back after
+/// EXPIRE_US: the session is not refused for ever.
+#[test]
+fn unanswered_requests_expire() {
+    let mut insp = EnipInspector::new();
+    let mut w = Wires::default();
+    let stream: Vec<u8> = (0..=MAX_OUTSTANDING).flat_map(|_| hex(READ_SPEED)).collect();
+    let seen = feed(&mut insp, &mut w, &stream, |_| ALLOW);
+    assert_eq!(seen.last().map(|i| i.verdict), Some(Verdict::Flood { error: 2 }));
+    // Time passes (any answer moves the clock; a stray one here).
+    let _ = to_user(&mut insp, &mut w, &hex(REGISTER_REPLY), EXPIRE_US);
+    let before = w.asset.len();
+    let mut seen = Vec::new();
+    let m = hex(READ_SPEED);
+    insp.up_spare()[..m.len()].copy_from_slice(&m);
+    insp.up_filled(m.len());
+    insp.requests(&mut w, &mut |_| ALLOW, EXPIRE_US, &mut |i, _| seen.push(*i)).unwrap();
+    assert_eq!(seen[0].verdict, Verdict::Allowed { rule: 7 });
+    assert_eq!(w.asset.len(), before + m.len());
+}
