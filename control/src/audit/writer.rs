@@ -615,16 +615,20 @@ impl Writer {
             }
             Event::Request(r) => {
                 let bytes = r.payload.as_bytes();
-                let modbus = self.protocol_of(rec.session).is_none_or(|p| p == "modbus");
-                let dnp3 = self.protocol_of(rec.session) == Some("dnp3");
-                let enip = self.protocol_of(rec.session) == Some("enip");
+                // One lookup of the session's protocol for the whole record.
+                let (modbus, dnp3, enip) = match self.protocol_of(rec.session) {
+                    None => (true, false, false),
+                    Some(p) => (p == "modbus", p == "dnp3", p == "enip"),
+                };
                 let mut m = Fields::new("request");
                 m.put("session", sid).put("req", r.seq);
                 if let Some(u) = r.decoded.unit_op {
-                    match self.protocol_of(rec.session) {
-                        Some("dnp3") => dnp3_fields(&mut m, r.decoded.function, &u),
-                        Some("enip") => enip_fields(&mut m, r.decoded.function, &u, bytes),
-                        _ => s7_fields(&mut m, r.decoded.function, &u),
+                    if dnp3 {
+                        dnp3_fields(&mut m, r.decoded.function, &u);
+                    } else if enip {
+                        enip_fields(&mut m, r.decoded.function, &u, bytes);
+                    } else {
+                        s7_fields(&mut m, r.decoded.function, &u);
                     }
                 } else {
                     m.put("unit", r.decoded.unit).put("function", r.decoded.function);
@@ -669,41 +673,21 @@ impl Writer {
                                 Some("exception sent by the gate; the asset never saw the request"),
                             );
                         }
-                        if let (true, true) = (denied, dnp3) {
-                            let mut out = [0u8; dataplane::inspect::MAX_REFUSAL];
-                            let error = r.decoded.unit_op.map_or(0, |u| u.error);
-                            if let Some(n) = dataplane::inspect::dnp3::refusal(bytes, error, &mut out) {
-                                c.data(
-                                    ts,
-                                    Peer::Asset,
-                                    &out[..n],
-                                    Some("refusal sent by the gate; the outstation never saw the request"),
-                                );
-                            }
-                        }
-                        if let (true, true, Some(u)) = (denied, enip, r.decoded.unit_op) {
-                            let mut out = [0u8; dataplane::inspect::MAX_REFUSAL];
+                        if let (true, Some(u)) = (denied, r.decoded.unit_op) {
+                            // The gate's refusal, rebuilt by the code that sent it.
+                            use dataplane::inspect::{dnp3 as d, enip as e, s7, MAX_REFUSAL};
+                            let mut out = [0u8; MAX_REFUSAL];
                             let f = r.decoded.function;
-                            if let Some(n) = dataplane::inspect::enip::refusal(bytes, f, u.error, &mut out) {
-                                c.data(
-                                    ts,
-                                    Peer::Asset,
-                                    &out[..n],
-                                    Some("refusal sent by the gate; the target never saw the request"),
-                                );
-                            }
-                        }
-                        if let (true, Some(s7), false) = (denied, r.decoded.unit_op, dnp3 || enip) {
-                            let mut out = [0u8; dataplane::inspect::MAX_REFUSAL];
-                            if let Some(n) =
-                                dataplane::inspect::s7::refusal(bytes, r.decoded.function, s7.error, &mut out)
-                            {
-                                c.data(
-                                    ts,
-                                    Peer::Asset,
-                                    &out[..n],
-                                    Some("refusal sent by the gate; the asset never saw the request"),
-                                );
+                            let n = if dnp3 {
+                                d::refusal(bytes, u.error, &mut out)
+                            } else if enip {
+                                e::refusal(bytes, f, u.error, &mut out)
+                            } else {
+                                s7::refusal(bytes, f, u.error, &mut out)
+                            };
+                            if let Some(n) = n {
+                                let note = "refusal sent by the gate; the asset never saw the request";
+                                c.data(ts, Peer::Asset, &out[..n], Some(note));
                             }
                         }
                     }

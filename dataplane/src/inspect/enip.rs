@@ -285,11 +285,6 @@ impl Enip {
         self.connections[..self.open].iter().find(|c| c.0 == id).map_or(id, |c| c.1)
     }
 
-    /// Writes the refusal for the message `unit`; returns its length.
-    fn emit(&self, unit: &[u8], refusal: Refusal, out: &mut [u8]) -> usize {
-        emit(unit, refusal, &|id| self.reply_connection(id), out)
-    }
-
     /// What a message from the target is.
     fn classify_answer(&mut self, unit: &[u8], now: u64) -> Answer {
         let Some(e) = Encap::parse(unit) else { return Answer::Unmatched };
@@ -337,7 +332,8 @@ impl Protocol for Enip {
     ) -> Result<(Inspected, Option<usize>), Anomaly> {
         let (i, refusal, reply) = self.inspect(unit, decide);
         self.last = reply;
-        Ok((i, (refusal != Refusal::None).then(|| self.emit(unit, refusal, out))))
+        let conn = |id| self.reply_connection(id);
+        Ok((i, (refusal != Refusal::None).then(|| emit(unit, refusal, &conn, out))))
     }
 
     fn sent(&mut self, i: &Inspected, now: u64) {

@@ -40,7 +40,7 @@
 //! has no room, reading stops. Nothing here allocates.
 
 use super::{forwards, Protocol, Units, MAX_REFUSAL};
-pub use super::{Answer, Inspected, Verdict};
+use super::{Answer, Inspected, Verdict};
 
 // The largest refusal fits the shared buffer.
 const _: () = assert!(wire::MAX_REFUSAL <= MAX_REFUSAL);

@@ -775,16 +775,13 @@ impl Session {
         let mut wires = Wires { tls, north, south };
         let counters = ctx.counters;
         let result = match inspector {
-            Inspector::S7(i) => pump_units(&mut **i, &party, ctx, &mut wires, &counters.s7)
-                .map_err(|(asset, a)| (asset, format!("{a:?}"))),
-            Inspector::Dnp3(i) => pump_units(&mut **i, &party, ctx, &mut wires, &counters.dnp3)
-                .map_err(|(asset, a)| (asset, format!("{a:?}"))),
-            Inspector::Enip(i) => pump_units(&mut **i, &party, ctx, &mut wires, &counters.enip)
-                .map_err(|(asset, a)| (asset, format!("{a:?}"))),
+            Inspector::S7(i) => pump_units(&mut **i, &party, ctx, &mut wires, &counters.s7),
+            Inspector::Dnp3(i) => pump_units(&mut **i, &party, ctx, &mut wires, &counters.dnp3),
+            Inspector::Enip(i) => pump_units(&mut **i, &party, ctx, &mut wires, &counters.enip),
             Inspector::None | Inspector::Modbus(_) => Ok((0, 0)),
         };
-        result.map_err(|(asset, anomaly)| {
-            *detail = Some(if asset { format!("asset: {anomaly}") } else { anomaly });
+        result.map_err(|anomaly| {
+            *detail = Some(anomaly);
             CloseReason::FramingLost
         })
     }
@@ -880,7 +877,6 @@ impl Session {
     }
 }
 
-/// The rule a denial names, if any.
 /// Who a session is, for the policy and the audit trail.
 struct Party<'a> {
     id: u64,
@@ -892,15 +888,15 @@ struct Party<'a> {
 /// Moves one protocol's units both ways through its inspector: reads the
 /// user's plaintext while the audit trail has room, decides and forwards
 /// or answers each unit, then the asset's answers. Returns the payload
-/// bytes moved up and down; an error names the side whose stream could not
-/// be framed (`true`: the asset's).
+/// bytes moved up and down; an error says why a stream could not be framed
+/// (prefixed `asset:` for the asset's), for the session's close detail.
 fn pump_units<P: UnitProtocol, const N: usize>(
     insp: &mut Units<P, N>,
     party: &Party<'_>,
     ctx: &mut StepCtx<'_>,
     wires: &mut Wires<'_, '_, '_>,
     counters: &InspectCounters,
-) -> Result<(usize, usize), (bool, P::Anomaly)> {
+) -> Result<(usize, usize), String> {
     let (roles, asset, protocol, id) = (party.roles, party.asset, party.protocol, party.id);
     let (policy, unix, micros, ts) = (ctx.policy, ctx.unix, ctx.now.total_micros() as u64, ctx.unix_us);
     let audit = &mut ctx.audit;
@@ -945,7 +941,7 @@ fn pump_units<P: UnitProtocol, const N: usize>(
             audit_overflow(audit, id, ts, Direction::Up, unit);
         }
     });
-    result.map_err(|a| (false, a))?;
+    result.map_err(|a| format!("{a:?}"))?;
     // Asset -> gate -> user.
     let mut down = 0;
     insp.recv_from(wires.south);
@@ -970,7 +966,7 @@ fn pump_units<P: UnitProtocol, const N: usize>(
             ));
         }
     });
-    result.map_err(|a| (true, a))?;
+    result.map_err(|a| format!("asset: {a:?}"))?;
     Ok((up, down))
 }
 
@@ -984,6 +980,7 @@ fn audit_overflow(audit: &mut AuditOut<'_>, id: u64, ts: u64, direction: Directi
     }
 }
 
+/// The rule a denial names, if any.
 fn denial_rule(d: Denial) -> Option<u32> {
     match d {
         Denial::NoRule => None,

@@ -57,8 +57,6 @@ pub const SETUP_COMMUNICATION: u8 = 0xf0;
 /// Header error (class << 8 | code) the gate answers a refused job with:
 /// 0x8703 "access to object refused".
 pub const ERR_ACCESS_REFUSED: u16 = 0x8703;
-/// 0x8104 "service not implemented on the module" (an unknown function).
-pub const ERR_NOT_IMPLEMENTED: u16 = 0x8104;
 /// 0x8500 "wrong frames" (a job whose parameters do not parse).
 pub const ERR_WRONG_FRAMES: u16 = 0x8500;
 /// 0x8302 "too few resources" (too many jobs outstanding).
@@ -114,18 +112,6 @@ impl Tpdu {
             0xf0 if li == 2 => Self::Data { eot: tpdu.get(2)? & 0x80 != 0 },
             _ => return None,
         })
-    }
-
-    /// The name in the audit trail.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ConnectRequest => "COTP-CR",
-            Self::ConnectConfirm => "COTP-CC",
-            Self::DisconnectRequest => "COTP-DR",
-            Self::DisconnectConfirm => "COTP-DC",
-            Self::Error => "COTP-ER",
-            Self::Data { .. } => "COTP-DT",
-        }
     }
 }
 
@@ -361,18 +347,6 @@ impl PiService {
         };
         let name = name.unwrap_or(&[]);
         Self::NAMES.iter().find(|(n, _)| *n == name).map_or(Self::Other, |&(_, s)| s)
-    }
-
-    /// The name in the audit trail.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Start => "P_PROGRAM",
-            Self::Compress => "_GARB",
-            Self::CopyRamToRom => "_MODU",
-            Self::InsertBlock => "_INSE",
-            Self::DeleteBlock => "_DELE",
-            Self::Other => "other",
-        }
     }
 }
 
