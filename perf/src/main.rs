@@ -44,6 +44,9 @@ enum Command {
     /// How late a thread sleeping on one CPU runs after another CPU wakes
     /// it: the machine's floor under every proxy's tail.
     Wake(bench::wake::WakeArgs),
+    /// What one dp pass costs when it carries a single frame, with the
+    /// caches warm and with them cleared first (as after a sleep).
+    Pass(bench::pass::PassArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Load(args) => bench::load::load(args),
         Command::Inspect(args) => bench::inspect::inspect(args),
         Command::Wake(args) => bench::wake::wake(args),
+        Command::Pass(args) => bench::pass::pass(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ pub mod latency;
 pub mod load;
 pub mod micro;
 pub mod mix;
+pub mod pass;
 pub mod policy;
 pub mod procfs;
 pub mod proxy;
