@@ -555,13 +555,18 @@ impl Core {
                 spun = true;
                 continue;
             }
+            // The doorbell first: only the first 16 fds are waited on.
             fds.clear();
-            fds.extend(self.ports.iter().filter_map(|p| p.poll_fd()));
             fds.push(self.auth.doorbell.fd());
+            fds.extend(self.ports.iter().filter_map(|p| p.poll_fd()));
             if self.ports.iter_mut().all(|p| p.arm_wakeup()) && self.auth.verdicts.is_empty() {
                 bump(&self.counters.sleeps, 1);
-                io::wait_readable(&fds, timer);
-                self.auth.doorbell.clear();
+                // Read the doorbell only when it rang: a read of an empty
+                // eventfd is a syscall on every wake-up (1.5 % of the dp
+                // thread's samples at 12k req/s).
+                if io::wait_readable_mask(&fds, timer) & 1 != 0 {
+                    self.auth.doorbell.clear();
+                }
                 // A sleep is not a stall.
                 self.last_pass = None;
             }
@@ -768,9 +773,9 @@ impl Core {
             return 0;
         }
         let mut work = 0;
-        let unix = unix_now();
+        // One clock read for both (a read costs tens of ns in a VM).
         let unix_us = unix_micros();
-        let snap = self.snap.clone();
+        let unix = unix_us / 1_000_000;
         self.drain_audit_backlog();
         let (audit_ready, audit_terminate) = match &self.audit {
             None => (true, false),
@@ -784,7 +789,7 @@ impl Core {
         };
         let batch = self.segments[s].ready.take();
         for &slot in &batch {
-            let Self { segments, plain, counters, id, audit, audit_backlog, .. } = self;
+            let Self { segments, plain, counters, id, audit, audit_backlog, snap, .. } = self;
             let seg = &mut segments[s];
             seg.ready.unmark(slot);
             let Some(sess) = seg.slots[slot as usize].as_mut() else { continue };

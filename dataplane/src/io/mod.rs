@@ -250,6 +250,13 @@ pub fn parse_cpu_mask(text: &str) -> Option<Vec<usize>> {
 /// Blocks until one of `fds` is readable or `timeout_ms` passes (`poll(2)`).
 /// Returns whether any fd became readable. EINTR counts as a wakeup.
 pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> bool {
+    wait_readable_mask(fds, timeout_ms) != 0
+}
+
+/// [`wait_readable`], telling which: bit `i` is set if `fds[i]` is
+/// readable (or hung up). Only the first 16 fds are waited on. All bits are
+/// set if the wait failed (a signal), so a caller looks at everything.
+pub fn wait_readable_mask(fds: &[RawFd], timeout_ms: i32) -> u16 {
     let mut pfds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 16];
     let n = fds.len().min(pfds.len());
     for (p, &fd) in pfds.iter_mut().zip(fds) {
@@ -259,12 +266,28 @@ pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> bool {
     // SAFETY: `pfds` is a valid array of `n` initialised pollfd structs that
     // outlives the call.
     let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
-    rc != 0
+    if rc < 0 {
+        return u16::MAX;
+    }
+    pfds[..n].iter().enumerate().filter(|(_, p)| p.revents != 0).fold(0, |m, (i, _)| m | 1 << i)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wait_says_which_fds_are_readable() {
+        let (a, b) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
+        assert_eq!(wait_readable_mask(&[a.fd(), b.fd()], 0), 0);
+        b.ring();
+        assert_eq!(wait_readable_mask(&[a.fd(), b.fd()], 1000), 0b10);
+        a.ring();
+        assert_eq!(wait_readable_mask(&[a.fd(), b.fd()], 1000), 0b11);
+        a.clear();
+        b.clear();
+        assert!(!wait_readable(&[a.fd(), b.fd()], 0));
+    }
 
     #[test]
     fn cpu_masks_as_sys_prints_them() {
