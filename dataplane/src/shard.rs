@@ -16,19 +16,16 @@
 //! - **Egress**: only buckets that received a frame, whose sockets the core
 //!   touched (every mutable access marks the bucket), or whose smoltcp timer
 //!   is due are polled. Each bucket caches its `poll_at`, and a min-heap of
-//!   those times says which are due without looking at the others: a scan
-//!   of every bucket whenever the earliest timer passed read 80 KiB per
-//!   stack, and after a sleep, with the caches cold, it was the largest
-//!   part of a one-frame pass (`accessgate-perf pass`).
+//!   those times (one entry per bucket) says which are due without looking
+//!   at the others: a scan of every bucket whenever the earliest timer
+//!   passed read 80 KiB per stack, the largest part of egress in a
+//!   one-frame pass on cold caches (`accessgate-perf pass`).
 //! - **Ownership**: every socket outside bucket 0 records the session slot
 //!   that owns it, so ingress tells the core exactly which sessions have
 //!   work (its ready list) instead of the core stepping every session.
 //!
 //! A listening socket that completes its handshake is *promoted*: moved out
 //! of bucket 0 into its hashed bucket (a smoltcp socket is a plain value).
-
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
@@ -126,51 +123,119 @@ struct Bucket {
     due: Option<Instant>,
 }
 
-/// Buckets by the time they are due, earliest first: a min-heap with lazy
-/// deletion. A bucket comes up no later than the last time it was
-/// scheduled for, maybe earlier (its timer moved later since: the caller
-/// looks and schedules it again).
+/// Buckets by the time their timers are due, earliest first: a binary
+/// min-heap indexed by bucket, so a bucket has at most one entry and its
+/// time is changed in place. (A heap with lazy deletion, tried first, kept
+/// every superseded time until it came up: a socket's timer moves each
+/// request, and its far keep-alive times piled up to a heap too large for
+/// the caches, which cost the gate more than the scans it replaced.)
 struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, u32)>>,
-    /// Each bucket's entry in the heap that counts (its earliest); its
-    /// other entries are stale and skipped.
-    queued: Vec<Option<Instant>>,
+    /// Bucket ids, heap-ordered by `at`.
+    heap: Vec<u32>,
+    /// Each bucket's index in `heap`, or [`Timers::NONE`].
+    place: Vec<u32>,
+    /// Each queued bucket's time.
+    at: Vec<Instant>,
 }
 
 impl Timers {
+    const NONE: u32 = u32::MAX;
+
     fn new(buckets: usize) -> Self {
-        Self { heap: BinaryHeap::with_capacity(buckets), queued: vec![None; buckets] }
-    }
-
-    /// Bucket `i` needs a poll at `at`. An entry already queued no later
-    /// than that stands.
-    fn schedule(&mut self, i: u32, at: Instant) {
-        let q = &mut self.queued[i as usize];
-        if q.is_none_or(|q| at < q) {
-            *q = Some(at);
-            self.heap.push(Reverse((at, i)));
+        Self {
+            heap: Vec::with_capacity(buckets),
+            place: vec![Self::NONE; buckets],
+            at: vec![Instant::from_micros(0); buckets],
         }
     }
 
-    /// The next bucket queued for `now` or earlier.
+    /// Bucket `i` comes up at `at` (`None`: not at all).
+    fn set(&mut self, i: u32, at: Option<Instant>) {
+        let p = self.place[i as usize];
+        match (at, p) {
+            (None, Self::NONE) => {}
+            (None, p) => self.remove_at(p as usize),
+            (Some(t), Self::NONE) => {
+                self.at[i as usize] = t;
+                self.place[i as usize] = self.heap.len() as u32;
+                self.heap.push(i);
+                self.up(self.heap.len() - 1);
+            }
+            (Some(t), p) => {
+                let before = std::mem::replace(&mut self.at[i as usize], t);
+                if t < before {
+                    self.up(p as usize);
+                } else {
+                    self.down(p as usize);
+                }
+            }
+        }
+    }
+
+    /// The next bucket due at `now` or earlier, taken off the heap.
     fn pop_due(&mut self, now: Instant) -> Option<u32> {
-        while let Some(&Reverse((at, i))) = self.heap.peek() {
-            if at > now {
-                return None;
-            }
-            self.heap.pop();
-            let q = &mut self.queued[i as usize];
-            if *q == Some(at) {
-                *q = None;
-                return Some(i);
-            }
+        let &i = self.heap.first()?;
+        if self.at[i as usize] > now {
+            return None;
         }
-        None
+        self.remove_at(0);
+        Some(i)
     }
 
     /// When the earliest bucket comes up.
     fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|&Reverse((at, _))| at)
+        self.heap.first().map(|&i| self.at[i as usize])
+    }
+
+    fn remove_at(&mut self, p: usize) {
+        let last = self.heap.len() - 1;
+        self.swap(p, last);
+        if let Some(i) = self.heap.pop() {
+            self.place[i as usize] = Self::NONE;
+        }
+        if p < self.heap.len() {
+            self.down(p);
+            self.up(p);
+        }
+    }
+
+    fn key(&self, p: usize) -> Instant {
+        self.at[self.heap[p] as usize]
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.place[self.heap[a] as usize] = a as u32;
+        self.place[self.heap[b] as usize] = b as u32;
+    }
+
+    fn up(&mut self, mut p: usize) {
+        while p > 0 {
+            let parent = (p - 1) / 2;
+            if self.key(parent) <= self.key(p) {
+                break;
+            }
+            self.swap(p, parent);
+            p = parent;
+        }
+    }
+
+    fn down(&mut self, mut p: usize) {
+        loop {
+            let (l, r) = (2 * p + 1, 2 * p + 2);
+            let mut least = p;
+            if l < self.heap.len() && self.key(l) < self.key(least) {
+                least = l;
+            }
+            if r < self.heap.len() && self.key(r) < self.key(least) {
+                least = r;
+            }
+            if least == p {
+                break;
+            }
+            self.swap(p, least);
+            p = least;
+        }
     }
 }
 
@@ -357,18 +422,10 @@ impl ShardedStack {
     pub fn egress(&mut self, now: Instant, wire: &mut Wire<'_>, touch: &mut impl Touch) {
         while let Some(i) = self.timers.pop_due(now) {
             let b = &mut self.buckets[i as usize];
-            match b.due {
-                Some(d) if d <= now => {
-                    self.fired.push(i);
-                    if !b.dirty {
-                        b.dirty = true;
-                        self.dirty.push(i);
-                    }
-                }
-                // Its timer moved later since.
-                Some(d) if !b.dirty => self.timers.schedule(i, d),
-                // A dirty bucket is queued again when it is polled below.
-                _ => {}
+            self.fired.push(i);
+            if !b.dirty {
+                b.dirty = true;
+                self.dirty.push(i);
             }
         }
         for &i in &self.dirty {
@@ -378,9 +435,7 @@ impl ShardedStack {
             iface.poll_egress(now, &mut dev, &mut b.set);
             b.dirty = false;
             b.due = iface.poll_at(now, &b.set);
-            if let Some(d) = b.due {
-                timers.schedule(i, d);
-            }
+            timers.set(i, b.due);
         }
         self.dirty.clear();
         // A timer that ran may have closed a socket (connect or keep-alive
@@ -428,68 +483,70 @@ mod tests {
     }
 
     #[test]
-    fn timers_come_up_in_order_never_late_and_once() {
-        let t = |ms| Instant::from_millis(ms);
+    fn timers_come_up_in_order_at_their_latest_time_and_once() {
+        let t = |ms| Some(Instant::from_millis(ms));
         let mut q = Timers::new(8);
-        q.schedule(3, t(30));
-        q.schedule(1, t(10));
-        q.schedule(2, t(20));
-        // Moved earlier: comes up at the new time, and only once.
-        q.schedule(3, t(5));
-        // Moved later: the earlier entry stands (the caller looks again).
-        q.schedule(2, t(50));
-        assert_eq!(q.next(), Some(t(5)));
-        assert_eq!(q.pop_due(t(4)), None);
-        assert_eq!(q.pop_due(t(25)), Some(3));
-        assert_eq!(q.pop_due(t(25)), Some(1));
-        assert_eq!(q.pop_due(t(25)), Some(2));
-        // Bucket 3's stale entry at 30 is skipped.
-        assert_eq!(q.pop_due(t(1000)), None);
-        assert_eq!(q.next(), None);
-        // A bucket that came up can be scheduled again.
-        q.schedule(2, t(60));
-        assert_eq!(q.pop_due(t(59)), None);
-        assert_eq!(q.pop_due(t(60)), Some(2));
+        q.set(3, t(30));
+        q.set(1, t(10));
+        q.set(2, t(20));
+        q.set(4, t(40));
+        // Moved earlier, moved later, taken off: the latest word counts.
+        q.set(3, t(5));
+        q.set(2, t(50));
+        q.set(4, None);
+        q.set(5, None);
+        assert_eq!(q.next(), t(5));
+        assert_eq!(q.pop_due(Instant::from_millis(4)), None);
+        assert_eq!(q.pop_due(Instant::from_millis(25)), Some(3));
+        assert_eq!(q.pop_due(Instant::from_millis(25)), Some(1));
+        assert_eq!(q.pop_due(Instant::from_millis(25)), None);
+        assert_eq!(q.next(), t(50));
+        assert_eq!(q.pop_due(Instant::from_millis(1000)), Some(2));
+        assert_eq!((q.pop_due(Instant::from_millis(1000)), q.next()), (None, None));
+        // A bucket that came up can be set again; one entry per bucket.
+        q.set(2, t(60));
+        q.set(2, t(70));
+        assert_eq!(q.heap.len(), 1);
+        assert_eq!(q.pop_due(Instant::from_millis(69)), None);
+        assert_eq!(q.pop_due(Instant::from_millis(70)), Some(2));
     }
 
     #[test]
-    fn random_schedules_match_a_scan_of_every_bucket() {
-        // The reference is what egress did before the heap: a bucket is due
-        // when its last scheduled time has passed.
+    fn random_timers_match_a_scan_of_every_bucket() {
+        // The reference is what egress did before the heap: scan every
+        // bucket for a time that has passed.
         let mut rng = XorShift::new(7);
-        let mut q = Timers::new(16);
-        let mut due: [Option<i64>; 16] = [None; 16];
+        let mut q = Timers::new(64);
+        let mut due: [Option<i64>; 64] = [None; 64];
         let mut now = 0i64;
-        for _ in 0..20_000 {
-            let i = (rng.next_u64() % 16) as usize;
-            match rng.next_u64() % 3 {
+        for _ in 0..50_000 {
+            let i = (rng.next_u64() % 64) as usize;
+            match rng.next_u64() % 4 {
                 0 | 1 => {
                     let at = now + (rng.next_u64() % 50) as i64;
                     due[i] = Some(at);
-                    q.schedule(i as u32, Instant::from_millis(at));
+                    q.set(i as u32, Some(Instant::from_millis(at)));
+                }
+                2 => {
+                    due[i] = None;
+                    q.set(i as u32, None);
                 }
                 _ => {
                     now += (rng.next_u64() % 20) as i64;
                     let mut fired = Vec::new();
                     while let Some(b) = q.pop_due(Instant::from_millis(now)) {
-                        // As egress does: a bucket whose time moved later
-                        // is scheduled again, one whose time passed fires.
-                        match due[b as usize] {
-                            Some(d) if d <= now => {
-                                fired.push(b as usize);
-                                due[b as usize] = None;
-                            }
-                            Some(d) => q.schedule(b, Instant::from_millis(d)),
-                            None => {}
-                        }
+                        fired.push(b as usize);
                     }
-                    // Nothing due was missed.
-                    assert!(due.iter().all(|d| d.is_none_or(|d| d > now)), "late at {now}: {due:?}");
-                    // And none fired twice.
-                    let n = fired.len();
+                    let mut want: Vec<usize> = (0..64).filter(|&b| due[b].is_some_and(|d| d <= now)).collect();
+                    for &b in &want {
+                        due[b] = None;
+                    }
                     fired.sort_unstable();
-                    fired.dedup();
-                    assert_eq!(fired.len(), n);
+                    want.sort_unstable();
+                    assert_eq!(fired, want, "at {now}");
+                    let earliest = due.iter().flatten().min().map(|&d| Instant::from_millis(d));
+                    assert_eq!(q.next(), earliest);
+                    assert_eq!(q.heap.len(), due.iter().flatten().count());
                 }
             }
         }
