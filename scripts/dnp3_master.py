@@ -4,8 +4,9 @@ address 1 talking to outstation 10, running a list of operations on one
 connection and printing one JSON line per operation:
 {"op": ..., "ok": true, "iin": [...], "value": ...} or {"op": ..., "ok": false,
 "error": "..."}. "ok" means the outstation (or the gate in front of it)
-answered without IIN2 error bits; the exit status is 0 when the connection
-was made, 2 when it was not.
+answered without IIN2 error bits and, for a control, with every echoed
+control status SUCCESS; the exit status is 0 when the connection was made,
+2 when it was not.
 
 Operations:
     poll               integrity poll (class 0-3 read): analog inputs 0-3
@@ -25,12 +26,49 @@ import sys
 
 from dnp3.application.fragment import RequestFragment
 from dnp3.application.header import ApplicationControl, RequestHeader
-from dnp3.core.enums import FunctionCode
+from dnp3.core.enums import CommandStatus, FunctionCode
 from dnp3.core.flags import IIN
 from dnp3.master import DefaultSOEHandler, Master, MasterConfig, MasterTcpRunner
 from dnp3.master.commands import CommandBuilder
 
 IIN2_ERRORS = IIN.NO_FUNC_CODE_SUPPORT | IIN.OBJECT_UNKNOWN | IIN.PARAMETER_ERROR
+# Control objects (group, variation) -> size with the status byte last; qualifier -> (count width, index width).
+CONTROL_SIZES = {(12, 1): 11, (41, 1): 5, (41, 2): 3, (41, 3): 5, (41, 4): 9}
+QUALIFIERS = {0x07: (1, 0), 0x08: (2, 0), 0x17: (1, 1), 0x28: (2, 2)}
+
+
+def keep_last_response(master):
+    """Remembers the last response fragment the master took: dnp3py reports
+    a response's IIN, not the statuses of the controls it echoes."""
+    seen = {"last": b""}
+    process = master.process_response
+
+    def process_and_keep(data):
+        seen["last"] = bytes(data)
+        return process(data)
+
+    master.process_response = process_and_keep
+    return seen
+
+
+def control_statuses(fragment):
+    """The status byte of each control object a response fragment echoes
+    (application control, function, IIN1, IIN2, then objects)."""
+    out, at = [], 4
+    while at + 3 <= len(fragment):
+        group, variation, qualifier = fragment[at:at + 3]
+        size, widths = CONTROL_SIZES.get((group, variation)), QUALIFIERS.get(qualifier)
+        if size is None or widths is None:
+            break
+        width, prefix = widths
+        count = int.from_bytes(fragment[at + 3:at + 3 + width], "little")
+        at += 3 + width
+        for _ in range(count):
+            at += prefix + size
+            if at > len(fragment):
+                return out
+            out.append(fragment[at - 1])
+    return out
 
 
 def raw(master, function):
@@ -39,7 +77,14 @@ def raw(master, function):
     return RequestFragment(header=RequestHeader(control=control, function=function))
 
 
-async def run(runner, master, handler, op):
+def status_name(status):
+    try:
+        return CommandStatus(status).name
+    except ValueError:
+        return str(status)
+
+
+async def run(runner, master, handler, seen, op):
     name, *args = op.split(":")
     if name == "poll":
         infos = await runner.integrity_poll()
@@ -50,8 +95,13 @@ async def run(runner, master, handler, op):
             infos = await runner.request(master.build_direct_operate(builder.build_direct_operate()))
         else:
             infos = await runner.request(master.build_select(builder.build_select()))
-            if not infos[-1].iin & IIN2_ERRORS:
+            if not infos[-1].iin & IIN2_ERRORS and not any(control_statuses(seen["last"])):
                 infos = await runner.request(master.build_operate(builder.build_operate()))
+        failed = [s for s in control_statuses(seen["last"]) if s != CommandStatus.SUCCESS]
+        if failed and not infos[-1].iin & IIN2_ERRORS:
+            names = [f.name for f in IIN if f & infos[-1].iin and f.name]
+            error = "control status: " + ", ".join(status_name(s) for s in failed)
+            return {"op": op, "ok": False, "iin": names, "error": error}
         value = None
     elif name == "cold-restart":
         infos, value = await runner.request(raw(master, FunctionCode.COLD_RESTART)), None
@@ -73,6 +123,7 @@ async def main_async(args):
     config = MasterConfig(address=1, outstation_address=10, response_timeout=args.timeout,
                           startup_integrity_poll=False, enable_unsolicited_on_startup=False)
     master = Master(handler=handler, config=config)
+    seen = keep_last_response(master)
     runner = MasterTcpRunner(master=master, host=args.host, port=args.port)
     try:
         await runner.open()
@@ -83,7 +134,7 @@ async def main_async(args):
     try:
         for op in args.ops:
             try:
-                print(json.dumps(await run(runner, master, handler, op)), flush=True)
+                print(json.dumps(await run(runner, master, handler, seen, op)), flush=True)
             except Exception as e:  # noqa: BLE001 -- a failure is a result here
                 print(json.dumps({"op": op, "ok": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
     finally:

@@ -1051,28 +1051,27 @@ fn xsk_s7_inspection_with_real_snap7_peers() {
 
 /// DNP3 through the gate with dnp3py at both ends (a real IEEE 1815 master
 /// and outstation): polls and time synchronisation pass for both roles;
-/// the operator operates an output, the viewer's operate and everyone's
-/// save-configuration are refused the way an outstation refuses a function
-/// (a response with IIN2.0 "function code not supported"), and the
-/// outstation never sees a refused request.
+/// the operator operates an output; the viewer's operate and select are
+/// refused the way an outstation refuses a control (its objects echoed with
+/// status 9, not authorized), her cold restart and everyone's
+/// save-configuration the way it refuses a function (IIN2.0, function code
+/// not supported); the outstation never sees a refused request.
 #[test]
 fn xsk_dnp3_inspection_with_real_dnp3py_peers() {
     let Some(mut lab) = Lab::up("xsk") else { return };
     lab.sign_in(&[("bob", 5080), ("alice", 5081)], "dnp3");
     let master = |port, ops: &[&str]| lab.client_ops("dnp3_master.py", port, ops);
-    let refused = |r: &serde_json::Value| {
-        r["ok"] == false && r["error"].as_str().is_some_and(|e| e.contains("NO_FUNC_CODE_SUPPORT"))
-    };
+    let refused =
+        |r: &serde_json::Value, why: &str| r["ok"] == false && r["error"].as_str().is_some_and(|e| e.contains(why));
+    let (function, control) = ("IIN2: NO_FUNC_CODE_SUPPORT", "control status: NOT_AUTHORIZED");
 
     let a = master(5081, &["poll", "operate:1", "delay-measure", "save-config"]);
     assert_eq!(a[0]["value"], serde_json::json!([0.0, 100.0, 200.0, 300.0]), "{a:?}");
     assert_eq!((a[1]["ok"].as_bool(), a[2]["ok"].as_bool()), (Some(true), Some(true)), "{a:?}");
-    assert!(refused(&a[3]), "save-config: {:?}", a[3]);
+    assert!(refused(&a[3], function), "save-config: {:?}", a[3]);
     let b = master(5080, &["poll", "operate:2", "select:3", "cold-restart", "poll"]);
     assert!(b[0]["ok"] == true && b[4]["ok"] == true, "{b:?}");
-    for r in &b[1..4] {
-        assert!(refused(r), "{r:?}");
-    }
+    assert!(refused(&b[1], control) && refused(&b[2], control) && refused(&b[3], function), "{b:?}");
 
     // The outstation executed alice's operate only; it never saw a save,
     // a restart or bob's selects.
@@ -1103,6 +1102,18 @@ fn xsk_dnp3_inspection_with_real_dnp3py_peers() {
         .find(|r| r["event"] == "request" && r["function_name"] == "DirectOperate" && r["verdict"] == "allow")
         .unwrap();
     assert_eq!(operate["rule_name"], "operator-dnp3-control");
+    for (function, why) in [
+        ("DirectOperate", "control status 9 (not authorized)"),
+        ("Select", "control status 9 (not authorized)"),
+        ("ColdRestart", "IIN2 0x01 (function code not supported)"),
+    ] {
+        let r = records.iter().find(|r| r["function_name"] == function && r["verdict"] == "deny").unwrap();
+        assert_eq!(r["dnp3_error"], why, "{r}");
+    }
+    // tshark dissects bob's session: the gate's answer to his operate and
+    // select echoes the control with status 9.
+    let rows = lab.tshark(&records, "bob", "dnp3.al.ctrlstatus", &["dnp3.al.func", "dnp3.al.ctrlstatus"]);
+    assert_eq!(rows.lines().filter(|l| *l == "129,9").count(), 2, "tshark: {rows}");
     // tshark dissects alice's decrypted session as DNP3: her operate, her
     // save-configuration and the gate's response to it (IIN2.0 set).
     let rows = lab.tshark(&records, "alice", "dnp3.al.func", &["dnp3.al.func", "dnp3.al.iin.fcni"]);

@@ -624,7 +624,7 @@ impl Writer {
                 m.put("session", sid).put("req", r.seq);
                 if let Some(u) = r.decoded.unit_op {
                     if dnp3 {
-                        dnp3_fields(&mut m, r.decoded.function, &u);
+                        dnp3_fields(&mut m, r.decoded.function, &u, r.verdict == Verdict::Deny);
                     } else if enip {
                         enip_fields(&mut m, r.decoded.function, &u, bytes);
                     } else {
@@ -1411,12 +1411,16 @@ fn s7_function_name(function: u8, subfunction: u8) -> &'static str {
 
 /// A DNP3 unit's fields: function (and its name), application sequence,
 /// operation, the IIN2 bits the gate refused it with.
-fn dnp3_fields(m: &mut Fields, function: u8, u: &dataplane::audit::UnitDecoded) {
+fn dnp3_fields(m: &mut Fields, function: u8, u: &dataplane::audit::UnitDecoded, denied: bool) {
+    use dataplane::wire::dnp3 as w;
     m.put("function", function).put("function_name", dnp3_function_name(function));
     m.put("app_seq", u.reference).put("op", u.op.as_str());
-    // The gate's answer: IIN1 as the outstation last reported it, IIN2.
+    // The gate's answer: IIN1 as the outstation last reported it, IIN2; a
+    // refused control without IIN2 bits was echoed with its status.
     let [iin1, iin2] = u.error.to_be_bytes();
-    if iin2 != 0 {
+    if iin2 == 0 && denied && matches!(function, w::SELECT | w::OPERATE | w::DIRECT_OPERATE) {
+        m.put("dnp3_error", format!("control status {} (not authorized)", w::STATUS_NOT_AUTHORIZED)).put("iin1", iin1);
+    } else if iin2 != 0 {
         let why = match iin2 {
             dataplane::wire::dnp3::IIN2_NO_FUNC_CODE_SUPPORT => "function code not supported",
             dataplane::wire::dnp3::IIN2_PARAMETER_ERROR => "parameter error",

@@ -19,10 +19,14 @@
 //! | authentication and anything else                     | `other`      |
 //!
 //! Allowed requests go to the outstation unchanged. Denied ones are
-//! answered by the gate as the outstation refuses a function it does not
-//! perform: a response (0x81) with the request's application sequence and
-//! IIN2.0 (function code not supported), from the outstation's address to
-//! the master's (and a link ACK first if the frame asked for one). The
+//! answered by the gate as the outstation would, from the outstation's
+//! address to the master's (and after a link ACK if the frame asked for
+//! one): a select, operate or direct operate of control relay output
+//! blocks or analog output blocks, whole in one segment, gets a response
+//! (0x81) echoing its objects with each status set to 9, not authorized, as
+//! an outstation answers a control it will not perform; anything else gets
+//! a response with the request's application sequence and IIN2.0 (function
+//! code not supported), as it refuses a function it does not perform. The
 //! "no acknowledgement" functions are refused without an answer, as they
 //! expect none. The outstation's responses are matched to the waiting
 //! request by application sequence (later fragments of a response and
@@ -158,15 +162,13 @@ impl Dnp3 {
         } else {
             // A whole fragment in this one segment: its objects are all here.
             let whole = segment.fin && app.fin;
-            i.op = op_of(&app, frame.user.get(3..).filter(|_| whole));
+            let objects = frame.user.get(3..).filter(|_| whole);
+            i.op = op_of(&app, objects);
             match decide(i.op) {
                 Decision::Permit(p) => (Verdict::Allowed { rule: p.rule }, Refusal::None),
                 Decision::Deny(denial) => {
-                    let iin = [self.iin1, wire::IIN2_NO_FUNC_CODE_SUPPORT];
-                    (
-                        Verdict::Denied { denial, error: u16::from_be_bytes(iin) },
-                        Refusal::for_request(&frame, &app, iin),
-                    )
+                    let refusal = Refusal::for_request(&frame, &app, objects, self.iin1);
+                    (Verdict::Denied { denial, error: u16::from_be_bytes(refusal.iin(self.iin1)) }, refusal)
                 }
             }
         };
@@ -239,35 +241,73 @@ enum Refusal {
     /// Answered with a response carrying `iin` (and a link ACK before it
     /// when the frame asked for one). Addresses: (master, outstation).
     Answer { addresses: (u16, u16), app_seq: u8, link_ack: bool, iin: [u8; 2] },
+    /// A refused control: a response echoing the request's `objects` bytes
+    /// of control objects (the frame's user data from byte 3), each status
+    /// set to not authorized, with IIN1 and no IIN2 bit (and a link ACK
+    /// before it when the frame asked for one).
+    Echo { addresses: (u16, u16), app_seq: u8, link_ack: bool, iin1: u8, objects: u8 },
 }
 
 impl Refusal {
     /// How a denied request is answered: a response when it expects one
     /// (after a link ACK if the frame asked for one), else a link ACK or
     /// nothing.
-    fn for_request(frame: &Frame<'_>, app: &AppHeader, iin: [u8; 2]) -> Self {
+    /// `objects`: the request's objects when its fragment is this one
+    /// segment; `iin1` as the outstation last reported it.
+    fn for_request(frame: &Frame<'_>, app: &AppHeader, objects: Option<&[u8]>, iin1: u8) -> Self {
         let addresses = (frame.src, frame.dest);
-        let confirmed = frame.function() == wire::LINK_CONFIRMED_USER_DATA;
+        let (app_seq, link_ack) = (app.seq, frame.function() == wire::LINK_CONFIRMED_USER_DATA);
+        let echo = matches!(app.function, wire::SELECT | wire::OPERATE | wire::DIRECT_OPERATE)
+            .then_some(objects)
+            .flatten()
+            .filter(|o| wire::echo_controls(o, wire::STATUS_NOT_AUTHORIZED, &mut [0; MAX_USER - 5]).is_some());
         if frame.dest >= wire::BROADCAST_MIN {
             // Outstations answer broadcasts neither at the link nor above.
             Self::Drop
+        } else if let Some(o) = echo {
+            // At most MAX_USER - 5 bytes: it fitted the echo.
+            Self::Echo { addresses, app_seq, link_ack, iin1, objects: o.len() as u8 }
         } else if expects_response(app.function) {
-            Self::Answer { addresses, app_seq: app.seq, link_ack: confirmed, iin }
-        } else if confirmed {
+            Self::Answer { addresses, app_seq, link_ack, iin: [iin1, wire::IIN2_NO_FUNC_CODE_SUPPORT] }
+        } else if link_ack {
             Self::LinkAck { addresses }
         } else {
             Self::Drop
         }
     }
 
-    /// Writes the answer into `out`; returns its length (0: none).
-    fn emit(self, out: &mut [u8; MAX_REFUSAL]) -> usize {
+    /// The IIN the refusal carries (or would: the audit trail records it
+    /// for every refusal).
+    fn iin(&self, iin1: u8) -> [u8; 2] {
+        match self {
+            Self::Echo { .. } => [iin1, 0],
+            _ => [iin1, wire::IIN2_NO_FUNC_CODE_SUPPORT],
+        }
+    }
+
+    /// Writes the answer into `out`; returns its length (0: none). `user`:
+    /// the refused frame's user data.
+    fn emit(self, user: &[u8], out: &mut [u8; MAX_REFUSAL]) -> usize {
+        let ack = |out: &mut [u8; MAX_REFUSAL], (master, outstation), link_ack: bool| {
+            if link_ack {
+                wire::emit_link_ack(out, master, outstation)
+            } else {
+                0
+            }
+        };
         match self {
             Self::None | Self::Drop => 0,
-            Self::LinkAck { addresses: (master, outstation) } => wire::emit_link_ack(out, master, outstation),
-            Self::Answer { addresses: (master, outstation), app_seq, link_ack, iin } => {
-                let n = if link_ack { wire::emit_link_ack(out, master, outstation) } else { 0 };
-                n + wire::emit_refusal(&mut out[n..], master, outstation, app_seq, iin)
+            Self::LinkAck { addresses } => ack(out, addresses, true),
+            Self::Answer { addresses, app_seq, link_ack, iin } => {
+                let n = ack(out, addresses, link_ack);
+                n + wire::emit_refusal(&mut out[n..], addresses.0, addresses.1, app_seq, iin, &[])
+            }
+            Self::Echo { addresses, app_seq, link_ack, iin1, objects } => {
+                let n = ack(out, addresses, link_ack);
+                let objects = user.get(3..3 + usize::from(objects)).unwrap_or_default();
+                let mut echo = [0u8; MAX_USER - 5];
+                let len = wire::echo_controls(objects, wire::STATUS_NOT_AUTHORIZED, &mut echo).unwrap_or(0);
+                n + wire::emit_refusal(&mut out[n..], addresses.0, addresses.1, app_seq, [iin1, 0], &echo[..len])
             }
         }
     }
@@ -284,8 +324,11 @@ const _: () = assert!(2 * MAX_FRAME <= MAX_REFUSAL);
 pub fn refusal(frame: &[u8], error: u16, out: &mut [u8; MAX_REFUSAL]) -> Option<usize> {
     let mut user = [0u8; MAX_USER];
     let f = Frame::parse(frame, &mut user)?;
-    let app = Segment::parse(f.user).filter(|_| f.carries_data())?.app?;
-    let n = Refusal::for_request(&f, &app, error.to_be_bytes()).emit(out);
+    let segment = Segment::parse(f.user).filter(|_| f.carries_data())?;
+    let app = segment.app?;
+    let objects = f.user.get(3..).filter(|_| segment.fin && app.fin);
+    let [iin1, _] = error.to_be_bytes();
+    let n = Refusal::for_request(&f, &app, objects, iin1).emit(f.user, out);
     (n > 0).then_some(n)
 }
 
@@ -306,7 +349,7 @@ impl Protocol for Dnp3 {
     ) -> Result<(Inspected, Option<usize>), Anomaly> {
         let (i, refusal, segment) = self.inspect(unit, decide);
         self.segment = segment;
-        Ok((i, (refusal != Refusal::None).then(|| refusal.emit(out))))
+        Ok((i, (refusal != Refusal::None).then(|| refusal.emit(&self.user, out))))
     }
 
     fn sent(&mut self, i: &Inspected, now: u64) {

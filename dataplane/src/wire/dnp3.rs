@@ -69,6 +69,10 @@ pub const AUTH_RESPONSE: u8 = 0x83;
 pub const IIN2_NO_FUNC_CODE_SUPPORT: u8 = 0x01;
 /// IIN2 bit 2: parameter error (a request the outstation cannot parse).
 pub const IIN2_PARAMETER_ERROR: u8 = 0x04;
+/// Control status 9, not authorized (IEEE 1815-2012 table 11-13): how an
+/// outstation answers a select or operate it will not perform for this
+/// master, in the status byte of each control object it echoes.
+pub const STATUS_NOT_AUTHORIZED: u8 = 9;
 
 /// CRC-16/DNP (polynomial 0x3D65 reflected, init 0, output inverted).
 pub fn crc(data: &[u8]) -> u16 {
@@ -280,13 +284,66 @@ pub fn emit_frame(out: &mut [u8], control: u8, dest: u16, src: u16, user: &[u8])
 
 /// The gate's answer to a refused request, as an outstation at address
 /// `outstation` answers master `master`: one frame, one segment, a response
-/// (0x81) with the request's application sequence, no objects, and
-/// `[iin1, iin2]` (IIN1 as the outstation last reported it). Returns its
-/// length; `out` must hold [`MAX_FRAME`].
-pub fn emit_refusal(out: &mut [u8], master: u16, outstation: u16, app_seq: u8, iin: [u8; 2]) -> usize {
+/// (0x81) with the request's application sequence, `[iin1, iin2]` (IIN1 as
+/// the outstation last reported it) and `objects` (at most
+/// [`MAX_USER`] - 5 bytes; more are cut). Returns its length; `out` must
+/// hold [`MAX_FRAME`].
+pub fn emit_refusal(out: &mut [u8], master: u16, outstation: u16, app_seq: u8, iin: [u8; 2], objects: &[u8]) -> usize {
     // Transport FIN|FIR seq 0; application FIR|FIN seq; 0x81; IIN1; IIN2.
-    let user = [0xc0, 0xc0 | (app_seq & 0x0f), RESPONSE, iin[0], iin[1]];
-    emit_frame(out, PRM | LINK_UNCONFIRMED_USER_DATA, master, outstation, &user)
+    let mut user = [0u8; MAX_USER];
+    user[..5].copy_from_slice(&[0xc0, 0xc0 | (app_seq & 0x0f), RESPONSE, iin[0], iin[1]]);
+    let n = objects.len().min(MAX_USER - 5);
+    user[5..5 + n].copy_from_slice(&objects[..n]);
+    emit_frame(out, PRM | LINK_UNCONFIRMED_USER_DATA, master, outstation, &user[..5 + n])
+}
+
+/// The size of one control object, its status byte last: a control relay
+/// output block (g12v1) or an analog output block (g41v1 32-bit, v2
+/// 16-bit, v3 float, v4 double).
+fn control_object_size(group: u8, variation: u8) -> Option<usize> {
+    match (group, variation) {
+        (12, 1) => Some(11),
+        (41, 1 | 3) => Some(5),
+        (41, 2) => Some(3),
+        (41, 4) => Some(9),
+        _ => None,
+    }
+}
+
+/// How an outstation answers a select or operate it does not accept: the
+/// request's objects echoed, each object's status byte set to `status`.
+/// Writes the echo into `out` and returns its length. `None` unless the
+/// objects are only control relay output blocks and analog output blocks,
+/// each header with a count (qualifiers 0x07, 0x08) or index-prefixed
+/// objects (0x17, 0x28) of at least one, all of them whole and nothing
+/// after them, and the echo fits in `out`.
+pub fn echo_controls(objects: &[u8], status: u8, out: &mut [u8]) -> Option<usize> {
+    let out = out.get_mut(..objects.len())?;
+    out.copy_from_slice(objects);
+    let byte = |at: usize| objects.get(at).copied().map(usize::from);
+    let mut at = 0;
+    while at < objects.len() {
+        let (group, variation, qualifier) = (objects[at], *objects.get(at + 1)?, *objects.get(at + 2)?);
+        let size = control_object_size(group, variation)?;
+        at += 3;
+        // (count, index prefix, width of the count)
+        let (count, prefix, width) = match qualifier {
+            0x07 => (byte(at)?, 0, 1),
+            0x08 => (byte(at)? | byte(at + 1)? << 8, 0, 2),
+            0x17 => (byte(at)?, 1, 1),
+            0x28 => (byte(at)? | byte(at + 1)? << 8, 2, 2),
+            _ => return None,
+        };
+        if count == 0 {
+            return None;
+        }
+        at += width;
+        for _ in 0..count {
+            at += prefix + size;
+            *out.get_mut(at.checked_sub(1)?)? = status;
+        }
+    }
+    Some(objects.len())
 }
 
 /// A link-layer ACK from `outstation` to `master` (the answer to a

@@ -67,13 +67,15 @@ fn a_viewer_polls_and_syncs_time_and_is_refused_the_rest() {
     let seen = feed(&mut insp, &mut w, &stream, viewer);
     let got: Vec<_> = seen.iter().map(|i| (i.function, i.op, i.verdict)).collect();
     let no = Verdict::Denied { denial: Denial::NoRule, error: 1 };
+    // A refused control is echoed: no IIN2 bit.
+    let echoed = Verdict::Denied { denial: Denial::NoRule, error: 0 };
     assert_eq!(
         got,
         [
             (0xf9, Op::Other, Verdict::Transport),
             (wire::READ, Op::Read, Verdict::Allowed { rule: 7 }),
             (wire::WRITE, Op::Diagnostic, Verdict::Allowed { rule: 7 }),
-            (wire::DIRECT_OPERATE, Op::Control, no),
+            (wire::DIRECT_OPERATE, Op::Control, echoed),
             (wire::WRITE, Op::Write, no),
             (wire::DIRECT_OPERATE_NR, Op::Control, no),
             (wire::CONFIRM, Op::Other, Verdict::Transport),
@@ -86,8 +88,12 @@ fn a_viewer_polls_and_syncs_time_and_is_refused_the_rest() {
             .concat()
     );
     // One response per refused request that expects one (not the _NR),
-    // each with its sequence and IIN2.0.
-    assert_eq!(apps(&w.user), [vec![0xc3, 0x81, 0, 1], vec![0xc4, 0x81, 0, 1], vec![0xc7, 0x81, 0, 1]],);
+    // each with its sequence: the operate's echoes its CROB with status 9
+    // (not authorized), the others carry IIN2.0.
+    let mut crob = CROB.to_vec();
+    crob[15] = wire::STATUS_NOT_AUTHORIZED;
+    let operate = [&[0xc3, 0x81, 0, 0][..], &crob].concat();
+    assert_eq!(apps(&w.user), [operate, vec![0xc4, 0x81, 0, 1], vec![0xc7, 0x81, 0, 1]],);
     assert_eq!((insp.stats.allowed, insp.stats.denied), (4, 4));
 }
 
@@ -254,10 +260,14 @@ fn operations_follow_the_table() {
 /// What the capture shows for a refused request is what the master got.
 #[test]
 fn refusals_rebuilt_for_the_capture_are_the_ones_sent() {
-    for req in [
-        request(3, wire::DIRECT_OPERATE, &CROB),
-        frame(CONFIRMED, &[0xc0, 0xc1, wire::COLD_RESTART]),
-        frame(CONFIRMED, &[0xc0, 0xc1, wire::DIRECT_OPERATE_NR, 12, 1]),
+    let select = [&[0xc0, 0xc2, wire::SELECT][..], &CROB, &ANALOG].concat();
+    for (req, iin2) in [
+        (request(3, wire::DIRECT_OPERATE, &CROB), 0),
+        (frame(CONFIRMED, &select), 0),
+        // Not a control object: refused as a function.
+        (request(4, wire::OPERATE, &TIME), 1),
+        (frame(CONFIRMED, &[0xc0, 0xc1, wire::COLD_RESTART]), 1),
+        (frame(CONFIRMED, &[0xc0, 0xc1, wire::DIRECT_OPERATE_NR, 12, 1]), 1),
     ] {
         let mut insp = Dnp3Inspector::new();
         let mut w = Wires::default();
@@ -266,7 +276,7 @@ fn refusals_rebuilt_for_the_capture_are_the_ones_sent() {
         w.user.clear();
         let seen = feed(&mut insp, &mut w, &req, viewer);
         let Verdict::Denied { error, .. } = seen[0].verdict else { panic!() };
-        assert_eq!(error, 0x9001);
+        assert_eq!(error, 0x9000 | iin2);
         let mut out = [0u8; MAX_REFUSAL];
         let n = refusal(&req, error, &mut out).unwrap_or(0);
         assert_eq!(&out[..n], &w.user[..]);

@@ -85,7 +85,7 @@ fn damaged_frames_are_refused() {
 #[test]
 fn refusals_are_responses_a_master_accepts() {
     let mut out = [0u8; MAX_FRAME];
-    let n = emit_refusal(&mut out, 2, 1, 3, [0x90, IIN2_NO_FUNC_CODE_SUPPORT]);
+    let n = emit_refusal(&mut out, 2, 1, 3, [0x90, IIN2_NO_FUNC_CODE_SUPPORT], &[]);
     assert_eq!(Framer::next(&out[..n]), Progress::Done { len: n });
     let mut user = [0; MAX_USER];
     let f = Frame::parse(&out[..n], &mut user).unwrap();
@@ -98,6 +98,76 @@ fn refusals_are_responses_a_master_accepts() {
     let f = Frame::parse(&out[..n], &mut user).unwrap();
     assert_eq!((f.control, f.user.len()), (LINK_ACK, 0));
     assert!(!f.carries_data());
+}
+
+/// CROB (g12v1) for index 1, latch on, 100 ms, status 0; then a 16-bit
+/// analog output (g41v2) for index 3, value 10000.
+const CONTROLS: [u8; 26] =
+    [12, 1, 0x17, 1, 1, 0x03, 1, 100, 0, 0, 0, 100, 0, 0, 0, 0, 41, 2, 0x28, 1, 0, 3, 0, 0x10, 0x27, 0];
+
+#[test]
+fn refused_controls_are_echoed_with_their_status() {
+    let objects = CONTROLS;
+    let mut out = [0u8; MAX_USER];
+    assert_eq!(echo_controls(&objects, STATUS_NOT_AUTHORIZED, &mut out), Some(objects.len()));
+    // Only the status bytes changed.
+    let changed: Vec<usize> = (0..objects.len()).filter(|&i| out[i] != objects[i]).collect();
+    assert_eq!(changed, [15, 25]);
+    assert_eq!((out[15], out[25]), (9, 9));
+    // Counts without indexes, and several objects under one header.
+    let two = [41, 1, 0x07, 2, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0];
+    assert_eq!(echo_controls(&two, 9, &mut out), Some(14));
+    assert_eq!((out[8], out[13]), (9, 9));
+    let wide = [41, 4, 0x08, 1, 0, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0];
+    assert_eq!(echo_controls(&wide, 9, &mut out), Some(14));
+    assert_eq!(out[13], 9);
+    // The response carries the echo after its IIN.
+    let mut frame = [0u8; MAX_FRAME];
+    let n = emit_refusal(&mut frame, 2, 1, 5, [0x80, 0], &out[..14]);
+    let mut user = [0; MAX_USER];
+    let f = Frame::parse(&frame[..n], &mut user).unwrap();
+    assert_eq!(&f.user[..5], &[0xc0, 0xc5, RESPONSE, 0x80, 0]);
+    assert_eq!(&f.user[5..], &out[..14]);
+}
+
+#[test]
+fn what_cannot_be_echoed_is_not() {
+    let mut out = [0u8; MAX_USER];
+    let cases: [&[u8]; 9] = [
+        // Pattern control block, binary output, unknown qualifier, zero count.
+        &[12, 2, 0x07, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[10, 2, 0x17, 1, 0, 0],
+        &[12, 1, 0x5b, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[12, 1, 0x17, 0],
+        // A header cut short, a count cut short, an object cut short.
+        &[12, 1],
+        &[41, 2, 0x28, 1],
+        &CONTROLS[..25],
+        // Something after the objects.
+        &[41, 2, 0x17, 1, 3, 0x10, 0x27, 0, 60],
+        &[],
+    ];
+    for (i, objects) in cases.iter().enumerate() {
+        let expected = objects.is_empty().then_some(0);
+        assert_eq!(echo_controls(objects, 9, &mut out), expected, "case {i}: {objects:?}");
+    }
+    // No room.
+    assert_eq!(echo_controls(&CONTROLS, 9, &mut out[..25]), None);
+    // Every prefix and random bytes never panic.
+    for n in 0..=CONTROLS.len() {
+        let _ = echo_controls(&CONTROLS[..n], 9, &mut out);
+    }
+    let mut rng = crate::xorshift::XorShift::new(12);
+    for _ in 0..20_000 {
+        let len = rng.below(40);
+        let mut objects: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        if len >= 3 {
+            objects[..3].copy_from_slice(&[[12, 41][rng.below(2)], 1 + rng.below(4) as u8, 0x17]);
+        }
+        if let Some(n) = echo_controls(&objects, 9, &mut out) {
+            assert_eq!(n, objects.len());
+        }
+    }
 }
 
 #[test]
