@@ -7,7 +7,9 @@
 //!
 //! Invariants checked: nothing panics; every byte the gate forwards or
 //! writes is a whole link frame with good CRCs; every frame the gate writes
-//! to the master is a link ACK or a response carrying IIN2.0.
+//! to the master is a link ACK, a response carrying IIN2.0, or a response
+//! without IIN2 bits echoing control objects whose statuses are all 9 (not
+//! authorized).
 //!
 //! Run with `cargo +nightly fuzz run dnp3`.
 #![no_main]
@@ -15,7 +17,9 @@
 mod units;
 
 use dataplane::inspect::dnp3::Dnp3;
-use dataplane::wire::dnp3::{emit_frame, Frame, Segment, MAX_FRAME, MAX_USER, RESPONSE};
+use dataplane::wire::dnp3::{
+    echo_controls, emit_frame, Frame, Segment, MAX_FRAME, MAX_USER, RESPONSE, STATUS_NOT_AUTHORIZED,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// `[cut, len, control, user.., len, control, user.., ...]` as frames with
@@ -42,7 +46,18 @@ fuzz_target!(|data: &[u8]| {
         // A link ACK carries nothing; a response: FIN|FIR, app, 0x81, IIN.
         if !f.user.is_empty() {
             let app = Segment::parse(f.user).and_then(|s| s.app).expect("a refusal has an application header");
-            assert_eq!((app.function, f.user.get(4)), (RESPONSE, Some(&1)));
+            assert_eq!(app.function, RESPONSE);
+            match f.user.get(4) {
+                Some(&1) => assert_eq!(f.user.len(), 5, "IIN2.0 with objects"),
+                Some(&0) => {
+                    // An echoed control: echoing it again changes nothing.
+                    let objects = &f.user[5..];
+                    let mut again = [0u8; MAX_USER];
+                    assert_eq!(echo_controls(objects, STATUS_NOT_AUTHORIZED, &mut again), Some(objects.len()));
+                    assert_eq!(&again[..objects.len()], objects, "a status that is not 9");
+                }
+                other => panic!("a refusal with IIN2 {other:?}"),
+            }
         }
     }
 });
