@@ -84,11 +84,22 @@ struct Conn {
 /// # Errors
 /// Bad arguments, the lab could not be built, or a request failed.
 pub fn pass(args: &PassArgs) -> Result<(), String> {
+    check(args)?;
+    let profile = prepare(args.pin, "pass")?;
+    let (hot, cold) = measure(args)?;
+    print(args, profile, &hot, &cold);
+    Ok(())
+}
+
+fn check(args: &PassArgs) -> Result<(), String> {
     arg("sessions", (1..=1000).contains(&args.sessions), "in 1..=1000")?;
     arg("requests", (100..=10_000_000).contains(&args.requests), "in 100..=10000000")?;
     arg("evict-kib", args.evict_kib <= 1 << 20, "at most 1048576")?;
-    arg("registers", (1..=125).contains(&args.registers), "in 1..=125")?;
-    let profile = prepare(args.pin, "pass")?;
+    arg("registers", (1..=125).contains(&args.registers), "in 1..=125")
+}
+
+/// The hot and the cold variant's tallies.
+fn measure(args: &PassArgs) -> Result<(Tally, Tally), String> {
     let config = control::config::parse("config/lab.toml (embedded)", LAB_CONFIG).map_err(|e| e.to_string())?;
     let opts = CoreOptions { idle: IdleMode::Busy, ..CoreOptions::default() };
     let mut lab = MemLab::new(&config, opts).map_err(|e| e.to_string())?;
@@ -122,7 +133,10 @@ pub fn pass(args: &PassArgs) -> Result<(), String> {
     if closed > 0 {
         return Err(format!("{closed} sessions closed during the measurement"));
     }
+    Ok((hot, cold))
+}
 
+fn print(args: &PassArgs, profile: &str, hot: &Tally, cold: &Tally) {
     println!(
         "accessgate-perf pass: {} sessions, one request at a time ({} registers), {} requests per variant, evict {} KiB, {profile}{}",
         args.sessions,
@@ -136,7 +150,7 @@ pub fn pass(args: &PassArgs) -> Result<(), String> {
         "| variant | gate µs / request | passes with work / request | frames in / out per request | idle pass p50 ns |"
     );
     println!("|---|---:|---:|---:|---:|");
-    let variants: Vec<&Tally> = if args.evict_kib == 0 { vec![&hot] } else { vec![&hot, &cold] };
+    let variants: Vec<&Tally> = if args.evict_kib == 0 { vec![hot] } else { vec![hot, cold] };
     for t in &variants {
         let r = t.requests.max(1) as f64;
         println!(
@@ -169,7 +183,6 @@ pub fn pass(args: &PassArgs) -> Result<(), String> {
             );
         }
     }
-    Ok(())
 }
 
 /// Sends one request on session `k mod N` and steps the lab until its
@@ -249,4 +262,39 @@ fn scribble(buf: &mut [u8]) {
         *b = b.wrapping_add(1);
     }
     std::hint::black_box(&buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(sessions: usize, requests: usize, evict_kib: usize) -> PassArgs {
+        PassArgs { sessions, requests, evict_kib, registers: 10, pin: None }
+    }
+
+    /// Each request is answered whole and checked; the gate sees its four
+    /// frames one per pass (request, answer, and the two ACKs), in both
+    /// variants.
+    #[test]
+    fn every_pass_carries_one_frame_and_every_answer_is_checked() {
+        let (hot, cold) = measure(&args(3, 100, 64)).unwrap();
+        for t in [&hot, &cold] {
+            assert_eq!(t.requests, 100, "{}", t.name);
+            assert_eq!(t.rx, 400, "{}: four frames in per request", t.name);
+            assert!(t.tx >= 200, "{}: the request and the answer go out", t.name);
+            assert_eq!(t.by_rx[1].len(), 400, "{}: one frame per pass", t.name);
+            assert!(t.gate > Duration::ZERO && !t.idle.is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        for (a, want) in [
+            (args(0, 100, 0), "--sessions must be in 1..=1000"),
+            (args(1, 10, 0), "--requests must be"),
+            (args(1, 100, 2 << 20), "--evict-kib must be at most"),
+        ] {
+            assert!(check(&a).unwrap_err().starts_with(want), "{want}");
+        }
+    }
 }
