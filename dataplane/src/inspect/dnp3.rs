@@ -139,7 +139,10 @@ impl Dnp3 {
                         verdict: f.verdict,
                         ..i
                     };
-                    let refusal = if f.forward { Refusal::None } else { Refusal::Drop };
+                    // A refused fragment's later frames still get their link
+                    // ACK when they asked for one: the master's link layer
+                    // waits for it.
+                    let refusal = if f.forward { Refusal::None } else { Refusal::later_segment(&frame) };
                     (i, refusal, Some((false, segment.fin, segment.seq)))
                 }
                 _ => {
@@ -276,6 +279,16 @@ impl Refusal {
         }
     }
 
+    /// How a later segment of a refused fragment is answered: a link ACK
+    /// if its frame asked for one (not to a broadcast), else nothing.
+    fn later_segment(frame: &Frame<'_>) -> Self {
+        if frame.function() == wire::LINK_CONFIRMED_USER_DATA && frame.dest < wire::BROADCAST_MIN {
+            Self::LinkAck { addresses: (frame.src, frame.dest) }
+        } else {
+            Self::Drop
+        }
+    }
+
     /// The IIN the refusal carries (or would: the audit trail records it
     /// for every refusal).
     fn iin(&self, iin1: u8) -> [u8; 2] {
@@ -319,16 +332,25 @@ const _: () = assert!(2 * MAX_FRAME <= MAX_REFUSAL);
 /// The answer the gate sent for the refused frame `frame` with `error`
 /// (IIN1 << 8 | IIN2, as the audit trail records it), rebuilt for the
 /// capture (the outstation never saw the request). `None` when the frame
-/// got no answer (not a fragment's first segment, or a request that
-/// expects no response).
+/// got no answer (a request that expects no response, or a malformed
+/// frame: those carry IIN2.2, parameter error).
 pub fn refusal(frame: &[u8], error: u16, out: &mut [u8; MAX_REFUSAL]) -> Option<usize> {
     let mut user = [0u8; MAX_USER];
     let f = Frame::parse(frame, &mut user)?;
     let segment = Segment::parse(f.user).filter(|_| f.carries_data())?;
-    let app = segment.app?;
-    let objects = f.user.get(3..).filter(|_| segment.fin && app.fin);
-    let [iin1, _] = error.to_be_bytes();
-    let n = Refusal::for_request(&f, &app, objects, iin1).emit(f.user, out);
+    let [iin1, iin2] = error.to_be_bytes();
+    if iin2 == wire::IIN2_PARAMETER_ERROR {
+        return None;
+    }
+    let refusal = match segment.app {
+        Some(app) if segment.fir => {
+            let objects = f.user.get(3..).filter(|_| segment.fin && app.fin);
+            Refusal::for_request(&f, &app, objects, iin1)
+        }
+        _ if !segment.fir => Refusal::later_segment(&f),
+        _ => Refusal::Drop,
+    };
+    let n = refusal.emit(f.user, out);
     (n > 0).then_some(n)
 }
 

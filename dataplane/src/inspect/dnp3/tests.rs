@@ -127,6 +127,47 @@ fn a_fragment_in_several_segments_shares_the_first_ones_fate() {
     assert!(w.asset.is_empty() && w.user.is_empty());
 }
 
+/// In confirmed mode every frame of a refused fragment gets its link ACK
+/// (the master's link layer retries, then fails, without one); the first
+/// also gets the response; the capture's rebuild agrees.
+#[test]
+fn every_confirmed_frame_of_a_refused_fragment_gets_its_link_ack() {
+    let first = frame(CONFIRMED, &[&[0x40, 0xc9, wire::DIRECT_OPERATE][..], &CROB[..8]].concat());
+    let last = frame(CONFIRMED, &[&[0x81][..], &CROB[8..]].concat());
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires::default();
+    let seen = feed(&mut insp, &mut w, &[first.clone(), last.clone()].concat(), viewer);
+    assert!(w.asset.is_empty());
+    let mut user = [0; MAX_USER];
+    let mut stream = &w.user[..];
+    let mut sent = Vec::new();
+    while let Progress::Done { len } = Framer::next(stream) {
+        let f = Frame::parse(&stream[..len], &mut user).unwrap();
+        sent.push((f.control, f.user.get(2).copied()));
+        stream = &stream[len..];
+    }
+    // ACK, response (IIN2.0: the objects span two segments), ACK.
+    let response = PRM | wire::LINK_UNCONFIRMED_USER_DATA;
+    assert_eq!(sent, [(wire::LINK_ACK, None), (response, Some(wire::RESPONSE)), (wire::LINK_ACK, None)]);
+    // What the capture shows for each frame is what was sent.
+    let mut rebuilt = Vec::new();
+    for (req, i) in [first, last].iter().zip(&seen) {
+        let Verdict::Denied { error, .. } = i.verdict else { panic!("{i:?}") };
+        let mut out = [0u8; MAX_REFUSAL];
+        let n = refusal(req, error, &mut out).unwrap_or(0);
+        rebuilt.extend_from_slice(&out[..n]);
+    }
+    assert_eq!(rebuilt, w.user);
+    // The same frames unconfirmed: one answer, the response.
+    let mut w = Wires::default();
+    let unconfirmed = [
+        frame(DATA, &[&[0x40, 0xc9, wire::DIRECT_OPERATE][..], &CROB[..8]].concat()),
+        frame(DATA, &[&[0x81][..], &CROB[8..]].concat()),
+    ];
+    feed(&mut Dnp3Inspector::new(), &mut w, &unconfirmed.concat(), viewer);
+    assert_eq!(apps(&w.user), [vec![0xc9, 0x81, 0, 1]]);
+}
+
 #[test]
 fn a_refused_confirmed_frame_gets_its_link_ack() {
     let mut w = Wires::default();
