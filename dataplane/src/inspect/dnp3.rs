@@ -33,6 +33,13 @@
 //! unsolicited responses pass); other responses are dropped and counted.
 //! A stream with a bad frame (start bytes, length, any CRC) ends the session.
 //!
+//! In confirmed mode the link layer counts frames (the FCB alternates and a
+//! frame with the last one's FCB is a repeat). A frame the gate answers
+//! itself is counted by the master but never reaches the outstation, so
+//! the gate keeps the outstation's count: it rewrites the FCB (and the
+//! header CRC) of the frames it forwards to the one the outstation expects,
+//! and gives a repeat the FCB it gave the original.
+//!
 //! Buffers are fixed (two frames per direction). Nothing here allocates.
 
 use super::{forwards, Answer, Inspected, Protocol, Units, Verdict, MAX_REFUSAL};
@@ -49,6 +56,14 @@ struct Fate {
     app_seq: u8,
     /// The transport sequence the next segment must carry.
     next_seq: u8,
+}
+
+/// The link layer's frame count, master to outstation: the FCB of the
+/// master's last counted frame, and the FCB the outstation last got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LinkCount {
+    master: Option<bool>,
+    sent: Option<bool>,
 }
 
 /// The request waiting for its response.
@@ -79,6 +94,11 @@ pub struct Dnp3 {
     /// The last unit's transport segment (first?, last?, sequence), if it
     /// carried one that counts.
     segment: Option<(bool, bool, u8)>,
+    link: LinkCount,
+    /// What the last unit does to `link`, made when it is sent. `Some`
+    /// between `request` and `sent`: a unit decided again (it found no
+    /// room) was already rewritten.
+    link_step: Option<Option<LinkCount>>,
 }
 
 impl Default for Dnp3 {
@@ -91,6 +111,8 @@ impl Default for Dnp3 {
             more_fragments: false,
             iin1: 0,
             segment: None,
+            link: LinkCount::default(),
+            link_step: None,
         }
     }
 }
@@ -279,6 +301,15 @@ impl Refusal {
         }
     }
 
+    /// Whether the answer starts with a link ACK.
+    fn acks(&self) -> bool {
+        match *self {
+            Self::LinkAck { .. } => true,
+            Self::Answer { link_ack, .. } | Self::Echo { link_ack, .. } => link_ack,
+            Self::None | Self::Drop => false,
+        }
+    }
+
     /// How a later segment of a refused fragment is answered: a link ACK
     /// if its frame asked for one (not to a broadcast), else nothing.
     fn later_segment(frame: &Frame<'_>) -> Self {
@@ -371,10 +402,16 @@ impl Protocol for Dnp3 {
     ) -> Result<(Inspected, Option<usize>), Anomaly> {
         let (i, refusal, segment) = self.inspect(unit, decide);
         self.segment = segment;
+        if self.link_step.is_none() {
+            self.link_step = Some(self.count(unit, refusal));
+        }
         Ok((i, (refusal != Refusal::None).then(|| refusal.emit(&self.user, out))))
     }
 
     fn sent(&mut self, i: &Inspected, now: u64) {
+        if let Some(count) = self.link_step.take().flatten() {
+            self.link = count;
+        }
         let Some((first, last, seq)) = self.segment else { return };
         let next = (seq + 1) & 0x3f;
         if first {
@@ -398,6 +435,47 @@ impl Protocol for Dnp3 {
 
     fn restore(&mut self, saved: Self::Saved) {
         (self.waiting, self.down_forwarding, self.more_fragments, self.iin1) = saved;
+    }
+}
+
+impl Dnp3 {
+    /// The link count after the master's frame `unit` goes (`refusal`:
+    /// how), rewriting a forwarded frame's FCB to the outstation's count.
+    /// `None`: the frame does not count.
+    fn count(&self, unit: &mut [u8], refusal: Refusal) -> Option<LinkCount> {
+        let control = *unit.get(3)?;
+        if control & wire::PRM == 0 {
+            return None;
+        }
+        let forwarded = refusal == Refusal::None;
+        if control & 0x0f == wire::LINK_RESET_LINK_STATES {
+            // Both ends start over: the next counted frame carries FCB 1.
+            return forwarded.then_some(LinkCount { master: Some(false), sent: Some(false) });
+        }
+        if control & wire::FCV == 0 {
+            return None;
+        }
+        let fcb = control & wire::FCB != 0;
+        let LinkCount { master, sent } = self.link;
+        if forwarded {
+            let out = match (master, sent) {
+                // The master sends a frame again (it missed the ACK): so
+                // does the gate.
+                (Some(m), Some(s)) if m == fcb => s,
+                (_, Some(s)) => !s,
+                // Nothing counted yet: follow the master.
+                (_, None) => fcb,
+            };
+            if out != fcb {
+                wire::set_fcb(unit, out);
+            }
+            Some(LinkCount { master: Some(fcb), sent: Some(out) })
+        } else if refusal.acks() {
+            // The master counts it delivered; the outstation never saw it.
+            Some(LinkCount { master: Some(fcb), sent })
+        } else {
+            None
+        }
     }
 }
 

@@ -30,7 +30,12 @@ pub const MAX_FRAME: usize = HEADER + MAX_USER + 2 * MAX_USER.div_ceil(BLOCK);
 /// Link control: direction (set on frames from the master), primary.
 pub const DIR: u8 = 0x80;
 pub const PRM: u8 = 0x40;
+/// Primary link control: frame count bit, and whether it is valid (set on
+/// the frames the receiver must count: confirmed user data, test link).
+pub const FCB: u8 = 0x20;
+pub const FCV: u8 = 0x10;
 /// Primary link functions.
+pub const LINK_RESET_LINK_STATES: u8 = 0;
 pub const LINK_CONFIRMED_USER_DATA: u8 = 3;
 pub const LINK_UNCONFIRMED_USER_DATA: u8 = 4;
 /// Destination addresses 0xFFFD..=0xFFFF are broadcasts.
@@ -261,6 +266,16 @@ pub fn housekeeping(objects: &[u8]) -> bool {
             bits.len() == (usize::from(stop - start) + 1).div_ceil(8)
         }
         _ => false,
+    }
+}
+
+/// Sets or clears the frame count bit of the link frame `frame` (one
+/// [`Framer::next`] accepted) and writes its header CRC again.
+pub fn set_fcb(frame: &mut [u8], fcb: bool) {
+    if let Some(head) = frame.get_mut(..HEADER) {
+        head[3] = if fcb { head[3] | FCB } else { head[3] & !FCB };
+        let c = crc(&head[..8]).to_le_bytes();
+        head[8..10].copy_from_slice(&c);
     }
 }
 

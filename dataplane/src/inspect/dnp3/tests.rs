@@ -408,3 +408,81 @@ fn stray_segments_share_no_fate() {
     assert!(matches!(seen[1].verdict, Verdict::Malformed { .. }), "{seen:?}");
     assert_eq!(w.asset, first);
 }
+
+/// Confirmed user data from the master 2 -> 1 with frame count bit `fcb`.
+fn counted(fcb: bool, app_seq: u8, function: u8, objects: &[u8]) -> Vec<u8> {
+    let control = DIR | PRM | wire::FCV | if fcb { wire::FCB } else { 0 } | wire::LINK_CONFIRMED_USER_DATA;
+    frame(control, &[&[0xc0, 0xc0 | app_seq, function][..], objects].concat())
+}
+
+/// Each frame's FCB and its application sequence (None for link frames),
+/// every CRC checked.
+fn counts(mut stream: &[u8]) -> Vec<(bool, Option<u8>)> {
+    let mut out = Vec::new();
+    let mut user = [0; MAX_USER];
+    while let Progress::Done { len } = Framer::next(stream) {
+        let f = Frame::parse(&stream[..len], &mut user).unwrap();
+        out.push((f.control & wire::FCB != 0, f.user.get(1).map(|ac| ac & 0x0f)));
+        stream = &stream[len..];
+    }
+    assert!(stream.is_empty(), "a frame with a bad CRC");
+    out
+}
+
+/// The outstation's frame count stays in step although it never sees the
+/// frames the gate answers: the forwarded frames' FCBs are rewritten to
+/// what it expects, and a repeat gets the same FCB as its original.
+#[test]
+fn the_outstations_frame_count_survives_refused_confirmed_frames() {
+    let reset = frame(DIR | PRM | wire::LINK_RESET_LINK_STATES, &[]);
+    let stream = [
+        reset.clone(),
+        counted(true, 1, wire::READ, &POLL),
+        counted(false, 2, wire::COLD_RESTART, &[]),
+        counted(true, 3, wire::READ, &POLL),
+        // The master missed the ACK and sends it again.
+        counted(true, 3, wire::READ, &POLL),
+        counted(false, 4, wire::READ, &POLL),
+        // Unconfirmed frames are not counted, nor touched.
+        request(5, wire::READ, &POLL),
+    ]
+    .concat();
+    let mut w = Wires::default();
+    feed(&mut Dnp3Inspector::new(), &mut w, &stream, viewer);
+    assert_eq!(
+        counts(&w.asset),
+        [(false, None), (true, Some(1)), (false, Some(3)), (false, Some(3)), (true, Some(4)), (false, Some(5))]
+    );
+    assert!(w.asset.ends_with(&request(5, wire::READ, &POLL)));
+    // In step without refusals: the frames pass unchanged.
+    let clean = [reset, counted(true, 1, wire::READ, &POLL), counted(false, 2, wire::READ, &POLL)].concat();
+    let mut w = Wires::default();
+    feed(&mut Dnp3Inspector::new(), &mut w, &clean, viewer);
+    assert_eq!(w.asset, clean);
+}
+
+/// A frame whose FCB the gate rewrites and that first finds no room at the
+/// asset is rewritten once, not once per try.
+#[test]
+fn a_rewritten_frame_that_waits_for_room_is_rewritten_once() {
+    let head = [
+        frame(DIR | PRM | wire::LINK_RESET_LINK_STATES, &[]),
+        counted(true, 1, wire::READ, &POLL),
+        counted(false, 2, wire::COLD_RESTART, &[]),
+    ]
+    .concat();
+    // An odd and an even number of tries.
+    for tries in [2, 3] {
+        let mut insp = Dnp3Inspector::new();
+        let mut w = Wires::default();
+        feed(&mut insp, &mut w, &head, viewer);
+        w.asset_room = Some(w.asset.len());
+        assert!(feed(&mut insp, &mut w, &counted(true, 3, wire::READ, &POLL), viewer).is_empty());
+        for _ in 1..tries {
+            insp.requests(&mut w, &mut viewer, 0, &mut |_, _| {}).unwrap();
+        }
+        w.asset_room = None;
+        insp.requests(&mut w, &mut viewer, 0, &mut |_, _| {}).unwrap();
+        assert_eq!(counts(&w.asset), [(false, None), (true, Some(1)), (false, Some(3))], "{tries} tries");
+    }
+}
