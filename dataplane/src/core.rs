@@ -409,63 +409,7 @@ impl Core {
         let snap = shared.load_full();
         let clock = Clock::new();
         let now = clock.now();
-        let north_address = snap.north_address.ok_or(CoreError::NoNorthAddress)?;
-        let north_port = ports.first().ok_or(CoreError::MissingPort(0))?;
-        let north_mac = north_port.mac();
-        let mut segments = Vec::with_capacity(snap.segments.len());
-        for (i, seg) in snap.segments.iter().enumerate() {
-            let south_port = ports.get(seg.south_link).ok_or(CoreError::MissingPort(seg.south_link))?;
-            let seed = (id as u64) << 32 | i as u64;
-            let north = ShardedStack::new(Stack::new(
-                0,
-                snap.north_vlan,
-                &StackAddressing {
-                    mac: north_mac,
-                    address: north_address,
-                    gateway: snap.north_gateway,
-                    any_ip: if i == 0 {
-                        [Some(seg.overlay), snap.login.map(|l| Ipv4Net { addr: *l.ip(), len: 32 })]
-                            .into_iter()
-                            .flatten()
-                            .collect()
-                    } else {
-                        vec![seg.overlay]
-                    },
-                },
-                opts.ring,
-                seed ^ 0x9e37_79b9,
-                now,
-            ));
-            let south = ShardedStack::new(Stack::new(
-                seg.south_link,
-                seg.south_vlan,
-                &StackAddressing {
-                    mac: south_port.mac(),
-                    address: seg.south_address,
-                    gateway: seg.south_gateway,
-                    any_ip: Vec::new(),
-                },
-                opts.ring,
-                seed ^ 0x7f4a_7c15,
-                now,
-            ));
-            segments.push(Segment {
-                north,
-                south,
-                south_address: seg.south_address.addr,
-                listeners: Vec::new(),
-                slots: Vec::new(),
-                free: Vec::new(),
-                live: 0,
-                ready: ReadyList::default(),
-                accept: true,
-                sweep_at: 0,
-                next_sweep: now,
-                lingering: Vec::new(),
-                next_port: *EPHEMERAL.start() + ((id as u16).wrapping_mul(4099) % 8192),
-                syn_burst: 0,
-            });
-        }
+        let segments = build_segments(id, &snap, &ports, &opts, now)?;
         let sides = snap.links.iter().map(|l| l.side).collect();
         let mut core = Self {
             id,
@@ -511,7 +455,7 @@ impl Core {
         let mut spun = false;
         let mut fds = Vec::with_capacity(self.ports.len());
         while !stop.load(Ordering::Relaxed) {
-            let work = self.poll_once();
+            let Some(work) = self.pass() else { return };
             if work == 0 || self.audit_held {
                 if let Some(pacer) = self.audit.as_ref().and_then(|t| t.pacer.as_deref()) {
                     if pacer.core_idle() {
@@ -574,6 +518,55 @@ impl Core {
             // next pass do work (and start a spin); a timer does not.
         }
         self.shutdown();
+    }
+
+    /// [`Core::poll_once`], guarded. A panic in a session's step costs that
+    /// session (see `step_ready`); one anywhere else in the pass
+    /// (classification, the stacks, the ports) costs this core's sessions,
+    /// not the core: it starts over ([`Core::restart`]) and the pass counts
+    /// as work. `None` if starting over panicked too: the core cannot go on.
+    pub fn pass(&mut self) -> Option<usize> {
+        if let Some(work) = isolated(|| self.poll_once()) {
+            return Some(work);
+        }
+        log::error!("core {}: panic in a dataplane pass; its sessions are reset, its stacks rebuilt", self.id);
+        if isolated(|| self.restart()).is_none() {
+            log::error!("core {}: panic while starting over; the core stops", self.id);
+            return None;
+        }
+        Some(1)
+    }
+
+    /// What the core does after a panic outside a session's step: every
+    /// session closes (`internal_error`, audited), the stacks are built
+    /// afresh from the snapshot (whatever the panic left half-done goes
+    /// with the old ones; a user's next segment gets a reset from the new
+    /// stack), and `core_restarts` counts it.
+    pub fn restart(&mut self) {
+        let now = self.clock.now();
+        for s in 0..self.segments.len() {
+            for slot in self.segments[s].live_slots() {
+                if let Some(mut sess) = self.segments[s].take(slot) {
+                    sess.detail = Some("the core started over after a panic (see the gate's log)".into());
+                    self.finish(s, sess, CloseReason::InternalError, now);
+                }
+            }
+        }
+        match build_segments(self.id, &self.snap, &self.ports, &self.opts, now) {
+            Ok(segments) => self.segments = segments,
+            // The same snapshot and ports built them at start.
+            Err(e) => log::error!("core {}: rebuilding the stacks: {e}", self.id),
+        }
+        self.index.clear();
+        self.audit_held = false;
+        self.last_pass = None;
+        self.tx = TxStats::default();
+        let snap = self.snap.clone();
+        self.reconcile(&snap);
+        for s in 0..self.segments.len() {
+            self.top_up_listeners(s, 0);
+        }
+        bump(&self.counters.core_restarts, 1);
     }
 
     /// One pass: receive, classify, poll stacks, move bytes, transmit.
@@ -1175,6 +1168,75 @@ impl Core {
 ///
 /// (See [`isolated`] below for the other guard a core keeps.)
 const AUDIT_HEADROOM: usize = 256;
+
+/// A core's segments, each with its two stacks, empty, as `snap` and the
+/// core's `ports` describe them.
+fn build_segments(
+    id: usize,
+    snap: &Snapshot,
+    ports: &[Box<dyn FramePort>],
+    opts: &CoreOptions,
+    now: Instant,
+) -> Result<Vec<Segment>, CoreError> {
+    let north_address = snap.north_address.ok_or(CoreError::NoNorthAddress)?;
+    let north_port = ports.first().ok_or(CoreError::MissingPort(0))?;
+    let north_mac = north_port.mac();
+    let mut segments = Vec::with_capacity(snap.segments.len());
+    for (i, seg) in snap.segments.iter().enumerate() {
+        let south_port = ports.get(seg.south_link).ok_or(CoreError::MissingPort(seg.south_link))?;
+        let seed = (id as u64) << 32 | i as u64;
+        let north = ShardedStack::new(Stack::new(
+            0,
+            snap.north_vlan,
+            &StackAddressing {
+                mac: north_mac,
+                address: north_address,
+                gateway: snap.north_gateway,
+                any_ip: if i == 0 {
+                    [Some(seg.overlay), snap.login.map(|l| Ipv4Net { addr: *l.ip(), len: 32 })]
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                } else {
+                    vec![seg.overlay]
+                },
+            },
+            opts.ring,
+            seed ^ 0x9e37_79b9,
+            now,
+        ));
+        let south = ShardedStack::new(Stack::new(
+            seg.south_link,
+            seg.south_vlan,
+            &StackAddressing {
+                mac: south_port.mac(),
+                address: seg.south_address,
+                gateway: seg.south_gateway,
+                any_ip: Vec::new(),
+            },
+            opts.ring,
+            seed ^ 0x7f4a_7c15,
+            now,
+        ));
+        segments.push(Segment {
+            north,
+            south,
+            south_address: seg.south_address.addr,
+            listeners: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            ready: ReadyList::default(),
+            accept: true,
+            sweep_at: 0,
+            next_sweep: now,
+            lingering: Vec::new(),
+            next_port: *EPHEMERAL.start() + ((id as u16).wrapping_mul(4099) % 8192),
+            syn_burst: 0,
+        });
+    }
+    Ok(segments)
+}
 
 /// Copies an admitted frame into the target stack's ring.
 fn admit(segments: &mut [Segment], segment: usize, north: bool, frame: &[u8], vlan: bool) -> Option<DropReason> {

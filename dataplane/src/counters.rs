@@ -39,6 +39,9 @@ pub struct CoreCounters {
     /// Passes without work on which the core gave its CPU to the audit
     /// writer that shares it ([`crate::audit::Pacer`]).
     pub audit_turns: AtomicU64,
+    /// Times the core caught a panic outside a session's step and started
+    /// over: its sessions closed (`internal_error`), its stacks rebuilt.
+    pub core_restarts: AtomicU64,
     /// Passes that did work and took at least 100 µs / 1 ms / 10 ms
     /// (cumulative: a 2 ms pass counts in the first two).
     pub slow_passes: [AtomicU64; STALL_BOUNDS_US.len()],
@@ -133,6 +136,7 @@ pub struct CounterTotals {
     pub loops: u64,
     pub sleeps: u64,
     pub audit_turns: u64,
+    pub core_restarts: u64,
     pub slow_passes: [u64; STALL_BOUNDS_US.len()],
     pub stalls: [u64; STALL_BOUNDS_US.len()],
     pub generation: u64,
@@ -174,6 +178,7 @@ impl CounterTotals {
             t.loops += c.loops.load(Relaxed);
             t.sleeps += c.sleeps.load(Relaxed);
             t.audit_turns += c.audit_turns.load(Relaxed);
+            t.core_restarts += c.core_restarts.load(Relaxed);
             for i in 0..STALL_BOUNDS_US.len() {
                 t.slow_passes[i] += c.slow_passes[i].load(Relaxed);
                 t.stalls[i] += c.stalls[i].load(Relaxed);
@@ -231,6 +236,7 @@ impl CounterTotals {
             ("loops".into(), self.loops),
             ("sleeps".into(), self.sleeps),
             ("audit_turns".into(), self.audit_turns),
+            ("core_restarts".into(), self.core_restarts),
         ]);
         out.extend(self.slow_passes.iter().enumerate().map(|(i, v)| (bucket_name(SLOW_PASSES, i), *v)));
         out.extend(self.stalls.iter().enumerate().map(|(i, v)| (bucket_name(STALLS, i), *v)));

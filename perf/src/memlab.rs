@@ -94,6 +94,20 @@ impl MemLab {
     /// # Errors
     /// As [`MemLab::new`].
     pub fn new_with(config: &Config, opts: CoreOptions, audit: Option<AuditTap>) -> io::Result<Self> {
+        Self::new_wrapped(config, opts, audit, &|_, port| port)
+    }
+
+    /// The same, with each of the gate's ports (by link index) passed
+    /// through `wrap` first (a test's port that fails on cue).
+    ///
+    /// # Errors
+    /// As [`MemLab::new`].
+    pub fn new_wrapped(
+        config: &Config,
+        opts: CoreOptions,
+        audit: Option<AuditTap>,
+        wrap: &dyn Fn(usize, Box<dyn FramePort>) -> Box<dyn FramePort>,
+    ) -> io::Result<Self> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
         let snap = &config.snapshot;
         let ep = snap.endpoints.first().ok_or_else(|| bad("the config has no endpoint"))?.clone();
@@ -119,7 +133,7 @@ impl MemLab {
                 (&format!("{name}-peer"), mac(0x10 + link as u8)),
                 LINK_DEPTH,
             )?;
-            gate_ports.push(Box::new(g));
+            gate_ports.push(wrap(link, Box::new(g)));
             if link == 0 {
                 user_port = Some(h);
             } else if link == seg.south_link {

@@ -3,12 +3,15 @@
 //! memory links, with real smoltcp TCP and real rustls on both ends.
 
 use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use control::client::Answer;
 use control::config;
 use dataplane::classify::DropReason;
 use dataplane::core::CoreOptions;
+use dataplane::io::FramePort;
 use dataplane::session::CloseReason;
 use dataplane::wire::hello::{Auth, Reason};
 use perf::memlab::{MemLab, PASSWORD};
@@ -443,4 +446,76 @@ fn an_idle_pass_gives_the_waiting_audit_writer_its_turn() {
     let turns = lab.control.totals().audit_turns;
     assert_eq!(turns, 1, "one turn, given by an idle pass of the real loop");
     assert!(lab.control.totals().to_pairs().iter().any(|(n, v)| n == "audit_turns" && *v == 1));
+}
+
+/// A port that panics in its next receive once armed: a bug outside any
+/// session's step (here the port; the same for classification or the
+/// stacks).
+struct Tripwire {
+    port: Box<dyn FramePort>,
+    armed: Arc<AtomicBool>,
+}
+
+impl FramePort for Tripwire {
+    fn rx_burst(&mut self, max: usize, sink: &mut dyn FnMut(&[u8])) -> std::io::Result<usize> {
+        assert!(!self.armed.swap(false, Ordering::Relaxed), "tripwire");
+        self.port.rx_burst(max, sink)
+    }
+    fn tx_ready(&mut self) -> bool {
+        self.port.tx_ready()
+    }
+    fn tx_frame(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        self.port.tx_frame(len, fill)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.port.flush()
+    }
+    fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.port.poll_fd()
+    }
+    fn mac(&self) -> [u8; 6] {
+        self.port.mac()
+    }
+    fn name(&self) -> &str {
+        self.port.name()
+    }
+}
+
+/// A panic in a pass outside a session's step: the core catches it, its
+/// sessions close as `internal_error` (the user's next segment is reset by
+/// the fresh stack), `core_restarts` counts it, and new sessions work at
+/// once.
+#[test]
+fn a_panic_in_a_pass_costs_the_sessions_not_the_core() {
+    let cfg = config::parse("lab.toml", LAB).expect("config");
+    let armed = Arc::new(AtomicBool::new(false));
+    let wire = armed.clone();
+    let wrap = move |link: usize, port: Box<dyn FramePort>| -> Box<dyn FramePort> {
+        if link == 0 {
+            Box::new(Tripwire { port, armed: wire.clone() })
+        } else {
+            port
+        }
+    };
+    let mut lab = MemLab::new_wrapped(&cfg, CoreOptions::default(), None, &wrap).expect("memlab");
+    let ticket = lab.login("alice", WAIT).expect("login");
+    let old = lab.session(&ticket, WAIT).expect("session");
+    assert_eq!(read(&mut lab, old, 1, 0, 2)[..9], [0, 1, 0, 0, 0, 7, 1, 3, 4]);
+    let before = lab.control.totals();
+    armed.store(true, Ordering::Relaxed);
+    assert_eq!(lab.gate.pass(), Some(1), "the panic is caught and the core starts over");
+    assert!(!armed.load(Ordering::Relaxed), "the tripwire went off");
+    let after = lab.control.totals();
+    let internal = |t: &dataplane::counters::CounterTotals| t.closed(CloseReason::InternalError);
+    assert_eq!((after.core_restarts, internal(&after) - internal(&before)), (1, 1));
+    assert_eq!(after.sessions_active, 0);
+    // The old session's next request meets a stack that never knew it.
+    let mut adu = [0u8; 260];
+    let n = request(&mut adu, 2, 1, 3, &read_holding(0, 2));
+    assert!(lab.transact(old, &adu[..n], Duration::from_secs(2)).is_none());
+    let reset = lab.run_until(WAIT, |l| matches!(l.user.socket(old).state(), State::Closed));
+    assert!(reset, "the user's connection was not reset: {:?}", lab.user.socket(old).state());
+    // A new session (same ticket) works.
+    let new = lab.session(&ticket, WAIT).expect("a session after the restart");
+    assert_eq!(read(&mut lab, new, 3, 10, 2)[..9], [0, 3, 0, 0, 0, 7, 1, 3, 4]);
 }

@@ -70,7 +70,7 @@ close_reasons! {
     LoginDone => "login_done": "A login or resolve exchange at the gate's own endpoint completed.",
     EndpointRemoved => "endpoint_removed": "A config reload removed the endpoint.",
     Shutdown => "shutdown": "The gate is stopping.",
-    InternalError => "internal_error": "The gate's handling of this session panicked (a bug); the panic was caught, both sides were reset, the core went on.",
+    InternalError => "internal_error": "The gate's handling of this session, or the dp pass it was in, panicked (a bug); the panic was caught, the session was reset, the core went on.",
 }
 
 /// Where a session is in its life.
