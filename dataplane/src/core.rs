@@ -446,8 +446,21 @@ impl Core {
         &self.counters
     }
 
-    /// Runs until `stop` is set, then resets every session.
+    /// Runs until `stop` is set, then resets every session. A panic in a
+    /// pass outside a session's step makes the core start over
+    /// ([`Core::recover`]) and run on; the guard is around the loop, not
+    /// each pass, so the passes pay nothing for it.
     pub fn run(&mut self, stop: &AtomicBool) {
+        while isolated(|| self.run_until(stop)).is_none() {
+            if !self.recover() {
+                return;
+            }
+        }
+        self.shutdown();
+    }
+
+    /// The loop of [`Core::run`], until `stop` is set.
+    fn run_until(&mut self, stop: &AtomicBool) {
         let mut last_work = std::time::Instant::now();
         let mut last = last_work;
         let mut credit_us = SPIN_CREDIT_MAX_US;
@@ -455,7 +468,7 @@ impl Core {
         let mut spun = false;
         let mut fds = Vec::with_capacity(self.ports.len());
         while !stop.load(Ordering::Relaxed) {
-            let Some(work) = self.pass() else { return };
+            let work = self.poll_once();
             if work == 0 || self.audit_held {
                 if let Some(pacer) = self.audit.as_ref().and_then(|t| t.pacer.as_deref()) {
                     if pacer.core_idle() {
@@ -517,24 +530,30 @@ impl Core {
             // No spin after a wake-up: a frame that woke the core makes the
             // next pass do work (and start a spin); a timer does not.
         }
-        self.shutdown();
     }
 
-    /// [`Core::poll_once`], guarded. A panic in a session's step costs that
-    /// session (see `step_ready`); one anywhere else in the pass
-    /// (classification, the stacks, the ports) costs this core's sessions,
-    /// not the core: it starts over ([`Core::restart`]) and the pass counts
-    /// as work. `None` if starting over panicked too: the core cannot go on.
+    /// [`Core::poll_once`], guarded as [`Core::run`] guards its loop: a
+    /// panic in a session's step costs that session (see `step_ready`); one
+    /// anywhere else in the pass (classification, the stacks, the ports)
+    /// costs this core's sessions, not the core ([`Core::recover`]), and the
+    /// pass counts as work. `None` if starting over panicked too: the core
+    /// cannot go on.
     pub fn pass(&mut self) -> Option<usize> {
-        if let Some(work) = isolated(|| self.poll_once()) {
-            return Some(work);
+        match isolated(|| self.poll_once()) {
+            Some(work) => Some(work),
+            None => self.recover().then_some(1),
         }
+    }
+
+    /// After a panic in a pass: logs it and starts over ([`Core::restart`]).
+    /// `false` if that panicked too.
+    fn recover(&mut self) -> bool {
         log::error!("core {}: panic in a dataplane pass; its sessions are reset, its stacks rebuilt", self.id);
         if isolated(|| self.restart()).is_none() {
             log::error!("core {}: panic while starting over; the core stops", self.id);
-            return None;
+            return false;
         }
-        Some(1)
+        true
     }
 
     /// What the core does after a panic outside a session's step: every
