@@ -126,15 +126,7 @@ impl Dnp3 {
         unit: &[u8],
         decide: &mut dyn FnMut(Op) -> Decision,
     ) -> (Inspected, Refusal, Option<(bool, bool, u8)>) {
-        let mut i = Inspected {
-            seq: 0,
-            pdu_ref: 0,
-            function: 0,
-            subfunction: 0,
-            op: Op::Other,
-            item: None,
-            verdict: Verdict::Transport,
-        };
+        let mut i = Inspected::UNKNOWN;
         let Some(frame) = Frame::parse(unit, &mut self.user) else {
             // The framer accepted it: cannot happen.
             i.verdict = Verdict::Malformed { error: u16::from(wire::IIN2_PARAMETER_ERROR) };

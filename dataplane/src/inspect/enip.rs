@@ -164,15 +164,7 @@ impl Enip {
     }
 
     fn classify(&self, unit: &[u8], decide: &mut dyn FnMut(Op) -> Decision) -> (Inspected, Refusal, Option<Pending>) {
-        let mut i = Inspected {
-            seq: 0,
-            pdu_ref: 0,
-            function: 0,
-            subfunction: 0,
-            op: Op::Other,
-            item: None,
-            verdict: Verdict::Transport,
-        };
+        let mut i = Inspected::UNKNOWN;
         let malformed = |i: Inspected, error: u16| Inspected { verdict: Verdict::Malformed { error }, ..i };
         let Some(e) = Encap::parse(unit) else {
             let error = wire::STATUS_BAD_DATA as u16;

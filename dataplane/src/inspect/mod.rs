@@ -55,6 +55,20 @@ pub struct Inspected {
     pub verdict: Verdict,
 }
 
+impl Inspected {
+    /// A unit before anything is read of it: no function, `other`,
+    /// transport (what a protocol's inspection starts from).
+    pub const UNKNOWN: Self = Self {
+        seq: 0,
+        pdu_ref: 0,
+        function: 0,
+        subfunction: 0,
+        op: Op::Other,
+        item: None,
+        verdict: Verdict::Transport,
+    };
+}
+
 /// What a unit from the asset was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {

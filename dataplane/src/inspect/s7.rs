@@ -110,15 +110,7 @@ impl S7 {
         unit: &mut [u8],
         decide: &mut dyn FnMut(Op) -> Decision,
     ) -> Result<(Inspected, Reply, Option<usize>), Anomaly> {
-        let mut i = Inspected {
-            seq: 0,
-            pdu_ref: 0,
-            function: 0,
-            subfunction: 0,
-            op: Op::Other,
-            item: None,
-            verdict: Verdict::Transport,
-        };
+        let mut i = Inspected::UNKNOWN;
         // The unit is one TPKT (not a PDU split over several).
         let single = usize::from(u16::from_be_bytes([unit[2], unit[3]])) == unit.len();
         let (code, parsed) = (unit[5], Unit::parse(unit, &mut self.scratch));

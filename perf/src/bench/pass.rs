@@ -15,6 +15,7 @@
 //! gate time (inside `poll_once`), passes with work, and the pass times'
 //! percentiles.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use dataplane::core::{CoreOptions, IdleMode};
@@ -225,11 +226,11 @@ fn transact(
             }
         }
         loop {
-            let (rx0, tx0) = (counters.rx_frames.load(relaxed()), counters.tx_frames.load(relaxed()));
+            let (rx0, tx0) = (counters.rx_frames.load(Relaxed), counters.tx_frames.load(Relaxed));
             let t0 = Instant::now();
             let work = lab.gate.poll_once();
             let dt = t0.elapsed();
-            let (rx, tx) = (counters.rx_frames.load(relaxed()) - rx0, counters.tx_frames.load(relaxed()) - tx0);
+            let (rx, tx) = (counters.rx_frames.load(Relaxed) - rx0, counters.tx_frames.load(Relaxed) - tx0);
             let ns = (dt.as_nanos() as u64).max(1);
             if work == 0 {
                 let _ = t.idle.record(ns);
@@ -249,10 +250,6 @@ fn transact(
     }
     t.requests += 1;
     Ok(())
-}
-
-fn relaxed() -> std::sync::atomic::Ordering {
-    std::sync::atomic::Ordering::Relaxed
 }
 
 /// Writes one byte per cache line of `buf`, so what the pass touches next
