@@ -172,5 +172,19 @@ mod tests {
                 ..control::audit::AuditConfig::default()
             }
         );
+        assert!(run::audit_config(&args).pcap, "captures are on by default");
+    }
+
+    #[test]
+    fn audit_captures_can_be_turned_off_and_nothing_else() {
+        let run = |v: &str| Cli::try_parse_from(["accessgate", "run", "--config", "gate.toml", "--audit-pcap", v]);
+        for bad in ["no", "false", "0", ""] {
+            let e = run(bad).err().unwrap_or_else(|| panic!("{bad:?} was accepted")).to_string();
+            assert!(e.contains("--audit-pcap"), "{bad}: {e}");
+        }
+        for (v, pcap) in [("on", true), ("off", false)] {
+            let Ok(Cli { command: Command::Run(args) }) = run(v) else { panic!("{v} was refused") };
+            assert_eq!(run::audit_config(&args).pcap, pcap, "{v}");
+        }
     }
 }

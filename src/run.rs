@@ -76,6 +76,11 @@ pub struct RunArgs {
     /// off lets it run whenever the scheduler picks (for comparison).
     #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
     audit_pacing: String,
+    /// One decrypted pcapng per session under DIR/pcap (on), or none (off:
+    /// the journal still carries every request and response with its
+    /// payload, and the captures' share of the writer's work goes away).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    audit_pcap: String,
     /// Forward audit records to an RFC 5424 syslog collector over TLS (host:port).
     #[arg(long)]
     syslog: Option<String>,
@@ -298,6 +303,7 @@ pub(crate) fn audit_config(args: &RunArgs) -> AuditConfig {
         dir: args.audit_dir.clone(),
         on_failure: if args.audit_on_failure == "terminate" { OnFailure::Terminate } else { OnFailure::Hold },
         fsync_interval_ms: args.audit_fsync_ms,
+        pcap: args.audit_pcap == "on",
         syslog: args.syslog.as_ref().map(|address| SyslogConfig {
             address: address.clone(),
             ca_file: args.syslog_ca.clone().unwrap_or_default(),

@@ -130,6 +130,27 @@ fn audit_writer_records_a_session_that_verifies() {
 }
 
 #[test]
+fn without_captures_the_journal_keeps_every_payload_and_verifies() {
+    let dir = testdir("writer-nopcap");
+    let cfg = AuditConfig { dir: dir.clone(), pcap: false, ..AuditConfig::default() };
+    let mut w = Writer::open(cfg, Arc::new(AtomicBool::new(true)), Arc::new(Status::default()), DAY1).unwrap();
+    session(&mut w, 7, DAY1);
+    assert!(w.sync(DAY1));
+    let l = lines(&dir.join("audit-2025-12-31.jsonl"));
+    let events: Vec<String> = l.iter().map(|x| record(x)["event"].as_str().unwrap().to_string()).collect();
+    assert_eq!(events, ["audit_start", "session_open", "request", "response", "request", "session_close"]);
+    assert_eq!(record(&l[1])["pcap"], Value::Null);
+    assert_eq!(record(&l[2])["payload"], "000100000006010300000002");
+    assert_eq!(record(&l[3])["payload"], "000100000007010304000a0014");
+    let close = record(&l[5]);
+    assert_eq!((close["pcap"].clone(), close["pcap_sha256"].clone()), (Value::Null, Value::Null));
+    let pcaps = std::fs::read_dir(dir.join("pcap")).map_or(0, |d| d.count());
+    assert_eq!(pcaps, 0, "no capture files");
+    let v = verify(&dir).unwrap();
+    assert_eq!((v.records, v.captures, v.open_sessions), (6, 0, 0));
+}
+
+#[test]
 fn audit_rotation_carries_the_chain() {
     let dir = testdir("writer-rotation");
     let mut w = writer(&dir, DAY1);
