@@ -10,9 +10,13 @@
 //!   that carries across files ([`chain`] defines the canonical form and the
 //!   hash), and into one pcapng per session (`pcap/<session>.pcapng`,
 //!   [`pcap`]) whose SHA-256 the session-close record carries.
-//! - Durability: lines and capture blocks are written and `fsync`ed every
-//!   `fsync_interval_ms` (group commit; written sooner once 512 KiB of
-//!   journal wait) by a sync thread of the writer's own, so a slow disk
+//! - Durability: lines are written and `fsync`ed every `fsync_interval_ms`
+//!   (group commit; written sooner once 512 KiB of journal wait), a closed
+//!   session's capture with its close record, an open session's capture
+//!   at the first commit a second after its last (sooner once 64 KiB of it
+//!   wait: the journal holds the same payloads, and 100 small capture
+//!   writes per commit cost the gate a fifth of its rate under a CPU
+//!   quota), by a sync thread of the writer's own, so a slow disk
 //!   does not hold the cores: while a commit runs the writer takes the
 //!   sink's events, and a core's records once its queue is a quarter full
 //!   (they wait in memory until the next commit; nothing is written while

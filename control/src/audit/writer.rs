@@ -161,6 +161,21 @@ struct Failure {
 /// writer's CPU at 20k requests a second.
 const FLUSH_BYTES: usize = 512 << 10;
 
+/// An open session's capture is written (and so made durable) at the first
+/// group commit after this long, or sooner once it holds
+/// [`CAPTURE_WRITE_BYTES`]; a closed session's at the next commit, with
+/// the session-close record that names its digest. The journal, which
+/// carries every payload too, is committed every interval. With 100 busy
+/// sessions, writing every capture at every 50 ms commit made 100 small
+/// writes and as many file write-backs per commit; under s6's CPU quota
+/// the gate held 18–20k requests a second with them and 24k without the
+/// captures, or with commits a second apart (perf/README, round twelve).
+const CAPTURE_COMMIT: Duration = Duration::from_secs(1);
+
+/// An open session's capture is written at the next commit once this much
+/// of it waits, whenever its turn ([`CAPTURE_COMMIT`]) is.
+const CAPTURE_WRITE_BYTES: usize = 64 << 10;
+
 /// How long a writer that found no records waits for more (ms), unless a
 /// group commit is due sooner or its bell rings. 5 ms of records at 80k a
 /// second are a tenth of a core's 4,096-record queue. Waiting 1 ms while
@@ -283,6 +298,8 @@ pub struct Writer {
     in_flight: Option<InFlight>,
     /// The captures' directory, for `syncfs` (see [`SyncJob`]).
     pcap_fd: Option<Arc<File>>,
+    /// When the open sessions' captures are written next ([`CAPTURE_COMMIT`]).
+    captures_due: Instant,
 }
 
 /// One group commit, for the sync thread: one `syncfs` for the captures,
@@ -448,6 +465,7 @@ impl Writer {
             syncer: None,
             in_flight: None,
             pcap_fd: None,
+            captures_due: Instant::now(),
         };
         if w.cfg.pcap {
             w.pcap_dir().map_err(io(&w.cfg.dir.join(PCAP_DIR)))?;
@@ -837,7 +855,7 @@ impl Writer {
     }
 
     fn flush_inner(&mut self) -> std::io::Result<()> {
-        self.write_captures()?;
+        self.write_captures(false)?;
         self.write_journal()
     }
 
@@ -885,10 +903,11 @@ impl Writer {
         }
     }
 
-    /// Writes the captures of the sessions touched since the last sync and
-    /// of the closed sessions not yet synced, each in pieces like the
+    /// Writes the captures of the closed sessions not yet synced and of the
+    /// sessions touched since the last capture commit (`all`; otherwise
+    /// only those holding [`CAPTURE_WRITE_BYTES`]), each in pieces like the
     /// journal; whether any needs a sync (bytes, or a new directory entry).
-    fn write_captures(&mut self) -> std::io::Result<bool> {
+    fn write_captures(&mut self, all: bool) -> std::io::Result<bool> {
         fn write(f: &mut DurableFile, slices: &mut Slices) -> std::io::Result<bool> {
             while !f.flush_upto(WRITE_PIECE)? {
                 slices.check();
@@ -899,7 +918,9 @@ impl Writer {
         let mut any = false;
         for id in &self.touched {
             if let Some(c) = self.sessions.get_mut(id).and_then(|s| s.capture.as_mut()) {
-                any |= write(c.file(), &mut self.slices)?;
+                if all || c.file().unwritten() >= CAPTURE_WRITE_BYTES {
+                    any |= write(c.file(), &mut self.slices)?;
+                }
             }
         }
         for (_, c) in &mut self.closing {
@@ -912,47 +933,57 @@ impl Writer {
     /// group commit, if one runs).
     fn sync_all(&mut self) -> std::io::Result<()> {
         self.settle();
-        let (job, flight) = self.prepare()?;
+        let (job, flight) = self.prepare(true)?;
         let r = job.run();
         self.slices.restart();
         self.land(flight, r)
     }
 
-    /// Writes everything accepted and makes the group commit that syncs it
-    /// (for this thread or the sync thread).
-    fn prepare(&mut self) -> std::io::Result<(SyncJob, InFlight)> {
+    /// Writes everything accepted (the open sessions' captures only with
+    /// `all_captures`) and makes the group commit that syncs it (for this
+    /// thread or the sync thread).
+    fn prepare(&mut self, all_captures: bool) -> std::io::Result<(SyncJob, InFlight)> {
         // Captures: written, then one syncfs for all of them (and their new
         // directory entries). An fdatasync per capture was 100 journal
         // commits per interval with 100 busy sessions, and it showed in the
         // disk-audited gate's tail latency.
-        let syncfs = self.write_captures()?;
+        if all_captures {
+            self.captures_due = Instant::now() + CAPTURE_COMMIT;
+        }
+        let syncfs = self.write_captures(all_captures)?;
         let pcap_dir = if syncfs { Some(self.pcap_dir()?) } else { None };
         self.write_journal()?;
         let journal = self.file.ticket()?;
         // Nothing fails from here on: what the sync covers moves into it.
+        // Between capture commits the open sessions' captures stay touched
+        // and unmarked: a capture written early (a big one) is covered by
+        // the syncfs of its own commit later.
         let mut bytes = 0;
-        let mut captures = Vec::with_capacity(self.touched.len());
-        for id in &self.touched {
-            if let Some(s) = self.sessions.get_mut(id) {
-                s.touched = false;
-                if let Some(c) = s.capture.as_mut() {
-                    let m = c.file().mark();
-                    bytes += m.bytes();
-                    captures.push((*id, m));
+        let mut captures = Vec::with_capacity(if all_captures { self.touched.len() } else { 0 });
+        if all_captures {
+            for id in &self.touched {
+                if let Some(s) = self.sessions.get_mut(id) {
+                    s.touched = false;
+                    if let Some(c) = s.capture.as_mut() {
+                        let m = c.file().mark();
+                        bytes += m.bytes();
+                        captures.push((*id, m));
+                    }
                 }
             }
+            // Sessions idle for a whole capture interval give their
+            // descriptor back.
+            for id in &self.touched_before {
+                if let Some(s) = self.sessions.get_mut(id) {
+                    if let (false, Some(c)) = (s.touched, s.capture.as_mut()) {
+                        c.file().release();
+                    }
+                }
+            }
+            self.touched_before = std::mem::take(&mut self.touched);
         }
         let closing = std::mem::take(&mut self.closing);
         bytes += closing.iter().map(|(_, c)| c.pending()).sum::<usize>();
-        // Sessions idle for a whole interval give their descriptor back.
-        for id in &self.touched_before {
-            if let Some(s) = self.sessions.get_mut(id) {
-                if let (false, Some(c)) = (s.touched, s.capture.as_mut()) {
-                    c.file().release();
-                }
-            }
-        }
-        self.touched_before = std::mem::take(&mut self.touched);
         let head = self.chain.seq != self.head_seq;
         let flight = InFlight {
             journal: journal.as_ref().map(|t| t.mark),
@@ -1038,7 +1069,7 @@ impl Writer {
             self.sync(now_us);
             return;
         }
-        match self.prepare() {
+        match self.prepare(Instant::now() >= self.captures_due) {
             Ok((job, flight)) => {
                 let sent = self.syncer.as_ref().and_then(|s| s.jobs.as_ref()).is_some_and(|j| j.send(job).is_ok());
                 if sent {
@@ -1135,6 +1166,7 @@ impl Writer {
     }
 
     /// Whether anything is waiting for a sync.
+    #[cfg(test)]
     fn dirty(&self) -> bool {
         self.dirty_with(self.pending_bytes())
     }
@@ -1143,6 +1175,19 @@ impl Writer {
     /// (the count walks the touched sessions).
     fn dirty_with(&self, pending: usize) -> bool {
         pending > 0 || self.synced.seq != self.chain.seq
+    }
+
+    /// How long until a group commit is wanted (zero: now), `interval`
+    /// after the last one (`since_last` ago), or `None` if nothing waits:
+    /// the journal's records and the closed sessions' captures want the
+    /// next interval, open sessions' captures alone their turn as well
+    /// ([`CAPTURE_COMMIT`]). `pending` is [`Writer::pending_bytes`].
+    fn commit_wait(&self, pending: usize, since_last: Duration, interval: Duration, now: Instant) -> Option<Duration> {
+        let next = interval.saturating_sub(since_last);
+        if self.synced.seq != self.chain.seq || self.file.unsynced() > 0 || !self.closing.is_empty() {
+            return Some(next);
+        }
+        self.dirty_with(pending).then(|| next.max(self.captures_due.saturating_duration_since(now)))
     }
 
     /// The thread body: runs until `stop`, then drains and syncs.
@@ -1204,7 +1249,11 @@ impl Writer {
                 }
                 // One group commit at a time: while the last one runs, the
                 // next interval's records wait in memory.
-                if self.in_flight.is_none() && now.duration_since(last_sync) >= interval && self.dirty() {
+                let since = now.duration_since(last_sync);
+                if self.in_flight.is_none()
+                    && since >= interval
+                    && self.commit_wait(self.pending_bytes(), since, interval, now) == Some(Duration::ZERO)
+                {
                     self.start_sync(now_us);
                     last_sync = now;
                 }
@@ -1242,8 +1291,9 @@ impl Writer {
                 if rx.is_empty() || pending >= self.cfg.max_pending_bytes {
                     // Events waiting are no reason to loop while nothing may
                     // be taken (too much held in memory for a failing disk).
-                    let commit_due = (self.dirty_with(pending) && self.in_flight.is_none() && self.failure.is_none())
-                        .then(|| interval.saturating_sub(now.duration_since(last_sync)));
+                    let commit_due = (self.in_flight.is_none() && self.failure.is_none())
+                        .then(|| self.commit_wait(pending, now.duration_since(last_sync), interval, now))
+                        .flatten();
                     self.slices.idle(bell, idle_wait_ms(commit_due));
                 } else {
                     bell.clear();

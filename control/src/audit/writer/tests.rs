@@ -290,7 +290,7 @@ fn a_group_commit_elsewhere_covers_what_it_was_handed() {
     session(&mut w, 1, DAY1);
     opened(&mut w, 2, DAY1);
     // audit_start, 5 records of session 1, 2 of session 2.
-    let (job, flight) = w.prepare().unwrap();
+    let (job, flight) = w.prepare(true).unwrap();
     assert_eq!(flight.chain.seq, 8);
     let covered = w.file.unsynced();
     assert_eq!(flight.journal.map(|m| m.bytes()), Some(covered));
@@ -315,6 +315,61 @@ fn a_group_commit_elsewhere_covers_what_it_was_handed() {
 }
 
 #[test]
+fn open_captures_are_committed_at_their_turn_closed_ones_with_their_close() {
+    let dir = testdir("writer-capture-turn");
+    let mut w = writer(&dir, DAY1);
+    let capture_len = |w: &mut Writer, id: u64| {
+        let path = w.capture_of(id).unwrap().file().path().to_path_buf();
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    };
+    let commit = |w: &mut Writer, all: bool| {
+        let (job, flight) = w.prepare(all).unwrap();
+        job.run().unwrap();
+        w.land(flight, Ok(())).unwrap();
+    };
+    opened(&mut w, 1, DAY1);
+    session(&mut w, 2, DAY1);
+    // A commit between turns: the journal and the closed session's capture
+    // (named by its close record) are synced; the open one waits, kept.
+    commit(&mut w, false);
+    assert_eq!(w.status.synced_seq.load(Ordering::Relaxed), w.chain.seq);
+    assert_eq!(capture_len(&mut w, 1), 0, "an open capture waits for its turn");
+    let waiting = w.capture_of(1).unwrap().pending();
+    assert!(waiting > 0);
+    assert_eq!(w.pending_bytes(), waiting, "only the open capture waits");
+    let v = verify(&dir).unwrap();
+    assert_eq!((v.captures, v.open_sessions), (1, 1), "the closed session's capture verifies");
+    // Its turn: written and synced; nothing waits.
+    commit(&mut w, true);
+    assert_eq!(capture_len(&mut w, 1), waiting as u64);
+    assert_eq!(w.pending_bytes(), 0);
+    // A capture that grew large is written before its turn.
+    let read = [0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 2];
+    let d = Decoded::modbus(&read).unwrap();
+    let mut seq = 2;
+    while w.capture_of(1).unwrap().pending() < CAPTURE_WRITE_BYTES {
+        w.ingest(&AuditRecord::request(1, seq, DAY1 + 100, d, Verdict::Allow, Some(0), "ops-read", None, &read), DAY1);
+        seq += 1;
+    }
+    let before = capture_len(&mut w, 1);
+    commit(&mut w, false);
+    assert!(capture_len(&mut w, 1) > before, "a large capture is written between turns");
+    // The writer's own loop: the open capture's turn is a second away, so
+    // no commit is wanted for it alone until then.
+    let now = Instant::now();
+    w.captures_due = now + CAPTURE_COMMIT;
+    let (pending, interval) = (w.pending_bytes(), Duration::from_millis(50));
+    assert!(pending > 0);
+    let wait = w.commit_wait(pending, interval, interval, now).unwrap();
+    assert!(wait > Duration::from_millis(900), "{wait:?}");
+    w.ingest(&AuditRecord::response(1, 2, DAY1 + 200, 10, &[0, 1, 0, 0, 0, 3, 1, 3, 0]), DAY1);
+    assert_eq!(w.commit_wait(w.pending_bytes(), interval, interval, now), Some(Duration::ZERO), "a record is");
+    assert!(w.sync(DAY1));
+    assert_eq!(w.commit_wait(w.pending_bytes(), interval, interval, now), None);
+    assert_eq!(verify(&dir).unwrap().open_sessions, 1);
+}
+
+#[test]
 fn a_failed_group_commit_elsewhere_is_written_again() {
     let dir = testdir("writer-flight-fail");
     let mut w = writer(&dir, DAY1);
@@ -324,7 +379,7 @@ fn a_failed_group_commit_elsewhere_is_written_again() {
     let first_capture = std::fs::read_dir(dir.join(PCAP_DIR)).unwrap().next().unwrap().unwrap().file_name();
     opened(&mut w, 2, DAY1);
     session(&mut w, 3, DAY1);
-    let (job, flight) = w.prepare().unwrap();
+    let (job, flight) = w.prepare(true).unwrap();
     assert_eq!(flight.closing.len(), 1, "session 3's capture rides with the commit");
     w.ingest(&AuditRecord::session_close(2, DAY1 + 50, "client_closed", None, 12, 0, 50), DAY1);
     w.flush(DAY1);
