@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gate on real interfaces (AF_XDP or AF_PACKET).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// The lab story in one process on memory links (no root, no NIC).
     Demo(demo::DemoArgs),
     /// Log in at the gate (password + TOTP) and store a short-lived ticket.
