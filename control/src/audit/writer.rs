@@ -1165,14 +1165,8 @@ impl Writer {
         self.next_retry = Instant::now() + Duration::from_millis(self.cfg.retry_ms.max(1));
     }
 
-    /// Whether anything is waiting for a sync.
-    #[cfg(test)]
-    fn dirty(&self) -> bool {
-        self.dirty_with(self.pending_bytes())
-    }
-
-    /// [`Writer::dirty`] with [`Writer::pending_bytes`] already counted
-    /// (the count walks the touched sessions).
+    /// Whether anything is waiting for a sync, with [`Writer::pending_bytes`]
+    /// already counted (the count walks the touched sessions).
     fn dirty_with(&self, pending: usize) -> bool {
         pending > 0 || self.synced.seq != self.chain.seq
     }
