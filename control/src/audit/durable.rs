@@ -161,7 +161,7 @@ impl Pending {
             // that filled a quarter of it): one session's capture that once
             // filled a chunk (the disk stalled) must not hold 256 KiB for
             // the rest of its life, with thousands of sessions open; but a
-            // busy session's capture, committed once a second, would
+            // busy session's capture, committed every 250 ms, would
             // otherwise grow its buffer again from nothing after each
             // commit (five times the writer's page faults at 20k req/s).
             if self.chunks.len() == 1 {

@@ -13,7 +13,7 @@
 //! - Durability: lines are written and `fsync`ed every `fsync_interval_ms`
 //!   (group commit; written sooner once 512 KiB of journal wait), a closed
 //!   session's capture with its close record, an open session's capture
-//!   at the first commit a second after its last (sooner once 64 KiB of it
+//!   at the first commit 250 ms after its last (sooner once 64 KiB of it
 //!   wait: the journal holds the same payloads, and 100 small capture
 //!   writes per commit cost the gate a fifth of its rate under a CPU
 //!   quota), by a sync thread of the writer's own, so a slow disk
