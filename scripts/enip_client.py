@@ -11,7 +11,8 @@ Operations:
     write:TAG[I]=(INT)V    write a tag element (cpppo)
     identity               Get_Attributes_All of the Identity object, connected (pycomm3)
     name                   its product name (Get_Attribute_Single 7), unconnected (pycomm3)
-    reset                  Reset of the Identity object (pycomm3)
+    reset                  Reset of the Identity object, unconnected (pycomm3)
+    reset-connected        the same Reset on a connection (Forward Open, then SendUnitData; pycomm3)
 
     enip_client.py --port 44818 'read:Speed[0-3]' 'write:Speed[1]=(INT)42' identity reset
 """
@@ -44,7 +45,7 @@ def identity_op(host, port, name):
                                   instance=1, attribute=7, connected=False, name=name)
         else:
             r = d.generic_message(service=Services.reset, class_code=ClassCode.identity_object,
-                                  instance=1, connected=False, name=name)
+                                  instance=1, connected=name == "reset-connected", name=name)
     if r.error:
         return {"ok": False, "error": str(r.error)}
     value = r.value.hex() if isinstance(r.value, (bytes, bytearray)) else r.value
@@ -61,7 +62,7 @@ def main():
         try:
             if op.startswith(("read:", "write:")):
                 result = tag_op(args.host, args.port, op.split(":", 1)[1])
-            elif op in ("identity", "name", "reset"):
+            elif op in ("identity", "name", "reset", "reset-connected"):
                 result = identity_op(args.host, args.port, op)
             else:
                 raise ValueError(f"unknown operation {op!r}")

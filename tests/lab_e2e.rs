@@ -1146,11 +1146,15 @@ fn xsk_enip_inspection_with_real_cpppo_and_pycomm3_peers() {
             && (r["status"] == 15 || r["error"] == "Permission denied")
     };
     assert!(privilege(&a[5]), "reset: {:?}", a[5]);
-    let b = run(5090, &["read:Speed[0-3]", "write:Speed[2]=(INT)7", "read:Speed[0-3]", "identity", "reset"]);
+    let b = run(
+        5090,
+        &["read:Speed[0-3]", "write:Speed[2]=(INT)7", "read:Speed[0-3]", "identity", "reset", "reset-connected"],
+    );
     assert!(ok(&b[0]) && ok(&b[3]), "{b:?}");
     assert!(privilege(&b[1]), "write: {:?}", b[1]);
     assert_eq!(b[2]["value"], serde_json::json!([0, 42, 0, 0]), "the refused write changed nothing: {b:?}");
     assert!(privilege(&b[4]), "reset: {:?}", b[4]);
+    assert!(privilege(&b[5]), "connected reset: {:?}", b[5]);
 
     // The target wrote once (alice's) and was never asked to reset.
     let log = lab.log_lines("enip-requests.jsonl");
@@ -1159,18 +1163,18 @@ fn xsk_enip_inspection_with_real_cpppo_and_pycomm3_peers() {
     assert_eq!((writes[0]["index"].as_u64(), writes[0]["value"].clone()), (Some(1), serde_json::json!([42])));
     assert!(!log.iter().any(|r| r["event"] == "identity" && r["service"] == 5), "{log:?}");
     let s = lab.stats();
-    assert_eq!((s["enip_denied"].as_u64(), s["enip_malformed"].as_u64()), (Some(3), Some(0)), "{s}");
+    assert_eq!((s["enip_denied"].as_u64(), s["enip_malformed"].as_u64()), (Some(4), Some(0)), "{s}");
 
     // The audit trail: each refusal with its service, tag and operation.
     let records = lab.verified_audit();
     assert_eq!(
         refused_requests(&records),
-        [("Reset", "control"), ("WriteTag", "write"), ("Reset", "control")]
+        [("Reset", "control"), ("WriteTag", "write"), ("Reset", "control"), ("Reset", "control")]
             .map(|(f, o)| (f.to_string(), o.to_string())),
         "{records:?}"
     );
     let tags: Vec<_> = records.iter().filter(|r| r["verdict"] == "deny").map(|r| r["tag"].as_str()).collect();
-    assert_eq!(tags, [None, Some("Speed"), None]);
+    assert_eq!(tags, [None, Some("Speed"), None, None]);
     let write = records.iter().find(|r| r["function_name"] == "WriteTag" && r["verdict"] == "allow").unwrap();
     assert_eq!((write["rule_name"].as_str(), write["tag"].as_str()), (Some("operator-enip-writes"), Some("Speed")));
     // tshark dissects bob's decrypted session as CIP: the refused write
@@ -1179,4 +1183,16 @@ fn xsk_enip_inspection_with_real_cpppo_and_pycomm3_peers() {
     let rows = lab.tshark(&records, "bob", "cip", &["cip.sc", "cip.genstat"]);
     assert!(rows.lines().any(|l| l.contains("0x4d")), "tshark: {rows}");
     assert!(rows.lines().any(|l| l.contains("0x4d") && l.ends_with("0x0f")), "tshark: {rows}");
+    // The connected Reset went on the O->T id the target chose; the gate
+    // refused it on the T->O id pycomm3 chose in its Forward Open, and the
+    // capture shows that refusal as it was sent.
+    let opened = lab.tshark(&records, "bob", "cip.cm.to_connid", &["cip.cm.to_connid"]);
+    let t_to_o: Vec<&str> = opened.lines().filter(|l| !l.is_empty()).collect();
+    let resets =
+        lab.tshark(&records, "bob", "cip.sc == 0x05 && enip.cpf.cai.connid", &["enip.cpf.cai.connid", "cip.genstat"]);
+    let (refusal, request): (Vec<&str>, Vec<&str>) = resets.lines().partition(|l| l.ends_with(",0x0f"));
+    assert_eq!((refusal.len(), request.len()), (1, 1), "tshark: {resets}");
+    let on = refusal[0].split(',').next().unwrap();
+    assert!(t_to_o.contains(&on), "the refusal went on {on}, not a T->O id of {t_to_o:?}: {resets}");
+    assert!(!request[0].starts_with(on), "the request and its refusal share a connection id: {resets}");
 }

@@ -144,10 +144,47 @@ pub fn recover(dir: &Path) -> Result<Recovery, AuditError> {
 struct SessionLog {
     protocol: String,
     capture: Option<Capture>,
+    /// An EtherNet/IP session's connections, for its capture's refusals.
+    enip: Option<Box<EnipConnections>>,
     pcap: Option<String>,
     requests: u64,
     denied: u64,
     touched: bool,
+}
+
+/// What an EtherNet/IP session's capture needs to rebuild a connected
+/// refusal as the gate sent it: the connections its Forward Opens opened,
+/// learned from the trail's requests and responses as the inspector
+/// learned them from the wire.
+#[derive(Default)]
+struct EnipConnections {
+    connections: dataplane::inspect::enip::Connections,
+    /// Forward Opens awaiting their reply: (request number, T->O id).
+    opening: Vec<(u32, u32)>,
+}
+
+impl EnipConnections {
+    /// At most this many Forward Opens wait for their reply (the
+    /// inspector's requests in flight).
+    const OPENING: usize = dataplane::inspect::enip::MAX_OUTSTANDING;
+
+    fn request(&mut self, seq: u32, msg: &[u8]) {
+        if let Some(t_to_o) = dataplane::inspect::enip::forward_open_request(msg) {
+            if self.opening.len() == Self::OPENING {
+                self.opening.remove(0);
+            }
+            self.opening.push((seq, t_to_o));
+        }
+    }
+
+    fn response(&mut self, seq: u32, msg: &[u8]) {
+        if let Some(k) = self.opening.iter().position(|o| o.0 == seq) {
+            let (_, t_to_o) = self.opening.remove(k);
+            if let Some(o_to_t) = dataplane::inspect::enip::forward_open_reply(msg) {
+                self.connections.learn(o_to_t, t_to_o);
+            }
+        }
+    }
 }
 
 struct Failure {
@@ -599,6 +636,7 @@ impl Writer {
                 let mut log = SessionLog {
                     protocol: o.protocol.as_str().to_string(),
                     capture: None,
+                    enip: None,
                     pcap: None,
                     requests: 0,
                     denied: 0,
@@ -616,6 +654,9 @@ impl Writer {
                     };
                     let path = self.cfg.dir.join(PCAP_DIR).join(&name);
                     log.capture = Some(Capture::create(&path, &header, o.client, o.asset, ts));
+                    if o.protocol.as_str() == "enip" {
+                        log.enip = Some(Box::default());
+                    }
                     self.pcap_names.insert(name.clone());
                     log.pcap = Some(name);
                 }
@@ -679,6 +720,9 @@ impl Writer {
                         s.touched = true;
                         self.touched.push(rec.session);
                     }
+                    if let (Some(e), false) = (&mut s.enip, denied) {
+                        e.request(r.seq, bytes);
+                    }
                     if let Some(c) = &mut s.capture {
                         use std::fmt::Write as _;
                         let rule = if r.rule_name.is_empty() { "default" } else { r.rule_name.as_str() };
@@ -704,7 +748,9 @@ impl Writer {
                             let n = if dnp3 {
                                 d::refusal(bytes, u.error, &mut out)
                             } else if enip {
-                                e::refusal(bytes, f, u.error, &mut out)
+                                let none = e::Connections::default();
+                                let learned = s.enip.as_ref().map_or(&none, |e| &e.connections);
+                                e::refusal(bytes, f, u.error, learned, &mut out)
                             } else {
                                 s7::refusal(bytes, f, u.error, &mut out)
                             };
@@ -721,11 +767,17 @@ impl Writer {
                 let bytes = r.payload.as_bytes();
                 let mut m = Fields::new("response");
                 m.put("session", sid).put("req", r.seq).put("latency_us", r.latency_us);
-                let modbus = self.protocol_of(rec.session).is_none_or(|p| p == "modbus");
+                let protocol = self.protocol_of(rec.session);
+                let (modbus, enip) = (protocol.is_none_or(|p| p == "modbus"), protocol == Some("enip"));
                 if modbus && bytes.len() >= 9 && bytes[7] & 0x80 != 0 {
                     m.put("exception", bytes[8]);
                 }
                 payload_fields(&mut m, bytes, r.payload.total());
+                if let (true, Some(s)) = (enip, self.sessions.get_mut(&rec.session)) {
+                    if let Some(e) = &mut s.enip {
+                        e.response(r.seq, bytes);
+                    }
+                }
                 if let Some(c) = self.capture(rec.session) {
                     c.data(ts, Peer::Asset, bytes, None);
                 }

@@ -76,17 +76,79 @@ pub struct Enip {
     pending: [Option<Pending>; MAX_OUTSTANDING],
     /// The latest time seen (µs), for expiry.
     clock: u64,
-    /// Open connections: (O->T id the target chose, T->O id).
-    connections: [(u32, u32); MAX_CONNECTIONS],
-    open: usize,
+    /// Open connections.
+    connections: Connections,
     /// What the last request's reply will be matched by.
     last: Option<Pending>,
 }
 
 impl Default for Enip {
     fn default() -> Self {
-        Self { pending: [None; MAX_OUTSTANDING], clock: 0, connections: [(0, 0); MAX_CONNECTIONS], open: 0, last: None }
+        Self { pending: [None; MAX_OUTSTANDING], clock: 0, connections: Connections::default(), last: None }
     }
+}
+
+/// The connections Forward Opens opened: the O->T id the target chose and
+/// the T->O id the originator chose. The target answers a connected
+/// request (sent on O->T) on T->O, and so does the gate when it refuses
+/// one. The oldest makes room for a new one (a closed one, most likely).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Connections {
+    ids: [(u32, u32); MAX_CONNECTIONS],
+    open: usize,
+}
+
+impl Connections {
+    /// A connection opened: O->T `o_to_t`, T->O `t_to_o`.
+    pub fn learn(&mut self, o_to_t: u32, t_to_o: u32) {
+        if self.open == MAX_CONNECTIONS {
+            self.ids.copy_within(1.., 0);
+            self.open -= 1;
+        }
+        self.ids[self.open] = (o_to_t, t_to_o);
+        self.open += 1;
+    }
+
+    /// The T->O connection id for a connected request on O->T `id` (the
+    /// request's own id when the connection's opening was not seen).
+    pub fn reply_id(&self, id: u32) -> u32 {
+        self.ids[..self.open].iter().find(|c| c.0 == id).map_or(id, |c| c.1)
+    }
+}
+
+/// The T->O connection id a Forward Open (or Large Forward Open) asks for:
+/// its data is priority/tick, timeout, O->T id, T->O id.
+fn forward_open_t_to_o(open: &Cip<'_>) -> Option<u32> {
+    let id = open.data.get(6..10)?;
+    Some(u32::from_le_bytes([id[0], id[1], id[2], id[3]]))
+}
+
+/// The O->T connection id in a CIP reply to a Forward Open, if it succeeded:
+/// service, reserved, general status 0, additional status size, the id.
+fn forward_open_o_to_t(reply: &[u8]) -> Option<u32> {
+    let opened = [wire::FORWARD_OPEN | 0x80, wire::LARGE_FORWARD_OPEN | 0x80];
+    match (reply.first(), reply.get(2), reply.get(4..8)) {
+        (Some(service), Some(&0), Some(id)) if opened.contains(service) => {
+            Some(u32::from_le_bytes([id[0], id[1], id[2], id[3]]))
+        }
+        _ => None,
+    }
+}
+
+/// The T->O connection id the encapsulation message `msg` asks for, if it
+/// is a Forward Open to the Connection Manager (for the audit writer, which
+/// rebuilds refusals from the trail).
+pub fn forward_open_request(msg: &[u8]) -> Option<u32> {
+    let e = Encap::parse(msg)?;
+    let open = Cip::parse(e.cpf()?.message)?;
+    let opens = matches!(open.service, wire::FORWARD_OPEN | wire::LARGE_FORWARD_OPEN);
+    (open.is_connection_manager() && opens).then(|| forward_open_t_to_o(&open))?
+}
+
+/// The O->T connection id in `msg`, a target's reply to a Forward Open, if
+/// the connection opened.
+pub fn forward_open_reply(msg: &[u8]) -> Option<u32> {
+    forward_open_o_to_t(Encap::parse(msg)?.cpf()?.message)
 }
 
 /// How the gate answers a message it does not forward.
@@ -201,8 +263,7 @@ impl Enip {
         if outer.is_connection_manager() {
             match outer.service {
                 wire::FORWARD_OPEN | wire::LARGE_FORWARD_OPEN => {
-                    // priority/tick, timeout, O->T id, T->O id (ours to learn).
-                    let t_to_o = outer.data.get(6..10).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    let t_to_o = forward_open_t_to_o(&outer);
                     i.op = Op::Connect;
                     return (i, Refusal::None, Some(Pending { key, seq: 0, sent_at: 0, opens: t_to_o }));
                 }
@@ -271,12 +332,6 @@ impl Enip {
         self.pending.iter().position(|p| p.as_ref().is_none_or(expired))
     }
 
-    /// The T->O connection id for a connected request on O->T `id` (the
-    /// request's own id when the gate did not see the connection open).
-    fn reply_connection(&self, id: u32) -> u32 {
-        self.connections[..self.open].iter().find(|c| c.0 == id).map_or(id, |c| c.1)
-    }
-
     /// What a message from the target is.
     fn classify_answer(&mut self, unit: &[u8], now: u64) -> Answer {
         let Some(e) = Encap::parse(unit) else { return Answer::Unmatched };
@@ -289,19 +344,8 @@ impl Enip {
             return Answer::Unmatched;
         };
         let Some(p) = self.pending[k].take() else { return Answer::Unmatched };
-        if let (Some(t_to_o), Some(cpf)) = (p.opens, cpf) {
-            // A successful Forward Open reply: service, 0, status 0, size,
-            // then the O->T id the target chose.
-            if let (Some(&0), Some(id)) = (cpf.message.get(2), cpf.message.get(4..8)) {
-                let o_to_t = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
-                // The oldest connection makes room (a closed one, most likely).
-                if self.open == MAX_CONNECTIONS {
-                    self.connections.copy_within(1.., 0);
-                    self.open -= 1;
-                }
-                self.connections[self.open] = (o_to_t, t_to_o);
-                self.open += 1;
-            }
+        if let (Some(t_to_o), Some(o_to_t)) = (p.opens, cpf.and_then(|c| forward_open_o_to_t(c.message))) {
+            self.connections.learn(o_to_t, t_to_o);
         }
         Answer::Matched { seq: p.seq, latency: now.saturating_sub(p.sent_at) }
     }
@@ -309,7 +353,7 @@ impl Enip {
 
 impl Protocol for Enip {
     type Anomaly = Anomaly;
-    type Saved = ([Option<Pending>; MAX_OUTSTANDING], [(u32, u32); MAX_CONNECTIONS], usize);
+    type Saved = ([Option<Pending>; MAX_OUTSTANDING], Connections);
     const MAX_UNIT: usize = MAX_MESSAGE;
 
     fn frame(buf: &[u8]) -> Result<Option<usize>, Anomaly> {
@@ -324,7 +368,7 @@ impl Protocol for Enip {
     ) -> Result<(Inspected, Option<usize>), Anomaly> {
         let (i, refusal, reply) = self.inspect(unit, decide);
         self.last = reply;
-        let conn = |id| self.reply_connection(id);
+        let conn = |id| self.connections.reply_id(id);
         Ok((i, (refusal != Refusal::None).then(|| emit(unit, refusal, &conn, out))))
     }
 
@@ -341,11 +385,11 @@ impl Protocol for Enip {
     }
 
     fn save(&self) -> Self::Saved {
-        (self.pending, self.connections, self.open)
+        (self.pending, self.connections)
     }
 
     fn restore(&mut self, saved: Self::Saved) {
-        (self.pending, self.connections, self.open) = saved;
+        (self.pending, self.connections) = saved;
     }
 }
 
@@ -373,10 +417,17 @@ fn op_of(c: &Cip<'_>) -> Op {
 }
 
 /// The refusal the gate sent for the message `msg`, rebuilt for the
-/// capture from the audit record (`service` and `error` as recorded).
-/// Connected replies carry the request's own connection id here (the
-/// capture does not know the connection's other id).
-pub fn refusal(msg: &[u8], service: u8, error: u16, out: &mut [u8; MAX_REFUSAL]) -> Option<usize> {
+/// capture from the audit record (`service` and `error` as recorded);
+/// a connected one on the T->O id `connections` holds for its O->T id, as
+/// the gate sent it (the audit writer learns them from the trail's Forward
+/// Opens and their replies, as the inspector does).
+pub fn refusal(
+    msg: &[u8],
+    service: u8,
+    error: u16,
+    connections: &Connections,
+    out: &mut [u8; MAX_REFUSAL],
+) -> Option<usize> {
     let e = Encap::parse(msg)?;
     let refusal = match e.cpf() {
         None if matches!(u32::from(error), wire::STATUS_INVALID_COMMAND | wire::STATUS_BAD_DATA) => {
@@ -388,7 +439,7 @@ pub fn refusal(msg: &[u8], service: u8, error: u16, out: &mut [u8; MAX_REFUSAL])
         }
         Some(_) => Refusal::Cip(service, error as u8),
     };
-    let n = emit(msg, refusal, &|id| id, out);
+    let n = emit(msg, refusal, &|id| connections.reply_id(id), out);
     (n > 0).then_some(n)
 }
 

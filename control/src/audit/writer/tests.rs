@@ -424,3 +424,69 @@ fn the_idle_wait_ends_when_a_group_commit_is_due() {
     assert_eq!(idle_wait_ms(Some(Duration::ZERO)), 1);
     assert_eq!(idle_wait_ms(Some(Duration::from_micros(10))), 1);
 }
+
+/// Bytes from lowercase hex (test vectors).
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+#[test]
+fn an_enip_capture_shows_a_connected_refusal_on_the_connection_the_gate_answered_on() {
+    use dataplane::inspect::{Inspected, Verdict as V};
+    use dataplane::policy::{Denial, Op};
+    // pycomm3's Large Forward Open (T->O id 37a09020), the target's reply
+    // (O->T id e0fe589e), and a connected Reset of the Identity object on
+    // O->T, which the gate refuses on T->O.
+    let open = unhex(concat!(
+        "6f0042009f635f34000000005f7079636f6d6d5f00000000000000000a00020000000000b20032005b0220062401",
+        "0a050000000037a09020270409102ecae7f80700000001402000a00f004201402000a00f0042a30220022401"
+    ));
+    let reply = unhex(concat!(
+        "6f002e009f635f34000000005f7079636f6d6d5f00000000000000000a00020000000000b2001e00db000000",
+        "e0fe589e37a09020270409102ecae7f801402000014020000000"
+    ));
+    let reset = unhex(concat!(
+        "70001c009f635f34000000005f7079636f6d6d5f00000000000000000a000200a1000400e0fe589eb1000800",
+        "0100050220012401"
+    ));
+    let dir = testdir("writer-enip-refusal");
+    let mut w = writer(&dir, DAY1);
+    let t = DAY1;
+    let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), 40001);
+    let asset = SocketAddrV4::new(Ipv4Addr::new(198, 19, 3, 9), 44818);
+    let session = SessionOpen {
+        user: Name::new("bob"),
+        roles: Note::join(["viewer"], ","),
+        client,
+        endpoint: SocketAddrV4::new(Ipv4Addr::new(100, 64, 3, 9), 44818),
+        asset_name: Name::new("plc-9"),
+        asset,
+        protocol: Text::new("enip"),
+        tls_version: Text::new("TLSv1_3"),
+        tls_cipher: Text::new("TLS13_AES_256_GCM_SHA384"),
+        ticket: Name::new(""),
+    };
+    w.ingest(&AuditRecord::session_open(9, t, session), t);
+    let opened = Inspected { function: 0x5b, op: Op::Connect, ..Inspected::UNKNOWN };
+    let d = Decoded::unit(&opened);
+    w.ingest(&AuditRecord::request(9, 1, t + 10, d, Verdict::Allow, None, "", None, &open), t);
+    w.ingest(&AuditRecord::response(9, 1, t + 20, 10, &reply), t);
+    let refused = Inspected {
+        function: 0x05,
+        op: Op::Control,
+        verdict: V::Denied { denial: Denial::NoRule, error: 0x0f },
+        ..Inspected::UNKNOWN
+    };
+    let d = Decoded::unit(&refused);
+    w.ingest(&AuditRecord::request(9, 2, t + 30, d, Verdict::Deny, None, "", None, &reset), t);
+    w.ingest(&AuditRecord::session_close(9, t + 40, "client_closed", None, 0, 0, 40), t);
+    assert!(w.sync(DAY1));
+    let close = record(lines(&dir.join("audit-2025-12-31.jsonl")).last().unwrap());
+    let pcap = std::fs::read(dir.join("pcap").join(close["pcap"].as_str().unwrap())).unwrap();
+    let has = |needle: &[u8]| pcap.windows(needle.len()).any(|w| w == needle);
+    // The request went on O->T; the refusal (Reset reply 0x85, privilege
+    // violation) came back on T->O, with the request's sequence count.
+    assert!(has(&[0xa1, 0, 4, 0, 0xe0, 0xfe, 0x58, 0x9e, 0xb1, 0, 8, 0, 1, 0, 5]), "the request");
+    assert!(has(&[0xa1, 0, 4, 0, 0x37, 0xa0, 0x90, 0x20, 0xb1, 0, 6, 0, 1, 0, 0x85, 0, 0x0f, 0]), "the refusal");
+    assert_eq!(verify(&dir).unwrap().captures, 1);
+}

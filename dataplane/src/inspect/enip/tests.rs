@@ -135,7 +135,7 @@ fn a_multiple_service_packet_is_all_or_nothing() {
     assert_eq!(replies(&w.user), [vec![0x8a, 0, 0x1e, 0, 2, 0, 6, 0, 10, 0, 0x8e, 0, 0x0f, 0, 0xcd, 0, 0x0f, 0]]);
     let e = Encap::parse(&w.user).unwrap();
     let mut out = [0u8; MAX_REFUSAL];
-    let n = refusal(&m, wire::MULTIPLE_SERVICE_PACKET, 0x0f, &mut out).unwrap();
+    let n = refusal(&m, wire::MULTIPLE_SERVICE_PACKET, 0x0f, &Connections::default(), &mut out).unwrap();
     assert_eq!((&out[..n], e.command), (&w.user[..], wire::SEND_RR_DATA), "the capture rebuilds it");
     let mut w = Wires::default();
     let seen = feed(&mut EnipInspector::new(), &mut w, &m, |_| ALLOW);
@@ -160,9 +160,56 @@ fn refusals_rebuilt_for_the_capture_are_the_ones_sent() {
         let seen = feed(&mut EnipInspector::new(), &mut w, &m, viewer);
         let Verdict::Denied { error, .. } = seen[0].verdict else { panic!() };
         let mut out = [0u8; MAX_REFUSAL];
-        let n = refusal(&m, seen[0].function, error, &mut out).unwrap();
+        let n = refusal(&m, seen[0].function, error, &Connections::default(), &mut out).unwrap();
         assert_eq!(&out[..n], &w.user[..]);
     }
+}
+
+#[test]
+fn a_connected_refusal_is_rebuilt_on_the_connection_learned_from_the_trail() {
+    // What the gate sent: pycomm3's Forward Open, the target's reply, then a
+    // refused connected Reset on the O->T id the target chose.
+    let mut insp = EnipInspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &hex(FORWARD_OPEN), |_| ALLOW);
+    to_user(&mut insp, &mut w, &hex(OPEN_REPLY), 9);
+    w.user.clear();
+    let mut reset = hex(CONNECTED_IDENTITY);
+    let at = reset.len() - 6;
+    reset[at] = wire::RESET;
+    let seen = feed(&mut insp, &mut w, &reset, viewer);
+    let Verdict::Denied { error, .. } = seen[0].verdict else { panic!("{seen:?}") };
+    // What the audit writer sees: the same messages as payloads.
+    assert_eq!(forward_open_request(&hex(FORWARD_OPEN)), Some(0x2090_a037));
+    assert_eq!(forward_open_reply(&hex(OPEN_REPLY)), Some(0x9e58_fee0));
+    let mut learned = Connections::default();
+    learned.learn(0x9e58_fee0, 0x2090_a037);
+    let mut out = [0u8; MAX_REFUSAL];
+    let n = refusal(&reset, seen[0].function, error, &learned, &mut out).unwrap();
+    assert_eq!(&out[..n], &w.user[..], "the capture shows the refusal the gate sent");
+    // Without the Forward Open the rebuild can only use the request's id.
+    let n = refusal(&reset, seen[0].function, error, &Connections::default(), &mut out).unwrap();
+    assert_ne!(&out[..n], &w.user[..]);
+    // Anything but a Forward Open, or a failed one, teaches nothing.
+    assert_eq!(forward_open_request(&hex(READ_SPEED)), None);
+    assert_eq!(forward_open_reply(&hex(READ_REPLY)), None);
+    let mut failed = hex(OPEN_REPLY);
+    failed[wire::HEADER + 16 + 2] = 0x01;
+    assert_eq!(forward_open_reply(&failed), None);
+    for cut in 0..hex(OPEN_REPLY).len() {
+        assert_eq!(forward_open_reply(&hex(OPEN_REPLY)[..cut]), None, "cut at {cut}");
+    }
+}
+
+#[test]
+fn the_oldest_connection_makes_room() {
+    let mut c = Connections::default();
+    for k in 0..=MAX_CONNECTIONS as u32 {
+        c.learn(100 + k, 200 + k);
+    }
+    assert_eq!(c.reply_id(100), 100, "the first was forgotten");
+    assert_eq!(c.reply_id(101), 201);
+    assert_eq!(c.reply_id(100 + MAX_CONNECTIONS as u32), 200 + MAX_CONNECTIONS as u32);
 }
 
 #[test]
