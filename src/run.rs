@@ -248,7 +248,18 @@ fn start(args: &RunArgs) -> Result<(), String> {
         }
     };
     let mut last_stats = Instant::now();
+    let mut failed = None;
     while !stop.load(Ordering::Relaxed) {
+        // A dp core ends only when told to, or when starting over after a
+        // panic panicked too: then its share of the traffic goes
+        // unanswered while the gate looks up. The gate stops instead (exit
+        // status 1), so its supervisor starts it afresh.
+        if let Some(k) = threads[..args.cores.len()].iter().position(|t| t.is_finished()) {
+            log::error!("core {k} stopped after a panic it could not recover from (logged above); the gate stops");
+            failed = Some(format!("core {k} stopped after a panic it could not recover from (see the log)"));
+            stop.store(true, Ordering::Relaxed);
+            break;
+        }
         control.drain_events(|ev| log::info!("{}", control::describe(ev)));
         control.refresh_policy(control::identity::unix_now());
         for q in &drop_logs {
@@ -290,7 +301,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
     audit.shutdown();
     control.drain_events(|ev| log::info!("{}", control::describe(ev)));
     log::info!("final counters: {}", pairs(&control));
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// Where the kernel lets unbound workqueue workers run (page writeback of

@@ -450,10 +450,12 @@ fn an_idle_pass_gives_the_waiting_audit_writer_its_turn() {
 
 /// A port that panics in its next receive once armed: a bug outside any
 /// session's step (here the port; the same for classification or the
-/// stacks).
+/// stacks). While `broken`, reading its MAC panics too, as building the
+/// stacks afresh does.
 struct Tripwire {
     port: Box<dyn FramePort>,
     armed: Arc<AtomicBool>,
+    broken: Arc<AtomicBool>,
 }
 
 impl FramePort for Tripwire {
@@ -474,11 +476,47 @@ impl FramePort for Tripwire {
         self.port.poll_fd()
     }
     fn mac(&self) -> [u8; 6] {
+        assert!(!self.broken.load(Ordering::Relaxed), "broken");
         self.port.mac()
     }
     fn name(&self) -> &str {
         self.port.name()
     }
+}
+
+/// A lab whose north port is a [`Tripwire`]: (lab, armed, broken).
+fn tripwired_lab() -> (MemLab, Arc<AtomicBool>, Arc<AtomicBool>) {
+    let cfg = config::parse("lab.toml", LAB).expect("config");
+    let (armed, broken) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (a, b) = (armed.clone(), broken.clone());
+    let wrap = move |link: usize, port: Box<dyn FramePort>| -> Box<dyn FramePort> {
+        if link == 0 {
+            Box::new(Tripwire { port, armed: a.clone(), broken: b.clone() })
+        } else {
+            port
+        }
+    };
+    let lab = MemLab::new_wrapped(&cfg, CoreOptions::default(), None, &wrap).expect("memlab");
+    (lab, armed, broken)
+}
+
+/// Starting over after a panic panics too (here the port's MAC, which the
+/// new stacks read): the core cannot go on and its loop ends, though
+/// nobody asked it to stop. `accessgate run` then stops the gate with an
+/// error (src/run.rs), rather than leave this core's traffic unanswered.
+#[test]
+fn a_core_that_cannot_start_over_ends_its_loop() {
+    let (mut lab, armed, broken) = tripwired_lab();
+    let ticket = lab.login("alice", WAIT).expect("login");
+    lab.session(&ticket, WAIT).expect("session");
+    armed.store(true, Ordering::Relaxed);
+    broken.store(true, Ordering::Relaxed);
+    assert_eq!(lab.gate.pass(), None, "the restart panicked: the core cannot go on");
+    assert_eq!(lab.control.totals().core_restarts, 0, "no restart was completed");
+    armed.store(true, Ordering::Relaxed);
+    let stop = AtomicBool::new(false);
+    lab.gate.run(&stop);
+    assert!(!stop.load(Ordering::Relaxed) && !armed.load(Ordering::Relaxed), "the loop ended on the panic");
 }
 
 /// A panic in a pass outside a session's step: the core catches it, its
@@ -487,17 +525,7 @@ impl FramePort for Tripwire {
 /// once.
 #[test]
 fn a_panic_in_a_pass_costs_the_sessions_not_the_core() {
-    let cfg = config::parse("lab.toml", LAB).expect("config");
-    let armed = Arc::new(AtomicBool::new(false));
-    let wire = armed.clone();
-    let wrap = move |link: usize, port: Box<dyn FramePort>| -> Box<dyn FramePort> {
-        if link == 0 {
-            Box::new(Tripwire { port, armed: wire.clone() })
-        } else {
-            port
-        }
-    };
-    let mut lab = MemLab::new_wrapped(&cfg, CoreOptions::default(), None, &wrap).expect("memlab");
+    let (mut lab, armed, _) = tripwired_lab();
     let ticket = lab.login("alice", WAIT).expect("login");
     let old = lab.session(&ticket, WAIT).expect("session");
     assert_eq!(read(&mut lab, old, 1, 0, 2)[..9], [0, 1, 0, 0, 0, 7, 1, 3, 4]);
