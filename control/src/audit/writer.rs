@@ -773,8 +773,9 @@ impl Writer {
                     m.put("exception", bytes[8]);
                 }
                 payload_fields(&mut m, bytes, r.payload.total());
-                if let (true, Some(s)) = (enip, self.sessions.get_mut(&rec.session)) {
-                    if let Some(e) = &mut s.enip {
+                // (Only an EtherNet/IP session looks its session up again.)
+                if enip {
+                    if let Some(e) = self.sessions.get_mut(&rec.session).and_then(|s| s.enip.as_deref_mut()) {
                         e.response(r.seq, bytes);
                     }
                 }
