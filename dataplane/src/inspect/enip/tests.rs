@@ -201,6 +201,34 @@ fn a_connected_refusal_is_rebuilt_on_the_connection_learned_from_the_trail() {
     }
 }
 
+/// The audit writer's side on random and mutated payloads (twin of the
+/// fuzz target `enip`): no panic, and every rebuilt refusal parses.
+#[test]
+fn trail_helpers_never_panic() {
+    let mut rng = crate::xorshift::XorShift::new(0xe41_0002);
+    let seeds: Vec<Vec<u8>> = [FORWARD_OPEN, OPEN_REPLY, CONNECTED_IDENTITY, READ_SPEED, WRITE_SPEED].map(hex).to_vec();
+    let (mut learned, mut rebuilt) = (Connections::default(), 0);
+    for _ in 0..20_000 {
+        let mut m = seeds[rng.below(seeds.len())].clone();
+        for _ in 0..rng.below(4) {
+            let i = rng.below(m.len());
+            m[i] = rng.next_u64() as u8;
+        }
+        m.truncate(m.len() - rng.below(8));
+        if let (Some(t_to_o), Some(o_to_t)) = (forward_open_request(&m), forward_open_reply(&m)) {
+            learned.learn(o_to_t, t_to_o);
+        }
+        let mut out = [0u8; MAX_REFUSAL];
+        for (service, error) in [(wire::WRITE_TAG, 0x0f), (wire::MULTIPLE_SERVICE_PACKET, 0x0f), (0, 1), (0, 3)] {
+            if let Some(n) = refusal(&m, service, error, &learned, &mut out) {
+                assert!(Encap::parse(&out[..n]).is_some(), "{:02x?}", &out[..n]);
+                rebuilt += 1;
+            }
+        }
+    }
+    assert!(rebuilt > 1_000, "{rebuilt} refusals rebuilt");
+}
+
 #[test]
 fn the_oldest_connection_makes_room() {
     let mut c = Connections::default();
