@@ -254,7 +254,9 @@ fn start(args: &RunArgs) -> Result<(), String> {
         // panic panicked too: then its share of the traffic goes
         // unanswered while the gate looks up. The gate stops instead (exit
         // status 1), so its supervisor starts it afresh.
-        if let Some(k) = threads[..args.cores.len()].iter().position(|t| t.is_finished()) {
+        let ended = threads[..args.cores.len()].iter().position(|t| t.is_finished());
+        // (A signal may have stopped them since the loop's check.)
+        if let Some(k) = ended.filter(|_| !stop.load(Ordering::Relaxed)) {
             log::error!("core {k} stopped after a panic it could not recover from (logged above); the gate stops");
             failed = Some(format!("core {k} stopped after a panic it could not recover from (see the log)"));
             stop.store(true, Ordering::Relaxed);

@@ -27,8 +27,10 @@ fuzz_target!(|data: &[u8]| {
             None => assert_ne!(e.status, 0),
         }
     }
+    // The input's halves as a Forward Open and its reply.
+    let (open, reply) = data.split_at(data.len() / 2);
     let mut learned = Connections::default();
-    if let (Some(t_to_o), Some(o_to_t)) = (forward_open_request(data), forward_open_reply(data)) {
+    if let (Some(t_to_o), Some(o_to_t)) = (forward_open_request(open), forward_open_reply(reply)) {
         learned.learn(o_to_t, t_to_o);
     }
     let mut out = [0u8; MAX_REFUSAL];

@@ -168,8 +168,26 @@ impl EnipConnections {
     /// inspector's requests in flight).
     const OPENING: usize = dataplane::inspect::enip::MAX_OUTSTANDING;
 
-    fn request(&mut self, seq: u32, msg: &[u8]) {
-        if let Some(t_to_o) = dataplane::inspect::enip::forward_open_request(msg) {
+    /// A request the gate forwarded: `msg` is what the trail keeps of it
+    /// (its first `PAYLOAD_LEN` bytes), `total` its length.
+    fn request(&mut self, seq: u32, msg: &[u8], total: usize) {
+        use dataplane::inspect::enip::forward_open_request;
+        use dataplane::wire::enip as wire;
+        // A Forward Open with a long route is cut in the trail; its ids sit
+        // in the first 60 bytes. Zeros stand in for the rest (a path cut
+        // short does not parse, and then nothing is learned). Only an
+        // unconnected Forward Open (its service at byte 40) is padded.
+        let cut_open = msg.len() < total
+            && total <= wire::MAX_MESSAGE
+            && msg.get(40).is_some_and(|s| matches!(*s, wire::FORWARD_OPEN | wire::LARGE_FORWARD_OPEN));
+        let found = if cut_open {
+            let mut whole = vec![0; total];
+            whole[..msg.len()].copy_from_slice(msg);
+            forward_open_request(&whole)
+        } else {
+            forward_open_request(msg)
+        };
+        if let Some(t_to_o) = found {
             if self.opening.len() == Self::OPENING {
                 self.opening.remove(0);
             }
@@ -721,7 +739,7 @@ impl Writer {
                         self.touched.push(rec.session);
                     }
                     if let (Some(e), false) = (&mut s.enip, denied) {
-                        e.request(r.seq, bytes);
+                        e.request(r.seq, bytes, r.payload.total() as usize);
                     }
                     if let Some(c) = &mut s.capture {
                         use std::fmt::Write as _;

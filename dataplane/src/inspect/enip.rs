@@ -140,6 +140,9 @@ fn forward_open_o_to_t(reply: &[u8]) -> Option<u32> {
 /// rebuilds refusals from the trail).
 pub fn forward_open_request(msg: &[u8]) -> Option<u32> {
     let e = Encap::parse(msg)?;
+    if !matches!(e.command, wire::SEND_RR_DATA | wire::SEND_UNIT_DATA) {
+        return None;
+    }
     let open = Cip::parse(e.cpf()?.message)?;
     let opens = matches!(open.service, wire::FORWARD_OPEN | wire::LARGE_FORWARD_OPEN);
     (open.is_connection_manager() && opens).then(|| forward_open_t_to_o(&open))?

@@ -432,8 +432,6 @@ fn unhex(s: &str) -> Vec<u8> {
 
 #[test]
 fn an_enip_capture_shows_a_connected_refusal_on_the_connection_the_gate_answered_on() {
-    use dataplane::inspect::{Inspected, Verdict as V};
-    use dataplane::policy::{Denial, Op};
     // pycomm3's Large Forward Open (T->O id 37a09020), the target's reply
     // (O->T id e0fe589e), and a connected Reset of the Identity object on
     // O->T, which the gate refuses on T->O.
@@ -445,11 +443,30 @@ fn an_enip_capture_shows_a_connected_refusal_on_the_connection_the_gate_answered
         "6f002e009f635f34000000005f7079636f6d6d5f00000000000000000a00020000000000b2001e00db000000",
         "e0fe589e37a09020270409102ecae7f801402000014020000000"
     ));
+    // The same Forward Open with a route 300 bytes longer: the trail keeps
+    // its first 260 bytes, and the ids are among them.
+    let mut long_open = open.clone();
+    long_open.extend([0x01; 300]);
+    let encap = u16::from_le_bytes([open[2], open[3]]) + 300;
+    long_open[2..4].copy_from_slice(&encap.to_le_bytes());
+    let item = u16::from_le_bytes([open[38], open[39]]) + 300;
+    long_open[38..40].copy_from_slice(&item.to_le_bytes());
+    assert_eq!(dataplane::inspect::enip::forward_open_request(&long_open), Some(0x2090_a037));
+    for (name, open) in [("short", &open), ("long", &long_open)] {
+        refused_on_the_learned_connection(name, open, &reply);
+    }
+}
+
+/// A session with the Forward Open `open`, its `reply`, and a refused
+/// connected Reset on the connection they opened.
+fn refused_on_the_learned_connection(name: &str, open: &[u8], reply: &[u8]) {
+    use dataplane::inspect::{Inspected, Verdict as V};
+    use dataplane::policy::{Denial, Op};
     let reset = unhex(concat!(
         "70001c009f635f34000000005f7079636f6d6d5f00000000000000000a000200a1000400e0fe589eb1000800",
         "0100050220012401"
     ));
-    let dir = testdir("writer-enip-refusal");
+    let dir = testdir(&format!("writer-enip-refusal-{name}"));
     let mut w = writer(&dir, DAY1);
     let t = DAY1;
     let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), 40001);
@@ -469,8 +486,8 @@ fn an_enip_capture_shows_a_connected_refusal_on_the_connection_the_gate_answered
     w.ingest(&AuditRecord::session_open(9, t, session), t);
     let opened = Inspected { function: 0x5b, op: Op::Connect, ..Inspected::UNKNOWN };
     let d = Decoded::unit(&opened);
-    w.ingest(&AuditRecord::request(9, 1, t + 10, d, Verdict::Allow, None, "", None, &open), t);
-    w.ingest(&AuditRecord::response(9, 1, t + 20, 10, &reply), t);
+    w.ingest(&AuditRecord::request(9, 1, t + 10, d, Verdict::Allow, None, "", None, open), t);
+    w.ingest(&AuditRecord::response(9, 1, t + 20, 10, reply), t);
     let refused = Inspected {
         function: 0x05,
         op: Op::Control,
@@ -486,7 +503,8 @@ fn an_enip_capture_shows_a_connected_refusal_on_the_connection_the_gate_answered
     let has = |needle: &[u8]| pcap.windows(needle.len()).any(|w| w == needle);
     // The request went on O->T; the refusal (Reset reply 0x85, privilege
     // violation) came back on T->O, with the request's sequence count.
-    assert!(has(&[0xa1, 0, 4, 0, 0xe0, 0xfe, 0x58, 0x9e, 0xb1, 0, 8, 0, 1, 0, 5]), "the request");
-    assert!(has(&[0xa1, 0, 4, 0, 0x37, 0xa0, 0x90, 0x20, 0xb1, 0, 6, 0, 1, 0, 0x85, 0, 0x0f, 0]), "the refusal");
+    assert!(has(&[0xa1, 0, 4, 0, 0xe0, 0xfe, 0x58, 0x9e, 0xb1, 0, 8, 0, 1, 0, 5]), "{name}: the request");
+    let refusal = [0xa1, 0, 4, 0, 0x37, 0xa0, 0x90, 0x20, 0xb1, 0, 6, 0, 1, 0, 0x85, 0, 0x0f, 0];
+    assert!(has(&refusal), "{name}: the refusal");
     assert_eq!(verify(&dir).unwrap().captures, 1);
 }

@@ -207,17 +207,24 @@ fn a_connected_refusal_is_rebuilt_on_the_connection_learned_from_the_trail() {
 fn trail_helpers_never_panic() {
     let mut rng = crate::xorshift::XorShift::new(0xe41_0002);
     let seeds: Vec<Vec<u8>> = [FORWARD_OPEN, OPEN_REPLY, CONNECTED_IDENTITY, READ_SPEED, WRITE_SPEED].map(hex).to_vec();
-    let (mut learned, mut rebuilt) = (Connections::default(), 0);
-    for _ in 0..20_000 {
-        let mut m = seeds[rng.below(seeds.len())].clone();
+    let mutated = |rng: &mut crate::xorshift::XorShift, seed: &[u8]| {
+        let mut m = seed.to_vec();
         for _ in 0..rng.below(4) {
             let i = rng.below(m.len());
             m[i] = rng.next_u64() as u8;
         }
         m.truncate(m.len() - rng.below(8));
-        if let (Some(t_to_o), Some(o_to_t)) = (forward_open_request(&m), forward_open_reply(&m)) {
+        m
+    };
+    let (mut learned, mut rebuilt, mut learnt) = (Connections::default(), 0, 0);
+    for _ in 0..20_000 {
+        let (open, reply) = (mutated(&mut rng, &seeds[0]), mutated(&mut rng, &seeds[1]));
+        if let (Some(t_to_o), Some(o_to_t)) = (forward_open_request(&open), forward_open_reply(&reply)) {
             learned.learn(o_to_t, t_to_o);
+            learnt += 1;
         }
+        let seed = rng.below(seeds.len());
+        let m = mutated(&mut rng, &seeds[seed]);
         let mut out = [0u8; MAX_REFUSAL];
         for (service, error) in [(wire::WRITE_TAG, 0x0f), (wire::MULTIPLE_SERVICE_PACKET, 0x0f), (0, 1), (0, 3)] {
             if let Some(n) = refusal(&m, service, error, &learned, &mut out) {
@@ -226,7 +233,7 @@ fn trail_helpers_never_panic() {
             }
         }
     }
-    assert!(rebuilt > 1_000, "{rebuilt} refusals rebuilt");
+    assert!(rebuilt > 1_000 && learnt > 100, "{rebuilt} refusals rebuilt, {learnt} connections learned");
 }
 
 #[test]
