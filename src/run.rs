@@ -257,8 +257,9 @@ fn start(args: &RunArgs) -> Result<(), String> {
         let ended = threads[..args.cores.len()].iter().position(|t| t.is_finished());
         // (A signal may have stopped them since the loop's check.)
         if let Some(k) = ended.filter(|_| !stop.load(Ordering::Relaxed)) {
-            log::error!("core {k} stopped after a panic it could not recover from (logged above); the gate stops");
-            failed = Some(format!("core {k} stopped after a panic it could not recover from (see the log)"));
+            let reason = format!("core {k} stopped after a panic it could not recover from (see the log)");
+            log::error!("{reason}; the gate stops");
+            failed = Some(reason);
             stop.store(true, Ordering::Relaxed);
             break;
         }

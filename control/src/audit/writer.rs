@@ -785,20 +785,18 @@ impl Writer {
                 let bytes = r.payload.as_bytes();
                 let mut m = Fields::new("response");
                 m.put("session", sid).put("req", r.seq).put("latency_us", r.latency_us);
-                let protocol = self.protocol_of(rec.session);
-                let (modbus, enip) = (protocol.is_none_or(|p| p == "modbus"), protocol == Some("enip"));
+                let modbus = self.protocol_of(rec.session).is_none_or(|p| p == "modbus");
                 if modbus && bytes.len() >= 9 && bytes[7] & 0x80 != 0 {
                     m.put("exception", bytes[8]);
                 }
                 payload_fields(&mut m, bytes, r.payload.total());
-                // (Only an EtherNet/IP session looks its session up again.)
-                if enip {
-                    if let Some(e) = self.sessions.get_mut(&rec.session).and_then(|s| s.enip.as_deref_mut()) {
+                if let Some(s) = self.touch(rec.session) {
+                    if let Some(e) = &mut s.enip {
                         e.response(r.seq, bytes);
                     }
-                }
-                if let Some(c) = self.capture(rec.session) {
-                    c.data(ts, Peer::Asset, bytes, None);
+                    if let Some(c) = &mut s.capture {
+                        c.data(ts, Peer::Asset, bytes, None);
+                    }
                 }
                 m
             }
@@ -808,7 +806,7 @@ impl Writer {
                 m.put("session", sid).put("dir", d.direction.as_str());
                 payload_fields(&mut m, bytes, d.payload.total());
                 let peer = if d.direction == Direction::Up { Peer::Client } else { Peer::Asset };
-                if let Some(c) = self.capture(rec.session) {
+                if let Some(c) = self.touch(rec.session).and_then(|s| s.capture.as_mut()) {
                     c.data(ts, peer, bytes, None);
                 }
                 m
@@ -895,13 +893,15 @@ impl Writer {
         self.sessions.get(&session).map(|s| s.protocol.as_str())
     }
 
-    fn capture(&mut self, session: u64) -> Option<&mut Capture> {
+    /// The session's log, marked touched (its capture is written at the
+    /// next capture commit).
+    fn touch(&mut self, session: u64) -> Option<&mut SessionLog> {
         let s = self.sessions.get_mut(&session)?;
         if !s.touched {
             s.touched = true;
             self.touched.push(session);
         }
-        s.capture.as_mut()
+        Some(s)
     }
 
     /// `<session>.pcapng`, or `<session>-N.pcapng` if taken (a restarted
