@@ -59,7 +59,11 @@
 //! scenario: added latency per percentile against a baseline label (the
 //! direct runs), the maximum sustainable rate, CPU per 100k requests and
 //! memory per session; it writes a Markdown table, a JSON file and one SVG
-//! plot per scenario.
+//! plot per scenario. It also says how sure each percentile is (95 %
+//! distribution-free intervals, [`super::interval`]) and judges the issue's
+//! targets on them: a latency target is met or not met only when the
+//! intervals are apart, else "not resolved"; a rate target on the medians
+//! of the rounds, unresolved where a server passed the sweep's top.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -83,6 +87,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 use serde_json::{json, Map, Value};
 
+use super::interval::{Interval, Verdict};
 use super::procfs::{self, CpuTicks, USER_HZ};
 use super::{build_profile, list_or_dash, si};
 
@@ -104,6 +109,10 @@ const MAX_ANOMALIES: usize = 20;
 /// Percentiles reported everywhere (1.0 = max).
 const PERCENTILES: [(&str, f64); 6] =
     [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999), ("max", 1.0)];
+/// Confidence of the report's percentile intervals.
+const CONFIDENCE: f64 = 0.95;
+/// The peers the issue's targets compare the gate with (labels of `scripts/bench`).
+const PEERS: [&str; 3] = ["stunnel", "haproxy", "nginx"];
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -1641,6 +1650,183 @@ fn quantile_us(h: &Histogram<u64>, q: f64) -> Option<f64> {
     Some(v as f64 / 1000.0)
 }
 
+/// The 95 % interval of a histogram's `q`-quantile (`q` < 1) in µs, from the
+/// order statistics of its samples ([`super::interval`]).
+fn quantile_interval_us(h: &Histogram<u64>, q: f64) -> Interval {
+    let n = h.len();
+    Interval::of_quantile(n, q, CONFIDENCE, |rank| h.value_at_quantile(rank as f64 / n as f64) as f64 / 1000.0)
+}
+
+/// Added latency (`h` − `base` at `q`) as a point and a 95 % interval.
+fn added_us(h: &Histogram<u64>, base: &Histogram<u64>, q: f64) -> Option<(f64, Interval)> {
+    let point = quantile_us(h, q)? - quantile_us(base, q)?;
+    Some((point, quantile_interval_us(h, q).minus(quantile_interval_us(base, q))))
+}
+
+/// How sure the run is of its percentiles, and the issue's two latency
+/// targets judged on intervals, not points: the gate's added p50 at most
+/// half the best peer's, its added p99.9 at most the best peer's added p99.
+/// Each round alone is judged on its points too (bursts make the samples
+/// dependent, which the intervals do not see; rounds agreeing is the check
+/// they cannot give). Returns the verdicts for the JSON.
+fn write_latency_targets(md: &mut String, groups: &[Group], baseline: &str) -> Value {
+    let Some(base_group) = groups.iter().find(|g| g.label == baseline) else { return Value::Null };
+    let _ = writeln!(
+        md,
+        "\nHow sure (95 % intervals of each percentile from the order statistics of the merged samples; \
+         they assume independent samples, and bursts of latency make the truth wider; `∞)`: too few samples \
+         to bound it from above):\n"
+    );
+    let _ = writeln!(md, "| target | samples | p50 | p99 | p99.9 | p99.99 |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for g in groups {
+        let h = g.merged();
+        let cells: Vec<String> = [0.5, 0.99, 0.999, 0.9999]
+            .iter()
+            .map(|&q| format!("{} {}", opt(quantile_us(&h, q), 0), quantile_interval_us(&h, q).text(false)))
+            .collect();
+        let _ = writeln!(md, "| {} | {} | {} |", g.label, h.len(), cells.join(" | "));
+    }
+    let gates: Vec<&Group> = groups.iter().filter(|g| g.label.starts_with("gate")).collect();
+    let peers: Vec<&Group> = groups.iter().filter(|g| PEERS.contains(&g.label.as_str())).collect();
+    if gates.is_empty() || peers.is_empty() {
+        return Value::Null;
+    }
+    let base = base_group.merged();
+    let rounds = groups.iter().map(|g| g.steps().len()).min().unwrap_or(0);
+    // (name, the gate's percentile, the peers' percentile, factor on the peer's)
+    let targets = [
+        ("added p50 ≤ half the best peer's added p50", ("p50", 0.5), ("p50", 0.5), ("half of ", 0.5)),
+        ("added p99.9 ≤ the best peer's added p99", ("p99.9", 0.999), ("p99", 0.99), ("", 1.0)),
+    ];
+    let mut out = Vec::new();
+    for (name, (g_name, gq), (p_name, pq), (f_name, factor)) in targets {
+        // The best peer: the lowest added latency, on the merged rounds.
+        let best = peers
+            .iter()
+            .filter_map(|p| added_us(&p.merged(), &base, pq).map(|a| (p, a)))
+            .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0));
+        let Some((peer, (peer_point, peer_iv))) = best else { continue };
+        let _ = writeln!(
+            md,
+            "\nIssue #7's target \"{name}\" (µs; the best peer here is {}; `not resolved`: the intervals overlap, \
+             this run cannot tell; per round: each round's points alone):\n",
+            peer.label
+        );
+        let _ = writeln!(
+            md,
+            "| target | its added {g_name} | 95 % interval | {f_name}{}'s added {p_name} | 95 % interval | verdict | per round |",
+            peer.label
+        );
+        let _ = writeln!(md, "|---|---:|---|---:|---|---|---|");
+        for g in &gates {
+            let Some((point, iv)) = added_us(&g.merged(), &base, gq) else { continue };
+            let bound = peer_iv.times(factor);
+            let verdict = Verdict::at_most(iv, bound);
+            let per_round: Vec<&str> = (0..rounds)
+                .map(|r| {
+                    let hist = |grp: &Group| step_hist(grp.steps()[r]);
+                    let b = hist(base_group);
+                    let gate = added_us(&hist(g), &b, gq).map(|a| a.0);
+                    let best_peer =
+                        peers.iter().filter_map(|p| added_us(&hist(p), &b, pq).map(|a| a.0)).min_by(f64::total_cmp);
+                    match gate.zip(best_peer) {
+                        Some((x, y)) if x <= y * factor => "met",
+                        Some(_) => "not met",
+                        None => "-",
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {point:+.0} | {} | {:+.0} | {} | **{}** | {} |",
+                g.label,
+                iv.text(true),
+                peer_point * factor,
+                bound.text(true),
+                verdict.text(),
+                per_round.join(", ")
+            );
+            out.push(json!({
+                "target": name,
+                "label": g.label,
+                "added_us": point,
+                "added_ci95_us": iv.json(),
+                "best_peer": peer.label,
+                "bound_us": peer_point * factor,
+                "bound_ci95_us": bound.json(),
+                "verdict": verdict.text(),
+                "per_round": per_round,
+            }));
+        }
+    }
+    Value::Array(out)
+}
+
+/// The issue's rate targets on a sweep: the gate's max sustainable rate at
+/// least 1.3× HAProxy's and 2× stunnel's (medians of rounds; each round's
+/// pair too). A sweep's steps are its resolution, and a server that passed
+/// the sweep's top step may hold more: a ratio that such a server would
+/// change is not resolved.
+fn write_rate_targets(md: &mut String, groups: &[Group]) -> Value {
+    let rate = |g: &Group| g.median_doc(&["max_sustainable_rate"]);
+    let at_top = |g: &Group, r: f64| {
+        let top = g.runs.iter().filter_map(|run| run.doc["params"]["rates_total"].as_array()).flatten();
+        top.filter_map(Value::as_f64).fold(f64::NAN, f64::max) <= r
+    };
+    let per_round =
+        |g: &Group| -> Vec<Option<f64>> { g.runs.iter().map(|r| r.doc["max_sustainable_rate"].as_f64()).collect() };
+    let mut out = Vec::new();
+    let mut lines = String::new();
+    for (peer_label, factor) in [("haproxy", 1.3), ("stunnel", 2.0)] {
+        let Some(peer) = groups.iter().find(|g| g.label == peer_label) else { continue };
+        for g in groups.iter().filter(|g| g.label.starts_with("gate")) {
+            let (Some(mine), Some(theirs)) = (rate(g), rate(peer)) else { continue };
+            let rounds: Vec<String> = per_round(g)
+                .iter()
+                .zip(per_round(peer))
+                .map(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+                    _ => "-".into(),
+                })
+                .collect();
+            let ratio = if theirs > 0.0 { mine / theirs } else { f64::INFINITY };
+            let (mine_top, theirs_top) = (at_top(g, mine), at_top(peer, theirs));
+            let verdict = match (ratio >= factor, mine_top, theirs_top) {
+                (true, _, false) => "met",
+                (false, false, _) => "not met",
+                _ => "not resolved",
+            };
+            let top = |t: bool| if t { " (the sweep's top)" } else { "" };
+            let _ = writeln!(
+                lines,
+                "- {}: {}{} vs {peer_label} {}{}: **{ratio:.2}×** (target ≥ {factor}×: {verdict}; per round {})",
+                g.label,
+                si(mine),
+                top(mine_top),
+                si(theirs),
+                top(theirs_top),
+                rounds.join(", ")
+            );
+            out.push(json!({
+                "target": format!("max rate ≥ {factor}× {peer_label}"),
+                "label": g.label,
+                "ratio": ratio,
+                "verdict": verdict,
+                "per_round": rounds,
+            }));
+        }
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nIssue #7's rate targets (medians of the rounds' max sustainable rates; the sweep's steps are \
+             their resolution):\n\n{lines}"
+        );
+    }
+    Value::Array(out)
+}
+
 fn us(ns: u64) -> String {
     format!("{:.1}", ns as f64 / 1000.0)
 }
@@ -2181,8 +2367,12 @@ fn report(args: &ReportArgs) -> Result<(), String> {
             series.push((format!("{} {} req/s{}", g.label, si(rate), legend_stats(&h)), curve(&h)));
             let mut lat = Map::new();
             let mut added = Map::new();
+            let mut ci = Map::new();
             for (k, qq) in PERCENTILES {
                 lat.insert(k.into(), json!(q(qq)));
+                if qq < 1.0 {
+                    ci.insert(k.into(), quantile_interval_us(&h, qq).json());
+                }
                 if let (Some(b), Some(v)) = (base.as_ref().and_then(|b| quantile_us(b, qq)), q(qq)) {
                     added.insert(k.into(), json!(v - b));
                 }
@@ -2193,6 +2383,7 @@ fn report(args: &ReportArgs) -> Result<(), String> {
                 "total_rate": rate,
                 "samples": h.len(),
                 "latency_us": lat,
+                "latency_ci95_us": ci,
                 "added_latency_us": if base.is_some() { Value::Object(added) } else { Value::Null },
                 "p99_per_round_us": g.steps().iter().map(|st| st["latency_us"]["p99"].clone()).collect::<Vec<_>>(),
                 "errors": g.errors(),
@@ -2226,6 +2417,14 @@ fn report(args: &ReportArgs) -> Result<(), String> {
                 let _ = writeln!(md, "{line}");
             }
         }
+        // The issue's targets: latency on the fixed-rate scenarios, rate on
+        // the sweeps without idle sessions (s4's sweep measures another thing).
+        let idle = p["idle_sessions"].as_u64().unwrap_or(0) > 0;
+        let targets = match (sweep, idle) {
+            (false, _) => write_latency_targets(&mut md, &groups, &args.baseline),
+            (true, false) => write_rate_targets(&mut md, &groups),
+            (true, true) => Value::Null,
+        };
         write_waits(&mut md, &groups);
         if sweep {
             let _ = writeln!(
@@ -2278,7 +2477,7 @@ fn report(args: &ReportArgs) -> Result<(), String> {
         let _ = writeln!(md, "Plot: `{}`\n", svg_path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default());
         let title = format!("{scen}: {} session(s), {rounds} round(s) merged", p["sessions"]);
         svgs.push((svg_path, svg_plot(&title, &series)));
-        scen_docs.insert(scen.clone(), json!({ "params": p, "targets": run_docs }));
+        scen_docs.insert(scen.clone(), json!({ "params": p, "targets": run_docs, "issue_targets": targets }));
     }
     print!("{md}");
     let doc = json!({
@@ -2437,6 +2636,111 @@ mod tests {
         let mut md = String::new();
         write_waits(&mut md, &[Group { label: "gate".into(), runs: vec![&old] }]);
         assert!(md.is_empty(), "{md}");
+    }
+
+    #[test]
+    fn the_report_judges_the_latency_targets_on_intervals() {
+        // One step of `n` samples at `us` µs, plus `slow` samples at 5 ms.
+        let step = |us: u64, n: u64, slow: u64| {
+            let mut h = new_hist();
+            h.record_n(us * 1000, n).unwrap();
+            if slow > 0 {
+                h.record_n(5_000_000, slow).unwrap();
+            }
+            json!({"steps": [{"histogram": hist_pairs(&h)}]})
+        };
+        let run = |label: &str, doc: Value| Run { label: label.into(), scenario: "s1".into(), doc };
+        // s1-like: 2,000 samples a round, two rounds. The gate adds 50 µs at
+        // p50, HAProxy 200 (half: 100): met, surely. At p99.9 the gate has 5
+        // slow samples in 4,000 (the 5th-slowest is its p99.9, 5 ms) and
+        // HAProxy's p99 adds 200: not met at the point, but the gate's
+        // interval runs from 150 µs (the 9th-slowest) to 5 ms: it overlaps
+        // the bound.
+        let d = [run("direct", step(100, 2000, 0)), run("direct", step(100, 2000, 0))];
+        let g = [run("gate", step(150, 1997, 3)), run("gate", step(150, 1998, 2))];
+        let h = [run("haproxy", step(300, 2000, 0)), run("haproxy", step(300, 2000, 0))];
+        fn group(runs: &[Run; 2]) -> Group<'_> {
+            Group { label: runs[0].label.clone(), runs: runs.iter().collect() }
+        }
+        let groups = vec![group(&d), group(&g), group(&h)];
+        let mut md = String::new();
+        let doc = write_latency_targets(&mut md, &groups, "direct");
+        assert!(md.contains("| gate | 4000 | 150 [150, 150] |"), "{md}");
+        assert!(md.contains("| gate | +50 | [+50, +50] | +100 | [+100, +100] | **met** | met, met |"), "{md}");
+        assert!(md.contains("haproxy's added p99"), "{md}");
+        let p999 = doc.as_array().unwrap().iter().find(|t| t["target"].as_str().unwrap().contains("p99.9")).unwrap();
+        assert_eq!(p999["verdict"], "not resolved", "{md}");
+        assert!(p999["added_us"].as_f64().unwrap() > 4000.0, "{p999}");
+        // Round 1 has 3 slow samples in 2,000 (its p99.9, the 3rd-slowest,
+        // is 5 ms), round 2 two (its p99.9 is 150 µs).
+        assert_eq!(p999["per_round"], json!(["not met", "met"]), "{p999}");
+        // The same shape with 50 times the samples is decided.
+        let d = [run("direct", step(100, 100_000, 0)), run("direct", step(100, 100_000, 0))];
+        let g = [run("gate", step(150, 99_850, 150)), run("gate", step(150, 99_850, 150))];
+        let h = [run("haproxy", step(300, 100_000, 0)), run("haproxy", step(300, 100_000, 0))];
+        let groups = vec![group(&d), group(&g), group(&h)];
+        let doc = write_latency_targets(&mut String::new(), &groups, "direct");
+        let p999 = doc.as_array().unwrap().iter().find(|t| t["target"].as_str().unwrap().contains("p99.9")).unwrap();
+        assert_eq!(p999["verdict"], "not met", "{p999}");
+        // Without a peer (or a gate) there is no target to judge, only the
+        // intervals; without the baseline nothing at all.
+        let mut md = String::new();
+        assert_eq!(write_latency_targets(&mut md, &groups[..2], "direct"), Value::Null);
+        assert!(md.contains("How sure") && !md.contains("Issue #7"), "{md}");
+        let mut md = String::new();
+        assert_eq!(write_latency_targets(&mut md, &groups[1..], "direct"), Value::Null);
+        assert!(md.is_empty(), "{md}");
+    }
+
+    #[test]
+    fn the_report_judges_the_rate_targets_on_medians() {
+        let run = |label: &str, rate: f64| Run {
+            label: label.into(),
+            scenario: "sweep".into(),
+            doc: json!({"max_sustainable_rate": rate, "params": {"sweep": true, "rates_total": [5e3, 1e4, 2e4, 3e4]}}),
+        };
+        let (g1, g2) = (run("gate-nospin", 20000.0), run("gate-nospin", 15000.0));
+        let (h1, h2) = (run("haproxy", 10000.0), run("haproxy", 15000.0));
+        let s1 = run("stunnel", 5000.0);
+        let groups = vec![
+            Group { label: "gate-nospin".into(), runs: vec![&g1, &g2] },
+            Group { label: "haproxy".into(), runs: vec![&h1, &h2] },
+            Group { label: "stunnel".into(), runs: vec![&s1] },
+        ];
+        let mut md = String::new();
+        let doc = write_rate_targets(&mut md, &groups);
+        // Medians 17.5k vs 12.5k: 1.40×; per round 2.00× and 1.00×.
+        assert!(md.contains("**1.40×** (target ≥ 1.3×: met; per round 2.00×, 1.00×)"), "{md}");
+        assert!(md.contains("vs stunnel 5.000 k: **3.50×** (target ≥ 2×: met; per round 4.00×)"), "{md}");
+        assert_eq!(doc.as_array().unwrap().len(), 2);
+        let slow = run("gate-nospin", 12000.0);
+        let groups = vec![
+            Group { label: "gate-nospin".into(), runs: vec![&slow] },
+            Group { label: "haproxy".into(), runs: vec![&h1] },
+        ];
+        let mut md = String::new();
+        write_rate_targets(&mut md, &groups);
+        assert!(md.contains("**1.20×** (target ≥ 1.3×: not met"), "{md}");
+        // At the sweep's top the server may hold more: a ratio it would
+        // change is not resolved.
+        let (top, low) = (run("gate-nospin", 30000.0), run("haproxy", 25000.0));
+        let groups = vec![
+            Group { label: "gate-nospin".into(), runs: vec![&top] },
+            Group { label: "haproxy".into(), runs: vec![&low] },
+        ];
+        let mut md = String::new();
+        write_rate_targets(&mut md, &groups);
+        assert!(
+            md.contains("30.00 k (the sweep's top) vs haproxy 25.00 k: **1.20×** (target ≥ 1.3×: not resolved"),
+            "{md}"
+        );
+        let groups = vec![
+            Group { label: "gate-nospin".into(), runs: vec![&g1] },
+            Group { label: "haproxy".into(), runs: vec![&top] },
+        ];
+        let mut md = String::new();
+        write_rate_targets(&mut md, &groups);
+        assert!(md.contains("vs haproxy 30.00 k (the sweep's top): **0.67×** (target ≥ 1.3×: not met"), "{md}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod drop;
 pub mod frames;
 pub mod inspect;
+pub mod interval;
 pub mod json;
 pub mod latency;
 pub mod load;
