@@ -1763,6 +1763,89 @@ fn write_latency_targets(md: &mut String, groups: &[Group], baseline: &str) -> V
     Value::Array(out)
 }
 
+/// Every step of `label`'s sweeps of `sessions` active sessions, with idle
+/// sessions open or not, merged per total rate over the rounds (a sweep's
+/// steps, failed ones too: a p99 above the sweep's bound is still measured).
+fn sweep_steps(runs: &[Run], label: &str, sessions: u64, with_idle: bool) -> Vec<(f64, Histogram<u64>)> {
+    let mut out: Vec<(f64, Histogram<u64>)> = Vec::new();
+    let mine = runs.iter().filter(|r| {
+        let p = &r.doc["params"];
+        r.label == label
+            && r.is_sweep()
+            && p["sessions"].as_u64() == Some(sessions)
+            && (p["idle_sessions"].as_u64().unwrap_or(0) > 0) == with_idle
+    });
+    for st in mine.flat_map(|r| r.doc["steps"].as_array().into_iter().flatten()) {
+        let Some(rate) = st["total_rate"].as_f64() else { continue };
+        let h = step_hist(st);
+        match out.iter_mut().find(|(r, _)| (r - rate).abs() < 0.5) {
+            Some((_, merged)) => {
+                let _ = merged.add(h);
+            }
+            None => out.push((rate, h)),
+        }
+    }
+    out
+}
+
+/// The issue's idle-session target: with thousands of idle sessions open
+/// (s4), the active sessions' p99 within 10 % of the same server's at the
+/// same total rate without them (the sweep), judged on 95 % intervals.
+/// Nothing when the runs have no s4 or no sweep to compare it with.
+fn write_idle_target(md: &mut String, runs: &[Run]) -> Value {
+    let mut labels: Vec<(&str, u64, u64)> = Vec::new();
+    for r in runs.iter().filter(|r| r.is_sweep()) {
+        let p = &r.doc["params"];
+        let (Some(idle), Some(sessions)) = (p["idle_sessions"].as_u64(), p["sessions"].as_u64()) else { continue };
+        if idle > 0 && !labels.iter().any(|l| l.0 == r.label) {
+            labels.push((&r.label, sessions, idle));
+        }
+    }
+    let mut rows = String::new();
+    let mut out = Vec::new();
+    for (label, sessions, idle) in labels {
+        let without = sweep_steps(runs, label, sessions, false);
+        for (rate, h_idle) in sweep_steps(runs, label, sessions, true) {
+            let Some((_, h)) = without.iter().find(|(r, _)| (r - rate).abs() < 0.5) else { continue };
+            let (Some(p), Some(p_idle)) = (quantile_us(h, 0.99), quantile_us(&h_idle, 0.99)) else { continue };
+            let (iv, iv_idle) = (quantile_interval_us(h, 0.99), quantile_interval_us(&h_idle, 0.99));
+            let verdict = Verdict::at_most(iv_idle, iv.times(1.1));
+            let _ = writeln!(
+                rows,
+                "| {label} | {} | {p:.0} {} | {p_idle:.0} {} | {:.2} | **{}** |",
+                si(rate),
+                iv.text(false),
+                iv_idle.text(false),
+                p_idle / p,
+                verdict.text()
+            );
+            out.push(json!({
+                "label": label,
+                "total_rate": rate,
+                "idle_sessions": idle,
+                "p99_us": p,
+                "p99_ci95_us": iv.json(),
+                "p99_with_idle_us": p_idle,
+                "p99_with_idle_ci95_us": iv_idle.json(),
+                "verdict": verdict.text(),
+            }));
+        }
+    }
+    if !rows.is_empty() {
+        let _ = writeln!(
+            md,
+            "## Issue #7's idle-session target: the active sessions' p99 with the idle sessions open within 10 % \
+             of the same server's without them, at the same total rate (s4's steps against the sweep's, rounds \
+             merged per rate; µs with 95 % intervals; met only if the interval with them lies at or below 1.1× \
+             the interval without)\n"
+        );
+        let _ = writeln!(md, "| target | req/s | p99 without | p99 with the idle sessions | × | verdict |");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---|");
+        let _ = writeln!(md, "{rows}");
+    }
+    Value::Array(out)
+}
+
 /// The issue's rate targets on a sweep: the gate's max sustainable rate at
 /// least 1.3× HAProxy's and 2× stunnel's (medians of rounds; each round's
 /// pair too). A sweep's steps are its resolution, and a server that passed
@@ -2479,6 +2562,7 @@ fn report(args: &ReportArgs) -> Result<(), String> {
         svgs.push((svg_path, svg_plot(&title, &series)));
         scen_docs.insert(scen.clone(), json!({ "params": p, "targets": run_docs, "issue_targets": targets }));
     }
+    let idle_target = write_idle_target(&mut md, &runs);
     print!("{md}");
     let doc = json!({
         "benchmark": "accessgate-perf load report",
@@ -2493,6 +2577,7 @@ fn report(args: &ReportArgs) -> Result<(), String> {
         "baseline": args.baseline,
         "files": args.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "scenarios": scen_docs,
+        "idle_target": idle_target,
     });
     let mut outputs = vec![(with_suffix(&prefix, ".md"), md.clone()), (with_suffix(&prefix, ".json"), pretty(&doc))];
     outputs.extend(svgs);
@@ -2741,6 +2826,45 @@ mod tests {
         let mut md = String::new();
         write_rate_targets(&mut md, &groups);
         assert!(md.contains("vs haproxy 30.00 k (the sweep's top): **0.67×** (target ≥ 1.3×: not met"), "{md}");
+    }
+
+    #[test]
+    fn the_report_judges_the_idle_target_per_rate() {
+        // A sweep step of 10,000 samples spread evenly over `us` .. 2 × `us`
+        // µs: its p99 is 1.99 × `us`, its interval a few tenths of a % wide.
+        let step = |rate: f64, us: u64| {
+            let mut h = new_hist();
+            for i in 0..10_000 {
+                h.record(us * 1000 + us * i / 10).unwrap();
+            }
+            json!({"total_rate": rate, "histogram": hist_pairs(&h)})
+        };
+        let run = |label: &str, idle: u64, steps: Vec<Value>| Run {
+            label: label.into(),
+            scenario: if idle > 0 { "s4-idle".into() } else { "sweep-100".into() },
+            doc: json!({"params": {"sweep": true, "sessions": 100, "idle_sessions": idle}, "steps": steps}),
+        };
+        let runs = vec![
+            run("gate", 0, vec![step(2000.0, 100), step(5000.0, 100)]),
+            run("gate", 9000, vec![step(2000.0, 100), step(5000.0, 300), step(10000.0, 100)]),
+            // A second round of the sweep at 2k: merged with the first.
+            run("gate", 0, vec![step(2000.0, 100)]),
+            // No s4 for nginx: nothing to judge.
+            run("nginx", 0, vec![step(2000.0, 100)]),
+        ];
+        let mut md = String::new();
+        let doc = write_idle_target(&mut md, &runs);
+        let rows = doc.as_array().unwrap();
+        // 10k has no step without idle sessions to compare with.
+        assert_eq!(rows.len(), 2, "{md}");
+        // 2k: the same p99 with and without (the sweep's two rounds merged).
+        assert_eq!(rows[0]["total_rate"], 2000.0);
+        assert_eq!(rows[0]["verdict"], "met", "{md}");
+        assert!(md.contains("| gate | 2.000 k | 199 [199, 199] | 199 [199, 199] | 1.00 | **met** |"), "{md}");
+        // 5k: three times the p99 with them.
+        assert_eq!(rows[1]["verdict"], "not met", "{md}");
+        assert!(md.contains("| 3.00 | **not met** |"), "{md}");
+        assert!(write_idle_target(&mut String::new(), &runs[2..]).as_array().unwrap().is_empty());
     }
 
     #[test]
