@@ -254,9 +254,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
         // panic panicked too: then its share of the traffic goes
         // unanswered while the gate looks up. The gate stops instead (exit
         // status 1), so its supervisor starts it afresh.
-        let ended = threads[..args.cores.len()].iter().position(|t| t.is_finished());
-        // (A signal may have stopped them since the loop's check.)
-        if let Some(k) = ended.filter(|_| !stop.load(Ordering::Relaxed)) {
+        if let Some(k) = ended_unasked(&threads[..args.cores.len()], &stop) {
             let reason = format!("core {k} stopped after a panic it could not recover from (see the log)");
             log::error!("{reason}; the gate stops");
             failed = Some(reason);
@@ -305,6 +303,13 @@ fn start(args: &RunArgs) -> Result<(), String> {
     control.drain_events(|ev| log::info!("{}", control::describe(ev)));
     log::info!("final counters: {}", pairs(&control));
     failed.map_or(Ok(()), Err)
+}
+
+/// The first of `cores` whose thread has ended though nobody set `stop`
+/// (read after the threads, so a stop that ended them since is seen).
+fn ended_unasked<T>(cores: &[std::thread::JoinHandle<T>], stop: &AtomicBool) -> Option<usize> {
+    let ended = cores.iter().position(|t| t.is_finished());
+    ended.filter(|_| !stop.load(Ordering::Relaxed))
 }
 
 /// Where the kernel lets unbound workqueue workers run (page writeback of
@@ -426,6 +431,41 @@ mod tests {
     use super::*;
 
     const ADAPTIVE: IdleMode = IdleMode::Adaptive { spin_us: 50, share_pct: 5 };
+
+    #[test]
+    fn a_core_that_ended_unasked_is_found_and_a_stopped_one_is_not() {
+        // Core 0 runs until told to stop, as `Core::run` does; core 1 ends
+        // by itself, as `Core::run` does when starting over after a panic
+        // fails (dataplane: `a_core_that_cannot_start_over_ends_its_loop`).
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let ending = std::thread::spawn(move || {
+            let _ = wait.recv();
+        });
+        let cores = [running, ending];
+        assert_eq!(ended_unasked(&cores, &stop), None, "both still run");
+        go.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cores[1].is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(ended_unasked(&cores, &stop), Some(1));
+        // Once a stop is asked for (a signal, or this check itself), an
+        // ended core is no failure.
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(ended_unasked(&cores, &stop), None);
+        for t in cores {
+            t.join().unwrap();
+        }
+    }
 
     #[test]
     fn other_threads_go_to_the_cpus_the_dp_cores_leave() {
