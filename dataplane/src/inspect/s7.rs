@@ -14,10 +14,10 @@
 //! | download, upload (0x1A..0x1F)             | `program`    |
 //! | PI `_INSE`, `_DELE`, `_MODU`, unknown PI  | `program`    |
 //! | PI start `P_PROGRAM`, `_GARB`, PLC stop   | `control`    |
-//! | userdata: block list/info, SZL, read clock | `diagnostic` |
+//! | userdata: block list/info, SZL, message service subscription, alarm query, read clock | `diagnostic` |
 //! | userdata: cyclic data                     | `read`       |
-//! | userdata: programmer commands, set clock  | `control`    |
-//! | userdata: security (passwords), others; other jobs | `other` |
+//! | userdata: programmer commands, alarm lock/unlock/ack, set clock | `control` |
+//! | userdata: security (passwords), any subfunction not named above; other jobs | `other` |
 //!
 //! Allowed requests go to the PLC unchanged. Denied ones are answered by
 //! the gate the way a CPU refuses a protected object, with the request's
@@ -454,15 +454,23 @@ pub fn refusal(unit: &[u8], function: u8, error: u16, out: &mut [u8; MAX_REFUSAL
     Some(reply.emit(out, pdu_ref))
 }
 
-/// The operation a userdata request is (see the module's table).
+/// The operation a userdata request is (see the module's table). Only the
+/// subfunctions named are read as what they are; any other is `other`, so
+/// one the gate does not know is never let through as a mere read.
 fn userdata_op(u: Userdata) -> Op {
-    match u.group {
-        wire::GROUP_CYCLIC => Op::Read,
-        wire::GROUP_BLOCKS | wire::GROUP_CPU => Op::Diagnostic,
-        wire::GROUP_PROGRAMMER => Op::Control,
+    match (u.group, u.subfunction) {
+        (wire::GROUP_CYCLIC, _) => Op::Read,
+        // Block functions: 1 list blocks, 2 list blocks of a type, 3 block info.
+        (wire::GROUP_BLOCKS, 1..=3) => Op::Diagnostic,
+        // CPU functions: 1 read SZL, 2 message service (subscribe to
+        // alarms and events), 0x13 alarm query; 7 ALARM_8 lock, 8 ALARM_8
+        // unlock and 0x0b alarm acknowledge change the CPU's alarm state.
+        (wire::GROUP_CPU, 1 | 2 | 0x13) => Op::Diagnostic,
+        (wire::GROUP_CPU, 7 | 8 | 0x0b) => Op::Control,
+        (wire::GROUP_PROGRAMMER, _) => Op::Control,
         // Clock: 1 read, 2 set, 3 read (following), 4 set (following).
-        wire::GROUP_TIME if u.subfunction == 2 || u.subfunction == 4 => Op::Control,
-        wire::GROUP_TIME => Op::Diagnostic,
+        (wire::GROUP_TIME, 1 | 3) => Op::Diagnostic,
+        (wire::GROUP_TIME, 2 | 4) => Op::Control,
         _ => Op::Other,
     }
 }

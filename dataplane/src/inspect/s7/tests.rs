@@ -232,6 +232,35 @@ fn userdata_operations_follow_the_table() {
     assert_eq!(userdata_op(u(wire::GROUP_TIME, 1)), Op::Diagnostic);
     assert_eq!(userdata_op(u(wire::GROUP_TIME, 2)), Op::Control);
     assert_eq!(userdata_op(u(wire::GROUP_SECURITY, 1)), Op::Other);
+    // Alarm lock, unlock and acknowledge change the CPU's state: not a
+    // viewer's diagnostic (review of 2026-12-07). Unknown subfunctions of
+    // known groups are `other`, not the group's reading operation.
+    for sub in [0x07, 0x08, 0x0b] {
+        assert_eq!(userdata_op(u(wire::GROUP_CPU, sub)), Op::Control, "{sub:#x}");
+    }
+    for sub in [0x02, 0x13] {
+        assert_eq!(userdata_op(u(wire::GROUP_CPU, sub)), Op::Diagnostic, "{sub:#x}");
+    }
+    assert_eq!(userdata_op(u(wire::GROUP_CPU, 0x03)), Op::Other);
+    assert_eq!(userdata_op(u(wire::GROUP_BLOCKS, 4)), Op::Other);
+    assert_eq!(userdata_op(u(wire::GROUP_TIME, 3)), Op::Diagnostic);
+    assert_eq!(userdata_op(u(wire::GROUP_TIME, 4)), Op::Control);
+    assert_eq!(userdata_op(u(wire::GROUP_TIME, 5)), Op::Other);
+}
+
+/// A viewer's alarm lock, unlock or acknowledge never reaches the PLC: it
+/// is answered by the gate.
+#[test]
+fn a_viewers_alarm_lock_is_refused() {
+    for sub in [0x07u8, 0x08, 0x0b] {
+        let lock = dt(&pdu(wire::USERDATA, 9, &[0, 1, 0x12, 4, 0x11, 0x44, sub, 0], &[0xff, 9, 0, 4, 0, 0, 0, 1]));
+        let mut w = Wires::default();
+        let seen = feed(&mut S7Inspector::new(), &mut w, &lock, viewer);
+        assert_eq!(seen[0].op, Op::Control, "subfunction {sub:#x}");
+        assert!(matches!(seen[0].verdict, Verdict::Denied { .. }), "{:?}", seen[0].verdict);
+        assert!(w.asset.is_empty(), "a viewer's alarm {sub:#x} request reached the PLC");
+        assert!(!w.user.is_empty(), "the gate answers it");
+    }
 }
 
 /// The download exchange as python-snap7 and its server run it: the PLC's
