@@ -38,7 +38,9 @@
 //! itself is counted by the master but never reaches the outstation, so
 //! the gate keeps the outstation's count: it rewrites the FCB (and the
 //! header CRC) of the frames it forwards to the one the outstation expects,
-//! and gives a repeat the FCB it gave the original.
+//! and gives a repeat the FCB it gave the original. A repeated later
+//! segment (the master missed the ACK of its last frame) shares its
+//! original's fate: forwarded again, or ACKed again.
 //!
 //! Buffers are fixed (two frames per direction). Nothing here allocates.
 
@@ -64,6 +66,16 @@ struct Fate {
 struct LinkCount {
     master: Option<bool>,
     sent: Option<bool>,
+}
+
+impl LinkCount {
+    /// Whether a confirmed frame with `control` repeats the master's last
+    /// counted frame (its FCB did not alternate).
+    fn repeats(self, control: u8) -> bool {
+        control & 0x0f == wire::LINK_CONFIRMED_USER_DATA
+            && control & wire::FCV != 0
+            && self.master == Some(control & wire::FCB != 0)
+    }
 }
 
 /// The request waiting for its response.
@@ -95,10 +107,24 @@ pub struct Dnp3 {
     /// carried one that counts.
     segment: Option<(bool, bool, u8)>,
     link: LinkCount,
+    /// The master's last transport segment that counted (its sequence) and
+    /// its fragment's fate: what a link-layer repeat of it shares.
+    last_segment: Option<(u8, Fate)>,
     /// What the last unit does to `link`, made when it is sent. `Some`
     /// between `request` and `sent`: a unit decided again (it found no
     /// room) was already rewritten.
-    link_step: Option<Option<LinkCount>>,
+    link_step: Option<LinkStep>,
+}
+
+/// What a unit does to the link count, as decided on its first try: its
+/// control byte as the master sent it, whether it was forwarded and
+/// whether the gate ACKed it, and the count after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LinkStep {
+    control: u8,
+    forwarded: bool,
+    acked: bool,
+    count: Option<LinkCount>,
 }
 
 impl Default for Dnp3 {
@@ -112,6 +138,7 @@ impl Default for Dnp3 {
             iin1: 0,
             segment: None,
             link: LinkCount::default(),
+            last_segment: None,
             link_step: None,
         }
     }
@@ -144,8 +171,21 @@ impl Dnp3 {
             // fragment started is dropped.
             // (It must carry the next transport sequence: a segment out of
             // order, or after the fragment's last, belongs to nothing.)
-            return match self.up_fragment {
-                Some(f) if segment.seq == f.next_seq => {
+            let fate = match self.up_fragment {
+                Some(f) if segment.seq == f.next_seq => Some((f, Some((false, segment.fin, segment.seq)))),
+                // The master's link layer sends its last counted frame again
+                // when it missed the ACK (same FCB, same segment): a repeat
+                // shares its original's fate and leaves the transport as it
+                // was. The outstation ACKs and discards a forwarded one (the
+                // link count gives it the original's FCB); the gate ACKs a
+                // refused one again.
+                _ => {
+                    let repeat = self.link.repeats(frame.control);
+                    self.last_segment.filter(|&(seq, _)| repeat && seq == segment.seq).map(|(_, f)| (f, None))
+                }
+            };
+            return match fate {
+                Some((f, counts)) => {
                     let i = Inspected {
                         pdu_ref: f.app_seq.into(),
                         function: f.function,
@@ -157,9 +197,9 @@ impl Dnp3 {
                     // ACK when they asked for one: the master's link layer
                     // waits for it.
                     let refusal = if f.forward { Refusal::None } else { Refusal::later_segment(&frame) };
-                    (i, refusal, Some((false, segment.fin, segment.seq)))
+                    (i, refusal, counts)
                 }
-                _ => {
+                None => {
                     let error = u16::from(wire::IIN2_PARAMETER_ERROR);
                     (Inspected { verdict: Verdict::Malformed { error }, ..i }, Refusal::Drop, None)
                 }
@@ -212,7 +252,12 @@ impl Dnp3 {
         }
         let Some(segment) = Segment::parse(frame.user) else { return Answer::Unmatched };
         if !segment.fir {
-            return if self.down_forwarding { Answer::Unsolicited } else { Answer::Unmatched };
+            let answer = if self.down_forwarding { Answer::Unsolicited } else { Answer::Unmatched };
+            // After its last segment a fragment takes no more.
+            if segment.fin {
+                self.down_forwarding = false;
+            }
+            return answer;
         }
         let Some(app) = segment.app else {
             self.down_forwarding = false;
@@ -394,14 +439,25 @@ impl Protocol for Dnp3 {
     ) -> Result<(Inspected, Option<usize>), Anomaly> {
         let (i, refusal, segment) = self.inspect(unit, decide);
         self.segment = segment;
-        if self.link_step.is_none() {
-            self.link_step = Some(self.count(unit, refusal));
+        let (forwarded, acked) = (refusal == Refusal::None, refusal.acks());
+        // Counted once, on the first try; again only if a new decision (a
+        // reload while the frame waited for room) changed its fate, from
+        // the control byte the master sent.
+        match self.link_step {
+            Some(step) if (step.forwarded, step.acked) == (forwarded, acked) => {}
+            step => {
+                if let Some(original) = step.map(|s| s.control) {
+                    wire::set_fcb(unit, original & wire::FCB != 0);
+                }
+                let control = unit.get(3).copied().unwrap_or_default();
+                self.link_step = Some(LinkStep { control, forwarded, acked, count: self.count(unit, refusal) });
+            }
         }
         Ok((i, (refusal != Refusal::None).then(|| refusal.emit(&self.user, out))))
     }
 
     fn sent(&mut self, i: &Inspected, now: u64) {
-        if let Some(count) = self.link_step.take().flatten() {
+        if let Some(count) = self.link_step.take().and_then(|s| s.count) {
             self.link = count;
         }
         let Some((first, last, seq)) = self.segment else { return };
@@ -411,6 +467,7 @@ impl Protocol for Dnp3 {
         } else if let Some(f) = &mut self.up_fragment {
             f.next_seq = next;
         }
+        self.last_segment = self.up_fragment.map(|f| (seq, f));
         // After its last segment a fragment takes no more.
         if last {
             self.up_fragment = None;

@@ -4,12 +4,14 @@
 use super::{Answer, Downstream, Inspected, Protocol, Sink, Units};
 use crate::policy::{Decision, Op, Permit};
 
-/// Records what the gate sends each way; `asset_room` limits the asset's.
+/// Records what the gate sends each way; `asset_room` and `user_room`
+/// limit each side's.
 #[derive(Default)]
 pub(crate) struct Wires {
     pub asset: Vec<u8>,
     pub user: Vec<u8>,
     pub asset_room: Option<usize>,
+    pub user_room: Option<usize>,
 }
 
 impl Sink for Wires {
@@ -21,6 +23,9 @@ impl Sink for Wires {
         true
     }
     fn to_user(&mut self, unit: &[u8]) -> bool {
+        if self.user_room.is_some_and(|r| self.user.len() + unit.len() > r) {
+            return false;
+        }
         self.user.extend_from_slice(unit);
         true
     }

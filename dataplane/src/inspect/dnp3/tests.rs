@@ -486,3 +486,102 @@ fn a_rewritten_frame_that_waits_for_room_is_rewritten_once() {
         assert_eq!(counts(&w.asset), [(false, None), (true, Some(1)), (false, Some(3))], "{tries} tries");
     }
 }
+
+/// Confirmed user data from the master carrying `user` (transport byte
+/// first) with frame count bit `fcb`.
+fn counted_user(fcb: bool, user: &[u8]) -> Vec<u8> {
+    frame(DIR | PRM | wire::FCV | if fcb { wire::FCB } else { 0 } | wire::LINK_CONFIRMED_USER_DATA, user)
+}
+
+/// The master's link layer sends a frame again when it missed the ACK. A
+/// repeated later segment is that repeat, not a stray: a forwarded one
+/// goes to the outstation again with its original's FCB (which ACKs and
+/// discards it), a refused one gets its link ACK again; the transport
+/// goes on where it was (review of 2026-12-07).
+#[test]
+fn a_repeated_later_segment_is_the_link_layers_repeat() {
+    let reset = frame(DIR | PRM | wire::LINK_RESET_LINK_STATES, &[]);
+    let first = counted_user(true, &[&[0x40, 0xc1, wire::READ][..], &POLL[..6]].concat());
+    let last = counted_user(false, &[&[0x81][..], &POLL[6..]].concat());
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &[reset.clone(), first, last.clone()].concat(), |_| ALLOW);
+    let forwarded = w.asset.len();
+    let original = w.asset[forwarded - last.len()..].to_vec();
+    let seen = feed(&mut insp, &mut w, &last, |_| ALLOW);
+    assert_eq!(seen[0].verdict, Verdict::Allowed { rule: 7 }, "{seen:?}");
+    assert_eq!(w.asset[forwarded..], original[..], "the repeat goes on as its original went");
+    // The next fragment is counted on from there.
+    feed(&mut insp, &mut w, &counted(true, 2, wire::READ, &POLL), |_| ALLOW);
+    assert_eq!(counts(&w.asset).last(), Some(&(true, Some(2))));
+    // A refused fragment's repeated last segment: a link ACK again.
+    let first = counted_user(true, &[&[0x40, 0xc9, wire::DIRECT_OPERATE][..], &CROB[..8]].concat());
+    let last = counted_user(false, &[&[0x81][..], &CROB[8..]].concat());
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &[reset, first, last.clone()].concat(), viewer);
+    let answered = w.user.len();
+    let seen = feed(&mut insp, &mut w, &last, viewer);
+    assert!(matches!(seen[0].verdict, Verdict::Denied { .. }), "{seen:?}");
+    let mut user = [0; MAX_USER];
+    let again = &w.user[answered..];
+    let Progress::Done { len } = Framer::next(again) else { panic!("no answer to the repeat") };
+    assert_eq!((len, Frame::parse(&again[..len], &mut user).unwrap().control), (again.len(), wire::LINK_ACK));
+    // Unconfirmed, or with the FCB alternated, the same segment is a stray.
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires::default();
+    let first = frame(DATA, &[&[0x40, 0xc1, wire::READ][..], &POLL[..6]].concat());
+    let last = frame(DATA, &[&[0x81][..], &POLL[6..]].concat());
+    let seen = feed(&mut insp, &mut w, &[first, last.clone(), last].concat(), |_| ALLOW);
+    assert!(matches!(seen[2].verdict, Verdict::Malformed { .. }), "{seen:?}");
+}
+
+/// A segment after the last of a forwarded response belongs to nothing: it
+/// is dropped and counted, not forwarded as unsolicited (review of
+/// 2026-12-07).
+#[test]
+fn a_segment_after_a_responses_last_is_dropped() {
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &request(5, wire::READ, &POLL), |_| ALLOW);
+    let part1 = from_outstation(&[0x40, 0xc5, wire::RESPONSE, 0, 0, 1, 2]);
+    let part2 = from_outstation(&[0x81, 3, 4]);
+    let stray = from_outstation(&[0x82, 9, 9, 9]);
+    let answers = to_master(&mut insp, &mut w, &[part1.clone(), part2.clone(), stray].concat(), 1);
+    assert_eq!(answers, [Answer::Matched { seq: 1, latency: 1 }, Answer::Unsolicited, Answer::Unmatched]);
+    assert_eq!(w.user, [part1, part2].concat());
+}
+
+/// A confirmed frame decided again after waiting for room (a reload between
+/// the tries) is counted by its new fate: refused now, it is not counted
+/// as the outstation's, and the next forwarded frame carries the FCB the
+/// outstation expects (review of 2026-12-07).
+#[test]
+fn a_frame_decided_again_is_counted_by_its_new_fate() {
+    let head = [frame(DIR | PRM | wire::LINK_RESET_LINK_STATES, &[]), counted(true, 1, wire::READ, &POLL)].concat();
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &head, |_| ALLOW);
+    // Allowed, but no room at the outstation.
+    w.asset_room = Some(w.asset.len());
+    assert!(feed(&mut insp, &mut w, &counted(false, 2, wire::COLD_RESTART, &[]), |_| ALLOW).is_empty());
+    // The new policy refuses it on the retry.
+    w.asset_room = None;
+    let mut seen = Vec::new();
+    insp.requests(&mut w, &mut viewer, 0, &mut |i, _| seen.push(*i)).unwrap();
+    assert!(matches!(seen[0].verdict, Verdict::Denied { .. }), "{seen:?}");
+    feed(&mut insp, &mut w, &counted(true, 3, wire::READ, &POLL), viewer);
+    assert_eq!(counts(&w.asset), [(false, None), (true, Some(1)), (false, Some(3))]);
+    // And the other way: refused first (no room for the answer at the
+    // user), allowed on the retry: forwarded with the FCB the outstation
+    // expects, and counted.
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &head, |_| ALLOW);
+    w.user_room = Some(w.user.len());
+    assert!(feed(&mut insp, &mut w, &counted(false, 2, wire::COLD_RESTART, &[]), viewer).is_empty());
+    w.user_room = None;
+    insp.requests(&mut w, &mut |_| ALLOW, 0, &mut |_, _| {}).unwrap();
+    feed(&mut insp, &mut w, &counted(true, 3, wire::READ, &POLL), |_| ALLOW);
+    assert_eq!(counts(&w.asset), [(false, None), (true, Some(1)), (false, Some(2)), (true, Some(3))]);
+}
