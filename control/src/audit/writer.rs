@@ -764,7 +764,7 @@ impl Writer {
                             let mut out = [0u8; MAX_REFUSAL];
                             let f = r.decoded.function;
                             let n = if dnp3 {
-                                d::refusal(bytes, u.error, &mut out)
+                                d::refusal(bytes, f, u.reference as u8, u.error, &mut out)
                             } else if enip {
                                 let none = e::Connections::default();
                                 let learned = s.enip.as_ref().map_or(&none, |e| &e.connections);

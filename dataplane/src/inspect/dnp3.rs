@@ -28,9 +28,12 @@
 //! a response with the request's application sequence and IIN2.0 (function
 //! code not supported), as it refuses a function it does not perform. The
 //! "no acknowledgement" functions are refused without an answer, as they
-//! expect none. The outstation's responses are matched to the waiting
-//! request by application sequence (later fragments of a response and
-//! unsolicited responses pass); other responses are dropped and counted.
+//! expect none. A fragment in several transport segments is answered after
+//! its last, as an outstation answers once it has the whole fragment (the
+//! earlier frames get only their link ACK when they ask for one). The
+//! outstation's responses are matched to the waiting request by
+//! application sequence (later fragments of a response and unsolicited
+//! responses pass); other responses are dropped and counted.
 //! A stream with a bad frame (start bytes, length, any CRC) ends the session.
 //!
 //! In confirmed mode the link layer counts frames (the FCB alternates and a
@@ -58,6 +61,9 @@ struct Fate {
     app_seq: u8,
     /// The transport sequence the next segment must carry.
     next_seq: u8,
+    /// A refused fragment's response (its IIN), sent at its last segment:
+    /// an outstation answers a fragment once it has all of it.
+    respond: Option<[u8; 2]>,
 }
 
 /// The link layer's frame count, master to outstation: the FCB of the
@@ -106,6 +112,9 @@ pub struct Dnp3 {
     /// The last unit's transport segment (first?, last?, sequence), if it
     /// carried one that counts.
     segment: Option<(bool, bool, u8)>,
+    /// The last unit's response, when it is a refused fragment's first
+    /// segment and the response waits for the last.
+    deferred: Option<[u8; 2]>,
     link: LinkCount,
     /// The master's last transport segment that counted (its sequence) and
     /// its fragment's fate: what a link-layer repeat of it shares.
@@ -137,6 +146,7 @@ impl Default for Dnp3 {
             more_fragments: false,
             iin1: 0,
             segment: None,
+            deferred: None,
             link: LinkCount::default(),
             last_segment: None,
             link_step: None,
@@ -195,8 +205,13 @@ impl Dnp3 {
                     };
                     // A refused fragment's later frames still get their link
                     // ACK when they asked for one: the master's link layer
-                    // waits for it.
-                    let refusal = if f.forward { Refusal::None } else { Refusal::later_segment(&frame) };
+                    // waits for it. Its last gets the response too (again,
+                    // for a repeat: the master may have missed both).
+                    let refusal = match (f.forward, f.respond) {
+                        (true, _) => Refusal::None,
+                        (false, Some(iin)) if segment.fin => Refusal::last_segment(&frame, f.app_seq, iin),
+                        (false, _) => Refusal::later_segment(&frame),
+                    };
                     (i, refusal, counts)
                 }
                 None => {
@@ -229,6 +244,13 @@ impl Dnp3 {
                 }
             }
         };
+        // A refused fragment that goes on in later segments is answered at
+        // its last: now only the link ACK.
+        let (refusal, deferred) = match refusal {
+            Refusal::Answer { iin, .. } if !segment.fin => (Refusal::later_segment(&frame), Some(iin)),
+            r => (r, None),
+        };
+        self.deferred = deferred;
         i.verdict = verdict;
         (i, refusal, Some((true, segment.fin, segment.seq)))
     }
@@ -236,8 +258,9 @@ impl Dnp3 {
     /// Records the fragment's fate and the request now waiting.
     fn started(&mut self, i: &Inspected, forward: bool, now: u64, next_seq: u8) {
         let app_seq = i.pdu_ref as u8;
+        let respond = self.deferred.take();
         self.up_fragment =
-            Some(Fate { forward, function: i.function, op: i.op, verdict: i.verdict, app_seq, next_seq });
+            Some(Fate { forward, function: i.function, op: i.op, verdict: i.verdict, app_seq, next_seq, respond });
         if forward && i.function != wire::CONFIRM && expects_response(i.function) {
             self.waiting = Some(Waiting { app_seq, seq: i.seq, sent_at: now });
             self.more_fragments = false;
@@ -357,6 +380,14 @@ impl Refusal {
         }
     }
 
+    /// How the last segment of a refused fragment is answered: a response
+    /// with `app_seq` and `iin`, after a link ACK if its frame asked for
+    /// one.
+    fn last_segment(frame: &Frame<'_>, app_seq: u8, iin: [u8; 2]) -> Self {
+        let link_ack = frame.function() == wire::LINK_CONFIRMED_USER_DATA;
+        Self::Answer { addresses: (frame.src, frame.dest), app_seq, link_ack, iin }
+    }
+
     /// The IIN the refusal carries (or would: the audit trail records it
     /// for every refusal).
     fn iin(&self, iin1: u8) -> [u8; 2] {
@@ -397,12 +428,13 @@ impl Refusal {
 // A refusal (a link ACK and a response frame) fits the shared buffer.
 const _: () = assert!(2 * MAX_FRAME <= MAX_REFUSAL);
 
-/// The answer the gate sent for the refused frame `frame` with `error`
-/// (IIN1 << 8 | IIN2, as the audit trail records it), rebuilt for the
-/// capture (the outstation never saw the request). `None` when the frame
-/// got no answer (a request that expects no response, or a malformed
+/// The answer the gate sent for the refused frame `frame` of a request
+/// with `function` and application sequence `app_seq`, refused with
+/// `error` (IIN1 << 8 | IIN2), as the audit trail records them; rebuilt
+/// for the capture (the outstation never saw the request). `None` when the
+/// frame got no answer (a request that expects no response, or a malformed
 /// frame: those carry IIN2.2, parameter error).
-pub fn refusal(frame: &[u8], error: u16, out: &mut [u8; MAX_REFUSAL]) -> Option<usize> {
+pub fn refusal(frame: &[u8], function: u8, app_seq: u8, error: u16, out: &mut [u8; MAX_REFUSAL]) -> Option<usize> {
     let mut user = [0u8; MAX_USER];
     let f = Frame::parse(frame, &mut user)?;
     let segment = Segment::parse(f.user).filter(|_| f.carries_data())?;
@@ -411,9 +443,14 @@ pub fn refusal(frame: &[u8], error: u16, out: &mut [u8; MAX_REFUSAL]) -> Option<
         return None;
     }
     let refusal = match segment.app {
+        // A fragment that goes on is answered at its last segment.
+        Some(_) if segment.fir && !segment.fin => Refusal::later_segment(&f),
         Some(app) if segment.fir => {
-            let objects = f.user.get(3..).filter(|_| segment.fin && app.fin);
+            let objects = f.user.get(3..).filter(|_| app.fin);
             Refusal::for_request(&f, &app, objects, iin1)
+        }
+        _ if !segment.fir && segment.fin && expects_response(function) && f.dest < wire::BROADCAST_MIN => {
+            Refusal::last_segment(&f, app_seq, [iin1, iin2])
         }
         _ if !segment.fir => Refusal::later_segment(&f),
         _ => Refusal::Drop,

@@ -128,7 +128,7 @@ fn a_fragment_in_several_segments_shares_the_first_ones_fate() {
 }
 
 /// In confirmed mode every frame of a refused fragment gets its link ACK
-/// (the master's link layer retries, then fails, without one); the first
+/// (the master's link layer retries, then fails, without one); the last
 /// also gets the response; the capture's rebuild agrees.
 #[test]
 fn every_confirmed_frame_of_a_refused_fragment_gets_its_link_ack() {
@@ -146,15 +146,17 @@ fn every_confirmed_frame_of_a_refused_fragment_gets_its_link_ack() {
         sent.push((f.control, f.user.get(2).copied()));
         stream = &stream[len..];
     }
-    // ACK, response (IIN2.0: the objects span two segments), ACK.
+    // ACK; ACK and the response (IIN2.0: the objects span two segments)
+    // once the fragment is whole, as an outstation answers it.
     let response = PRM | wire::LINK_UNCONFIRMED_USER_DATA;
-    assert_eq!(sent, [(wire::LINK_ACK, None), (response, Some(wire::RESPONSE)), (wire::LINK_ACK, None)]);
+    assert_eq!(sent, [(wire::LINK_ACK, None), (wire::LINK_ACK, None), (response, Some(wire::RESPONSE))]);
+    assert_eq!(apps(&w.user), [vec![], vec![], vec![0xc9, 0x81, 0, 1]]);
     // What the capture shows for each frame is what was sent.
     let mut rebuilt = Vec::new();
     for (req, i) in [first, last].iter().zip(&seen) {
         let Verdict::Denied { error, .. } = i.verdict else { panic!("{i:?}") };
         let mut out = [0u8; MAX_REFUSAL];
-        let n = refusal(req, error, &mut out).unwrap_or(0);
+        let n = refusal(req, i.function, i.pdu_ref as u8, error, &mut out).unwrap_or(0);
         rebuilt.extend_from_slice(&out[..n]);
     }
     assert_eq!(rebuilt, w.user);
@@ -319,11 +321,12 @@ fn refusals_rebuilt_for_the_capture_are_the_ones_sent() {
         let Verdict::Denied { error, .. } = seen[0].verdict else { panic!() };
         assert_eq!(error, 0x9000 | iin2);
         let mut out = [0u8; MAX_REFUSAL];
-        let n = refusal(&req, error, &mut out).unwrap_or(0);
+        let n = refusal(&req, seen[0].function, seen[0].pdu_ref as u8, error, &mut out).unwrap_or(0);
         assert_eq!(&out[..n], &w.user[..]);
     }
     let mut out = [0u8; MAX_REFUSAL];
-    assert_eq!(refusal(&request(1, wire::DIRECT_OPERATE_NR, &CROB), 1, &mut out), None, "no answer was sent");
+    let nr = request(1, wire::DIRECT_OPERATE_NR, &CROB);
+    assert_eq!(refusal(&nr, wire::DIRECT_OPERATE_NR, 1, 1, &mut out), None, "no answer was sent");
 }
 
 /// Random frames with good CRCs (random controls, transport and
@@ -496,8 +499,9 @@ fn counted_user(fcb: bool, user: &[u8]) -> Vec<u8> {
 /// The master's link layer sends a frame again when it missed the ACK. A
 /// repeated later segment is that repeat, not a stray: a forwarded one
 /// goes to the outstation again with its original's FCB (which ACKs and
-/// discards it), a refused one gets its link ACK again; the transport
-/// goes on where it was (review of 2026-12-07).
+/// discards it), a refused one gets its link ACK and its response again
+/// (the master may have missed both); the transport goes on where it was
+/// (review of 2026-12-07).
 #[test]
 fn a_repeated_later_segment_is_the_link_layers_repeat() {
     let reset = frame(DIR | PRM | wire::LINK_RESET_LINK_STATES, &[]);
@@ -514,7 +518,7 @@ fn a_repeated_later_segment_is_the_link_layers_repeat() {
     // The next fragment is counted on from there.
     feed(&mut insp, &mut w, &counted(true, 2, wire::READ, &POLL), |_| ALLOW);
     assert_eq!(counts(&w.asset).last(), Some(&(true, Some(2))));
-    // A refused fragment's repeated last segment: a link ACK again.
+    // A refused fragment's repeated last segment: what its original got.
     let first = counted_user(true, &[&[0x40, 0xc9, wire::DIRECT_OPERATE][..], &CROB[..8]].concat());
     let last = counted_user(false, &[&[0x81][..], &CROB[8..]].concat());
     let mut insp = Dnp3Inspector::new();
@@ -523,10 +527,9 @@ fn a_repeated_later_segment_is_the_link_layers_repeat() {
     let answered = w.user.len();
     let seen = feed(&mut insp, &mut w, &last, viewer);
     assert!(matches!(seen[0].verdict, Verdict::Denied { .. }), "{seen:?}");
-    let mut user = [0; MAX_USER];
-    let again = &w.user[answered..];
-    let Progress::Done { len } = Framer::next(again) else { panic!("no answer to the repeat") };
-    assert_eq!((len, Frame::parse(&again[..len], &mut user).unwrap().control), (again.len(), wire::LINK_ACK));
+    let (before, again) = w.user.split_at(answered);
+    assert!(!again.is_empty() && before.ends_with(again), "the repeat got {again:?}");
+    assert_eq!(apps(again), [vec![], vec![0xc9, 0x81, 0, 1]], "a link ACK and the response");
     // Unconfirmed, or with the FCB alternated, the same segment is a stray.
     let mut insp = Dnp3Inspector::new();
     let mut w = Wires::default();
