@@ -2798,33 +2798,27 @@ mod tests {
         assert!(md.contains("**1.40×** (target ≥ 1.3×: met; per round 2.00×, 1.00×)"), "{md}");
         assert!(md.contains("vs stunnel 5.000 k: **3.50×** (target ≥ 2×: met; per round 4.00×)"), "{md}");
         assert_eq!(doc.as_array().unwrap().len(), 2);
-        let slow = run("gate-nospin", 12000.0);
-        let groups = vec![
-            Group { label: "gate-nospin".into(), runs: vec![&slow] },
-            Group { label: "haproxy".into(), runs: vec![&h1] },
-        ];
-        let mut md = String::new();
-        write_rate_targets(&mut md, &groups);
+        // The report of one gate run against one HAProxy run.
+        let pair = |gate: &Run, peer: &Run| {
+            let groups = vec![
+                Group { label: gate.label.clone(), runs: vec![gate] },
+                Group { label: peer.label.clone(), runs: vec![peer] },
+            ];
+            let mut md = String::new();
+            write_rate_targets(&mut md, &groups);
+            md
+        };
+        let md = pair(&run("gate-nospin", 12000.0), &h1);
         assert!(md.contains("**1.20×** (target ≥ 1.3×: not met"), "{md}");
         // At the sweep's top the server may hold more: a ratio it would
         // change is not resolved.
         let (top, low) = (run("gate-nospin", 30000.0), run("haproxy", 25000.0));
-        let groups = vec![
-            Group { label: "gate-nospin".into(), runs: vec![&top] },
-            Group { label: "haproxy".into(), runs: vec![&low] },
-        ];
-        let mut md = String::new();
-        write_rate_targets(&mut md, &groups);
+        let md = pair(&top, &low);
         assert!(
             md.contains("30.00 k (the sweep's top) vs haproxy 25.00 k: **1.20×** (target ≥ 1.3×: not resolved"),
             "{md}"
         );
-        let groups = vec![
-            Group { label: "gate-nospin".into(), runs: vec![&g1] },
-            Group { label: "haproxy".into(), runs: vec![&top] },
-        ];
-        let mut md = String::new();
-        write_rate_targets(&mut md, &groups);
+        let md = pair(&g1, &run("haproxy", 30000.0));
         assert!(md.contains("vs haproxy 30.00 k (the sweep's top): **0.67×** (target ≥ 1.3×: not met"), "{md}");
     }
 
