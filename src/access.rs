@@ -116,11 +116,14 @@ impl TicketFile {
         let bad = || format!("{} is damaged: run accessgate login", path.display());
         let hex = get("ticket").ok_or_else(bad)?;
         let mut ticket = [0u8; 32];
-        if hex.len() != 64 {
+        // 64 hex digits, nothing else (a multi-byte character would not
+        // split into byte pairs; `from_str_radix` alone takes a sign).
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
-        for (i, b) in ticket.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        for (b, pair) in ticket.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            let digit = |c: u8| char::from(c).to_digit(16).unwrap_or(0) as u8;
+            *b = digit(pair[0]) << 4 | digit(pair[1]);
         }
         Ok(Self {
             gate: get("gate").and_then(|g| g.parse().ok()).ok_or_else(bad)?,
@@ -381,4 +384,37 @@ fn carry(
     }
     let _ = down.join();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ticket file with `ticket=` set to `hex`, loaded.
+    fn load_with(hex: &str) -> Result<TicketFile, String> {
+        let dir = std::env::temp_dir().join(format!("ag-ticket-{}-{}", std::process::id(), hex.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ticket");
+        let text =
+            format!("gate=100.64.0.1:443\nserver_name=gate.lab\nca=/x\nuser=alice\nticket={hex}\nexpires_unix=1\n");
+        std::fs::write(&path, text).unwrap();
+        let loaded = TicketFile::load(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        loaded
+    }
+
+    #[test]
+    fn a_damaged_ticket_is_an_error_not_a_panic() {
+        // 64 bytes that are not 64 hex digits: a multi-byte character
+        // (found by a review: it panicked slicing inside it), and a sign.
+        let wide = format!("a{}", "€".repeat(21));
+        assert_eq!(wide.len(), 64);
+        for hex in [wide, format!("+f{}", "0".repeat(62)), "0".repeat(63)] {
+            let e = load_with(&hex).map(|_| ()).unwrap_err();
+            assert!(e.contains("is damaged: run accessgate login"), "{e}");
+        }
+        let good = load_with(&format!("0aFf{}", "0".repeat(60))).unwrap();
+        assert_eq!(good.ticket[..2], [0x0a, 0xff]);
+        assert_eq!(good.user, "alice");
+    }
 }
