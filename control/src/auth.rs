@@ -107,7 +107,8 @@ impl AuthWorker {
         let session = req.session;
         let refuse = |reason: Reason, retry_after: Option<u32>| AuthVerdict::Refuse { session, reason, retry_after };
         let source = IpAddr::V4(req.source);
-        let (identity, ticket_expiry, ticket_id_text) = match &mut req.credentials {
+        // (identity, the ticket's (issued, expires), its id for the logs)
+        let (identity, ticket_times, ticket_id_text) = match &mut req.credentials {
             Credentials::Password { user, password, totp } => {
                 let cert = req.client_cert.as_deref();
                 let result = self.authenticator.login_with_cert(user, password, totp, cert, source, now);
@@ -121,7 +122,7 @@ impl AuthWorker {
                 }
             }
             Credentials::Ticket(ticket) => match self.authenticator.redeem(ticket, now) {
-                Ok(r) => (r.identity, Some(r.expires), Some(short_id(&r.id))),
+                Ok(r) => (r.identity, Some((r.issued, r.expires)), Some(short_id(&r.id))),
                 Err(refusal) => return refuse(refusal.reason, refusal.retry_after),
             },
         };
@@ -147,7 +148,7 @@ impl AuthWorker {
                 Some(e) => match permitted(&snap, e, &identity, now) {
                     Err(_) => refuse(Reason::NotAuthorized, None),
                     Ok(_) => {
-                        let expires = ticket_expiry.unwrap_or(now + snap.ticket_lifetime);
+                        let expires = ticket_times.map_or(now + snap.ticket_lifetime, |t| t.1);
                         accept(session, &identity, expires, snap.endpoints[e].overlay.to_string(), None, ticket_id_text)
                     }
                 },
@@ -171,11 +172,21 @@ impl AuthWorker {
                         return refuse(Reason::NotAuthorized, None);
                     }
                 };
-                let max_session = snap.policy.rule(permit.rule).and_then(|r| r.max_session_secs);
-                let expires = ticket_expiry
-                    .unwrap_or(now + snap.ticket_lifetime)
+                let rule = snap.policy.rule(permit.rule);
+                let max_session = rule.and_then(|r| r.max_session_secs);
+                // The permitting rule's ticket lifetime: it accepts only
+                // tickets younger than that, and the session ends when the
+                // ticket reaches that age (credentials given now are new).
+                let (issued, ticket_expires) = ticket_times.unwrap_or((now, now + snap.ticket_lifetime));
+                let young_until = rule.and_then(|r| r.ticket_lifetime_secs).map(|s| issued.saturating_add(s));
+                if young_until.is_some_and(|t| now >= t) {
+                    log::warn!("auth: {:?}'s ticket is older than {asset}/{service}'s rule accepts", identity.user);
+                    return refuse(Reason::TicketExpired, None);
+                }
+                let expires = ticket_expires
                     .min(permit.until)
-                    .min(max_session.map_or(u64::MAX, |s| now.saturating_add(s)));
+                    .min(max_session.map_or(u64::MAX, |s| now.saturating_add(s)))
+                    .min(young_until.unwrap_or(u64::MAX));
                 accept(session, &identity, expires, granted(&snap, e, &identity, now), None, ticket_id_text)
             }
         }
@@ -234,5 +245,111 @@ fn granted(snap: &Snapshot, endpoint: usize, identity: &Identity, now: u64) -> S
         "connect".to_string()
     } else {
         ops.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{password, totp, User, UserDb};
+    use arc_swap::ArcSwap;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::sync::atomic::AtomicU64;
+
+    /// One asset, one rule that accepts tickets at most 60 s old.
+    const CONFIG: &str = r#"
+[gate]
+overlay = "100.64.0.0/16"
+north_interface = "north0"
+north_address = "198.18.0.1/24"
+login = "100.64.0.1:443"
+ticket_lifetime_secs = 28800
+
+[[segment]]
+name = "line3"
+overlay = "100.64.3.0/24"
+south_interface = "south0"
+south_address = "198.19.3.1/24"
+
+[[asset]]
+name = "plc-7"
+segment = "line3"
+overlay = "100.64.3.7"
+underlay = "198.19.3.7"
+
+[[asset.service]]
+name = "modbus"
+protocol = "modbus"
+port = 802
+asset_port = 502
+
+[[role]]
+name = "operator"
+
+[[rule]]
+name = "short-tickets"
+roles = ["operator"]
+assets = ["plc-7"]
+protocol = "modbus"
+operations = ["read"]
+ticket_lifetime_secs = 60
+"#;
+
+    const T0: u64 = 1_700_000_025;
+    const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+    fn worker(clock: Arc<AtomicU64>) -> AuthWorker {
+        let cfg = crate::config::parse_at("t.toml", CONFIG, T0).expect("config");
+        let shared: SharedSnapshot = Arc::new(ArcSwap::from_pointee(cfg.snapshot));
+        let mut db = UserDb::new();
+        let mut u = User::new("alice", &["operator".to_string()]);
+        u.password = Some(password::tests::cheap(b"pw"));
+        u.totp = Some(totp::Secret::from_base32(SECRET).unwrap());
+        db.add(u).unwrap();
+        AuthWorker::new(Arc::new(Authenticator::new(db)), shared, Vec::new())
+            .with_clock(Arc::new(move || clock.load(Ordering::Relaxed)))
+    }
+
+    fn request(credentials: Credentials, purpose: Purpose, endpoint: SocketAddrV4) -> AuthRequest {
+        let source = Ipv4Addr::new(198, 18, 0, 2);
+        AuthRequest { core: 0, session: 1, source, endpoint, credentials, purpose, client_cert: None }
+    }
+
+    fn password_at(t: u64) -> Credentials {
+        let code = totp::code_at(&totp::Secret::from_base32(SECRET).unwrap(), t, totp::DIGITS);
+        Credentials::Password { user: "alice".into(), password: b"pw".to_vec(), totp: code }
+    }
+
+    /// A rule's `ticket_lifetime_secs` bounds the tickets it accepts and the
+    /// sessions they open (found by a review: only `policy explain` read it).
+    #[test]
+    fn a_rules_ticket_lifetime_bounds_the_tickets_it_accepts() {
+        let clock = Arc::new(AtomicU64::new(T0));
+        let mut w = worker(clock.clone());
+        let login = SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 1), 443);
+        let AuthVerdict::Accept { grant, .. } = w.decide(request(password_at(T0), Purpose::Login, login)) else {
+            panic!("login refused")
+        };
+        assert_eq!(grant.expires_unix, T0 + 28800, "the gate's ticket lifetime");
+        let ticket = grant.ticket.expect("a ticket");
+        let plc = SocketAddrV4::new(Ipv4Addr::new(100, 64, 3, 7), 802);
+        let connect = |credentials| {
+            request(credentials, Purpose::Connect { asset: "plc-7".into(), service: "modbus".into() }, plc)
+        };
+        // Young: accepted, until the ticket is 60 s old.
+        clock.store(T0 + 10, Ordering::Relaxed);
+        let AuthVerdict::Accept { grant, .. } = w.decide(connect(Credentials::Ticket(ticket))) else {
+            panic!("a 10 s old ticket refused")
+        };
+        assert_eq!(grant.expires_unix, T0 + 60);
+        // Too old for this rule: refused as expired.
+        clock.store(T0 + 120, Ordering::Relaxed);
+        let v = w.decide(connect(Credentials::Ticket(ticket)));
+        assert!(matches!(v, AuthVerdict::Refuse { reason: Reason::TicketExpired, .. }), "{v:?}");
+        // Credentials given now are new: 60 s from now.
+        let t = T0 + 150;
+        clock.store(t, Ordering::Relaxed);
+        let AuthVerdict::Accept { grant, .. } = w.decide(connect(password_at(t))) else { panic!("password refused") };
+        assert_eq!(grant.expires_unix, t + 60);
     }
 }

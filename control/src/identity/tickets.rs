@@ -42,6 +42,8 @@ pub enum TicketError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redeemed {
     pub identity: Identity,
+    /// Unix time the ticket was issued (a rule may accept only young ones).
+    pub issued: u64,
     /// Unix time the ticket expires.
     pub expires: u64,
     pub id: TicketId,
@@ -140,7 +142,7 @@ impl TicketStore {
         if now >= r.expires {
             return Err(Reason::TicketExpired);
         }
-        Ok(Redeemed { identity: r.identity.clone(), expires: r.expires, id })
+        Ok(Redeemed { identity: r.identity.clone(), issued: r.issued, expires: r.expires, id })
     }
 
     /// Revokes one ticket by id; whether it was there.
