@@ -216,7 +216,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
             .map_err(|e| format!("spawning core {k}: {e}"))?;
         threads.push(t);
     }
-    control.set_authenticator(authenticator.clone(), args.secrets.clone());
+    control.set_authenticator(authenticator.clone(), Some(args.secrets.clone()));
     let worker = AuthWorker::new(authenticator, control.shared(), channels).with_audit(audit.sink());
     let worker_stop = stop.clone();
     threads.push(

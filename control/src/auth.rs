@@ -135,7 +135,7 @@ impl AuthWorker {
                 match self.authenticator.issue_ticket(&identity, snap.ticket_lifetime, now) {
                     Ok((ticket, expires)) => {
                         let id = short_id(&ticket_id(&ticket));
-                        accept(session, &identity, expires, identity.roles.join(","), Some(ticket), Some(id))
+                        accept(session, now, &identity, expires, identity.roles.join(","), Some(ticket), Some(id))
                     }
                     Err(e) => {
                         log::error!("auth: cannot issue a ticket: {e}");
@@ -149,7 +149,15 @@ impl AuthWorker {
                     Err(_) => refuse(Reason::NotAuthorized, None),
                     Ok(_) => {
                         let expires = ticket_times.map_or(now + snap.ticket_lifetime, |t| t.1);
-                        accept(session, &identity, expires, snap.endpoints[e].overlay.to_string(), None, ticket_id_text)
+                        accept(
+                            session,
+                            now,
+                            &identity,
+                            expires,
+                            snap.endpoints[e].overlay.to_string(),
+                            None,
+                            ticket_id_text,
+                        )
                     }
                 },
             },
@@ -187,7 +195,7 @@ impl AuthWorker {
                     .min(permit.until)
                     .min(max_session.map_or(u64::MAX, |s| now.saturating_add(s)))
                     .min(young_until.unwrap_or(u64::MAX));
-                accept(session, &identity, expires, granted(&snap, e, &identity, now), None, ticket_id_text)
+                accept(session, now, &identity, expires, granted(&snap, e, &identity, now), None, ticket_id_text)
             }
         }
     }
@@ -195,6 +203,7 @@ impl AuthWorker {
 
 fn accept(
     session: u64,
+    now: u64,
     identity: &Identity,
     expires: u64,
     granted: String,
@@ -206,6 +215,7 @@ fn accept(
         grant: Box::new(Grant {
             user: identity.user.clone(),
             roles: identity.roles.clone(),
+            issued_unix: now,
             expires_unix: expires,
             granted,
             ticket,

@@ -37,7 +37,11 @@ pub struct Control {
     path: Option<PathBuf>,
     tls_source: Option<TlsSource>,
     tls: Option<dataplane::tls::TlsConfig>,
-    authenticator: Option<(Arc<identity::Authenticator>, PathBuf)>,
+    /// The users, and the secrets file a reload re-reads them from.
+    authenticator: Option<(Arc<identity::Authenticator>, Option<PathBuf>)>,
+    /// When each user's tickets were last revoked (`ctl revoke`, or removed
+    /// or disabled by a reload): their sessions granted until then end.
+    revoked_at: std::collections::HashMap<String, u64>,
     audit: Option<audit::AuditSink>,
     audit_queues: Vec<Arc<dataplane::audit::AuditQueue>>,
     audit_health: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -104,6 +108,7 @@ impl Control {
             tls_source: None,
             tls: None,
             authenticator: None,
+            revoked_at: std::collections::HashMap::new(),
             audit: None,
             audit_queues: Vec::new(),
             audit_health: None,
@@ -180,15 +185,44 @@ impl Control {
         Some(out)
     }
 
-    /// Lets reloads re-read the users from `secrets` and the management
-    /// socket revoke tickets.
-    pub fn set_authenticator(&mut self, authenticator: Arc<identity::Authenticator>, secrets: PathBuf) {
+    /// Lets reloads re-read the users from `secrets` (when given) and the
+    /// management socket revoke tickets, and publishes the users' standing
+    /// for the sessions to follow from now on.
+    pub fn set_authenticator(&mut self, authenticator: Arc<identity::Authenticator>, secrets: Option<PathBuf>) {
         self.authenticator = Some((authenticator, secrets));
+        let mut snap = (**self.shared.load()).clone();
+        snap.users = self.user_states();
+        self.shared.store(Arc::new(snap));
     }
 
-    /// Revokes every ticket of `user`; how many (`None`: no authenticator).
-    pub fn revoke_user(&self, user: &str) -> Option<usize> {
-        self.authenticator.as_ref().map(|(a, _)| a.revoke_user(user))
+    /// Revokes every ticket of `user` and ends their open sessions (a new
+    /// generation: each session checks its user at its next step); how many
+    /// tickets (`None`: no authenticator).
+    pub fn revoke_user(&mut self, user: &str) -> Option<usize> {
+        let n = self.authenticator.as_ref().map(|(a, _)| a.revoke_user(user))?;
+        self.revoked_at.insert(user.to_string(), identity::unix_now());
+        self.republish();
+        Some(n)
+    }
+
+    /// The enabled users' roles and revocation times, as sessions see them;
+    /// `None` without an authenticator.
+    fn user_states(&self) -> Option<Arc<dataplane::snapshot::UserStates>> {
+        let (auth, _) = self.authenticator.as_ref()?;
+        let mut states = dataplane::snapshot::UserStates::default();
+        for user in auth.users().iter().filter(|u| !u.disabled) {
+            let revoked_at = self.revoked_at.get(&user.name).copied().unwrap_or(0);
+            states.insert(&user.name, dataplane::snapshot::UserState { roles: user.roles.clone(), revoked_at });
+        }
+        Some(Arc::new(states))
+    }
+
+    /// The snapshot in force again, as a new generation (the users changed).
+    fn republish(&mut self) {
+        let snap = (**self.shared.load()).clone();
+        if let Err(e) = self.publish(snap) {
+            log::error!("cannot publish the users' change: {e}");
+        }
     }
 
     /// Puts an already built TLS configuration in force (tests, demo).
@@ -234,10 +268,19 @@ impl Control {
         let Some(path) = self.path.clone() else {
             return Err(ReloadError::NoFile);
         };
-        if let Some((auth, secrets)) = &self.authenticator {
+        let standing = self.user_states();
+        if let Some((auth, Some(secrets))) = &self.authenticator {
             match identity::UserDb::load(secrets) {
                 Ok(users) => {
                     let n = users.len();
+                    // Users removed or disabled: their sessions end too, even
+                    // if a later reload brings them back before they step.
+                    let now = identity::unix_now();
+                    for old in auth.users().iter().filter(|u| !u.disabled) {
+                        if users.get(&old.name).is_none_or(|u| u.disabled) {
+                            self.revoked_at.insert(old.name.clone(), now);
+                        }
+                    }
                     let revoked = auth.set_users(users);
                     log::info!("reload: {n} user(s) from {}; {revoked} ticket(s) revoked", secrets.display());
                 }
@@ -254,6 +297,11 @@ impl Control {
         if let Err(e) = &result {
             self.reload_failures += 1;
             log::error!("reload of {} refused: {e}", path.display());
+            // The running config stays; a change of the users does not wait
+            // (without one, nothing is published).
+            if self.user_states() != standing {
+                self.republish();
+            }
         }
         if let Some(sink) = &self.audit {
             let generation = self.shared.load().generation;
@@ -282,6 +330,7 @@ impl Control {
         }
         snap.generation = old.generation + 1;
         snap.tls = self.tls.clone();
+        snap.users = self.user_states();
         let generation = snap.generation;
         self.shared.store(Arc::new(snap));
         log::info!("config generation {generation} published");
@@ -318,5 +367,62 @@ pub fn describe(ev: &SessionEvent) -> String {
             detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default(),
             *micros as f64 / 1e6
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use identity::{password, User, UserDb};
+
+    /// The users' standing a reload or a revocation publishes for the open
+    /// sessions: removed or disabled users are gone, and come back marked
+    /// revoked (their older sessions still end); `ctl revoke` marks the
+    /// user; a reload whose config is refused still publishes the users.
+    #[test]
+    fn reloads_and_revocations_publish_the_users_standing() {
+        let dir = std::env::temp_dir().join(format!("ag-control-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cfg_path, secrets) = (dir.join("lab.toml"), dir.join("users.secrets"));
+        let lab = include_str!("../../config/lab.toml");
+        std::fs::write(&cfg_path, lab).unwrap();
+        let users = |disabled: &[&str]| {
+            let mut db = UserDb::new();
+            for (name, role) in [("alice", "operator"), ("bob", "viewer")] {
+                let mut u = User::new(name, &[role.to_string()]);
+                u.password = Some(password::tests::cheap(b"pw"));
+                u.disabled = disabled.contains(&name);
+                db.add(u).unwrap();
+            }
+            db.save(&secrets).unwrap();
+            db
+        };
+        let config = config::load(&cfg_path).unwrap();
+        let mut control = Control::new(Some(cfg_path.clone()), &config);
+        control.set_authenticator(Arc::new(identity::Authenticator::new(users(&[]))), Some(secrets.clone()));
+        let standing = |c: &Control, name: &str| c.snapshot().users.as_ref().unwrap().get(name).cloned();
+        assert_eq!(standing(&control, "alice").map(|u| (u.roles, u.revoked_at)), Some((vec!["operator".into()], 0)));
+        let start = identity::unix_now();
+        users(&["alice"]);
+        control.reload().unwrap();
+        assert_eq!(standing(&control, "alice"), None, "disabled: gone");
+        users(&[]);
+        control.reload().unwrap();
+        assert!(standing(&control, "alice").is_some_and(|u| u.revoked_at >= start), "back, marked revoked");
+        assert_eq!(standing(&control, "bob").map(|u| u.revoked_at), Some(0), "bob untouched");
+        let generation = control.snapshot().generation;
+        assert_eq!(control.revoke_user("bob"), Some(0));
+        assert!(standing(&control, "bob").is_some_and(|u| u.revoked_at >= start));
+        assert_eq!(control.snapshot().generation, generation + 1, "a new generation for the sessions to see");
+        // A config the reload refuses: the users' change is published anyway.
+        std::fs::write(&cfg_path, format!("{lab}\n[[nonsense]]\n")).unwrap();
+        users(&["bob"]);
+        assert!(control.reload().is_err());
+        assert_eq!(standing(&control, "bob"), None);
+        assert_eq!(control.snapshot().generation, generation + 2);
+        // Refused again, the users as they were: nothing is published.
+        assert!(control.reload().is_err());
+        assert_eq!(control.snapshot().generation, generation + 2, "a broken file is not published");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -67,6 +67,8 @@ pub struct AuthRequest {
 pub struct Grant {
     pub user: String,
     pub roles: Vec<String>,
+    /// Unix time the grant was made (a revocation after it ends it).
+    pub issued_unix: u64,
     /// Unix time the session (or ticket) ends.
     pub expires_unix: u64,
     /// Operations granted (for the user's information), or for `Resolve`

@@ -813,6 +813,7 @@ impl Core {
                 now,
                 unix,
                 policy: &snap.policy,
+                users: snap.users.as_deref(),
                 generation: snap.generation,
                 scratch: &mut plain[..],
                 counters,

@@ -152,6 +152,34 @@ pub struct Endpoint {
     pub protocol: Protocol,
 }
 
+/// What an open session needs to know of its user: the roles the user has
+/// now (only enabled users are listed) and when their tickets were last
+/// revoked (`ctl revoke`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserStates {
+    by_name: HashMap<String, UserState>,
+}
+
+/// One enabled user's standing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserState {
+    pub roles: Vec<String>,
+    /// Unix time of the last revocation of the user's tickets (0: none):
+    /// sessions granted up to then end.
+    pub revoked_at: u64,
+}
+
+impl UserStates {
+    pub fn insert(&mut self, user: &str, state: UserState) {
+        self.by_name.insert(user.to_string(), state);
+    }
+
+    /// The user's standing; `None` for a user removed or disabled.
+    pub fn get(&self, user: &str) -> Option<&UserState> {
+        self.by_name.get(user)
+    }
+}
+
 /// Everything the dp cores need, immutable once published.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -174,6 +202,10 @@ pub struct Snapshot {
     pub policy: std::sync::Arc<crate::policy::Policy>,
     /// The TLS server configuration every endpoint terminates with.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// The users as the control plane last published them, for the
+    /// sessions already open; `None` when nothing publishes them (the
+    /// sessions then keep the roles of their grant).
+    pub users: Option<Arc<UserStates>>,
     /// Links by index; index 0 is the north link.
     pub links: Vec<LinkSpec>,
     pub segments: Vec<SegmentSpec>,

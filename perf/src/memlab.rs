@@ -156,7 +156,10 @@ impl MemLab {
         let gate = Core::new(0, gate_ports, control.shared(), links, opts).map_err(|e| bad(&e.to_string()))?;
         let skew = Arc::new(AtomicU64::new(0));
         let s = skew.clone();
-        let auth = AuthWorker::new(Arc::new(Authenticator::new(lab_users())), control.shared(), vec![channel])
+        let authenticator = Arc::new(Authenticator::new(lab_users()));
+        // Open sessions follow the users' standing (removed, disabled, revoked).
+        control.set_authenticator(authenticator.clone(), None);
+        let auth = AuthWorker::new(authenticator, control.shared(), vec![channel])
             .with_clock(Arc::new(move || unix_now() + s.load(Ordering::Relaxed)));
         Ok(Self {
             control,

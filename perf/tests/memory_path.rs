@@ -547,3 +547,53 @@ fn a_panic_in_a_pass_costs_the_sessions_not_the_core() {
     let new = lab.session(&ticket, WAIT).expect("a session after the restart");
     assert_eq!(read(&mut lab, new, 3, 10, 2)[..9], [0, 3, 0, 0, 0, 7, 1, 3, 4]);
 }
+
+/// An open session follows its user: disabled, removed, stripped of the
+/// session's roles by a reload, or revoked (`ctl revoke`), the user's next
+/// request ends it with `user_revoked`, and nothing more reaches the PLC
+/// (found by a review: sessions kept their grant's roles until the ticket
+/// expired). A user whose standing did not change keeps theirs.
+#[test]
+fn an_open_session_ends_when_its_user_is_disabled_removed_demoted_or_revoked() {
+    for change in ["disable", "remove", "demote", "revoke", "unrelated"] {
+        let mut lab = lab();
+        let h = session(&mut lab);
+        assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11, "{change}: read works before");
+        if change == "revoke" {
+            assert_eq!(lab.control.revoke_user("alice"), Some(1), "alice's ticket");
+        } else {
+            // What a reload does: the new users, then a new generation.
+            let mut db = (*lab.auth.authenticator.users()).clone();
+            match change {
+                "disable" => db.require_mut("alice").unwrap().disabled = true,
+                "remove" => {
+                    let mut without = control::identity::UserDb::new();
+                    for u in db.iter().filter(|u| u.name != "alice") {
+                        without.add(u.clone()).unwrap();
+                    }
+                    db = without;
+                }
+                "demote" => db.require_mut("alice").unwrap().roles = vec!["guest".into()],
+                _ => db.require_mut("bob").unwrap().disabled = true,
+            }
+            lab.auth.authenticator.set_users(db);
+            let snap = (*lab.control.snapshot()).clone();
+            lab.control.publish(snap).unwrap();
+        }
+        let served = lab.sim.log.len();
+        let mut adu = [0u8; 260];
+        let n = request(&mut adu, 2, 1, 3, &read_holding(0, 1));
+        let resp = lab.transact(h, &adu[..n], Duration::from_secs(2));
+        if change == "unrelated" {
+            assert_eq!(resp.map(|r| r.len()), Some(11), "alice's session goes on when bob is disabled");
+            continue;
+        }
+        assert!(resp.is_none(), "{change}: alice's session still served: {resp:?}");
+        assert_eq!(lab.sim.log.len(), served, "{change}: the request reached the PLC");
+        assert!(
+            lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::UserRevoked) == 1),
+            "{change}: {:?}",
+            lab.control.totals()
+        );
+    }
+}

@@ -55,6 +55,7 @@ close_reasons! {
     SessionExpired => "session_expired": "The session reached its end: ticket expiry or the rule's max_session_secs.",
     AuditUnavailable => "audit_unavailable": "The audit writer failed and the policy is to terminate sessions (`on_failure = terminate`).",
     PolicyRevoked => "policy_revoked": "A new policy no longer permits the session; it ended at a request boundary.",
+    UserRevoked => "user_revoked": "The user was disabled or removed, lost every role the session had, or had their tickets revoked (`ctl revoke`); it ended at a request boundary.",
     WindowClosed => "window_closed": "The schedule window that permitted the session closed.",
     FramingLost => "framing_lost": "The protocol stream could not be framed any more (bad MBAP header).",
     AssetClosed => "asset_closed": "The asset closed first (FIN), both directions drained.",
@@ -198,6 +199,8 @@ pub struct StepCtx<'a> {
     /// Unix time in seconds (policy windows).
     pub unix: u64,
     pub policy: &'a Policy,
+    /// The users' standing in force (see [`crate::snapshot::UserStates`]).
+    pub users: Option<&'a crate::snapshot::UserStates>,
     /// The snapshot generation in force.
     pub generation: u64,
     /// The core's plaintext buffer.
@@ -796,9 +799,22 @@ impl Session {
             return None;
         }
         if ctx.generation != self.checked_generation {
-            // Role and asset ids belong to the policy they came from.
+            // Role and asset ids belong to the policy they came from; the
+            // user's roles are the ones the grant had and the user still has.
             if let Some(grant) = self.grant.as_deref() {
-                self.role_ids = ctx.policy.role_ids(&grant.roles);
+                self.role_ids = match ctx.users {
+                    None => ctx.policy.role_ids(&grant.roles),
+                    Some(users) => {
+                        let Some(now) = users.get(&grant.user).filter(|u| u.revoked_at < grant.issued_unix) else {
+                            return Some(CloseReason::UserRevoked);
+                        };
+                        let kept: Vec<String> = grant.roles.iter().filter(|r| now.roles.contains(r)).cloned().collect();
+                        if kept.is_empty() {
+                            return Some(CloseReason::UserRevoked);
+                        }
+                        ctx.policy.role_ids(&kept)
+                    }
+                };
             }
             self.asset_id = ctx.policy.asset_id(&self.target.asset);
         }
