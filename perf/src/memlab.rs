@@ -160,7 +160,7 @@ impl MemLab {
         // Open sessions follow the users' standing (removed, disabled, revoked).
         control.set_authenticator(authenticator.clone(), None);
         let auth = AuthWorker::new(authenticator, control.shared(), vec![channel])
-            .with_clock(Arc::new(move || unix_now() + s.load(Ordering::Relaxed)));
+            .with_clock(Arc::new(move || unix_now().wrapping_add(s.load(Ordering::Relaxed))));
         Ok(Self {
             control,
             gate,
@@ -183,9 +183,15 @@ impl MemLab {
         self.skew.fetch_add(secs, Ordering::Relaxed);
     }
 
+    /// Moves the auth worker's clock back: what it grants next looks
+    /// `secs` older to the dp core, whose clock stays.
+    pub fn rewind(&self, secs: u64) {
+        self.skew.fetch_sub(secs, Ordering::Relaxed);
+    }
+
     /// The auth worker's notion of now.
     pub fn auth_now(&self) -> u64 {
-        unix_now() + self.skew.load(Ordering::Relaxed)
+        unix_now().wrapping_add(self.skew.load(Ordering::Relaxed))
     }
 
     /// The current TOTP code of the lab users.

@@ -597,3 +597,26 @@ fn an_open_session_ends_when_its_user_is_disabled_removed_demoted_or_revoked() {
         );
     }
 }
+
+/// A reload that gives the permitting rule a shorter `max_session_secs`
+/// shortens the sessions already open: they end `session_expired` when
+/// they reach it, counted from their grant (found by a review: only new
+/// sessions got the new bound).
+#[test]
+fn a_reload_that_lowers_max_session_secs_shortens_open_sessions() {
+    let mut lab = lab();
+    // The session is granted "two minutes ago".
+    lab.rewind(120);
+    let h = session(&mut lab);
+    assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11);
+    let from = "operations = [\"read\"]\n\n[[rule]]\nname = \"operator-setpoints\"";
+    let to = "operations = [\"read\"]\nmax_session_secs = 60\n\n[[rule]]\nname = \"operator-setpoints\"";
+    assert_eq!(LAB.matches(from).count(), 1);
+    let cfg = config::parse("lab.toml", &LAB.replace(from, to)).expect("config");
+    lab.control.publish(cfg.snapshot).unwrap();
+    assert!(
+        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::SessionExpired) == 1),
+        "{:?}",
+        lab.control.totals()
+    );
+}

@@ -830,7 +830,15 @@ impl Session {
         };
         match ctx.policy.check(&q) {
             Decision::Permit(p) => {
-                self.permit_until = p.until;
+                // The permitting rule's max_session_secs as the policy in
+                // force has it: a reload that lowers it shortens the
+                // sessions already open (the grant had the old one).
+                let max = ctx.policy.rule(p.rule).and_then(|r| r.max_session_secs);
+                let end = self.grant.as_deref().zip(max).map_or(u64::MAX, |(g, s)| g.issued_unix.saturating_add(s));
+                if ctx.unix >= end {
+                    return Some(CloseReason::SessionExpired);
+                }
+                self.permit_until = p.until.min(end);
                 None
             }
             Decision::Deny(Denial::OutsideWindow(_)) => Some(CloseReason::WindowClosed),
