@@ -266,50 +266,23 @@ mod tests {
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::sync::atomic::AtomicU64;
 
-    /// One asset, one rule that accepts tickets at most 60 s old.
-    const CONFIG: &str = r#"
-[gate]
-overlay = "100.64.0.0/16"
-north_interface = "north0"
-north_address = "198.18.0.1/24"
-login = "100.64.0.1:443"
-ticket_lifetime_secs = 28800
-
-[[segment]]
-name = "line3"
-overlay = "100.64.3.0/24"
-south_interface = "south0"
-south_address = "198.19.3.1/24"
-
-[[asset]]
-name = "plc-7"
-segment = "line3"
-overlay = "100.64.3.7"
-underlay = "198.19.3.7"
-
-[[asset.service]]
-name = "modbus"
-protocol = "modbus"
-port = 802
-asset_port = 502
-
-[[role]]
-name = "operator"
-
-[[rule]]
-name = "short-tickets"
-roles = ["operator"]
-assets = ["plc-7"]
-protocol = "modbus"
-operations = ["read"]
-ticket_lifetime_secs = 60
-"#;
+    /// The lab's config, its Modbus rules accepting tickets at most 60 s old
+    /// (whichever of them permits the connect).
+    fn config() -> String {
+        let lab = include_str!("../../config/lab.toml");
+        let read = "operations = [\"read\"]\n\n[[rule]]\nname = \"operator-setpoints\"";
+        let write = "operations = [\"write\"]\nschedule = \"shift\"\n[rule.modbus]";
+        assert_eq!((lab.matches(read).count(), lab.matches(write).count()), (1, 1));
+        let bound = "ticket_lifetime_secs = 60\n";
+        lab.replace(read, &read.replacen('\n', &format!("\n{bound}"), 1))
+            .replace(write, &write.replacen('\n', &format!("\n{bound}"), 1))
+    }
 
     const T0: u64 = 1_700_000_025;
     const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
     fn worker(clock: Arc<AtomicU64>) -> AuthWorker {
-        let cfg = crate::config::parse_at("t.toml", CONFIG, T0).expect("config");
+        let cfg = crate::config::parse_at("lab.toml", &config(), T0).expect("config");
         let shared: SharedSnapshot = Arc::new(ArcSwap::from_pointee(cfg.snapshot));
         let mut db = UserDb::new();
         let mut u = User::new("alice", &["operator".to_string()]);
