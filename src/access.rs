@@ -101,7 +101,12 @@ impl TicketFile {
             self.expires_unix
         );
         let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        // A leftover temporary file would keep its permissions: start anew.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(tmp, path)
@@ -392,7 +397,9 @@ mod tests {
 
     /// A ticket file with `ticket=` set to `hex`, loaded.
     fn load_with(hex: &str) -> Result<TicketFile, String> {
-        let dir = std::env::temp_dir().join(format!("ag-ticket-{}-{}", std::process::id(), hex.len()));
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ag-ticket-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ticket");
         let text =
@@ -401,6 +408,25 @@ mod tests {
         let loaded = TicketFile::load(&path);
         std::fs::remove_dir_all(&dir).unwrap();
         loaded
+    }
+
+    #[test]
+    fn a_saved_ticket_is_private_even_over_a_leftover_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ag-ticket-save-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ticket");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, "old").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut file = load_with(&"0".repeat(64)).unwrap();
+        file.ticket[0] = 0x5a;
+        file.save(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let back = TicketFile::load(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(mode, 0o600);
+        assert_eq!(back.ticket[0], 0x5a);
     }
 
     #[test]
