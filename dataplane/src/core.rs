@@ -22,7 +22,7 @@ use crate::auth::{AuthChannel, AuthVerdict};
 use crate::classify::{classify, dropped_flow, Disposition, DropReason};
 use crate::counters::{bump, bump_over, set, CoreCounters};
 use crate::io::{self, FramePort, BATCH, MAX_FRAME};
-use crate::session::{CloseReason, Flow, Kind, Next, Phase, Session, Step, StepCtx, Target, NO_ASSET};
+use crate::session::{CloseReason, Deadlines, Flow, Kind, Next, Phase, Session, Step, StepCtx, Target, NO_ASSET};
 use crate::shard::{ShardedStack, Sock, Touch, NO_OWNER};
 use crate::snapshot::{Ipv4Net, Protocol, SharedSnapshot, Side, Snapshot};
 use crate::stack::{Stack, StackAddressing, TxStats, Wire};
@@ -117,6 +117,9 @@ pub struct CoreOptions {
     pub ring: usize,
     /// How long the gate waits for the asset to accept a connection.
     pub connect_timeout: Duration,
+    /// How long a session may wait for its auth verdict, from its first
+    /// byte (a verdict lost to a full queue must not hold it forever).
+    pub auth_deadline: Duration,
     /// How long a received segment's ACK may wait to ride on data going the
     /// other way (None: ACK at once). A Modbus answer usually follows its
     /// request within the delay, so the ACK costs no frame of its own; the
@@ -132,6 +135,7 @@ impl Default for CoreOptions {
             backlog: 4,
             ring: 2 * BATCH,
             connect_timeout: Duration::from_secs(3),
+            auth_deadline: Duration::from_secs(60),
             ack_delay: Some(Duration::from_millis(10)),
         }
     }
@@ -1087,9 +1091,9 @@ impl Core {
         self.next_session += 1;
         let id = (self.id as u64) << 48 | self.next_session;
         let flow = Flow { client, endpoint, asset };
-        let connect_timeout = self.opts.connect_timeout;
+        let deadlines = Deadlines { connect: self.opts.connect_timeout, auth: self.opts.auth_deadline };
         let seg = &mut self.segments[s];
-        let slot = seg.insert(Session::new(id, flow, target, north, tls, now, connect_timeout));
+        let slot = seg.insert(Session::new(id, flow, target, north, tls, now, deadlines));
         let north = seg.north.promote(north, slot);
         if let Some(sess) = seg.slots[slot as usize].as_mut() {
             sess.north = north;

@@ -59,6 +59,8 @@ pub struct MemLab {
     pub plc_offline: bool,
     /// Seconds added to the auth worker's clock.
     skew: Arc<AtomicU64>,
+    /// The auth worker answers nothing while set (a verdict that never comes).
+    pub auth_paused: bool,
 }
 
 fn mac(last: u8) -> [u8; 6] {
@@ -175,6 +177,7 @@ impl MemLab {
             login,
             plc_offline: false,
             skew,
+            auth_paused: false,
         })
     }
 
@@ -204,7 +207,9 @@ impl MemLab {
     pub fn step(&mut self) -> usize {
         let now = self.clock.now();
         let mut work = self.gate.poll_once();
-        work += self.auth.serve_pending();
+        if !self.auth_paused {
+            work += self.auth.serve_pending();
+        }
         work += self.user.poll(now);
         for (&h, client) in &mut self.clients {
             if client.pump(self.user.socket(h)) {

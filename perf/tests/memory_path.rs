@@ -620,3 +620,24 @@ fn a_reload_that_lowers_max_session_secs_shortens_open_sessions() {
         lab.control.totals()
     );
 }
+
+/// A session whose auth verdict never comes (lost to a full queue, say)
+/// is dropped at the auth deadline (`auth_busy`) instead of holding its
+/// slot forever (found by a review); the verdict that comes late finds no
+/// session, and the next session is served.
+#[test]
+fn a_session_without_a_verdict_is_dropped_at_the_auth_deadline() {
+    let opts = CoreOptions { auth_deadline: smoltcp::time::Duration::from_millis(500), ..CoreOptions::default() };
+    let mut lab = lab_with(LAB, opts);
+    let ticket = lab.login("alice", WAIT).expect("login");
+    lab.auth_paused = true;
+    assert!(lab.session(&ticket, Duration::from_secs(3)).is_err(), "no verdict, no session");
+    assert!(
+        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::AuthBusy) == 1),
+        "{:?}",
+        lab.control.totals()
+    );
+    lab.auth_paused = false;
+    let h = lab.session(&ticket, WAIT).expect("the next session");
+    assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11);
+}

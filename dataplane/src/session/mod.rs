@@ -67,7 +67,7 @@ close_reasons! {
     HelloMalformed => "hello_malformed": "The first frame inside TLS was not a valid hello (garbage, oversized, wrong kind).",
     HelloTimeout => "hello_timeout": "No complete TLS handshake and hello within the deadline.",
     AuthRefused => "auth_refused": "The hello was answered with a refusal (bad credentials, locked, not authorized, ...).",
-    AuthBusy => "auth_busy": "The auth queue was full; the session was dropped before any byte reached an asset.",
+    AuthBusy => "auth_busy": "The auth queue was full, or no verdict came within the auth deadline (60 s); the session was dropped before any byte reached an asset.",
     LoginDone => "login_done": "A login or resolve exchange at the gate's own endpoint completed.",
     EndpointRemoved => "endpoint_removed": "A config reload removed the endpoint.",
     Shutdown => "shutdown": "The gate is stopping.",
@@ -129,6 +129,15 @@ pub struct Target {
 /// Deadline for the TLS handshake plus the hello.
 pub const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
+/// A session's own time limits ([`crate::core::CoreOptions`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// For the asset to accept the connection.
+    pub connect: Duration,
+    /// For the auth verdict, from the session's first byte.
+    pub auth: Duration,
+}
+
 /// One proxied connection.
 pub struct Session {
     pub id: u64,
@@ -158,6 +167,7 @@ pub struct Session {
     finishing_since: Option<Instant>,
     connect_started: Instant,
     connect_timeout: Duration,
+    auth_deadline: Duration,
     up_fin: bool,
     down_fin: bool,
     first_fin: Option<FirstFin>,
@@ -255,15 +265,7 @@ pub enum Next {
 
 impl Session {
     /// A session whose user connection was just accepted.
-    pub fn new(
-        id: u64,
-        flow: Flow,
-        target: Target,
-        north: Sock,
-        tls: Tls,
-        now: Instant,
-        connect_timeout: Duration,
-    ) -> Self {
+    pub fn new(id: u64, flow: Flow, target: Target, north: Sock, tls: Tls, now: Instant, deadlines: Deadlines) -> Self {
         Self {
             id,
             flow,
@@ -288,7 +290,8 @@ impl Session {
             finishing_since: None,
             hello: Some(Box::new(HelloBuf { buf: [0; hello::HEADER_LEN + hello::MAX_PAYLOAD], len: 0 })),
             connect_started: now,
-            connect_timeout,
+            connect_timeout: deadlines.connect,
+            auth_deadline: deadlines.auth,
             up_fin: false,
             down_fin: false,
             first_fin: None,
@@ -324,6 +327,13 @@ impl Session {
                 if now - self.opened > HELLO_DEADLINE && self.phase != Phase::Authenticating {
                     north.abort();
                     return Step::Closed(CloseReason::HelloTimeout);
+                }
+                if self.phase == Phase::Authenticating && now - self.opened > self.auth_deadline {
+                    // No verdict came (lost to a full queue, say): give up
+                    // as when the queue is full, before any byte reached an
+                    // asset; a late verdict finds no session.
+                    north.abort();
+                    return Step::Closed(CloseReason::AuthBusy);
                 }
                 if self.phase == Phase::Authenticating {
                     // Keep TLS alive (acks, key updates) but read no plaintext.
@@ -412,7 +422,7 @@ impl Session {
     pub fn clock_due(&self, now: Instant, unix: u64, generation: u64) -> bool {
         match self.phase {
             Phase::Handshaking | Phase::Hello => now - self.opened > HELLO_DEADLINE,
-            Phase::Authenticating => false,
+            Phase::Authenticating => now - self.opened > self.auth_deadline,
             Phase::Connecting => now - self.connect_started >= self.connect_timeout,
             Phase::Open => self.grant_expired(unix) || self.permit_stale(unix, generation),
             Phase::Finishing(_) => true,
