@@ -36,6 +36,12 @@ fn session(lab: &mut MemLab) -> smoltcp::iface::SocketHandle {
     lab.session(&ticket, WAIT).expect("session")
 }
 
+/// Runs the lab until `n` sessions have closed for `reason`; fails with
+/// the counters if they do not within [`WAIT`].
+fn wait_closed(lab: &mut MemLab, reason: CloseReason, n: u64) {
+    assert!(lab.run_until(WAIT, |l| l.control.totals().closed(reason) == n), "{:?}", lab.control.totals());
+}
+
 fn exchange(lab: &mut MemLab, h: smoltcp::iface::SocketHandle, adu: &[u8]) -> Vec<u8> {
     lab.transact(h, adu, WAIT).expect("no complete response")
 }
@@ -81,11 +87,7 @@ fn modbus_read_and_write_through_the_gate() {
     // The user closes: close_notify + FIN cross to the PLC, the PLC closes.
     lab.clients.get_mut(&h).unwrap().conn.send_close_notify();
     lab.user.socket(h).close();
-    assert!(
-        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::ClientClosed) == 1),
-        "{:?}",
-        lab.control.totals()
-    );
+    wait_closed(&mut lab, CloseReason::ClientClosed, 1);
     assert!(lab.run_until(WAIT, |l| l.sim.connections() == 0), "the PLC saw the FIN and closed");
     let mut events = Vec::new();
     lab.control.drain_events(|e| events.push(control::describe(e)));
@@ -164,11 +166,7 @@ fn refused_and_unreachable_assets_reset_the_user_with_a_reason() {
     lab.sim.stop_listening(plc);
     let ticket = lab.login("alice", WAIT).unwrap();
     let _ = lab.session(&ticket, Duration::from_secs(2));
-    assert!(
-        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::AssetRefused) == 1),
-        "{:?}",
-        lab.control.totals()
-    );
+    wait_closed(&mut lab, CloseReason::AssetRefused, 1);
 
     // Unreachable: the PLC's cable is pulled (no ARP answer, no SYN-ACK).
     let opts = CoreOptions { connect_timeout: smoltcp::time::Duration::from_millis(400), ..CoreOptions::default() };
@@ -176,11 +174,7 @@ fn refused_and_unreachable_assets_reset_the_user_with_a_reason() {
     lab.plc_offline = true;
     let ticket = lab.login("alice", WAIT).unwrap();
     assert!(lab.session(&ticket, Duration::from_secs(3)).is_err());
-    assert!(
-        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::AssetUnreachable) == 1),
-        "{:?}",
-        lab.control.totals()
-    );
+    wait_closed(&mut lab, CloseReason::AssetUnreachable, 1);
 }
 
 #[test]
@@ -307,11 +301,7 @@ fn plaintext_garbage_and_oversized_hellos_never_reach_the_plc() {
     let mut adu = [0u8; 260];
     let n = request(&mut adu, 1, 1, 3, &read_holding(0, 1));
     lab.user.socket(h).send_slice(&adu[..n]).unwrap();
-    assert!(
-        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::TlsFailed) == 1),
-        "{:?}",
-        lab.control.totals()
-    );
+    wait_closed(&mut lab, CloseReason::TlsFailed, 1);
 
     // TLS, then garbage instead of a hello: malformed_hello.
     let client =
@@ -341,11 +331,7 @@ fn plaintext_garbage_and_oversized_hellos_never_reach_the_plc() {
         lab.answer(h, WAIT).map(|a| matches!(a, Answer::Refuse { reason: Reason::MalformedHello, .. })),
         Some(true)
     );
-    assert!(
-        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::HelloMalformed) == 2),
-        "{:?}",
-        lab.control.totals()
-    );
+    wait_closed(&mut lab, CloseReason::HelloMalformed, 2);
     plc_saw_nothing(&lab);
 }
 
@@ -614,11 +600,7 @@ fn a_reload_that_lowers_max_session_secs_shortens_open_sessions() {
     assert_eq!(LAB.matches(from).count(), 1);
     let cfg = config::parse("lab.toml", &LAB.replace(from, to)).expect("config");
     lab.control.publish(cfg.snapshot).unwrap();
-    assert!(
-        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::SessionExpired) == 1),
-        "{:?}",
-        lab.control.totals()
-    );
+    wait_closed(&mut lab, CloseReason::SessionExpired, 1);
 }
 
 /// A session whose auth verdict never comes (lost to a full queue, say)
@@ -632,11 +614,7 @@ fn a_session_without_a_verdict_is_dropped_at_the_auth_deadline() {
     let ticket = lab.login("alice", WAIT).expect("login");
     lab.auth_paused = true;
     assert!(lab.session(&ticket, Duration::from_secs(3)).is_err(), "no verdict, no session");
-    assert!(
-        lab.run_until(WAIT, |l| l.control.totals().closed(CloseReason::AuthBusy) == 1),
-        "{:?}",
-        lab.control.totals()
-    );
+    wait_closed(&mut lab, CloseReason::AuthBusy, 1);
     lab.auth_paused = false;
     let h = lab.session(&ticket, WAIT).expect("the next session");
     assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11);
