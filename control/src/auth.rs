@@ -108,7 +108,7 @@ impl AuthWorker {
         let refuse = |reason: Reason, retry_after: Option<u32>| AuthVerdict::Refuse { session, reason, retry_after };
         let source = IpAddr::V4(req.source);
         // (identity, the ticket's (issued, expires), its id for the logs)
-        let (identity, ticket_times, ticket_id_text) = match &mut req.credentials {
+        let (identity, credentials_times, ticket_id_text) = match &mut req.credentials {
             Credentials::Password { user, password, totp } => {
                 let cert = req.client_cert.as_deref();
                 let result = self.authenticator.login_with_cert(user, password, totp, cert, source, now);
@@ -126,6 +126,8 @@ impl AuthWorker {
                 Err(refusal) => return refuse(refusal.reason, refusal.retry_after),
             },
         };
+        // Credentials given now count as a ticket issued now.
+        let (issued, ticket_expires) = credentials_times.unwrap_or((now, now + snap.ticket_lifetime));
         match req.purpose {
             Purpose::Login => {
                 let Credentials::Password { .. } = req.credentials else {
@@ -147,18 +149,15 @@ impl AuthWorker {
                 None => refuse(Reason::UnknownAsset, None),
                 Some(e) => match permitted(&snap, e, &identity, now) {
                     Err(_) => refuse(Reason::NotAuthorized, None),
-                    Ok(_) => {
-                        let expires = ticket_times.map_or(now + snap.ticket_lifetime, |t| t.1);
-                        accept(
-                            session,
-                            now,
-                            &identity,
-                            expires,
-                            snap.endpoints[e].overlay.to_string(),
-                            None,
-                            ticket_id_text,
-                        )
-                    }
+                    Ok(_) => accept(
+                        session,
+                        now,
+                        &identity,
+                        ticket_expires,
+                        snap.endpoints[e].overlay.to_string(),
+                        None,
+                        ticket_id_text,
+                    ),
                 },
             },
             Purpose::Connect { asset, service } => {
@@ -184,8 +183,7 @@ impl AuthWorker {
                 let max_session = rule.and_then(|r| r.max_session_secs);
                 // The permitting rule's ticket lifetime: it accepts only
                 // tickets younger than that, and the session ends when the
-                // ticket reaches that age (credentials given now are new).
-                let (issued, ticket_expires) = ticket_times.unwrap_or((now, now + snap.ticket_lifetime));
+                // ticket reaches that age.
                 let young_until = rule.and_then(|r| r.ticket_lifetime_secs).map(|s| issued.saturating_add(s));
                 if young_until.is_some_and(|t| now >= t) {
                     log::warn!("auth: {:?}'s ticket is older than {asset}/{service}'s rule accepts", identity.user);
