@@ -190,8 +190,15 @@ impl Control {
     /// for the sessions to follow from now on.
     pub fn set_authenticator(&mut self, authenticator: Arc<identity::Authenticator>, secrets: Option<PathBuf>) {
         self.authenticator = Some((authenticator, secrets));
+        let users = self.user_states();
+        self.amend(|snap| snap.users = users);
+    }
+
+    /// Changes the snapshot in force in place, with no new generation (set
+    /// up before any session depends on what changes).
+    fn amend(&self, change: impl FnOnce(&mut Snapshot)) {
         let mut snap = (**self.shared.load()).clone();
-        snap.users = self.user_states();
+        change(&mut snap);
         self.shared.store(Arc::new(snap));
     }
 
@@ -227,10 +234,8 @@ impl Control {
 
     /// Puts an already built TLS configuration in force (tests, demo).
     pub fn set_tls_config(&mut self, config: dataplane::tls::TlsConfig) {
-        self.tls = Some(config);
-        let mut snap = (**self.shared.load()).clone();
-        snap.tls = self.tls.clone();
-        self.shared.store(Arc::new(snap));
+        self.tls = Some(config.clone());
+        self.amend(|snap| snap.tls = Some(config));
     }
 
     /// The snapshot handle the cores load from.
