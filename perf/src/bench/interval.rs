@@ -56,14 +56,6 @@ pub fn rank_interval(n: u64, q: f64, conf: f64) -> (Option<u64>, Option<u64>) {
     (lo, hi)
 }
 
-/// The interval of `rank_interval` as values of a sorted sample, given a
-/// way to read the value at a rank. A side that cannot be bounded is
-/// `None`.
-pub fn value_interval(n: u64, q: f64, conf: f64, at_rank: impl Fn(u64) -> f64) -> (Option<f64>, Option<f64>) {
-    let (l, u) = rank_interval(n, q, conf);
-    (l.map(&at_rank), u.map(&at_rank))
-}
-
 /// A confidence interval; `None` on a side means unbounded on that side.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Interval {
@@ -74,8 +66,8 @@ pub struct Interval {
 impl Interval {
     /// The interval of `q`-quantiles of `n` samples, read at ranks by `at_rank`.
     pub fn of_quantile(n: u64, q: f64, conf: f64, at_rank: impl Fn(u64) -> f64) -> Self {
-        let (lo, hi) = value_interval(n, q, conf, at_rank);
-        Self { lo, hi }
+        let (lo, hi) = rank_interval(n, q, conf);
+        Self { lo: lo.map(&at_rank), hi: hi.map(&at_rank) }
     }
 
     /// Every difference `a - b` of a value in `self` and one in `other`:
@@ -207,7 +199,7 @@ mod tests {
     #[test]
     fn values_are_read_at_the_ranks() {
         let sorted: Vec<f64> = (1..=100).map(|i| i as f64 * 10.0).collect();
-        let (lo, hi) = value_interval(100, 0.5, 0.95, |r| sorted[r as usize - 1]);
-        assert_eq!((lo, hi), (Some(400.0), Some(610.0)));
+        let iv = Interval::of_quantile(100, 0.5, 0.95, |r| sorted[r as usize - 1]);
+        assert_eq!((iv.lo, iv.hi), (Some(400.0), Some(610.0)));
     }
 }
