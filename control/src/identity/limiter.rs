@@ -11,7 +11,12 @@
 //!
 //! Time is an explicit `now` (unix seconds), so tests drive a fake clock.
 //! Memory is bounded: past `capacity` keys per kind, forgotten keys are
-//! purged and then the stalest is evicted.
+//! purged and then the stalest unlocked key is evicted (one with no lockout
+//! behind it before one with a backoff). A locked key is never evicted, so
+//! failures spread over many new keys cannot reopen it. When every key held
+//! is locked, failures of keys that find no room count together in one
+//! overflow entry, and while that is locked, every key not held is refused:
+//! the table fails closed rather than forgetting.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -108,35 +113,62 @@ struct Table<K> {
     policy: LimitPolicy,
     entries: HashMap<K, Entry>,
     capacity: usize,
+    /// The failures of keys that found every held key locked and no room.
+    overflow: Entry,
 }
 
 impl<K: Hash + Eq + Clone> Table<K> {
     fn new(policy: LimitPolicy, capacity: usize) -> Self {
-        Self { policy, entries: HashMap::new(), capacity: capacity.max(1) }
+        Self { policy, entries: HashMap::new(), capacity: capacity.max(1), overflow: Entry::default() }
     }
 
     fn remaining(&self, key: &K, now: u64) -> Option<u64> {
-        self.entries.get(key).and_then(|e| e.remaining(now))
+        match self.entries.get(key) {
+            Some(e) => e.remaining(now),
+            None => self.overflow.remaining(now),
+        }
     }
 
     fn fail(&mut self, key: &K, now: u64) -> Option<u64> {
+        let policy = self.policy;
         if !self.entries.contains_key(key) && self.entries.len() >= self.capacity {
             self.purge(now);
             if self.entries.len() >= self.capacity {
-                // Evict the key whose last failure is oldest.
-                let stalest = self.entries.iter().min_by_key(|(_, e)| e.last_failure).map(|(k, _)| k.clone());
-                if let Some(k) = stalest {
-                    self.entries.remove(&k);
+                // The stalest unlocked key goes, one without a backoff
+                // behind it first; a locked key stays locked.
+                let stalest = self
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.remaining(now).is_none())
+                    .min_by_key(|(_, e)| (e.lockouts > 0, e.last_failure))
+                    .map(|(k, _)| k.clone());
+                match stalest {
+                    Some(k) => {
+                        self.entries.remove(&k);
+                    }
+                    None => return self.overflow.fail(&policy, now),
                 }
             }
         }
-        let policy = self.policy;
         self.entries.entry(key.clone()).or_default().fail(&policy, now)
     }
 
     fn purge(&mut self, now: u64) {
         let p = self.policy;
         self.entries.retain(|_, e| !e.forgotten(&p, now));
+        if self.overflow.forgotten(&p, now) {
+            self.overflow = Entry::default();
+        }
+    }
+}
+
+impl Table<String> {
+    /// [`Table::remaining`] without building a `String` key.
+    fn remaining_str(&self, key: &str, now: u64) -> Option<u64> {
+        match self.entries.get(key) {
+            Some(e) => e.remaining(now),
+            None => self.overflow.remaining(now),
+        }
     }
 }
 
@@ -172,8 +204,7 @@ impl Limiter {
     /// # Errors
     /// The user or the address is locked; the longer wait is reported.
     pub fn check(&self, user: &str, source: IpAddr, now: u64) -> Result<(), Lockout> {
-        let by_user =
-            self.users.entries.get(user).and_then(|e| e.remaining(now)).map(|s| (s, LockedKey::User(user.to_string())));
+        let by_user = self.users.remaining_str(user, now).map(|s| (s, LockedKey::User(user.to_string())));
         let by_address = self.addresses.remaining(&source, now).map(|s| (s, LockedKey::Address(source)));
         match (by_user, by_address) {
             (None, None) => Ok(()),
@@ -332,5 +363,60 @@ mod tests {
             l.record_failure(&format!("spray{i}"), OTHER_IP, 6000 + i);
         }
         assert!(l.len().0 <= 4);
+    }
+
+    /// Five failures for each of `users`, each from its own address.
+    fn lock_all(l: &mut Limiter, users: &[&str], now: u64) {
+        for (i, user) in users.iter().enumerate() {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 1, i as u8));
+            for t in 0..5 {
+                l.record_failure(user, ip, now + t);
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_table_keeps_its_locked_keys() {
+        let p = LimitPolicy::default();
+        let mut l = Limiter::with_capacity(p, p, 4);
+        lock_all(&mut l, &["admin"], 0);
+        assert_eq!(retry(&l, "admin", OTHER_IP, 5), Some(29));
+        // A spray of new user names, one failure each, from many addresses:
+        // it fills the table, and admin's lock, the stalest entry, stays.
+        for i in 0..100u8 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 2, i));
+            l.record_failure(&format!("spray{i}"), ip, 6 + u64::from(i) / 10);
+        }
+        assert!(l.len().0 <= 4);
+        assert_eq!(retry(&l, "admin", OTHER_IP, 20), Some(14), "a locked key is not evicted");
+        // An unlocked key with a backoff behind it outlives one without.
+        lock_all(&mut l, &["bob"], 100); // locked 104..134
+        l.record_failure("carol", OTHER_IP, 200);
+        l.record_failure("dave", OTHER_IP, 201);
+        l.record_failure("erin", OTHER_IP, 202); // table full: an entry without a backoff goes
+        for t in 300..305 {
+            l.record_failure("bob", IP, t);
+        }
+        assert_eq!(retry(&l, "bob", OTHER_IP, 305), Some(59), "the second lockout doubles: bob's backoff was kept");
+    }
+
+    #[test]
+    fn a_table_full_of_locked_keys_fails_closed() {
+        let p = LimitPolicy::default();
+        let mut l = Limiter::with_capacity(p, p, 2);
+        lock_all(&mut l, &["u1", "u2"], 0);
+        // No room and nothing to evict: new keys' failures count together.
+        for (i, user) in ["n1", "n2", "n3", "n4"].iter().enumerate() {
+            assert_eq!(l.record_failure(user, OTHER_IP, 10 + i as u64).0, None);
+        }
+        assert_eq!(l.check("n5", IP, 14), Ok(()), "four failures in the overflow do not lock it");
+        assert_eq!(l.record_failure("n5", IP, 14).0, Some(30));
+        let e = l.check("anyone", IP, 15).unwrap_err();
+        assert_eq!((e.key, e.retry_after), (LockedKey::User("anyone".into()), 29));
+        // The overflow opens after its backoff, and is forgotten when quiet.
+        assert_eq!(l.check("anyone", OTHER_IP, 44), Ok(()));
+        l.purge(14 + 3600);
+        assert!(l.is_empty());
+        assert_eq!(l.users.overflow.lockouts, 0);
     }
 }
