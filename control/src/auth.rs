@@ -137,7 +137,15 @@ impl AuthWorker {
                 match self.authenticator.issue_ticket(&identity, snap.ticket_lifetime, now) {
                     Ok((ticket, expires)) => {
                         let id = short_id(&ticket_id(&ticket));
-                        accept(session, now, &identity, expires, identity.roles.join(","), Some(ticket), Some(id))
+                        accept(
+                            session,
+                            (now, now),
+                            &identity,
+                            expires,
+                            identity.roles.join(","),
+                            Some(ticket),
+                            Some(id),
+                        )
                     }
                     Err(e) => {
                         log::error!("auth: cannot issue a ticket: {e}");
@@ -151,7 +159,7 @@ impl AuthWorker {
                     Err(_) => refuse(Reason::NotAuthorized, None),
                     Ok(_) => accept(
                         session,
-                        now,
+                        (now, issued),
                         &identity,
                         ticket_expires,
                         snap.endpoints[e].overlay.to_string(),
@@ -180,28 +188,28 @@ impl AuthWorker {
                     }
                 };
                 let rule = snap.policy.rule(permit.rule);
-                let max_session = rule.and_then(|r| r.max_session_secs);
                 // The permitting rule's ticket lifetime: it accepts only
                 // tickets younger than that, and the session ends when the
-                // ticket reaches that age.
-                let young_until = rule.and_then(|r| r.ticket_lifetime_secs).map(|s| issued.saturating_add(s));
-                if young_until.is_some_and(|t| now >= t) {
+                // ticket reaches that age (or max_session_secs passes).
+                let ticket_young =
+                    rule.and_then(|r| r.ticket_lifetime_secs).is_none_or(|s| now < issued.saturating_add(s));
+                if !ticket_young {
                     log::warn!("auth: {:?}'s ticket is older than {asset}/{service}'s rule accepts", identity.user);
                     return refuse(Reason::TicketExpired, None);
                 }
-                let expires = ticket_expires
-                    .min(permit.until)
-                    .min(max_session.map_or(u64::MAX, |s| now.saturating_add(s)))
-                    .min(young_until.unwrap_or(u64::MAX));
-                accept(session, now, &identity, expires, granted(&snap, e, &identity, now), None, ticket_id_text)
+                let expires =
+                    ticket_expires.min(permit.until).min(rule.map_or(u64::MAX, |r| r.session_end(now, issued)));
+                let granted = granted(&snap, e, &identity, now);
+                accept(session, (now, issued), &identity, expires, granted, None, ticket_id_text)
             }
         }
     }
 }
 
+/// `at`: the grant's time and its credentials' issue time.
 fn accept(
     session: u64,
-    now: u64,
+    at: (u64, u64),
     identity: &Identity,
     expires: u64,
     granted: String,
@@ -213,7 +221,8 @@ fn accept(
         grant: Box::new(Grant {
             user: identity.user.clone(),
             roles: identity.roles.clone(),
-            issued_unix: now,
+            issued_unix: at.0,
+            ticket_issued_unix: at.1,
             expires_unix: expires,
             granted,
             ticket,

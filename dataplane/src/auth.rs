@@ -69,6 +69,10 @@ pub struct Grant {
     pub roles: Vec<String>,
     /// Unix time the grant was made (a revocation after it ends it).
     pub issued_unix: u64,
+    /// Unix time the credentials were issued: the ticket's issue time, or
+    /// the grant's for credentials given in the session (a rule's
+    /// `ticket_lifetime_secs` counts from it).
+    pub ticket_issued_unix: u64,
     /// Unix time the session (or ticket) ends.
     pub expires_unix: u64,
     /// Operations granted (for the user's information), or for `Resolve`
@@ -87,6 +91,7 @@ impl std::fmt::Debug for Grant {
             .field("user", &self.user)
             .field("roles", &self.roles)
             .field("issued_unix", &self.issued_unix)
+            .field("ticket_issued_unix", &self.ticket_issued_unix)
             .field("expires_unix", &self.expires_unix)
             .field("granted", &self.granted)
             .field("ticket", &self.ticket.map(|_| ".."))
@@ -146,6 +151,7 @@ mod debug_tests {
             user: "alice".into(),
             roles: vec!["operator".into()],
             issued_unix: 1,
+            ticket_issued_unix: 1,
             expires_unix: 2,
             granted: "read".into(),
             ticket: Some([0xab; 32]),

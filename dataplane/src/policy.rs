@@ -377,6 +377,17 @@ pub struct RuleSpec {
     pub ticket_lifetime_secs: Option<u64>,
 }
 
+impl RuleSpec {
+    /// When a session this rule permits must end: `max_session_secs` after
+    /// it was granted, and when its ticket (issued at `ticket_issued`)
+    /// reaches `ticket_lifetime_secs`; `u64::MAX` without either limit.
+    pub fn session_end(&self, granted: u64, ticket_issued: u64) -> u64 {
+        let by_session = self.max_session_secs.map_or(u64::MAX, |s| granted.saturating_add(s));
+        let by_ticket = self.ticket_lifetime_secs.map_or(u64::MAX, |s| ticket_issued.saturating_add(s));
+        by_session.min(by_ticket)
+    }
+}
+
 /// A weekly window in local time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WeeklyWindow {

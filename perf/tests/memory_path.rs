@@ -603,6 +603,30 @@ fn a_reload_that_lowers_max_session_secs_shortens_open_sessions() {
     wait_closed(&mut lab, CloseReason::SessionExpired, 1);
 }
 
+/// The same for a rule's `ticket_lifetime_secs`: a reload that lowers it
+/// below the age of an open session's ticket ends that session (found by
+/// a review: the grant carried no ticket age, so only new sessions saw it).
+#[test]
+fn a_reload_that_lowers_ticket_lifetime_secs_ends_sessions_on_older_tickets() {
+    let mut lab = lab();
+    // The ticket and the session are "two minutes" old.
+    lab.rewind(120);
+    let h = session(&mut lab);
+    assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11);
+    let from = "operations = [\"read\"]\n\n[[rule]]\nname = \"operator-setpoints\"";
+    let lifetime = |secs: u64| {
+        let to = format!(
+            "operations = [\"read\"]\nticket_lifetime_secs = {secs}\n\n[[rule]]\nname = \"operator-setpoints\""
+        );
+        config::parse("lab.toml", &LAB.replace(from, &to)).expect("config").snapshot
+    };
+    // A lifetime the ticket is still within keeps the session.
+    lab.control.publish(lifetime(3600)).unwrap();
+    assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11, "a ticket younger than the new lifetime");
+    lab.control.publish(lifetime(60)).unwrap();
+    wait_closed(&mut lab, CloseReason::SessionExpired, 1);
+}
+
 /// A session whose auth verdict never comes (lost to a full queue, say)
 /// is dropped at the auth deadline (`auth_busy`) instead of holding its
 /// slot forever (found by a review); the verdict that comes late finds no

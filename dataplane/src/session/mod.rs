@@ -840,11 +840,15 @@ impl Session {
         };
         match ctx.policy.check(&q) {
             Decision::Permit(p) => {
-                // The permitting rule's max_session_secs as the policy in
-                // force has it: a reload that lowers it shortens the
-                // sessions already open (the grant had the old one).
-                let max = ctx.policy.rule(p.rule).and_then(|r| r.max_session_secs);
-                let end = self.grant.as_deref().zip(max).map_or(u64::MAX, |(g, s)| g.issued_unix.saturating_add(s));
+                // The permitting rule's max_session_secs and
+                // ticket_lifetime_secs as the policy in force has them: a
+                // reload that lowers either shortens the sessions already
+                // open (the grant had the old ones).
+                let end = self
+                    .grant
+                    .as_deref()
+                    .zip(ctx.policy.rule(p.rule))
+                    .map_or(u64::MAX, |(g, r)| r.session_end(g.issued_unix, g.ticket_issued_unix));
                 if ctx.unix >= end {
                     return Some(CloseReason::SessionExpired);
                 }
