@@ -13,7 +13,10 @@
 //! stall of the server or of the client itself shows up in full in every
 //! request that should have gone out during it (the "coordinated omission"
 //! correction of wrk2 and HdrHistogram). How late the client itself was
-//! (actual send minus intended) is kept apart as the send lag.
+//! (actual send minus intended) is kept apart as the send lag, and split
+//! by its loop (`client_loop_us`): how long it worked between two waits,
+//! how much of that its thread was off its CPU (another task, or the host,
+//! ran instead), and how late a wait that slept returned.
 //!
 //! Modes:
 //!
@@ -396,6 +399,10 @@ struct Engine<'a> {
     hello: Vec<u8>,
     hist: Histogram<u64>,
     lag: Histogram<u64>,
+    /// Where the send lag comes from: the loop's own time between two
+    /// waits, and how late a wait that slept returned after the time it
+    /// asked for (the timer's and the scheduler's lateness).
+    loop_time: LoopTime,
     tally: Tally,
     /// Recorded requests sent and not yet answered or lost.
     outstanding: u64,
@@ -739,8 +746,7 @@ impl Engine<'_> {
         s.inflight.push_back((tid, intended, recorded));
         if recorded {
             self.outstanding += 1;
-            let ns = now.saturating_duration_since(intended).as_nanos().clamp(1, u128::from(HIST_MAX_NS)) as u64;
-            let _ = self.lag.record(ns);
+            let _ = self.lag.record(ns_of(now.saturating_duration_since(intended)));
         }
         if !s.dirty {
             s.dirty = true;
@@ -778,6 +784,7 @@ impl Engine<'_> {
     /// sub-millisecond), then handles them.
     fn wait(&mut self, deadline: Instant) -> Result<(), String> {
         let now = Instant::now();
+        self.loop_time.waiting(now);
         let timeout = if deadline <= now || self.args.spin {
             Some(Duration::ZERO)
         } else {
@@ -791,7 +798,9 @@ impl Engine<'_> {
             // A safety net only: the timerfd wakes the loop on time.
             Some(deadline - now + Duration::from_millis(5))
         };
-        match self.poll.poll(&mut self.events, timeout) {
+        let polled = self.poll.poll(&mut self.events, timeout);
+        self.loop_time.woke(Instant::now(), deadline, timeout != Some(Duration::ZERO));
+        match polled {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(format!("epoll_wait: {e}")),
@@ -875,6 +884,7 @@ impl Engine<'_> {
     fn step(&mut self, total_rate: f64, probes: &Probes, title: &str) -> Result<StepOut, String> {
         self.hist.reset();
         self.lag.reset();
+        self.loop_time.reset();
         self.tally = Tally::default();
         self.outstanding = 0;
         let n = self.active.len() as u64;
@@ -960,6 +970,7 @@ impl Engine<'_> {
             total_rate,
             hist: self.hist.clone(),
             lag: self.lag.clone(),
+            loop_time: self.loop_time.clone(),
             tally: self.tally,
             unanswered,
             s0,
@@ -1081,10 +1092,70 @@ impl Probes {
 
 // ------------------------------------------------------------------ running
 
+/// The load generator's own loop: how long it worked between two waits,
+/// and how late it woke from a wait that slept.
+#[derive(Clone)]
+struct LoopTime {
+    busy: Histogram<u64>,
+    /// Of each stretch, the time the thread was off its CPU (wall time
+    /// minus its CPU time): another task, or the host, ran instead.
+    off_cpu: Histogram<u64>,
+    woke_late: Histogram<u64>,
+    /// When the loop last returned from a wait, and the thread's CPU time.
+    since: Option<(Instant, Duration)>,
+}
+
+/// This thread's CPU time (one clock_gettime; zero if it fails).
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
+}
+
+impl LoopTime {
+    fn new() -> Self {
+        Self { busy: new_hist(), off_cpu: new_hist(), woke_late: new_hist(), since: None }
+    }
+
+    fn reset(&mut self) {
+        self.busy.reset();
+        self.off_cpu.reset();
+        self.woke_late.reset();
+        self.since = None;
+    }
+
+    /// The loop is about to wait: the stretch since the last wait was work.
+    fn waiting(&mut self, now: Instant) {
+        if let Some((since, cpu)) = self.since {
+            let wall = now.saturating_duration_since(since);
+            let _ = self.busy.record(ns_of(wall));
+            let _ = self.off_cpu.record(ns_of(wall.saturating_sub(thread_cpu().saturating_sub(cpu))));
+        }
+    }
+
+    /// The wait returned at `now`; it asked to be woken at `deadline` and
+    /// slept if `slept`.
+    fn woke(&mut self, now: Instant, deadline: Instant, slept: bool) {
+        if slept && now > deadline {
+            let _ = self.woke_late.record(ns_of(now - deadline));
+        }
+        self.since = Some((now, thread_cpu()));
+    }
+
+    fn json(&self) -> Value {
+        let q = |h: &Histogram<u64>| json!({"count": h.len(), "p99": quantile_us(h, 0.99), "p99.9": quantile_us(h, 0.999), "max": quantile_us(h, 1.0)});
+        json!({"busy": q(&self.busy), "off_cpu": q(&self.off_cpu), "woke_late": q(&self.woke_late)})
+    }
+}
+
+/// A duration in ns for a histogram (at least 1, at most its top).
+fn ns_of(d: Duration) -> u64 {
+    d.as_nanos().clamp(1, u128::from(HIST_MAX_NS)) as u64
+}
+
 struct StepOut {
     total_rate: f64,
     hist: Histogram<u64>,
     lag: Histogram<u64>,
+    loop_time: LoopTime,
     tally: Tally,
     unanswered: u64,
     s0: Snap,
@@ -1272,6 +1343,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
         hello,
         hist: new_hist(),
         lag: new_hist(),
+        loop_time: LoopTime::new(),
         tally: Tally::default(),
         outstanding: 0,
         first_error: None,
@@ -1526,6 +1598,7 @@ fn step_json(out: &StepOut, passed: bool, idle_loops: Option<f64>, args: &RunArg
             "p99.9": quantile_us(&out.lag, 0.999),
             "max": quantile_us(&out.lag, 1.0),
         },
+        "client_loop_us": out.loop_time.json(),
         "errors": {
             "total": t.errors() + out.unanswered,
             "exceptions": t.exceptions,
@@ -1601,6 +1674,18 @@ fn print_step(label: &str, out: &StepOut, doc: &Value) {
             .as_f64()
             .map_or(String::new(), |w| format!("; gate dp work ≈ {w:.1}% of its core (loop-count estimate)"))
     );
+    let cl = &doc["client_loop_us"];
+    if cl["busy"]["count"].as_u64() > Some(0) {
+        eprintln!(
+            "    load generator's loop: work between waits p99.9 {} max {} µs, off its CPU in them p99.9 {} max {} µs; woke late from a sleep p99.9 {} max {} µs",
+            f(&cl["busy"]["p99.9"]),
+            f(&cl["busy"]["max"]),
+            f(&cl["off_cpu"]["p99.9"]),
+            f(&cl["off_cpu"]["max"]),
+            f(&cl["woke_late"]["p99.9"]),
+            f(&cl["woke_late"]["max"])
+        );
+    }
     if let Some(steal) = doc["cpu_steal_percent"].as_object().filter(|s| s.values().any(|v| v.as_f64() > Some(0.0))) {
         let list: Vec<String> = steal.iter().map(|(c, v)| format!("{c} {:.1}%", v.as_f64().unwrap_or(0.0))).collect();
         eprintln!("    host steal (the hypervisor ran others while these vCPUs were runnable): {}", list.join(", "));
@@ -2200,6 +2285,9 @@ fn write_waits(md: &mut String, groups: &[Group]) {
             // How late the load generator itself sent, per round: counted in
             // every latency above (open loop), and no server's doing.
             let lags = per_round(&["send_lag_us", "p99"], 0);
+            // Its longest stretch off its CPU between two waits, per round:
+            // another task or the host ran while it had sends due.
+            let off_cpu = per_round(&["client_loop_us", "off_cpu", "max"], 0);
             // The host's share of the measured CPUs' time, per round (while
             // it runs something else, whatever was runnable there waits).
             let steals: Vec<String> = g
@@ -2225,9 +2313,9 @@ fn write_waits(md: &mut String, groups: &[Group]) {
                 } else {
                     ("-".into(), "-".into())
                 };
-                let (lag, steal) = (list_or_dash(&lags), list_or_dash(&steals));
+                let (lag, off, steal) = (list_or_dash(&lags), list_or_dash(&off_cpu), list_or_dash(&steals));
                 format!(
-                    "| {} | {lag} | {steal} | {passes} | {stalls} | {} | {} | {} | {} |",
+                    "| {} | {lag} | {off} | {steal} | {passes} | {stalls} | {} | {} | {} | {} |",
                     g.label,
                     list_or_dash(&server_sleeps),
                     n(per_request),
@@ -2243,7 +2331,9 @@ fn write_waits(md: &mut String, groups: &[Group]) {
     let _ = writeln!(
         md,
         "\nWhere requests waited (the rows' steps, rounds summed): the load generator's own send lag p99 per round \
-         (how late it sent, part of every latency above); the host's steal per round (% of the measured CPUs' \
+         (how late it sent, part of every latency above) and its longest time off its CPU between two waits \
+         per round (its thread's wall time minus its CPU time while it worked: another task or the host ran \
+         instead); the host's steal per round (% of the measured CPUs' \
          time the hypervisor ran something else while they were runnable: how exposed the window was to the \
          host; a polling vCPU is always runnable); gate dp passes and \
          off-CPU gaps of 1 ms or more; how often the server's threads slept (voluntary context switches, \
@@ -2254,10 +2344,10 @@ fn write_waits(md: &mut String, groups: &[Group]) {
     );
     let _ = writeln!(
         md,
-        "| target | client send lag p99 µs | host steal % | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | server sleeps / request \
+        "| target | client send lag p99 µs | client off-CPU max µs | host steal % | dp passes ≥ 1 ms | dp off-CPU ≥ 1 ms | server sleeps / request \
          | dp waits / request | client retransmits | PLC retransmits |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(md, "{r}");
     }
@@ -2673,6 +2763,35 @@ mod tests {
         assert!(bad.check().unwrap_err().contains("retry-failed"), "{:?}", bad.check());
     }
 
+    /// The loop's stretches: time off the CPU is wall time the thread did
+    /// not run; a wake-up counts as late only after a sleep past its time.
+    #[test]
+    fn the_loop_time_splits_work_from_time_off_the_cpu() {
+        let mut lt = LoopTime::new();
+        let t = Instant::now();
+        lt.woke(t, t + Duration::from_millis(1), true); // early: not late
+        std::thread::sleep(Duration::from_millis(20)); // off its CPU
+        lt.waiting(Instant::now());
+        lt.woke(Instant::now(), t, false); // past its time, but it did not sleep
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(5) {
+            std::hint::black_box(0);
+        }
+        lt.waiting(Instant::now());
+        let woke = Instant::now();
+        lt.woke(woke, woke - Duration::from_millis(3), true); // 3 ms late
+        assert_eq!((lt.busy.len(), lt.off_cpu.len(), lt.woke_late.len()), (2, 2, 1));
+        assert!(lt.busy.min() >= 4_990_000 && lt.busy.max() >= 19_990_000, "{} {}", lt.busy.min(), lt.busy.max());
+        assert!(lt.off_cpu.max() >= 19_000_000, "the sleep is time off the CPU: {}", lt.off_cpu.max());
+        assert!(lt.off_cpu.min() < lt.busy.min(), "the spin ran on its CPU for part of its stretch at least");
+        assert!((2_980_000..=3_020_000).contains(&lt.woke_late.max()), "{}", lt.woke_late.max());
+        let j = lt.json();
+        assert_eq!(j["busy"]["count"], 2);
+        assert!(j["off_cpu"]["max"].as_f64().unwrap() >= 19_000.0, "{j}");
+        lt.reset();
+        assert!(lt.busy.is_empty() && lt.off_cpu.is_empty() && lt.woke_late.is_empty() && lt.since.is_none());
+    }
+
     #[test]
     fn the_report_says_where_requests_waited() {
         let step = |gate: bool, client_retrans: i64| {
@@ -2680,6 +2799,7 @@ mod tests {
             let mut st = json!({
                 "kernel_tcp_loss_in_window": {"client": loss(client_retrans), "plc": loss(0)},
                 "send_lag_us": {"p99": 40.4 + 1000.0 * client_retrans as f64},
+                "client_loop_us": {"off_cpu": {"max": 12.0 + 3000.0 * client_retrans as f64}},
                 "cpu_steal_percent": {"cpu0": 0.5 * client_retrans as f64, "cpu1": 1.5 * client_retrans as f64},
             });
             if gate {
@@ -2698,15 +2818,17 @@ mod tests {
         write_waits(&mut md, &groups);
         // 300 sleeps over 200 answered: 1.50 a request.
         assert!(
-            md.contains("| gate | 40, 4040 | 0.0, 4.0 | 6 | 4 | 1.60, 5.60 | 1.50 | 4 (4 TLP) | 0 (0 TLP) |"),
+            md.contains(
+                "| gate | 40, 4040 | 12, 12012 | 0.0, 4.0 | 6 | 4 | 1.60, 5.60 | 1.50 | 4 (4 TLP) | 0 (0 TLP) |"
+            ),
             "{md}"
         );
-        assert!(md.contains("| nginx | 7040 | 7.0 | - | - | 8.60 | - | 7 (7 TLP) | 0 (0 TLP) |"), "{md}");
+        assert!(md.contains("| nginx | 7040 | 21012 | 7.0 | - | - | 8.60 | - | 7 (7 TLP) | 0 (0 TLP) |"), "{md}");
         // Results from before steal was recorded: a dash.
         let older = run("gate", json!({"steps": [{"send_lag_us": {"p99": 50.0}, "gate": {"counter_deltas": {}}}]}));
         let mut md = String::new();
         write_waits(&mut md, &[Group { label: "gate".into(), runs: vec![&older] }]);
-        assert!(md.contains("| gate | 50 | - | 0 | 0 | - | - | - | - |"), "{md}");
+        assert!(md.contains("| gate | 50 | - | - | 0 | 0 | - | - | - | - |"), "{md}");
         // A busy core never sleeps: the counter does not move, so the
         // deltas leave it out and the column has no figure.
         let busy = run(
@@ -2715,7 +2837,7 @@ mod tests {
         );
         let mut md = String::new();
         write_waits(&mut md, &[Group { label: "gate".into(), runs: vec![&busy] }]);
-        assert!(md.contains("| gate | - | - | 1 | 0 | - | - | - | - |"), "{md}");
+        assert!(md.contains("| gate | - | - | - | 1 | 0 | - | - | - | - |"), "{md}");
         // Results from before the counters existed: no table at all.
         let old = run("gate", json!({"steps": [{"latency_us": {}}]}));
         let mut md = String::new();
