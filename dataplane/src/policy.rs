@@ -790,7 +790,12 @@ impl Policy {
                     return;
                 }
                 if let Some((lo, hi)) = d.values {
-                    let hit = matches!(m.function, 6 | 16 | 23) && values(m.values).any(|v| (lo..=hi).contains(&v));
+                    // A mask write (22) can set any value: it may hit.
+                    let hit = match m.function {
+                        6 | 16 | 23 => values(m.values).any(|v| (lo..=hi).contains(&v)),
+                        22 => true,
+                        _ => false,
+                    };
                     if !hit {
                         return;
                     }
@@ -1104,6 +1109,26 @@ mod tests {
         assert!(p.needs_refresh(500) && !fresh.needs_refresh(10 * day) && fresh.needs_refresh(11 * day + 1));
         assert!(fresh.needs_refresh(9 * day - 1), "the clock went back");
         assert_eq!(fresh.check(&q(&[0], 1, Op::Write, 5)), permit(1, u64::MAX), "always open");
+    }
+
+    #[test]
+    fn a_deny_rule_with_value_bounds_also_stops_mask_writes() {
+        // Operators may write holding registers; a deny rule forbids
+        // setpoints 500..=1000 (e.g. a resonance band).
+        let all = AssetScope { all: true, ..AssetScope::default() };
+        let allow = rule(Effect::Allow, all.clone(), &[Op::Write]);
+        let mut deny = rule(Effect::Deny, all, &[Op::Write]);
+        deny.modbus = Some(ModbusScope { values: Some((500, 1000)), ..ModbusScope::default() });
+        let p = policy(vec![allow, deny]);
+        let check = |function, values: &'static [u8]| {
+            let d =
+                ModbusDetail { unit: 1, function, read: None, write: Some((Table::HoldingRegisters, 10, 1)), values };
+            p.check(&Query { modbus: Some(d), ..q(&[0], 0, Op::Write, 0) })
+        };
+        // FC 6 with 700: denied, as intended.
+        assert_eq!(check(6, &[0x02, 0xbc]), Decision::Deny(Denial::DenyRule(1)));
+        // FC 22 (and_mask 0x0000, or_mask 700) writes exactly the same 700.
+        assert_eq!(check(22, &[]), Decision::Deny(Denial::DenyRule(1)), "a mask write slips past the deny rule");
     }
 
     #[test]

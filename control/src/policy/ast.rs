@@ -138,6 +138,25 @@ pub fn modbus_function(f: u8) -> (Op, &'static str) {
     }
 }
 
+/// Every operation a request of Modbus function `f` can be: its
+/// [`modbus_function`] one, and for diagnostics (8) restart, listen-only
+/// and the counter clears as `control` and unnamed sub-functions as
+/// `other`, and for the encapsulated interface (43) CANopen general
+/// references as `other` (the dataplane's `Request::access`).
+pub fn modbus_function_ops(f: u8) -> &'static [Op] {
+    match f {
+        8 => &[Op::Diagnostic, Op::Control, Op::Other],
+        43 => &[Op::Diagnostic, Op::Other],
+        _ => match modbus_function(f).0 {
+            Op::Read => &[Op::Read],
+            Op::Write => &[Op::Write],
+            Op::Diagnostic => &[Op::Diagnostic],
+            Op::Program => &[Op::Program],
+            _ => &[Op::Other],
+        },
+    }
+}
+
 /// Validates the policy tables against `inv`. Problems go to `err`.
 pub(crate) fn validate(
     file: &str,
@@ -480,7 +499,7 @@ fn modbus_scope(m: &RawModbus, span: Range<usize>, ops: OpSet, what: &str, err: 
                 Some(code) => {
                     scope.functions.insert(code);
                     let (op, name) = modbus_function(code);
-                    if !ops.contains(op) {
+                    if !modbus_function_ops(code).iter().any(|o| ops.contains(*o)) {
                         err.at(
                             f.span(),
                             format!(

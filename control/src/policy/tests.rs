@@ -692,3 +692,23 @@ fn schedules_parse() {
         assert_eq!(schedule::describe_window(&schedule::parse_window(text).unwrap()), described);
     }
 }
+
+/// Function 8's restart, listen-only and counter clears are `control`
+/// (and 43's CANopen references `other`): a rule listing function 8 may
+/// name `control` alone, and one that names neither of 8's operations is
+/// still refused.
+#[test]
+fn a_function_validates_against_every_operation_it_can_be() {
+    let rule = |ops: &str, functions: &str| {
+        format!(
+            "[[role]]\nname = \"maint\"\n[[rule]]\nname = \"r\"\nroles = [\"maint\"]\nassets = [\"plc-7\"]\n\
+             protocol = \"modbus\"\noperations = [{ops}]\n[rule.modbus]\nfunctions = [{functions}]\n"
+        )
+    };
+    load(&rule("\"control\"", "8"), 0).unwrap_or_else(|e| panic!("{e}"));
+    load(&rule("\"other\"", "43"), 0).unwrap_or_else(|e| panic!("{e}"));
+    let e = load(&rule("\"read\"", "8"), 0).unwrap_err().to_string();
+    assert!(e.contains("function 8 (diagnostics) is a diagnostic operation"), "{e}");
+    let e = load(&rule("\"control\"", "43"), 0).unwrap_err().to_string();
+    assert!(e.contains("function 43"), "{e}");
+}

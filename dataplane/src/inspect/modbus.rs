@@ -24,6 +24,9 @@ use crate::wire::modbus::{
 
 /// Outstanding requests per session; more is a flood (anomaly).
 pub const MAX_OUTSTANDING: usize = 32;
+/// How long a request may go unanswered before its slot is taken back
+/// (µs): a broadcast, or a request the PLC dropped, is never answered.
+pub const EXPIRE_US: u64 = 30_000_000;
 
 /// What happened to one request (for counters and the audit trail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +143,11 @@ impl ModbusInspector {
         on: &mut dyn FnMut(&Inspected, &[u8]),
     ) -> Result<usize, Broken> {
         let mut done = 0;
+        if let Some(deadline) = now.checked_sub(EXPIRE_US) {
+            while let Some(e) = self.pending.take_expired(deadline) {
+                let _ = self.recall(e.tid);
+            }
+        }
         loop {
             let adu_len = match self.framer.next(&self.up.data[..self.up.len]) {
                 Progress::Done { adu_len } => adu_len,
@@ -181,6 +189,7 @@ impl ModbusInspector {
                         OpClass::Write => Op::Write,
                         OpClass::Diagnostic => Op::Diagnostic,
                         OpClass::Program => Op::Program,
+                        OpClass::Control => Op::Control,
                         OpClass::Other => Op::Other,
                     };
                     let read = access.read.map(|r| (table(r.table), r.start, r.count));
@@ -207,9 +216,14 @@ impl ModbusInspector {
                     )
                 }
             };
+            // A duplicate transaction id in flight cannot be matched: answer
+            // it as busy (and audit it so) instead of forwarding an ambiguity.
+            let (inspected, forward, exception) = if forward && self.pending.get(tid).is_some() {
+                (Inspected { verdict: Verdict::Flood, ..inspected }, false, 0x06)
+            } else {
+                (inspected, forward, exception)
+            };
             if forward {
-                // A duplicate transaction id in flight cannot be matched:
-                // answer it as busy instead of forwarding an ambiguity.
                 if self.pending.insert(Entry { tid, unit, function, sent_at: now }).is_err() {
                     let mut out = [0u8; 9];
                     let n = emit_exception(&mut out, tid, unit, function, ExceptionCode::ServerDeviceBusy);
@@ -543,7 +557,7 @@ mod tests {
         // Second request: tid clash with the first in flight -> busy (06).
         let seen = feed(&mut insp, &mut w, &stream, operator);
         assert_eq!(seen.len(), 2);
-        assert_eq!(seen[1].verdict, Verdict::Allowed { rule: 7 });
+        assert_eq!(seen[1].verdict, Verdict::Flood);
         assert_eq!(w.user, [0, 1, 0, 0, 0, 3, 1, 0x83, 0x06]);
         // A different tid with no room: held, not consumed, not lost.
         let mut insp = ModbusInspector::new();
@@ -559,6 +573,94 @@ mod tests {
         w.asset_room = None;
         assert_eq!(insp.requests(&mut w, &mut |op, d| operator(op, d), &exception_for, 0, &mut |_, _| {}).unwrap(), 1);
         assert_eq!(w.asset, stream);
+    }
+
+    /// An engineer: diagnostics only (config/plant.toml "engineer-diagnostics").
+    fn diagnostics_only(op: Op, _: &ModbusDetail<'_>) -> Decision {
+        if op == Op::Diagnostic {
+            ALLOW
+        } else {
+            Decision::Deny(Denial::NoRule)
+        }
+    }
+
+    #[test]
+    fn a_canopen_general_reference_is_not_a_diagnostic() {
+        // FC 43 / MEI 0x0D (CANopen General Reference): an SDO download
+        // (write) of object 0x6040 (controlword) sub 0 = 0x000F, i.e. a write
+        // into the CANopen object dictionary behind the gateway.
+        let canopen: &[u8] =
+            &[0, 9, 0, 0, 0, 0x0d, 1, 0x2b, 0x0d, 0x00, 0x00, 0x2b, 0x40, 0x60, 0x00, 0x0f, 0x00, 0, 0];
+        let mut insp = ModbusInspector::new();
+        let mut w = Wires::default();
+        let seen = feed(&mut insp, &mut w, canopen, diagnostics_only);
+        assert_eq!(seen.len(), 1);
+        assert_ne!(seen[0].op, Op::Diagnostic, "a CANopen SDO write is classified as a diagnostic");
+        assert!(w.asset.is_empty(), "a diagnostics-only role got a CANopen write to the PLC");
+    }
+
+    #[test]
+    fn diagnostics_restart_and_listen_only_are_control() {
+        // FC 08 sub-function 0x0001 (Restart Communications Option) and
+        // 0x0004 (Force Listen Only Mode: the device stops answering).
+        let restart: &[u8] = &[0, 10, 0, 0, 0, 6, 1, 0x08, 0x00, 0x01, 0xff, 0x00];
+        let listen_only: &[u8] = &[0, 11, 0, 0, 0, 6, 1, 0x08, 0x00, 0x04, 0x00, 0x00];
+        for (what, adu) in [("restart", restart), ("force listen only", listen_only)] {
+            let mut insp = ModbusInspector::new();
+            let mut w = Wires::default();
+            let seen = feed(&mut insp, &mut w, adu, diagnostics_only);
+            assert_eq!(seen[0].op, Op::Control, "{what} is classified as {:?}", seen[0].op);
+            assert!(w.asset.is_empty(), "{what} reached the PLC for a diagnostics-only role");
+        }
+    }
+
+    #[test]
+    fn unanswered_requests_give_their_slots_back_after_30_s() {
+        // 32 broadcast writes (unit 0: a gateway forwards them and nobody
+        // answers) -- then, much later, an ordinary read.
+        let mut insp = ModbusInspector::new();
+        let mut w = Wires::default();
+        for tid in 0..MAX_OUTSTANDING as u16 {
+            let [hi, lo] = (0x100 + tid).to_be_bytes();
+            let adu = [hi, lo, 0, 0, 0, 6, 0, 0x06, 0, 150, 0, 42];
+            insp.up_spare()[..12].copy_from_slice(&adu);
+            insp.up_filled(12);
+            insp.requests(&mut w, &mut |_, _| ALLOW, &exception_for, 0, &mut |_, _| {}).unwrap();
+        }
+        // An hour later (µs), with nothing outstanding that will ever be answered.
+        let hour = 3_600_000_000;
+        insp.up_spare()[..12].copy_from_slice(READ_HR);
+        insp.up_filled(12);
+        let mut seen = Vec::new();
+        insp.requests(&mut w, &mut |_, _| ALLOW, &exception_for, hour, &mut |i, _| seen.push(*i)).unwrap();
+        assert_eq!(
+            seen[0].verdict,
+            Verdict::Allowed { rule: 7 },
+            "the session is wedged: every request is 'busy' forever"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_tid_answered_busy_is_audited_as_busy_and_steals_nothing() {
+        // Two reads with the same transaction id: the first goes to the PLC,
+        // the second is answered 06 by the gate and never reaches the PLC.
+        let mut insp = ModbusInspector::new();
+        let mut w = Wires::default();
+        let seen = feed(&mut insp, &mut w, &[READ_HR, READ_HR].concat(), operator);
+        assert_eq!(w.asset, READ_HR, "only the first reached the PLC");
+        assert_eq!(w.user, [0, 1, 0, 0, 0, 3, 1, 0x83, 0x06], "the second was answered busy");
+        // The PLC answers the first.
+        let resp: &[u8] = &[0, 1, 0, 0, 0, 23, 1, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        insp.down_spare()[..resp.len()].copy_from_slice(resp);
+        insp.down_filled(resp.len());
+        let mut answered = Vec::new();
+        insp.responses(&mut w, 5, &mut |seq, _, _| answered.push(seq)).unwrap();
+        assert_eq!(answered, [1], "the PLC's answer to request 1 is audited as the answer to request {answered:?}");
+        assert_ne!(
+            seen[1].verdict,
+            Verdict::Allowed { rule: 7 },
+            "the request the gate answered 06 is audited as allowed (forwarded, no exception)"
+        );
     }
 
     #[test]

@@ -254,9 +254,12 @@ impl<'a> Cip<'a> {
                 0x20 | 0x24 | 0x28 | 0x2c | 0x30 => 2,
                 0x21 | 0x25 | 0x29 | 0x2d | 0x31 => 4,
                 0x2a => 6,
-                // Port segments (route paths): port, link; extended link
-                // addresses are not expected in a request's own path.
-                0x01..=0x0f => 2,
+                // Port segments (route paths): port, link; port 15 is
+                // followed by a 16-bit port number before the link (CIP
+                // Vol 1 C-1.4.1); extended link addresses are not expected
+                // in a request's own path.
+                0x01..=0x0e => 2,
+                0x0f => 4,
                 _ => return None,
             };
         }

@@ -985,6 +985,9 @@ pub enum OpClass {
     Write,
     Diagnostic,
     Program,
+    /// Changes the device's state without writing data (FC 08 restart,
+    /// listen-only mode, counter clears).
+    Control,
     Other,
 }
 
@@ -1155,15 +1158,28 @@ impl<'a> Request<'a> {
                 span(Table::HoldingRegisters, read_address, read_quantity),
                 span(Table::HoldingRegisters, write_address, write_quantity),
             ),
-            Request::ReadFifoQueue { address } => (OpClass::Read, span(Table::HoldingRegisters, address, 1), None),
+            // The count register and up to 31 queued registers (AP 6.18).
+            Request::ReadFifoQueue { address } => {
+                let count = (0x1_0000 - u32::from(address)).min(32) as u16;
+                (OpClass::Read, span(Table::HoldingRegisters, address, count), None)
+            }
             Request::ReadFileRecord(_) | Request::WriteFileRecord(_) => (OpClass::Program, None, None),
+            // FC 08: only the sub-functions that return data are
+            // diagnostics; restart (01), ASCII delimiter (03), listen-only
+            // (04) and the counter clears (0A, 14) change the device.
+            Request::Diagnostics { sub_function, .. } => match sub_function {
+                0x00 | 0x02 | 0x0B..=0x12 => (OpClass::Diagnostic, None, None),
+                0x01 | 0x03 | 0x04 | 0x0A | 0x14 => (OpClass::Control, None, None),
+                _ => (OpClass::Other, None, None),
+            },
             Request::ReadExceptionStatus
-            | Request::Diagnostics { .. }
             | Request::GetCommEventCounter
             | Request::GetCommEventLog
             | Request::ReportServerId
-            | Request::ReadDeviceIdentification { .. }
-            | Request::CanOpenGeneralReference { .. } => (OpClass::Diagnostic, None, None),
+            | Request::ReadDeviceIdentification { .. } => (OpClass::Diagnostic, None, None),
+            // CANopen SDO reads and writes of the object dictionary: the gate
+            // does not decode them.
+            Request::CanOpenGeneralReference { .. } => (OpClass::Other, None, None),
             Request::Unknown { .. } => (OpClass::Other, None, None),
         };
         Access { class, read, write }
@@ -1750,6 +1766,15 @@ mod test {
     ];
 
     #[test]
+    fn read_fifo_queue_reads_up_to_32_registers() {
+        // FC 24 returns the FIFO count and up to 31 queued registers (AP
+        // 6.18): 32 registers from the pointer address on.
+        let req = Request::parse(24, &[0x00, 100]).unwrap();
+        let read = req.access().read.unwrap();
+        assert!(read.count >= 32, "the policy is told FC 24 reads {} register(s) at {}", read.count, read.start);
+    }
+
+    #[test]
     fn request_read_bits_and_registers() {
         check_req(REQ_01, Request::ReadCoils { address: 19, quantity: 19 });
         check_req(REQ_02, Request::ReadDiscreteInputs { address: 196, quantity: 22 });
@@ -2259,7 +2284,7 @@ mod test {
         assert_eq!(access(REQ_22).write, hr(4, 1));
         let rw = access(REQ_23);
         assert_eq!((rw.class, rw.read, rw.write), (OpClass::Write, hr(3, 6), hr(14, 3)));
-        assert_eq!((access(REQ_24).class, access(REQ_24).read), (OpClass::Read, hr(0x04DE, 1)));
+        assert_eq!((access(REQ_24).class, access(REQ_24).read), (OpClass::Read, hr(0x04DE, 32)));
         for adu in [REQ_05, REQ_06, REQ_15, REQ_16, REQ_22] {
             assert_eq!(access(adu).class, OpClass::Write);
             assert_eq!(access(adu).read, None);
@@ -2267,9 +2292,10 @@ mod test {
         for adu in [REQ_20, REQ_21] {
             assert_eq!(access(adu), Access { class: OpClass::Program, read: None, write: None });
         }
-        for adu in [REQ_07, REQ_08, REQ_11, REQ_12, REQ_17, REQ_43_13, REQ_43_14] {
+        for adu in [REQ_07, REQ_08, REQ_11, REQ_12, REQ_17, REQ_43_14] {
             assert_eq!(access(adu), Access { class: OpClass::Diagnostic, read: None, write: None });
         }
+        assert_eq!(access(REQ_43_13), Access { class: OpClass::Other, read: None, write: None });
         let unknown = Request::parse(0x41, &[1, 2, 3]).unwrap();
         assert_eq!(unknown, Request::Unknown { function: 0x41, data: &[1, 2, 3] });
         assert_eq!(unknown.access().class, OpClass::Other);

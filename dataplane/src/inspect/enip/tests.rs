@@ -398,3 +398,38 @@ fn unanswered_requests_expire() {
     assert_eq!(seen[0].verdict, Verdict::Allowed { rule: 7 });
     assert_eq!(w.asset.len(), before + m.len());
 }
+
+#[test]
+fn an_extended_port_segment_does_not_hide_the_target_class() {
+    // Write Tag to Symbol instance 5 (class 0x6b), INT = 42, behind two
+    // port segments with port id 15 (extended: a 16-bit port number follows,
+    // then the link address; 4 bytes each, CIP Vol 1 C-1.4.1):
+    //   [0f 00 20 01] port 0x2000 link 1
+    //   [0f 00 2a 00] port 0x002a link 0
+    //   [20 6b] class 0x6b   [24 05] instance 5
+    // The gate reads each port segment as 2 bytes: it sees a class 1
+    // (Identity) in the first port number and swallows the real class and
+    // instance in a 32-bit member segment (2a ...) it finds in the second.
+    let path = [0x0f, 0x00, 0x20, 0x01, 0x0f, 0x00, 0x2a, 0x00, 0x20, 0x6b, 0x24, 0x05];
+    let mut cip = vec![wire::WRITE_TAG, (path.len() / 2) as u8];
+    cip.extend(path);
+    cip.extend([0xc3, 0x00, 0x01, 0x00, 42, 0]);
+    let cip_parsed = Cip::parse(&cip);
+    let m = rr_data(&cip);
+    // A role that may do anything but write (and control, program).
+    fn no_writes(op: Op) -> Decision {
+        if matches!(op, Op::Write | Op::Control | Op::Program) {
+            Decision::Deny(Denial::NoRule)
+        } else {
+            ALLOW
+        }
+    }
+    let mut w = Wires::default();
+    let seen = feed(&mut EnipInspector::new(), &mut w, &m, no_writes);
+    assert!(
+        w.asset.is_empty(),
+        "a Write Tag reached the target as {:?} (the gate parsed the path as {:?})",
+        seen[0].op,
+        cip_parsed.map(|c| (c.class, c.instance))
+    );
+}
