@@ -212,6 +212,12 @@ impl Control {
         Some(n)
     }
 
+    /// Whether `user` is a user of the gate (`None`: no authenticator).
+    pub fn has_user(&self, user: &str) -> Option<bool> {
+        let (auth, _) = self.authenticator.as_ref()?;
+        Some(auth.users().iter().any(|u| u.name == user))
+    }
+
     /// The enabled users' roles and revocation times, as sessions see them;
     /// `None` without an authenticator.
     fn user_states(&self) -> Option<Arc<dataplane::snapshot::UserStates>> {

@@ -112,8 +112,9 @@ impl<const N: usize> std::fmt::Debug for Text<N> {
     }
 }
 
-/// A user, asset, rule or ticket name.
-pub type Name = Text<32>;
+/// A user, asset, rule or ticket name: as long as a user name may be
+/// (`wire::hello::MAX_USER_LEN`), so no valid user is logged cut.
+pub type Name = Text<{ crate::wire::hello::MAX_USER_LEN }>;
 /// A reason, anomaly detail or list (roles).
 pub type Note = Text<96>;
 

@@ -186,8 +186,15 @@ impl Forwarder {
     fn enqueue(&mut self, frame: Vec<u8>) {
         self.queue.push_back(frame);
         while self.queue.len() > self.cfg.max_queue.max(1) {
-            self.queue.pop_front();
-            self.front_sent = 0;
+            // A front message partly handed to TLS must be finished: cut,
+            // the rest of the stream would not be octet-counted any more.
+            // The next oldest goes instead.
+            if self.front_sent > 0 && self.queue.len() > 1 {
+                self.queue.remove(1);
+            } else {
+                self.queue.pop_front();
+                self.front_sent = 0;
+            }
             self.dropped += 1;
         }
     }
@@ -465,14 +472,22 @@ fn printable(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::PrivateKeyDer;
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+
+    /// A lab PKI whose server certificate names `host`, and its CA's file.
+    fn lab_pki(test: &str, host: &str) -> (crate::pki::LabPki, PathBuf) {
+        let dir = crate::audit::testdir(test);
+        let pki = crate::pki::generate(&[host.to_string()]).unwrap();
+        std::fs::write(dir.join("ca.crt"), &pki.ca_cert).unwrap();
+        (pki, dir.join("ca.crt"))
+    }
 
     /// A forwarder to `address` with a CA of its own, `cfg` on top.
     fn forwarder(test: &str, address: &str, cfg: SyslogConfig) -> Forwarder {
-        let dir = crate::audit::testdir(test);
-        let host = host_part(address).to_string();
-        let pki = crate::pki::generate(&[host]).unwrap();
-        std::fs::write(dir.join("ca.crt"), &pki.ca_cert).unwrap();
-        Forwarder::new(SyslogConfig { address: address.into(), ca_file: dir.join("ca.crt"), ..cfg }).unwrap()
+        let (_, ca_file) = lab_pki(test, host_part(address));
+        Forwarder::new(SyslogConfig { address: address.into(), ca_file, ..cfg }).unwrap()
     }
 
     #[test]
@@ -533,5 +548,105 @@ mod tests {
         let error = f.last_error.clone().unwrap_or_default();
         assert!(error.contains("connect to logs.plant:6514") && !error.contains("name lookup"), "{error}");
         assert_eq!(f.queued(), 1, "nothing is lost while the collector is away");
+    }
+
+    /// A collector that takes the TCP connection but answers the TLS
+    /// handshake only when told to; then reads everything until the
+    /// client closes and returns the plaintext stream.
+    fn late_collector(pki: &crate::pki::LabPki) -> (u16, Sender<()>, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pki.gate_cert.as_bytes()).map(Result::unwrap).collect();
+        let key = PrivateKeyDer::from_pem_slice(pki.gate_key.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let (go_tx, go_rx) = crossbeam::channel::bounded::<()>(1);
+        let t = std::thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            go_rx.recv().unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let conn = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            let mut out = Vec::new();
+            let mut buf = [0u8; 16384];
+            loop {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+            out
+        });
+        (port, go_tx, t)
+    }
+
+    /// RFC 5425 octet-counting: `LEN SP MSG` again and again; every MSG
+    /// is an RFC 5424 message (`<PRI>1 ...`).
+    fn frames(stream: &[u8]) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            let sp = stream[at..].iter().position(|&b| b == b' ').ok_or("no space after a length")? + at;
+            let len: usize =
+                std::str::from_utf8(&stream[at..sp]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    format!(
+                        "frame {}: bad length {:?}",
+                        out.len() + 1,
+                        String::from_utf8_lossy(&stream[at..sp.min(at + 20)])
+                    )
+                })?;
+            let msg = stream.get(sp + 1..sp + 1 + len).ok_or("frame runs past the end")?;
+            let msg = String::from_utf8_lossy(msg).into_owned();
+            if !msg.starts_with("<109>1 ") {
+                return Err(format!(
+                    "frame {}: not an RFC 5424 message: {:?}",
+                    out.len() + 1,
+                    &msg[..msg.len().min(40)]
+                ));
+            }
+            out.push(msg);
+            at = sp + 1 + len;
+        }
+        Ok(out)
+    }
+
+    /// The queue overflowing while its oldest message is partly handed to
+    /// TLS drops the next oldest instead (found by a review: dropping the
+    /// oldest sent the head of one frame followed by the next frame, and
+    /// the octet-counted stream was broken from there on).
+    #[test]
+    fn a_queue_overflow_never_cuts_a_frame_in_the_stream() {
+        let (pki, ca_file) = lab_pki("syslog-overflow-cut", "127.0.0.1");
+        let (port, go, collector) = late_collector(&pki);
+        let cfg =
+            SyslogConfig { address: format!("127.0.0.1:{port}"), ca_file, max_queue: 4, ..SyslogConfig::default() };
+        let mut f = Forwarder::new(cfg).unwrap();
+        // ~30 KB records: rustls buffers 64 KiB of plaintext while the
+        // handshake waits, so the third record goes in only in part.
+        let json = format!("{{\"payload\":\"{}\"}}\n", "ab".repeat(15_000));
+        for seq in 1..=4 {
+            f.push(0, "data", seq, "h", Severity::Notice, &json);
+        }
+        f.pump(Instant::now());
+        assert!(f.conn.is_some(), "{:?}", f.last_error);
+        assert_eq!(f.sent, 2);
+        assert!(f.front_sent > 0, "the third record is in TLS in part");
+        // More records while the collector is slow: the queue overflows.
+        for seq in 5..=7 {
+            f.push(0, "data", seq, "h", Severity::Notice, &json);
+        }
+        assert!(f.dropped > 0);
+        go.send(()).unwrap();
+        f.drain(Instant::now() + Duration::from_secs(10));
+        assert_eq!(f.queued(), 0);
+        let stream = collector.join().unwrap();
+        let got = frames(&stream).unwrap_or_else(|e| panic!("the collector's stream is broken: {e}"));
+        assert!(got.len() >= 4, "{} frames", got.len());
     }
 }

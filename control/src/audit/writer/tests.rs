@@ -19,9 +19,14 @@ pub(crate) fn writer(dir: &Path, now_us: u64) -> Writer {
 
 /// A session left open: the open record and one allowed read.
 fn opened(w: &mut Writer, id: u64, t: u64) {
+    opened_by(w, id, "alice", t);
+}
+
+/// [`opened`] for `user`.
+fn opened_by(w: &mut Writer, id: u64, user: &str, t: u64) {
     let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), 40000 + id as u16);
     let open = SessionOpen {
-        user: Name::new("alice"),
+        user: Name::new(user),
         roles: Note::join(["operator", "viewer"], ","),
         client,
         endpoint: SocketAddrV4::new(Ipv4Addr::new(100, 64, 3, 7), 802),
@@ -507,4 +512,23 @@ fn refused_on_the_learned_connection(name: &str, open: &[u8], reply: &[u8]) {
     let refusal = [0xa1, 0, 4, 0, 0x37, 0xa0, 0x90, 0x20, 0xb1, 0, 6, 0, 1, 0, 0x85, 0, 0x0f, 0];
     assert!(has(&refusal), "{name}: the refusal");
     assert_eq!(verify(&dir).unwrap().captures, 1);
+}
+
+/// Every session is logged with its whole user name: two valid names (up
+/// to 64 characters, `identity::users::check_name`) that share their first
+/// 32 are two users (found by a review: names were cut at 32).
+#[test]
+fn a_valid_user_name_is_logged_whole() {
+    let a = "maintenance.contractor.siemens-a.anna";
+    let b = "maintenance.contractor.siemens-a.bert";
+    crate::identity::users::check_name(a).unwrap();
+    crate::identity::users::check_name(b).unwrap();
+    let dir = testdir("writer-user-name");
+    let mut w = writer(&dir, DAY1);
+    opened_by(&mut w, 1, a, DAY1);
+    opened_by(&mut w, 2, b, DAY1);
+    assert!(w.sync(DAY1));
+    let s = verify::sessions(&dir).unwrap();
+    let users: Vec<&str> = s.iter().map(|s| s.user.as_str()).collect();
+    assert_eq!(users, [a, b], "the trail names the sessions' users");
 }
