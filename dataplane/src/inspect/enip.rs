@@ -13,8 +13,8 @@
 //! | CIP service                                                     | operation    |
 //! |-----------------------------------------------------------------|--------------|
 //! | Get_Attribute(s) on the Identity object; Connection Manager data/owner queries | `diagnostic` |
-//! | Get_Attribute_Single/List/All; on tags: Read Tag (Fragmented), Get Instance Attribute List | `read` |
-//! | Set_Attribute_Single/List/All; on tags: Write Tag (Fragmented), Read-Modify-Write Tag | `write` |
+//! | Get_Attribute_Single/List/All, Get_Member; on tags: Read Tag (Fragmented), Get Instance Attribute List | `read` |
+//! | Set_Attribute_Single/List/All, Set/Insert/Remove_Member; on tags: Write Tag (Fragmented), Read-Modify-Write Tag | `write` |
 //! | Reset, Start, Stop                                              | `control`    |
 //! | Create, Delete, Apply_Attributes, Save, Restore                 | `program`    |
 //! | anything else                                                   | `other`      |
@@ -409,8 +409,9 @@ fn op_of(c: &Cip<'_>) -> Op {
         }
         (CLASS_CONNECTION_MANAGER, _) => Op::Other,
         (CLASS_IDENTITY, GET_ATTRIBUTES_ALL | GET_ATTRIBUTE_LIST | GET_ATTRIBUTE_SINGLE) => Op::Diagnostic,
-        (_, GET_ATTRIBUTES_ALL | GET_ATTRIBUTE_LIST | GET_ATTRIBUTE_SINGLE) => Op::Read,
+        (_, GET_ATTRIBUTES_ALL | GET_ATTRIBUTE_LIST | GET_ATTRIBUTE_SINGLE | GET_MEMBER) => Op::Read,
         (_, SET_ATTRIBUTES_ALL | SET_ATTRIBUTE_LIST | SET_ATTRIBUTE_SINGLE) => Op::Write,
+        (_, SET_MEMBER | INSERT_MEMBER | REMOVE_MEMBER) => Op::Write,
         (_, RESET | START | STOP) => Op::Control,
         (_, CREATE | DELETE | APPLY_ATTRIBUTES | RESTORE | SAVE) => Op::Program,
         (_, READ_TAG | READ_TAG_FRAGMENTED | GET_INSTANCE_ATTRIBUTE_LIST) if tags => Op::Read,

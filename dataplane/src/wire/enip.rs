@@ -61,6 +61,11 @@ pub const GET_ATTRIBUTE_SINGLE: u8 = 0x0e;
 pub const SET_ATTRIBUTE_SINGLE: u8 = 0x10;
 pub const RESTORE: u8 = 0x15;
 pub const SAVE: u8 = 0x16;
+/// The member services of list attributes (CIP Vol 1 A-4).
+pub const GET_MEMBER: u8 = 0x18;
+pub const SET_MEMBER: u8 = 0x19;
+pub const INSERT_MEMBER: u8 = 0x1a;
+pub const REMOVE_MEMBER: u8 = 0x1b;
 pub const READ_TAG: u8 = 0x4c;
 pub const WRITE_TAG: u8 = 0x4d;
 /// Read-Modify-Write Tag; Forward Close on the Connection Manager.

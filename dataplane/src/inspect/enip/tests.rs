@@ -257,6 +257,12 @@ fn operations_follow_the_table() {
         (wire::WRITE_TAG_FRAGMENTED, 0, Op::Write),
         (wire::READ_MODIFY_WRITE_TAG, 0, Op::Write),
         (wire::SET_ATTRIBUTE_SINGLE, 0xf5, Op::Write),
+        // The member services of list attributes (found by a review: the
+        // writing ones were `other`).
+        (wire::GET_MEMBER, 0xf5, Op::Read),
+        (wire::SET_MEMBER, 0xf5, Op::Write),
+        (wire::INSERT_MEMBER, 0x6b, Op::Write),
+        (wire::REMOVE_MEMBER, 0x6b, Op::Write),
         (wire::RESET, wire::CLASS_IDENTITY, Op::Control),
         (wire::STOP, 0x8e, Op::Control),
         (wire::CREATE, 0x6b, Op::Program),
