@@ -321,7 +321,14 @@ impl Control {
                 Err(ReloadError::Invalid(errs)) => errs.0.iter().map(ToString::to_string).collect(),
                 Err(e) => vec![e.to_string()],
             };
-            let _ = sink.policy_reload(generation, &path, audit::file_digest(&path).ok(), errors);
+            if sink.policy_reload(generation, &path, audit::file_digest(&path).ok(), errors).is_err() {
+                // Not silent: the trail misses this reload, the log has it.
+                log::error!(
+                    "reload of {} ({}, generation {generation}): its audit record was refused (the audit writer's queue is full or the writer is gone)",
+                    path.display(),
+                    if result.is_ok() { "applied" } else { "refused" }
+                );
+            }
         }
         result
     }

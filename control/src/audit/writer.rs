@@ -603,7 +603,7 @@ impl Writer {
         if now_us / 86_400_000_000 != self.day_number {
             let today = chain::date(now_us);
             if today > self.day {
-                self.rotate(today.clone());
+                self.rotate(today.clone(), now_us);
             }
             if today <= self.day {
                 // Rotated (or the clock is behind the file): settled for today.
@@ -630,11 +630,19 @@ impl Writer {
 
     /// Starts the file of `day` once everything before is synced (if the
     /// disk fails, records keep going to the current file until it works).
-    fn rotate(&mut self, day: String) {
+    fn rotate(&mut self, day: String, now_us: u64) {
         // A commit in flight covers bytes of this file: it lands first.
         self.settle();
-        if self.file.unsynced() > 0 && (self.failure.is_some() || self.sync_all().is_err()) {
-            return;
+        if self.file.unsynced() > 0 {
+            if self.failure.is_some() {
+                return;
+            }
+            if let Err(e) = self.sync_all() {
+                // The outage starts now (sessions refused, retries paced),
+                // not at the next commit after a full sync tried per record.
+                self.fail(now_us, e);
+                return;
+            }
         }
         let name = journal_name(&day);
         log::info!("audit: rotating to {name} at seq {}", self.chain.seq + 1);
@@ -1340,7 +1348,18 @@ impl Writer {
             self.status.pending_bytes.store(pending as u64, Ordering::Relaxed);
             if let Some(t) = stop_seen {
                 let drained = work == 0 && rx.is_empty() && queues.iter().all(|q| q.is_empty());
-                if drained || t.elapsed() > STOP_DEADLINE {
+                if drained {
+                    break;
+                }
+                if t.elapsed() > STOP_DEADLINE {
+                    // Not silent: what the stop leaves behind is counted.
+                    log::error!(
+                        "audit: stopping after {} s with {} records in the cores' queues and {} control events not taken (the disk: {})",
+                        STOP_DEADLINE.as_secs(),
+                        queues.iter().map(|q| q.len()).sum::<usize>(),
+                        rx.len(),
+                        self.status.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_else(|| "no error".into())
+                    );
                     break;
                 }
             }

@@ -557,3 +557,25 @@ fn the_head_is_rewritten_in_place() {
     assert!(!dir.join(".audit.head.tmp").exists());
     assert_eq!(verify(&dir).unwrap().records, head(&dir)["seq"].as_u64().unwrap());
 }
+
+/// A journal that cannot be synced at midnight is an outage from then on
+/// (found by a review: the failed sync of the rotation left the writer
+/// healthy, trying a full sync again at every record until the next
+/// group commit failed too).
+#[test]
+fn a_rotation_that_cannot_sync_starts_the_outage() {
+    let dir = testdir("writer-rotation-fail");
+    let mut w = writer(&dir, DAY1);
+    session(&mut w, 1, DAY1);
+    assert!(w.sync(DAY1));
+    let blocker = dir.join("blocker");
+    std::fs::write(&blocker, b"x").unwrap();
+    w.file = DurableFile::lazy(&blocker.join("audit-2025-12-31.jsonl"));
+    session(&mut w, 2, DAY1);
+    assert!(w.healthy(), "nothing written yet");
+    let day2 = DAY1 + 86_400_000_000;
+    session(&mut w, 3, day2);
+    assert!(!w.healthy(), "the rotation's sync failed: an outage");
+    assert!(!w.healthy.load(Ordering::Acquire), "sessions are refused");
+    assert!(w.pending_bytes() > 0, "the records are held");
+}
