@@ -178,7 +178,7 @@ fn transcript_line(r: &Map<String, Value>) -> String {
         ),
         "request" => {
             let span = match (r.get("table").and_then(Value::as_str), u("address"), u("count")) {
-                (Some(t), Some(a), Some(c)) if c > 1 => format!(" {t} {a}..={}", a + c - 1),
+                (Some(t), Some(a), Some(c)) if c > 1 => format!(" {t} {a}..={}", a.saturating_add(c - 1)),
                 (Some(t), Some(a), _) => format!(" {t} {a}"),
                 _ => String::new(),
             };
@@ -258,4 +258,24 @@ fn export_cmd(dir: &Path, session: &str, out: Option<&Path>) -> Result<(), Strin
 fn sha256_hex(bytes: &[u8]) -> String {
     // The control crate owns the hashing; a capture is small.
     control::audit::chain::hex(&control::audit::sha256(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transcript line never overflows on a record's numbers (found by a
+    /// review: a debug build panicked on `address + count - 1`).
+    #[test]
+    fn a_transcript_line_takes_any_numbers() {
+        let record = |address: u64, count: u64| {
+            serde_json::json!({"event": "request", "table": "holding", "address": address, "count": count,
+                "verdict": "allow", "ts": "t"})
+            .as_object()
+            .cloned()
+            .unwrap()
+        };
+        assert!(transcript_line(&record(u64::MAX, 2)).contains(&format!("holding {}..={}", u64::MAX, u64::MAX)));
+        assert!(transcript_line(&record(10, 3)).contains("holding 10..=12"));
+    }
 }

@@ -477,7 +477,14 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
                 None
             }
         },
-        (None, Some(o)) => Some((SocketAddrV4::new(Ipv4Addr::from(u32::from(o.network()) + 1), 443), raw.gate.span())),
+        // The overlay's first address; a /32 at 255.255.255.255 has none.
+        (None, Some(o)) => match u32::from(o.network()).checked_add(1) {
+            Some(first) => Some((SocketAddrV4::new(Ipv4Addr::from(first), 443), raw.gate.span())),
+            None => {
+                err.at(raw.gate.span(), format!("overlay {o} leaves no address for the login endpoint: set `login`"));
+                None
+            }
+        },
         (None, None) => None,
     };
     if let Some((l, span)) = &login {
@@ -683,6 +690,13 @@ mod tests {
         let outside = LAB.replace("overlay = \"100.64.0.0/16\"", "overlay = \"10.0.0.0/16\"");
         let text = parse("x.toml", &outside).unwrap_err().to_string();
         assert!(text.contains("outside 100.64.0.0/10"), "{text}");
+        // The top of the address space has no address after it (found by a
+        // review: a debug build overflowed here).
+        let top = LAB
+            .replace("overlay = \"100.64.0.0/16\"", "overlay = \"255.255.255.255/32\"")
+            .replace("login = \"100.64.0.1:443\"\n", "");
+        let text = parse("x.toml", &top).unwrap_err().to_string();
+        assert!(text.contains("outside 100.64.0.0/10") && text.contains("no address for the login endpoint"), "{text}");
         let bcast = LAB.replace("overlay = \"100.64.3.7\"", "overlay = \"100.64.3.255\"");
         assert!(parse("x.toml", &bcast).unwrap_err().to_string().contains("broadcast"));
     }
