@@ -894,15 +894,20 @@ impl Engine<'_> {
         let mut tend = tw + Duration::from_secs_f64(self.args.seconds);
         let max_k = self.args.max_requests.unwrap_or(u64::MAX);
         let mut k: u64 = 0;
-        let mut snap0: Option<Snap> = None;
-        let mut snap1: Option<Snap> = None;
+        // The window's two snapshots are taken on threads of their own: the
+        // gate's is a request on its ctl socket, answered at its control
+        // loop's next turn (up to ~20 ms), and taken on this thread it held
+        // the sends due meanwhile, hundreds at 20k req/s, in every gate
+        // run's tail and no peer's (perf/README, round fifteen).
+        let mut snap0: Option<Probing> = None;
+        let mut snap1: Option<Probing> = None;
         let mut drain_until: Option<Instant> = None;
         let mut progress = Progress::new();
         let at = |k: u64| t0 + Duration::from_nanos((k as f64 * period_ns) as u64);
         loop {
             let now = Instant::now();
             if snap0.is_none() && now >= tw {
-                snap0 = Some(probes.snap()?);
+                snap0 = Some(probes.start());
             }
             while k < max_k {
                 let due = at(k);
@@ -920,10 +925,10 @@ impl Engine<'_> {
             let now = Instant::now();
             if now >= tend {
                 if snap0.is_none() {
-                    snap0 = Some(probes.snap()?);
+                    snap0 = Some(probes.start());
                 }
                 if snap1.is_none() {
-                    snap1 = Some(probes.snap()?);
+                    snap1 = Some(probes.start());
                     drain_until = Some(now + Duration::from_millis(self.args.drain_ms));
                 }
                 if self.outstanding == 0 || drain_until.is_some_and(|d| now >= d) {
@@ -958,7 +963,7 @@ impl Engine<'_> {
             self.wait(deadline)?;
         }
         let unanswered = self.outstanding;
-        let (s0, s1) = (snap0.ok_or("no window start")?, snap1.ok_or("no window end")?);
+        let (s0, s1) = (snap0.ok_or("no window start")?.finish()?, snap1.ok_or("no window end")?.finish()?);
         progress.done(&format!(
             "{title}: {} requests in the window, {} answered, p99 {} µs, errors {}",
             self.tally.sent_in_window,
@@ -1029,6 +1034,7 @@ impl Progress {
 // ------------------------------------------------------------------ probes
 
 /// What is watched around each window.
+#[derive(Clone)]
 struct Probes {
     own: u32,
     server: Option<u32>,
@@ -1069,13 +1075,26 @@ fn gate_snap(ctl: &Path, pid: u32) -> Result<GateSnap, String> {
     })
 }
 
+/// A snapshot being taken on a thread of its own ([`Probes::start`]).
+struct Probing(std::thread::JoinHandle<Result<Snap, String>>);
+
+impl Probing {
+    fn finish(self) -> Result<Snap, String> {
+        self.0.join().map_err(|_| "the probe thread panicked".to_string())?
+    }
+}
+
 impl Probes {
+    /// Takes a snapshot on a thread of its own: the caller's loop goes on.
+    fn start(&self) -> Probing {
+        let probes = self.clone();
+        Probing(std::thread::spawn(move || probes.snap()))
+    }
+
+    /// The time and the kernel's counters first, the gate's (a round trip
+    /// to its control thread) last.
     fn snap(&self) -> Result<Snap, String> {
-        let gate = match (&self.gate_ctl, self.server) {
-            (Some(ctl), Some(pid)) => Some(gate_snap(ctl, pid)?),
-            _ => None,
-        };
-        Ok(Snap {
+        let mut snap = Snap {
             at: Instant::now(),
             own: procfs::process_ticks(self.own),
             server: self.server.and_then(procfs::process_ticks),
@@ -1085,8 +1104,12 @@ impl Probes {
             cpus: procfs::cpu_ticks(&self.cpus),
             tcp_client: procfs::tcp_loss(self.own),
             tcp_plc: self.plc.and_then(procfs::tcp_loss),
-            gate,
-        })
+            gate: None,
+        };
+        if let (Some(ctl), Some(pid)) = (&self.gate_ctl, self.server) {
+            snap.gate = Some(gate_snap(ctl, pid)?);
+        }
+        Ok(snap)
     }
 }
 
@@ -2761,6 +2784,39 @@ mod tests {
         assert!(ok.check().is_ok());
         let bad = parse(&["--sweep", "1000,2000", "--retry-failed", "4"]).unwrap();
         assert!(bad.check().unwrap_err().contains("retry-failed"), "{:?}", bad.check());
+    }
+
+    /// A snapshot's round trip to the gate's ctl socket runs on a thread of
+    /// its own: starting it returns at once, however slow the gate answers
+    /// (found in round fifteen: taken on the loop's thread, it held every
+    /// gate run's sends for up to ~20 ms at the window's start and end).
+    #[test]
+    fn a_slow_gate_answer_does_not_hold_the_loop() {
+        use std::io::{BufRead, BufReader, Write};
+        let dir = std::env::temp_dir().join(format!("agperf-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ctl = dir.join("ctl.sock");
+        let _ = std::fs::remove_file(&ctl);
+        let listener = std::os::unix::net::UnixListener::bind(&ctl).unwrap();
+        let gate = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            (&s).write_all(b"{\"loops\": 7}\n").unwrap();
+            line
+        });
+        let own = std::process::id();
+        let probes = Probes { own, server: Some(own), plc: None, gate_ctl: Some(ctl), cpus: vec![0] };
+        let t = Instant::now();
+        let probing = probes.start();
+        assert!(t.elapsed() < Duration::from_millis(100), "started in {:?}", t.elapsed());
+        // This process has no dp thread: the snapshot itself may fail; it
+        // waited for the gate's answer either way.
+        let _ = probing.finish();
+        assert!(t.elapsed() >= Duration::from_millis(300), "{:?}", t.elapsed());
+        assert_eq!(gate.join().unwrap().trim(), "stats");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The loop's stretches: time off the CPU is wall time the thread did
