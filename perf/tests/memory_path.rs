@@ -584,22 +584,31 @@ fn an_open_session_ends_when_its_user_is_disabled_removed_demoted_or_revoked() {
     }
 }
 
+/// A session of alice's opened "two minutes ago" (it has read once), and
+/// the lab's config with a line added to the rule that lets her read.
+fn old_session_and_rule_with() -> (MemLab, smoltcp::iface::SocketHandle, impl Fn(&str) -> dataplane::snapshot::Snapshot)
+{
+    let mut lab = lab();
+    lab.rewind(120);
+    let h = session(&mut lab);
+    assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11);
+    let from = "operations = [\"read\"]\n\n[[rule]]\nname = \"operator-setpoints\"";
+    assert_eq!(LAB.matches(from).count(), 1);
+    let config = move |line: &str| {
+        let to = format!("operations = [\"read\"]\n{line}\n\n[[rule]]\nname = \"operator-setpoints\"");
+        config::parse("lab.toml", &LAB.replace(from, &to)).expect("config").snapshot
+    };
+    (lab, h, config)
+}
+
 /// A reload that gives the permitting rule a shorter `max_session_secs`
 /// shortens the sessions already open: they end `session_expired` when
 /// they reach it, counted from their grant (found by a review: only new
 /// sessions got the new bound).
 #[test]
 fn a_reload_that_lowers_max_session_secs_shortens_open_sessions() {
-    let mut lab = lab();
-    // The session is granted "two minutes ago".
-    lab.rewind(120);
-    let h = session(&mut lab);
-    assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11);
-    let from = "operations = [\"read\"]\n\n[[rule]]\nname = \"operator-setpoints\"";
-    let to = "operations = [\"read\"]\nmax_session_secs = 60\n\n[[rule]]\nname = \"operator-setpoints\"";
-    assert_eq!(LAB.matches(from).count(), 1);
-    let cfg = config::parse("lab.toml", &LAB.replace(from, to)).expect("config");
-    lab.control.publish(cfg.snapshot).unwrap();
+    let (mut lab, _, config) = old_session_and_rule_with();
+    lab.control.publish(config("max_session_secs = 60")).unwrap();
     wait_closed(&mut lab, CloseReason::SessionExpired, 1);
 }
 
@@ -608,22 +617,12 @@ fn a_reload_that_lowers_max_session_secs_shortens_open_sessions() {
 /// a review: the grant carried no ticket age, so only new sessions saw it).
 #[test]
 fn a_reload_that_lowers_ticket_lifetime_secs_ends_sessions_on_older_tickets() {
-    let mut lab = lab();
     // The ticket and the session are "two minutes" old.
-    lab.rewind(120);
-    let h = session(&mut lab);
-    assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11);
-    let from = "operations = [\"read\"]\n\n[[rule]]\nname = \"operator-setpoints\"";
-    let lifetime = |secs: u64| {
-        let to = format!(
-            "operations = [\"read\"]\nticket_lifetime_secs = {secs}\n\n[[rule]]\nname = \"operator-setpoints\""
-        );
-        config::parse("lab.toml", &LAB.replace(from, &to)).expect("config").snapshot
-    };
+    let (mut lab, h, config) = old_session_and_rule_with();
     // A lifetime the ticket is still within keeps the session.
-    lab.control.publish(lifetime(3600)).unwrap();
+    lab.control.publish(config("ticket_lifetime_secs = 3600")).unwrap();
     assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11, "a ticket younger than the new lifetime");
-    lab.control.publish(lifetime(60)).unwrap();
+    lab.control.publish(config("ticket_lifetime_secs = 60")).unwrap();
     wait_closed(&mut lab, CloseReason::SessionExpired, 1);
 }
 

@@ -256,18 +256,24 @@ fn audit_torn_tail_is_cut_and_recorded() {
     assert_eq!(verify(&dir).unwrap().records, 8);
 }
 
-#[test]
-fn audit_writer_holds_records_while_the_disk_fails() {
-    let dir = testdir("writer-fail");
+/// A writer with one session synced, whose journal then fails: it points
+/// at a path under a regular file (replacing the open journal by a
+/// directory is not possible, and root writes anything else). Returns
+/// the directory, the writer and the good journal.
+fn writer_whose_disk_fails(test: &str) -> (PathBuf, Writer, DurableFile) {
+    let dir = testdir(test);
     let mut w = writer(&dir, DAY1);
     session(&mut w, 1, DAY1);
     assert!(w.sync(DAY1));
-    // Make the journal unwritable for root too: replace the directory's
-    // journal by a directory of the same name is not possible while open,
-    // so point the writer at a path under a regular file instead.
     let blocker = dir.join("blocker");
     std::fs::write(&blocker, b"x").unwrap();
     let good = std::mem::replace(&mut w.file, DurableFile::lazy(&blocker.join("audit-2025-12-31.jsonl")));
+    (dir, w, good)
+}
+
+#[test]
+fn audit_writer_holds_records_while_the_disk_fails() {
+    let (dir, mut w, good) = writer_whose_disk_fails("writer-fail");
     session(&mut w, 2, DAY1);
     w.flush(DAY1);
     assert!(!w.healthy());
@@ -564,13 +570,7 @@ fn the_head_is_rewritten_in_place() {
 /// group commit failed too).
 #[test]
 fn a_rotation_that_cannot_sync_starts_the_outage() {
-    let dir = testdir("writer-rotation-fail");
-    let mut w = writer(&dir, DAY1);
-    session(&mut w, 1, DAY1);
-    assert!(w.sync(DAY1));
-    let blocker = dir.join("blocker");
-    std::fs::write(&blocker, b"x").unwrap();
-    w.file = DurableFile::lazy(&blocker.join("audit-2025-12-31.jsonl"));
+    let (_, mut w, _) = writer_whose_disk_fails("writer-rotation-fail");
     session(&mut w, 2, DAY1);
     assert!(w.healthy(), "nothing written yet");
     let day2 = DAY1 + 86_400_000_000;
