@@ -28,8 +28,9 @@
 //! count and the target-to-originator connection id the gate learned from
 //! the Forward Open. A message with an unknown encapsulation command gets
 //! encapsulation status 0x0001; a CIP request that does not parse, general
-//! status 0x13. Replies are matched to requests (sender context, or the
-//! connected sequence count); others are dropped and counted.
+//! status 0x13. Replies are matched to requests (encapsulation command and
+//! sender context; a SendUnitData reply by its T->O connection id and
+//! sequence count); others are dropped and counted.
 //!
 //! Buffers are fixed (two messages per direction). Nothing here allocates.
 
@@ -53,8 +54,22 @@ const MAX_CONNECTIONS: usize = 8;
 enum Key {
     /// Encapsulation command and sender context.
     Encap(u16, [u8; 8]),
-    /// A connected message's sequence count.
-    Connected(u16),
+    /// A connected message (SendUnitData): the T->O connection id its
+    /// reply comes on (`None`: the connection's opening was not seen, any
+    /// id), and its sequence count.
+    Connected(Option<u32>, u16),
+}
+
+impl Key {
+    /// Whether a reply with key `reply` answers a request with this key.
+    fn answered_by(self, reply: Key) -> bool {
+        match (self, reply) {
+            (Key::Connected(id, seq), Key::Connected(reply_id, reply_seq)) => {
+                seq == reply_seq && (id.is_none() || id == reply_id)
+            }
+            (a, b) => a == b,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +127,12 @@ impl Connections {
     /// The T->O connection id for a connected request on O->T `id` (the
     /// request's own id when the connection's opening was not seen).
     pub fn reply_id(&self, id: u32) -> u32 {
-        self.ids[..self.open].iter().find(|c| c.0 == id).map_or(id, |c| c.1)
+        self.learned(id).unwrap_or(id)
+    }
+
+    /// The T->O connection id of O->T `id`, if its opening was seen.
+    fn learned(&self, id: u32) -> Option<u32> {
+        self.ids[..self.open].iter().find(|c| c.0 == id).map(|c| c.1)
     }
 }
 
@@ -254,7 +274,14 @@ impl Enip {
             let error = wire::STATUS_BAD_DATA as u16;
             return (malformed(i, error), Refusal::Encap(wire::STATUS_BAD_DATA), None);
         };
-        let key = cpf.sequence.map_or(key, Key::Connected);
+        // A connected request in SendUnitData is answered on its
+        // connection; anything in SendRRData by command and context.
+        let key = match cpf.sequence {
+            Some(seq) if e.command == wire::SEND_UNIT_DATA => {
+                Key::Connected(cpf.connection.and_then(|id| self.connections.learned(id)), seq)
+            }
+            _ => key,
+        };
         let Some(outer) = Cip::parse(cpf.message) else {
             let service = cpf.message.first().copied().unwrap_or(0) & 0x7f;
             i.function = service;
@@ -340,10 +367,10 @@ impl Enip {
         let Some(e) = Encap::parse(unit) else { return Answer::Unmatched };
         let cpf = e.cpf();
         let key = match cpf.and_then(|c| c.sequence) {
-            Some(seq) if e.command == wire::SEND_UNIT_DATA => Key::Connected(seq),
+            Some(seq) if e.command == wire::SEND_UNIT_DATA => Key::Connected(cpf.and_then(|c| c.connection), seq),
             _ => Key::Encap(e.command, e.context),
         };
-        let Some(k) = self.pending.iter().position(|p| p.is_some_and(|p| p.key == key)) else {
+        let Some(k) = self.pending.iter().position(|p| p.is_some_and(|p| p.key.answered_by(key))) else {
             return Answer::Unmatched;
         };
         let Some(p) = self.pending[k].take() else { return Answer::Unmatched };

@@ -439,3 +439,44 @@ fn an_extended_port_segment_does_not_hide_the_target_class() {
         cip_parsed.map(|c| (c.class, c.instance))
     );
 }
+
+/// A SendUnitData reply on connection `t_to_o` with sequence count `seq`:
+/// Get_Attributes_All's reply, success, no data.
+fn connected_reply(t_to_o: u32, seq: u16) -> Vec<u8> {
+    let mut m = vec![0x70, 0, 0, 0, 0x9f, 0x63, 0x5f, 0x34, 0, 0, 0, 0];
+    m.extend(b"_pycomm_");
+    m.extend([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0xa1, 0, 4, 0]);
+    m.extend(t_to_o.to_le_bytes());
+    m.extend([0xb1, 0, 6, 0]);
+    m.extend(seq.to_le_bytes());
+    m.extend([0x81, 0, 0, 0]);
+    let n = (m.len() - wire::HEADER) as u16;
+    m[2..4].copy_from_slice(&n.to_le_bytes());
+    m
+}
+
+/// Connected replies are matched by their connection as well as their
+/// sequence count (found by a review: with the count alone, two
+/// connections' requests in flight could take each other's replies), and
+/// a connected item in SendRRData is answered by command and context.
+#[test]
+fn connected_replies_are_matched_on_their_connection() {
+    let mut insp = EnipInspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &[hex(REGISTER), hex(FORWARD_OPEN)].concat(), |_| ALLOW);
+    to_user(&mut insp, &mut w, &[hex(REGISTER_REPLY), hex(OPEN_REPLY)].concat(), 1);
+    // Sequence 1 on O->T 0x9e58fee0, whose replies come on T->O 0x2090a037.
+    feed(&mut insp, &mut w, &hex(CONNECTED_IDENTITY), |_| ALLOW);
+    let other = connected_reply(0x1111_1111, 1);
+    let own = connected_reply(0x2090_a037, 1);
+    let answers = to_user(&mut insp, &mut w, &[other, own].concat(), 5);
+    assert_eq!(answers, [Answer::Unmatched, Answer::Matched { seq: 3, latency: 5 }]);
+    // The same connected request carried in SendRRData: its reply, in
+    // SendRRData with the same context, is its answer.
+    let mut rr = hex(CONNECTED_IDENTITY);
+    rr[0] = 0x6f;
+    feed(&mut insp, &mut w, &rr, |_| ALLOW);
+    let mut rr_reply = connected_reply(0x2090_a037, 1);
+    rr_reply[0] = 0x6f;
+    assert_eq!(to_user(&mut insp, &mut w, &rr_reply, 7), [Answer::Matched { seq: 4, latency: 7 }]);
+}
