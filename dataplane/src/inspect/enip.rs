@@ -29,8 +29,9 @@
 //! the Forward Open. A message with an unknown encapsulation command gets
 //! encapsulation status 0x0001; a CIP request that does not parse, general
 //! status 0x13. Replies are matched to requests (encapsulation command and
-//! sender context; a SendUnitData reply by its T->O connection id and
-//! sequence count); others are dropped and counted.
+//! sender context; a SendUnitData reply by its connection, the T->O id
+//! learned from the Forward Open or the request's own O->T id, on which
+//! cpppo answers, and its sequence count); others are dropped and counted.
 //!
 //! Buffers are fixed (two messages per direction). Nothing here allocates.
 
@@ -54,18 +55,21 @@ const MAX_CONNECTIONS: usize = 8;
 enum Key {
     /// Encapsulation command and sender context.
     Encap(u16, [u8; 8]),
-    /// A connected message (SendUnitData): the T->O connection id its
-    /// reply comes on (`None`: the connection's opening was not seen, any
-    /// id), and its sequence count.
-    Connected(Option<u32>, u16),
+    /// A connected message (SendUnitData): the connection ids its reply may
+    /// come on, the T->O id learned from the Forward Open and the request's
+    /// own O->T id (targets answer on either; `None`: the opening was not
+    /// seen, any id), and its sequence count.
+    Connected(Option<(u32, u32)>, u16),
 }
 
 impl Key {
     /// Whether a reply with key `reply` answers a request with this key.
     fn answered_by(self, reply: Key) -> bool {
         match (self, reply) {
-            (Key::Connected(id, seq), Key::Connected(reply_id, reply_seq)) => {
-                seq == reply_seq && (id.is_none() || id == reply_id)
+            (Key::Connected(ids, seq), Key::Connected(reply_ids, reply_seq)) => {
+                let reply_id = reply_ids.map(|r| r.0);
+                seq == reply_seq
+                    && ids.is_none_or(|(t_to_o, o_to_t)| reply_id.is_some_and(|r| r == t_to_o || r == o_to_t))
             }
             (a, b) => a == b,
         }
@@ -278,7 +282,8 @@ impl Enip {
         // connection; anything in SendRRData by command and context.
         let key = match cpf.sequence {
             Some(seq) if e.command == wire::SEND_UNIT_DATA => {
-                Key::Connected(cpf.connection.and_then(|id| self.connections.learned(id)), seq)
+                let ids = cpf.connection.and_then(|id| self.connections.learned(id).map(|t_to_o| (t_to_o, id)));
+                Key::Connected(ids, seq)
             }
             _ => key,
         };
@@ -367,7 +372,9 @@ impl Enip {
         let Some(e) = Encap::parse(unit) else { return Answer::Unmatched };
         let cpf = e.cpf();
         let key = match cpf.and_then(|c| c.sequence) {
-            Some(seq) if e.command == wire::SEND_UNIT_DATA => Key::Connected(cpf.and_then(|c| c.connection), seq),
+            Some(seq) if e.command == wire::SEND_UNIT_DATA => {
+                Key::Connected(cpf.and_then(|c| c.connection).map(|id| (id, id)), seq)
+            }
             _ => Key::Encap(e.command, e.context),
         };
         let Some(k) = self.pending.iter().position(|p| p.is_some_and(|p| p.key.answered_by(key))) else {
