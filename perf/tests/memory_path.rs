@@ -642,3 +642,27 @@ fn a_session_without_a_verdict_is_dropped_at_the_auth_deadline() {
     let h = lab.session(&ticket, WAIT).expect("the next session");
     assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11);
 }
+
+/// A TLS error while the auth verdict is pending ends the session then
+/// (`tls_failed`): the verdict that comes later finds it finishing and
+/// opens no asset connection (found by a review: the error was ignored,
+/// and the accepted session connected to the PLC on a dead TLS session).
+#[test]
+fn a_tls_error_while_authenticating_opens_no_asset_connection() {
+    let mut lab = lab();
+    let ticket = lab.login("alice", WAIT).expect("login");
+    lab.auth_paused = true;
+    let ep = lab.endpoint;
+    let h = lab.open(ep, Auth::Ticket(&ticket), Some(("plc-7", "modbus"))).expect("open");
+    assert!(lab.run_until(WAIT, |l| !l.clients[&h].conn.is_handshaking() && !l.clients[&h].conn.wants_write()));
+    lab.run_until(Duration::from_millis(200), |_| false);
+    // A forged application-data record: bad_record_mac at the gate.
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    record.extend_from_slice(&[0x5a; 32]);
+    lab.user.socket(h).send_slice(&record).expect("send");
+    wait_closed(&mut lab, CloseReason::TlsFailed, 1);
+    lab.auth_paused = false;
+    lab.run_until(Duration::from_secs(1), |_| false);
+    let t = lab.control.totals();
+    assert_eq!((t.sessions_active, lab.plc.port.stats().rx_frames), (0, 0), "no asset connection: {t:?}");
+}

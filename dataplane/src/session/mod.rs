@@ -337,7 +337,13 @@ impl Session {
                 }
                 if self.phase == Phase::Authenticating {
                     // Keep TLS alive (acks, key updates) but read no plaintext.
-                    let _ = self.tls.pull(north);
+                    // A TLS error ends the session now: the verdict that comes
+                    // later finds it finishing and opens no asset connection.
+                    if let Err(e) = self.tls.pull(north) {
+                        self.tls.push(north);
+                        self.detail = Some(e.0);
+                        return self.finish_now(north, CloseReason::TlsFailed);
+                    }
                     self.tls.push(north);
                     return Step::Running { moved: 0 };
                 }
@@ -377,7 +383,12 @@ impl Session {
                         Step::Closed(CloseReason::ClientReset)
                     }
                     _ => {
-                        let _ = self.tls.pull(north);
+                        if let Err(e) = self.tls.pull(north) {
+                            self.tls.push(north);
+                            self.detail = Some(e.0);
+                            south.abort();
+                            return self.finish_now(north, CloseReason::TlsFailed);
+                        }
                         self.tls.push(north);
                         Step::Running { moved: 0 }
                     }

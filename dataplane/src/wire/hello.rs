@@ -457,10 +457,17 @@ fn text(tag: u8, value: &[u8], min: usize, max: usize) -> Result<&str, Error> {
         return Err(Error::BadLength { tag, len: value.len() });
     }
     let s = core::str::from_utf8(value).map_err(|_| Error::BadText(tag))?;
-    if s.chars().any(char::is_control) {
+    if s.chars().any(|c| c.is_control() || rewrites_a_line(c)) {
         return Err(Error::BadText(tag));
     }
     Ok(s)
+}
+
+/// Characters that break or reorder a log line without being `Cc`: line and
+/// paragraph separators, bidi embeddings, overrides and isolates, and the
+/// invisible zero-width ones.
+fn rewrites_a_line(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 fn fixed<const N: usize>(tag: u8, value: &[u8]) -> Result<&[u8; N], Error> {
@@ -1007,6 +1014,28 @@ mod tests {
             (
                 "user with a newline (log injection)",
                 hello(&[tlv(tag::USER, b"alice\nok"), pass.clone()]),
+                Error::BadText(tag::USER),
+            ),
+            // Not `Cc`, but they break or reorder a log line all the same
+            // (found by a review).
+            (
+                "user with a line separator",
+                hello(&[tlv(tag::USER, "alice\u{2028}auth: root ok".as_bytes()), pass.clone()]),
+                Error::BadText(tag::USER),
+            ),
+            (
+                "user with a bidi override",
+                hello(&[tlv(tag::USER, "\u{202e}ecila".as_bytes()), pass.clone()]),
+                Error::BadText(tag::USER),
+            ),
+            (
+                "user with a bidi isolate",
+                hello(&[tlv(tag::USER, "al\u{2066}ice".as_bytes()), pass.clone()]),
+                Error::BadText(tag::USER),
+            ),
+            (
+                "user with a zero-width space",
+                hello(&[tlv(tag::USER, "ali\u{200b}ce".as_bytes()), pass.clone()]),
                 Error::BadText(tag::USER),
             ),
             (
