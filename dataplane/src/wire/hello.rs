@@ -21,7 +21,8 @@
 //! byte. Which direction a kind may travel (the gate accepts only `Hello`) is
 //! the caller's check, not the parser's.
 //!
-//! Text fields are UTF-8 and may not contain control characters, so a name
+//! Text fields are UTF-8 and may not contain control characters (nor line
+//! separators, bidi controls or zero-width characters), so a name
 //! from the wire can be logged as is. A credentials hello may leave out the
 //! TOTP code (tag 3): [`Auth::Credentials`] then has `totp: ""` and the gate
 //! answers `mfa_required` if the password was right. It may also leave out
