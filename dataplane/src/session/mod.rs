@@ -335,25 +335,14 @@ impl Session {
                     north.abort();
                     return Step::Closed(CloseReason::AuthBusy);
                 }
-                if self.phase == Phase::Authenticating {
-                    // Keep TLS alive (acks, key updates) but read no plaintext.
-                    // A TLS error ends the session now: the verdict that comes
-                    // later finds it finishing and opens no asset connection.
-                    if let Err(e) = self.tls.pull(north) {
-                        self.tls.push(north);
-                        self.detail = Some(e.0);
-                        return self.finish_now(north, CloseReason::TlsFailed);
-                    }
-                    self.tls.push(north);
-                    return Step::Running { moved: 0 };
-                }
-                if let Err(e) = self.tls.pull(north) {
-                    self.tls.push(north);
-                    self.detail = Some(e.0);
+                // While authenticating, TLS is kept alive (acks, key updates)
+                // but no plaintext is read. A TLS error ends the session
+                // now: a verdict that comes later finds it finishing and
+                // opens no asset connection.
+                if !self.exchange_tls(north) {
                     return self.finish_now(north, CloseReason::TlsFailed);
                 }
-                self.tls.push(north);
-                if self.tls.is_handshaking() {
+                if self.phase == Phase::Authenticating || self.tls.is_handshaking() {
                     return Step::Running { moved: 0 };
                 }
                 self.phase = Phase::Hello;
@@ -383,13 +372,10 @@ impl Session {
                         Step::Closed(CloseReason::ClientReset)
                     }
                     _ => {
-                        if let Err(e) = self.tls.pull(north) {
-                            self.tls.push(north);
-                            self.detail = Some(e.0);
+                        if !self.exchange_tls(north) {
                             south.abort();
                             return self.finish_now(north, CloseReason::TlsFailed);
                         }
-                        self.tls.push(north);
                         Step::Running { moved: 0 }
                     }
                 }
@@ -514,6 +500,20 @@ impl Session {
         self.tls.push(north);
         self.phase = Phase::Finishing(close);
         Step::Running { moved: 0 }
+    }
+
+    /// Takes in the user's TLS records and sends what TLS has to send (an
+    /// alert, if it failed). `false`: TLS failed, its detail is kept.
+    fn exchange_tls(&mut self, north: &mut Socket<'_>) -> bool {
+        let pulled = self.tls.pull(north);
+        self.tls.push(north);
+        match pulled {
+            Ok(_) => true,
+            Err(e) => {
+                self.detail = Some(e.0);
+                false
+            }
+        }
     }
 
     fn finish_now(&mut self, north: &mut Socket<'_>, reason: CloseReason) -> Step {
