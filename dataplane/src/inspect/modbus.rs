@@ -216,21 +216,17 @@ impl ModbusInspector {
                     )
                 }
             };
-            // A duplicate transaction id in flight cannot be matched: answer
-            // it as busy (and audit it so) instead of forwarding an ambiguity.
-            let (inspected, forward, exception) = if forward && self.pending.get(tid).is_some() {
-                (Inspected { verdict: Verdict::Flood, ..inspected }, false, 0x06)
-            } else {
-                (inspected, forward, exception)
-            };
+            // A request to forward takes its slot now. A duplicate
+            // transaction id in flight cannot be matched: it is answered
+            // busy (and audited so) instead of forwarding an ambiguity.
+            let (inspected, forward, exception) =
+                if forward && self.pending.insert(Entry { tid, unit, function, sent_at: now }).is_err() {
+                    (Inspected { verdict: Verdict::Flood, ..inspected }, false, 0x06)
+                } else {
+                    (inspected, forward, exception)
+                };
             if forward {
-                if self.pending.insert(Entry { tid, unit, function, sent_at: now }).is_err() {
-                    let mut out = [0u8; 9];
-                    let n = emit_exception(&mut out, tid, unit, function, ExceptionCode::ServerDeviceBusy);
-                    if !sink.to_user(&out[..n]) {
-                        return Ok(done);
-                    }
-                } else if !sink.to_asset(adu) {
+                if !sink.to_asset(adu) {
                     // No room at the asset: keep the ADU, try again later.
                     let _ = self.pending.take(tid);
                     return Ok(done);
