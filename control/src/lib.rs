@@ -399,8 +399,7 @@ mod tests {
     /// user; a reload whose config is refused still publishes the users.
     #[test]
     fn reloads_and_revocations_publish_the_users_standing() {
-        let dir = std::env::temp_dir().join(format!("ag-control-users-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::audit::testdir("control-users");
         let (cfg_path, secrets) = (dir.join("lab.toml"), dir.join("users.secrets"));
         let lab = include_str!("../../config/lab.toml");
         std::fs::write(&cfg_path, lab).unwrap();

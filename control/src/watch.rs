@@ -50,8 +50,7 @@ mod tests {
 
     #[test]
     fn sees_writes_and_renames_of_the_file_only() {
-        let dir = std::env::temp_dir().join(format!("ag-watch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::audit::testdir("watch");
         let path = dir.join("policy.toml");
         std::fs::write(&path, "a").unwrap();
         let mut w = FileWatch::new(&path).unwrap();
