@@ -25,6 +25,15 @@ pub type TlsConfig = Arc<rustls::ServerConfig>;
 /// Plaintext and ciphertext buffered per direction inside rustls, at most.
 pub const BUFFER_LIMIT: usize = 16 * 1024;
 
+/// TLS bytes a user may send before the handshake is done. rustls itself
+/// joins a handshake message of up to 64 KiB across records and keeps the
+/// records while it waits, so an unauthenticated client announcing a large
+/// ClientHello and trickling it would hold ~80 KiB a session. A real
+/// client's flight is a ClientHello (under 2 KiB, post-quantum key shares
+/// included) and, with a client certificate, its chain and two short
+/// messages: a few KiB.
+pub const HANDSHAKE_LIMIT: usize = BUFFER_LIMIT;
+
 /// Builds the server configuration from PEM bytes.
 ///
 /// # Errors
@@ -76,6 +85,8 @@ pub fn server_config(
 pub struct Tls {
     conn: rustls::ServerConnection,
     peer_closed: bool,
+    /// TLS bytes taken in while handshaking (up to [`HANDSHAKE_LIMIT`]).
+    handshake_in: usize,
 }
 
 /// Why a TLS session failed (ends that session only).
@@ -96,21 +107,27 @@ impl Tls {
     pub fn new(config: &TlsConfig) -> Result<Self, TlsError> {
         let mut conn = rustls::ServerConnection::new(config.clone()).map_err(|e| TlsError(e.to_string()))?;
         conn.set_buffer_limit(Some(BUFFER_LIMIT));
-        Ok(Self { conn, peer_closed: false })
+        Ok(Self { conn, peer_closed: false, handshake_in: 0 })
     }
 
     /// Feeds TLS records from `sock` to rustls while it wants them. Returns
     /// the bytes consumed.
     ///
     /// # Errors
-    /// The peer sent something that is not acceptable TLS; rustls has queued
-    /// an alert, so [`Tls::push`] once more before closing.
+    /// The peer sent something that is not acceptable TLS (rustls has queued
+    /// an alert, so [`Tls::push`] once more before closing), or more than
+    /// [`HANDSHAKE_LIMIT`] bytes before its handshake was done.
     pub fn pull(&mut self, sock: &mut tcp::Socket<'_>) -> Result<usize, TlsError> {
         let mut total = 0;
         while self.conn.wants_read() && sock.can_recv() {
+            let handshaking = self.conn.is_handshaking();
+            let room = if handshaking { HANDSHAKE_LIMIT - self.handshake_in } else { usize::MAX };
+            if room == 0 {
+                return Err(TlsError(format!("handshake larger than {HANDSHAKE_LIMIT} bytes")));
+            }
             let conn = &mut self.conn;
             let read = sock.recv(|buf| {
-                let mut rd: &[u8] = buf;
+                let mut rd: &[u8] = &buf[..buf.len().min(room)];
                 match conn.read_tls(&mut rd) {
                     Ok(n) => (n, Ok(n)),
                     Err(e) => (0, Err(e)),
@@ -121,6 +138,9 @@ impl Tls {
                 Ok(Err(e)) => return Err(TlsError(format!("reading records: {e}"))),
                 Err(_) => break,
             };
+            if handshaking {
+                self.handshake_in += n;
+            }
             let state = self.conn.process_new_packets().map_err(|e| TlsError(e.to_string()))?;
             self.peer_closed |= state.peer_has_closed();
             if n == 0 {

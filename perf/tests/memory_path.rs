@@ -335,6 +335,46 @@ fn plaintext_garbage_and_oversized_hellos_never_reach_the_plc() {
     plc_saw_nothing(&lab);
 }
 
+/// A client announcing a 60,000-byte ClientHello and sending it is cut off
+/// once 16 KiB have come in (`tls_failed`), long before the hello deadline:
+/// rustls would otherwise keep every record until the message is whole,
+/// ~80 KiB a session for anyone who can reach the port. A real handshake,
+/// client certificate included, stays far below (the mTLS tests).
+#[test]
+fn an_oversized_client_hello_is_cut_off_at_the_handshake_limit() {
+    let mut lab = lab();
+    let ep = lab.endpoint;
+    let h = lab.user.connect(ep, 64 * 1024);
+    assert!(lab.run_until(WAIT, |l| l.user.socket(h).may_send()));
+    let mut flight = Vec::new();
+    let mut left = 60_000usize + 4;
+    let mut first = true;
+    while flight.len() < 40 * 1024 {
+        let len = left.min(16 * 1024);
+        flight.extend_from_slice(&[0x16, 0x03, 0x01]);
+        flight.extend_from_slice(&(len as u16).to_be_bytes());
+        let mut body = vec![0u8; len];
+        if first {
+            // ClientHello, 60,000 bytes long.
+            body[..4].copy_from_slice(&[0x01, 0x00, 0xea, 0x60]);
+            first = false;
+        }
+        flight.extend_from_slice(&body);
+        left -= len;
+    }
+    let mut sent = 0;
+    let cut = lab.run_until(Duration::from_secs(3), |l| {
+        let sock = l.user.socket(h);
+        if sock.can_send() && sent < flight.len() {
+            sent += sock.send_slice(&flight[sent..]).unwrap_or(0);
+        }
+        l.control.totals().closed(CloseReason::TlsFailed) == 1
+    });
+    assert!(cut, "still open after 3 s, {sent} bytes sent: {:?}", lab.control.totals());
+    assert!(sent > 16 * 1024, "the cut came at the limit, not before: {sent} bytes sent");
+    plc_saw_nothing(&lab);
+}
+
 /// Gate frames sent for `n` read requests on an open session.
 fn frames_per_requests(lab: &mut MemLab, h: smoltcp::iface::SocketHandle, n: u16) -> u64 {
     let before = lab.control.totals().tx_frames;
