@@ -963,9 +963,9 @@ impl Core {
         let Self { segments, snap, .. } = self;
         let seg = &mut segments[s];
         let Some(sess) = seg.slots[slot as usize].as_mut() else { return };
-        let endpoint = sess.flow.endpoint;
-        let protocol =
-            snap.endpoint_at(*endpoint.ip(), endpoint.port()).map_or(Protocol::Tcp, |e| snap.endpoints[e].protocol);
+        // The protocol the session was accepted for: a reload that changed
+        // it (or the asset's address) has ended the session (`reconcile`).
+        let protocol = sess.target().protocol;
         sess.bind_policy(&snap.policy, snap.generation, protocol);
         let asset = sess.flow.asset;
         let mut sock = new_socket(&opts);
@@ -1078,10 +1078,14 @@ impl Core {
             bump(&core.counters.closes[reason as usize], 1);
         };
         let (target, asset) = match (login, found) {
-            (true, _) => (Target { kind: Kind::Login, asset: String::new(), service: String::new() }, NO_ASSET),
-            (false, Some(e)) => {
-                (Target { kind: Kind::Asset, asset: e.asset.clone(), service: e.service.clone() }, e.underlay)
-            }
+            (true, _) => (
+                Target { kind: Kind::Login, asset: String::new(), service: String::new(), protocol: Protocol::Tcp },
+                NO_ASSET,
+            ),
+            (false, Some(e)) => (
+                Target { kind: Kind::Asset, asset: e.asset.clone(), service: e.service.clone(), protocol: e.protocol },
+                e.underlay,
+            ),
             (false, None) => return refuse(self, CloseReason::EndpointRemoved),
         };
         let Some(Ok(tls)) = tls else {
@@ -1107,9 +1111,12 @@ impl Core {
         let _ = self.events.push(SessionEvent::Accepted { id, client, endpoint });
     }
 
-    /// Applies a new snapshot: listeners and sessions of endpoints that are
-    /// gone are closed; new endpoints get listeners; every session is
-    /// stepped (it re-checks the policy).
+    /// Applies a new snapshot: listeners of endpoints that are gone are
+    /// closed, and sessions of endpoints that are gone or now lead to
+    /// another asset, service, asset address or protocol (a session stays
+    /// only on what its user was authorised and connected for); new
+    /// endpoints get listeners; every other session is stepped (it re-checks
+    /// the policy).
     fn reconcile(&mut self, snap: &Snapshot) {
         set(&self.counters.generation, snap.generation);
         for seg in &mut self.segments {
@@ -1130,7 +1137,16 @@ impl Core {
                 let seg = &mut self.segments[s];
                 let Some(sess) = seg.slots[slot as usize].as_ref() else { continue };
                 let ep = sess.flow.endpoint;
-                if snap.endpoint_at(*ep.ip(), ep.port()).is_some() || snap.login == Some(ep) {
+                let t = sess.target();
+                let same = match snap.endpoint_at(*ep.ip(), ep.port()).map(|e| &snap.endpoints[e]) {
+                    Some(e) => {
+                        t.kind == Kind::Asset
+                            && (e.asset.as_str(), e.service.as_str(), e.underlay, e.protocol)
+                                == (t.asset.as_str(), t.service.as_str(), sess.flow.asset, t.protocol)
+                    }
+                    None => t.kind == Kind::Login && snap.login == Some(ep),
+                };
+                if same {
                     seg.queue(slot);
                 } else {
                     self.abort_session(s, slot, CloseReason::EndpointRemoved, now);

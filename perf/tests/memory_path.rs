@@ -624,6 +624,41 @@ fn an_open_session_ends_when_its_user_is_disabled_removed_demoted_or_revoked() {
     }
 }
 
+/// A reload that points an endpoint at another asset address or port ends
+/// the sessions opened through it (`endpoint_removed`): a session stays only
+/// on the asset service its user was authorised and connected for (found by
+/// a review: only a removed endpoint ended them, and a session accepted
+/// before the reload but connected after it went to the old address with
+/// the new snapshot's protocol). An unrelated change keeps it.
+#[test]
+fn a_reload_that_moves_an_endpoint_ends_its_sessions() {
+    let cases = [
+        ("address", "underlay = \"198.19.3.7\"", "underlay = \"198.19.3.8\""),
+        ("port", "asset_port = 502 ", "asset_port = 5020 "),
+        ("unrelated", "asset_port = 20000", "asset_port = 20001"),
+    ];
+    for (change, from, to) in cases {
+        assert_eq!(LAB.matches(from).count(), 1, "{change}");
+        let mut lab = lab();
+        let h = session(&mut lab);
+        assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11, "{change}: read works before");
+        let snap = config::parse("lab.toml", &LAB.replace(from, to)).expect("config").snapshot;
+        lab.control.publish(snap).unwrap();
+        let served = lab.sim.log.len();
+        let mut adu = [0u8; 260];
+        let n = request(&mut adu, 2, 1, 3, &read_holding(0, 1));
+        let resp = lab.transact(h, &adu[..n], Duration::from_secs(2));
+        if change == "unrelated" {
+            assert_eq!(resp.map(|r| r.len()), Some(11), "the session goes on");
+            assert_eq!(lab.control.totals().closed(CloseReason::EndpointRemoved), 0);
+            continue;
+        }
+        assert!(resp.is_none(), "{change}: still served: {resp:?}");
+        assert_eq!(lab.sim.log.len(), served, "{change}: the request reached the PLC");
+        wait_closed(&mut lab, CloseReason::EndpointRemoved, 1);
+    }
+}
+
 /// A session of alice's opened "two minutes ago" (it has read once), and
 /// the lab's config with a line added to the rule that lets her read.
 fn old_session_and_rule_with() -> (MemLab, smoltcp::iface::SocketHandle, impl Fn(&str) -> dataplane::snapshot::Snapshot)

@@ -69,7 +69,7 @@ close_reasons! {
     AuthRefused => "auth_refused": "The hello was answered with a refusal (bad credentials, locked, not authorized, ...).",
     AuthBusy => "auth_busy": "The auth queue was full, or no verdict came within the auth deadline (60 s); the session was dropped before any byte reached an asset.",
     LoginDone => "login_done": "A login or resolve exchange at the gate's own endpoint completed.",
-    EndpointRemoved => "endpoint_removed": "A config reload removed the endpoint.",
+    EndpointRemoved => "endpoint_removed": "A config reload removed the endpoint, or changed the asset, service, asset address or protocol behind it.",
     Shutdown => "shutdown": "The gate is stopping.",
     InternalError => "internal_error": "The gate's handling of this session, or the dp pass it was in, panicked (a bug); the panic was caught, the session was reset, the core went on.",
 }
@@ -118,12 +118,15 @@ enum FirstFin {
     Asset,
 }
 
-/// The asset and service the endpoint leads to, for checking the hello.
+/// The asset and service the endpoint leads to, for checking the hello,
+/// and the protocol spoken there, all as the config had them when the
+/// session was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub kind: Kind,
     pub asset: String,
     pub service: String,
+    pub protocol: Protocol,
 }
 
 /// Deadline for the TLS handshake plus the hello.
@@ -296,6 +299,11 @@ impl Session {
             down_fin: false,
             first_fin: None,
         }
+    }
+
+    /// What the session was accepted for.
+    pub fn target(&self) -> &Target {
+        &self.target
     }
 
     /// The asset's name (empty for the login endpoint).
