@@ -137,14 +137,14 @@ mod tests {
     use std::time::Instant;
 
     /// A control thread on the lab's config in a directory of its own, and
-    /// its ctl socket there.
-    fn lab_control(test: &str) -> (Control, Api, PathBuf) {
+    /// its ctl socket there (the directory goes with the last value).
+    fn lab_control(test: &str) -> (Control, Api, PathBuf, crate::audit::TestDir) {
         let dir = crate::audit::testdir(test);
         let path = dir.join("lab.toml");
         std::fs::write(&path, include_str!("../../config/lab.toml")).unwrap();
         let config = crate::config::load(&path).unwrap();
         let sock = dir.join("ctl.sock");
-        (Control::new(Some(path), &config), Api::bind(&sock).unwrap(), sock)
+        (Control::new(Some(path), &config), Api::bind(&sock).unwrap(), sock, dir)
     }
 
     /// A client that sends its command a byte at a time, each within the
@@ -153,7 +153,7 @@ mod tests {
     /// whole command (found by a review: the 500 ms bounded each read).
     #[test]
     fn a_trickling_client_cannot_hold_the_control_thread_past_the_read_timeout() {
-        let (mut control, api, sock) = lab_control("api-slow");
+        let (mut control, api, sock, _dir) = lab_control("api-slow");
         let client = std::thread::spawn(move || {
             let mut s = UnixStream::connect(&sock).unwrap();
             for b in b"stats\n" {
@@ -176,7 +176,7 @@ mod tests {
     /// go on, and publishes nothing.
     #[test]
     fn revoking_an_unknown_user_is_an_error() {
-        let (mut control, api, sock) = lab_control("api-revoke");
+        let (mut control, api, sock, _dir) = lab_control("api-revoke");
         let mut db = UserDb::new();
         db.add(User::new("alice", &["operator".to_string()])).unwrap();
         control.set_authenticator(Arc::new(Authenticator::new(db)), None);

@@ -310,9 +310,11 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// A fresh directory under the system temp dir for a test.
+/// A fresh directory under the system temp dir for a test, removed when
+/// the guard drops, unless the test is failing (then its path is printed
+/// and the directory kept for a look).
 #[cfg(test)]
-pub(crate) fn testdir(name: &str) -> PathBuf {
+pub(crate) fn testdir(name: &str) -> TestDir {
     use std::sync::atomic::AtomicUsize;
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -322,5 +324,35 @@ pub(crate) fn testdir(name: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TestDir(dir)
+}
+
+/// See [`testdir`].
+#[cfg(test)]
+pub(crate) struct TestDir(PathBuf);
+
+#[cfg(test)]
+impl std::ops::Deref for TestDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl AsRef<std::path::Path> for TestDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }

@@ -476,24 +476,25 @@ mod tests {
     use std::net::TcpListener;
     use std::path::PathBuf;
 
-    /// A lab PKI whose server certificate names `host`, and its CA's file.
-    fn lab_pki(test: &str, host: &str) -> (crate::pki::LabPki, PathBuf) {
+    /// A lab PKI whose server certificate names `host`, its CA's file, and
+    /// the directory holding it.
+    fn lab_pki(test: &str, host: &str) -> (crate::pki::LabPki, PathBuf, crate::audit::TestDir) {
         let dir = crate::audit::testdir(test);
         let pki = crate::pki::generate(&[host.to_string()]).unwrap();
         std::fs::write(dir.join("ca.crt"), &pki.ca_cert).unwrap();
-        (pki, dir.join("ca.crt"))
+        (pki, dir.join("ca.crt"), dir)
     }
 
     /// A forwarder to `address` with a CA of its own, `cfg` on top.
-    fn forwarder(test: &str, address: &str, cfg: SyslogConfig) -> Forwarder {
-        let (_, ca_file) = lab_pki(test, host_part(address));
-        Forwarder::new(SyslogConfig { address: address.into(), ca_file, ..cfg }).unwrap()
+    fn forwarder(test: &str, address: &str, cfg: SyslogConfig) -> (Forwarder, crate::audit::TestDir) {
+        let (_, ca_file, dir) = lab_pki(test, host_part(address));
+        (Forwarder::new(SyslogConfig { address: address.into(), ca_file, ..cfg }).unwrap(), dir)
     }
 
     #[test]
     fn audit_syslog_frames_are_octet_counted_rfc5424() {
         let cfg = SyslogConfig { hostname: Some("gate 1".into()), ..SyslogConfig::default() };
-        let mut f = forwarder("syslog-frame", "127.0.0.1:1", cfg);
+        let (mut f, _dir) = forwarder("syslog-frame", "127.0.0.1:1", cfg);
         f.push(0, "session_open", 7, "ab", Severity::Notice, "{\"x\":1}\n");
         let frame = String::from_utf8(f.queue[0].clone()).unwrap();
         let (len, msg) = frame.split_once(' ').unwrap();
@@ -525,7 +526,7 @@ mod tests {
     #[test]
     fn a_name_lookup_that_hangs_is_waited_for_at_most_the_connect_timeout() {
         let cfg = SyslogConfig { connect_timeout_ms: 200, ..SyslogConfig::default() };
-        let mut f = forwarder("syslog-lookup", "logs.plant:6514", cfg);
+        let (mut f, _dir) = forwarder("syslog-lookup", "logs.plant:6514", cfg);
         f.resolver = hanging_resolver;
         f.push(0, "session_open", 1, "ab", Severity::Notice, "{}\n");
         let t = Instant::now();
@@ -622,7 +623,7 @@ mod tests {
     /// the octet-counted stream was broken from there on).
     #[test]
     fn a_queue_overflow_never_cuts_a_frame_in_the_stream() {
-        let (pki, ca_file) = lab_pki("syslog-overflow-cut", "127.0.0.1");
+        let (pki, ca_file, _dir) = lab_pki("syslog-overflow-cut", "127.0.0.1");
         let (port, go, collector) = late_collector(&pki);
         let cfg =
             SyslogConfig { address: format!("127.0.0.1:{port}"), ca_file, max_queue: 4, ..SyslogConfig::default() };

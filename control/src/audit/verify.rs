@@ -350,7 +350,7 @@ mod tests {
     const DAY2: u64 = 1_767_225_600_000_000;
 
     /// Two files: 2025-12-31 (seq 1..=6) and 2026-01-01 (seq 7..=11).
-    fn trail(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    fn trail(name: &str) -> (crate::audit::TestDir, PathBuf, PathBuf) {
         let dir = testdir(name);
         let mut w = writer(&dir, DAY1);
         session(&mut w, 1, DAY1);
@@ -358,7 +358,8 @@ mod tests {
         session(&mut w, 2, DAY2);
         assert!(w.sync(DAY2));
         verify(&dir).unwrap();
-        (dir.clone(), dir.join("audit-2025-12-31.jsonl"), dir.join("audit-2026-01-01.jsonl"))
+        let (a, b) = (dir.join("audit-2025-12-31.jsonl"), dir.join("audit-2026-01-01.jsonl"));
+        (dir, a, b)
     }
 
     fn edit(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {

@@ -260,7 +260,7 @@ fn audit_torn_tail_is_cut_and_recorded() {
 /// at a path under a regular file (replacing the open journal by a
 /// directory is not possible, and root writes anything else). Returns
 /// the directory, the writer and the good journal.
-fn writer_whose_disk_fails(test: &str) -> (PathBuf, Writer, DurableFile) {
+fn writer_whose_disk_fails(test: &str) -> (crate::audit::TestDir, Writer, DurableFile) {
     let dir = testdir(test);
     let mut w = writer(&dir, DAY1);
     session(&mut w, 1, DAY1);
