@@ -182,6 +182,7 @@ fn a_paced_writer_takes_turns_and_loses_nothing() {
     // waited for turns, and the idle passes gave them.
     assert!(turns >= 10, "the core gave the writer {turns} turns");
     eprintln!("paced writer: {} records, {turns} turns given by idle passes", v.records);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
