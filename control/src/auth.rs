@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crossbeam::sync::Parker;
 use dataplane::auth::{AuthChannel, AuthRequest, AuthVerdict, Credentials, Grant, Purpose};
-use dataplane::policy::{Decision, Denial, Op, Permit, Query};
+use dataplane::policy::{Decision, Denial, Op, Permit, Query, Since};
 use dataplane::snapshot::{SharedSnapshot, Snapshot};
 use dataplane::wire::hello::Reason;
 
@@ -126,8 +126,15 @@ impl AuthWorker {
                 Err(refusal) => return refuse(refusal.reason, refusal.retry_after),
             },
         };
-        // Credentials given now count as a ticket issued now.
+        // Credentials given now count as a ticket issued now. A ticket lives
+        // at most the gate's ticket_lifetime_secs in force: a reload that
+        // lowers it shortens the tickets already issued.
         let (issued, ticket_expires) = credentials_times.unwrap_or((now, now + snap.ticket_lifetime));
+        let ticket_expires = ticket_expires.min(issued.saturating_add(snap.ticket_lifetime));
+        if now >= ticket_expires {
+            log::warn!("auth: {:?}'s ticket is older than the gate's ticket lifetime now", identity.user);
+            return refuse(Reason::TicketExpired, None);
+        }
         match req.purpose {
             Purpose::Login => {
                 let Credentials::Password { .. } = req.credentials else {
@@ -155,18 +162,20 @@ impl AuthWorker {
             }
             Purpose::Resolve { asset, service } => match find_service(&snap, &asset, &service) {
                 None => refuse(Reason::UnknownAsset, None),
-                Some(e) => match permitted(&snap, e, &identity, now) {
-                    Err(_) => refuse(Reason::NotAuthorized, None),
-                    Ok(_) => accept(
-                        session,
-                        (now, issued),
-                        &identity,
-                        ticket_expires,
-                        snap.endpoints[e].overlay.to_string(),
-                        None,
-                        ticket_id_text,
-                    ),
-                },
+                Some(e) => {
+                    match permitted(&snap, e, &identity, now, Some(Since { granted: now, ticket_issued: issued })) {
+                        Err(_) => refuse(Reason::NotAuthorized, None),
+                        Ok(_) => accept(
+                            session,
+                            (now, issued),
+                            &identity,
+                            ticket_expires,
+                            snap.endpoints[e].overlay.to_string(),
+                            None,
+                            ticket_id_text,
+                        ),
+                    }
+                }
             },
             Purpose::Connect { asset, service } => {
                 let Some(e) = snap.endpoint_at(*req.endpoint.ip(), req.endpoint.port()) else {
@@ -176,8 +185,15 @@ impl AuthWorker {
                 if ep.asset != asset || ep.service != service {
                     return refuse(Reason::UnknownAsset, None);
                 }
-                let permit = match permitted(&snap, e, &identity, now) {
+                let since = Since { granted: now, ticket_issued: issued };
+                let permit = match permitted(&snap, e, &identity, now, Some(since)) {
                     Ok(p) => p,
+                    Err(Denial::LimitReached(_)) => {
+                        // Every rule that would let the user in accepts
+                        // only younger tickets (ticket_lifetime_secs).
+                        log::warn!("auth: {:?}'s ticket is older than {asset}/{service}'s rules accept", identity.user);
+                        return refuse(Reason::TicketExpired, None);
+                    }
                     Err(denial) => {
                         log::warn!(
                             "auth: {:?} not authorized for {asset}/{service}: {}",
@@ -187,19 +203,10 @@ impl AuthWorker {
                         return refuse(Reason::NotAuthorized, None);
                     }
                 };
-                let rule = snap.policy.rule(permit.rule);
-                // The permitting rule's ticket lifetime: it accepts only
-                // tickets younger than that, and the session ends when the
-                // ticket reaches that age (or max_session_secs passes).
-                let ticket_young =
-                    rule.and_then(|r| r.ticket_lifetime_secs).is_none_or(|s| now < issued.saturating_add(s));
-                if !ticket_young {
-                    log::warn!("auth: {:?}'s ticket is older than {asset}/{service}'s rule accepts", identity.user);
-                    return refuse(Reason::TicketExpired, None);
-                }
-                let expires =
-                    ticket_expires.min(permit.until).min(rule.map_or(u64::MAX, |r| r.session_end(now, issued)));
-                let granted = granted(&snap, e, &identity, now);
+                // The permit lasts until the end of its window and of its
+                // rule's max_session_secs and ticket_lifetime_secs.
+                let expires = ticket_expires.min(permit.until);
+                let granted = granted(&snap, e, &identity, now, since);
                 accept(session, (now, issued), &identity, expires, granted, None, ticket_id_text)
             }
         }
@@ -238,12 +245,26 @@ fn find_service(snap: &Snapshot, asset: &str, service: &str) -> Option<usize> {
 }
 
 /// Whether the policy lets `identity` connect to the endpoint's service now.
-fn permitted(snap: &Snapshot, endpoint: usize, identity: &Identity, now: u64) -> Result<Permit, Denial> {
+fn permitted(
+    snap: &Snapshot,
+    endpoint: usize,
+    identity: &Identity,
+    now: u64,
+    since: Option<Since>,
+) -> Result<Permit, Denial> {
     let ep = &snap.endpoints[endpoint];
     let policy = &snap.policy;
     let asset = policy.asset_id(&ep.asset).ok_or(Denial::NoRule)?;
     let roles = policy.role_ids(&identity.roles);
-    match policy.check(&Query { roles: &roles, asset, protocol: ep.protocol, op: Op::Connect, modbus: None, now }) {
+    match policy.check(&Query {
+        roles: &roles,
+        asset,
+        protocol: ep.protocol,
+        op: Op::Connect,
+        modbus: None,
+        now,
+        since,
+    }) {
         Decision::Permit(p) => Ok(p),
         Decision::Deny(d) => Err(d),
     }
@@ -251,12 +272,13 @@ fn permitted(snap: &Snapshot, endpoint: usize, identity: &Identity, now: u64) ->
 
 /// The operations the policy allows `identity` on the endpoint now, for the
 /// user's information (`read,write`); requests are still checked one by one.
-fn granted(snap: &Snapshot, endpoint: usize, identity: &Identity, now: u64) -> String {
+fn granted(snap: &Snapshot, endpoint: usize, identity: &Identity, now: u64, since: Since) -> String {
     let ep = &snap.endpoints[endpoint];
     let policy = &snap.policy;
     let Some(asset) = policy.asset_id(&ep.asset) else { return String::new() };
     let roles = policy.role_ids(&identity.roles);
-    let q = Query { roles: &roles, asset, protocol: ep.protocol, op: Op::Connect, modbus: None, now };
+    let q =
+        Query { roles: &roles, asset, protocol: ep.protocol, op: Op::Connect, modbus: None, now, since: Some(since) };
     let ops: Vec<&str> = policy.granted(&q).iter().filter(|op| *op != Op::Connect).map(Op::as_str).collect();
     if ops.is_empty() {
         "connect".to_string()
@@ -273,16 +295,20 @@ mod tests {
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::sync::atomic::AtomicU64;
 
-    /// The lab's config, its Modbus rules accepting tickets at most 60 s old
-    /// (whichever of them permits the connect).
+    /// The lab's config, every rule that lets operators use plc-7's Modbus
+    /// (reads, writes, and operator-sessions' connect) accepting tickets at
+    /// most 60 s old.
     fn config() -> String {
         let lab = include_str!("../../config/lab.toml");
         let read = "operations = [\"read\"]\n\n[[rule]]\nname = \"operator-setpoints\"";
         let write = "operations = [\"write\"]\nschedule = \"shift\"\n[rule.modbus]";
-        assert_eq!((lab.matches(read).count(), lab.matches(write).count()), (1, 1));
+        let connect = "operations = [\"connect\"]\n";
+        let counts = (lab.matches(read).count(), lab.matches(write).count(), lab.matches(connect).count());
+        assert_eq!(counts, (1, 1, 1));
         let bound = "ticket_lifetime_secs = 60\n";
         lab.replace(read, &read.replacen('\n', &format!("\n{bound}"), 1))
             .replace(write, &write.replacen('\n', &format!("\n{bound}"), 1))
+            .replace(connect, &format!("{connect}{bound}"))
     }
 
     const T0: u64 = 1_700_000_025;
@@ -341,5 +367,43 @@ mod tests {
         clock.store(t, Ordering::Relaxed);
         let AuthVerdict::Accept { grant, .. } = w.decide(connect(password_at(t))) else { panic!("password refused") };
         assert_eq!(grant.expires_unix, t + 60);
+    }
+
+    /// A reload that lowers the gate's `ticket_lifetime_secs` bounds the
+    /// tickets already issued: older ones are refused as expired, younger
+    /// ones open sessions that end at the new lifetime (found by a review:
+    /// a ticket kept the expiry it was issued with).
+    #[test]
+    fn a_lowered_gate_ticket_lifetime_bounds_tickets_already_issued() {
+        let clock = Arc::new(AtomicU64::new(T0));
+        let cfg = crate::config::parse_at("lab.toml", include_str!("../../config/lab.toml"), T0).expect("config");
+        let shared: SharedSnapshot = Arc::new(ArcSwap::from_pointee(cfg.snapshot));
+        let mut db = UserDb::new();
+        let mut u = User::new("alice", &["operator".to_string()]);
+        u.password = Some(password::tests::cheap(b"pw"));
+        u.totp = Some(totp::Secret::from_base32(SECRET).unwrap());
+        db.add(u).unwrap();
+        let clock_fn = clock.clone();
+        let mut w = AuthWorker::new(Arc::new(Authenticator::new(db)), shared.clone(), Vec::new())
+            .with_clock(Arc::new(move || clock_fn.load(Ordering::Relaxed)));
+        let login = SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 1), 443);
+        let AuthVerdict::Accept { grant, .. } = w.decide(request(password_at(T0), Purpose::Login, login)) else {
+            panic!("login")
+        };
+        let ticket = grant.ticket.unwrap();
+        let plc = SocketAddrV4::new(Ipv4Addr::new(100, 64, 3, 7), 802);
+        let connect = || {
+            let purpose = Purpose::Connect { asset: "plc-7".into(), service: "modbus".into() };
+            request(Credentials::Ticket(ticket), purpose, plc)
+        };
+        let mut snap = (**shared.load()).clone();
+        snap.ticket_lifetime = 600; // the reload: tickets now live 10 minutes
+        shared.store(Arc::new(snap));
+        clock.store(T0 + 300, Ordering::Relaxed);
+        let AuthVerdict::Accept { grant, .. } = w.decide(connect()) else { panic!("a 5 min old ticket refused") };
+        assert_eq!(grant.expires_unix, T0 + 600, "the session ends at the new lifetime");
+        clock.store(T0 + 7200, Ordering::Relaxed);
+        let v = w.decide(connect());
+        assert!(matches!(v, AuthVerdict::Refuse { reason: Reason::TicketExpired, .. }), "{v:?}");
     }
 }

@@ -819,6 +819,7 @@ impl Core {
                 policy: &snap.policy,
                 users: snap.users.as_deref(),
                 generation: snap.generation,
+                ticket_lifetime: snap.ticket_lifetime,
                 scratch: &mut plain[..],
                 counters,
                 unix_us,

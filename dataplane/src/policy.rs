@@ -230,6 +230,19 @@ pub struct Query<'a> {
     pub modbus: Option<ModbusDetail<'a>>,
     /// Unix time (seconds) of the request.
     pub now: u64,
+    /// The session asking, for the rules' `max_session_secs` and
+    /// `ticket_lifetime_secs`: a rule whose limit has passed for it permits
+    /// nothing more, whichever rule let the session connect. `None` (a
+    /// question about no session, as `policy explain` asks): not applied.
+    pub since: Option<Since>,
+}
+
+/// When a session was granted and when the ticket it used was issued
+/// (unix seconds; both the grant's time for a password login).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Since {
+    pub granted: u64,
+    pub ticket_issued: u64,
 }
 
 /// Why a request was refused.
@@ -245,6 +258,9 @@ pub enum Denial {
     AddressOutOfRange(RuleId),
     /// A rule allows the write but a value is out of its bounds.
     ValueOutOfBounds(RuleId),
+    /// A rule would allow it, but its `max_session_secs` or
+    /// `ticket_lifetime_secs` has passed for this session.
+    LimitReached(RuleId),
 }
 
 impl Denial {
@@ -252,9 +268,11 @@ impl Denial {
     pub fn rule(self) -> Option<RuleId> {
         match self {
             Self::NoRule => None,
-            Self::DenyRule(r) | Self::OutsideWindow(r) | Self::AddressOutOfRange(r) | Self::ValueOutOfBounds(r) => {
-                Some(r)
-            }
+            Self::DenyRule(r)
+            | Self::OutsideWindow(r)
+            | Self::AddressOutOfRange(r)
+            | Self::ValueOutOfBounds(r)
+            | Self::LimitReached(r) => Some(r),
         }
     }
 
@@ -266,6 +284,7 @@ impl Denial {
             Self::OutsideWindow(_) => "outside_window",
             Self::AddressOutOfRange(_) => "address_out_of_range",
             Self::ValueOutOfBounds(_) => "value_out_of_bounds",
+            Self::LimitReached(_) => "session_limit",
         }
     }
 
@@ -274,7 +293,7 @@ impl Denial {
     fn rank(self) -> u8 {
         match self {
             Self::NoRule | Self::DenyRule(_) => 0,
-            Self::OutsideWindow(_) => 1,
+            Self::OutsideWindow(_) | Self::LimitReached(_) => 1,
             Self::AddressOutOfRange(_) => 2,
             Self::ValueOutOfBounds(_) => 3,
         }
@@ -509,6 +528,8 @@ struct Rule {
     ops: OpSet,
     schedule: Option<u32>,
     detail: Option<u32>,
+    /// It has `max_session_secs` or `ticket_lifetime_secs`.
+    limited: bool,
 }
 
 /// The hot part of a rule's Modbus detail.
@@ -615,6 +636,7 @@ impl Policy {
                 ops: spec.ops,
                 schedule: spec.schedule,
                 detail,
+                limited: spec.max_session_secs.is_some() || spec.ticket_lifetime_secs.is_some(),
             });
         }
         keyed.sort_unstable();
@@ -707,7 +729,8 @@ impl Policy {
     /// The operations some allow rule in force grants on the query's asset
     /// and protocol at `q.now`, less those a deny rule without detail takes
     /// away: what a user is told at connect. `q.op` and `q.modbus` are
-    /// ignored; each request is still checked on its own.
+    /// ignored; each request is still checked on its own. An allow rule
+    /// whose limit has passed for `q.since` grants nothing.
     pub fn granted(&self, q: &Query<'_>) -> OpSet {
         let t = &*self.compiled.tables;
         let (mut allowed, mut denied) = (OpSet::EMPTY, OpSet::EMPTY);
@@ -718,6 +741,9 @@ impl Policy {
                 return;
             }
             if !inspected(q.protocol) && !rule.ops.contains(Op::Connect) {
+                return;
+            }
+            if rule.allow && self.session_end(id, q).is_some_and(|end| q.now >= end) {
                 return;
             }
             if rule.allow {
@@ -756,7 +782,7 @@ impl Policy {
                 Some(_) => {}
             }
         }
-        let until = match rule.schedule {
+        let mut until = match rule.schedule {
             None => u64::MAX,
             Some(s) => match self.compiled.times.open_until(s as usize, q.now) {
                 Some(until) => until,
@@ -803,10 +829,30 @@ impl Policy {
             }
         }
         if rule.allow {
+            if let Some(end) = self.session_end(id, q) {
+                if q.now >= end {
+                    best.deny(Denial::LimitReached(id));
+                    return;
+                }
+                until = until.min(end);
+            }
             best.permit(Permit { rule: id, until });
         } else {
             best.deny_rule(id);
         }
+    }
+
+    /// When allow rule `id` stops permitting the query's session (its
+    /// `max_session_secs` and `ticket_lifetime_secs`), if it has a limit
+    /// and the query names a session.
+    #[inline]
+    fn session_end(&self, id: RuleId, q: &Query<'_>) -> Option<u64> {
+        let t = &*self.compiled.tables;
+        if !t.rules[id as usize].limited {
+            return None;
+        }
+        let (since, spec) = (q.since?, t.specs.get(id as usize)?);
+        Some(spec.session_end(since.granted, since.ticket_issued))
     }
 
     /// Whether the span lies inside one listed range of its table.
@@ -838,7 +884,7 @@ impl Policy {
         let default = match denial {
             Denial::AddressOutOfRange(_) => 0x02,
             Denial::ValueOutOfBounds(_) => 0x03,
-            Denial::NoRule | Denial::DenyRule(_) | Denial::OutsideWindow(_) => 0x01,
+            Denial::NoRule | Denial::DenyRule(_) | Denial::OutsideWindow(_) | Denial::LimitReached(_) => 0x01,
         };
         denial
             .rule()
@@ -1071,7 +1117,7 @@ mod tests {
     }
 
     fn q(roles: &[RoleId], asset: u32, op: Op, now: u64) -> Query<'_> {
-        Query { roles, asset, protocol: Protocol::Modbus, op, modbus: None, now }
+        Query { roles, asset, protocol: Protocol::Modbus, op, modbus: None, now, since: None }
     }
 
     #[test]

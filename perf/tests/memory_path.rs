@@ -660,18 +660,19 @@ fn a_reload_that_moves_an_endpoint_ends_its_sessions() {
 }
 
 /// A session of alice's opened "two minutes ago" (it has read once), and
-/// the lab's config with a line added to the rule that lets her read.
+/// the lab's config with a line added to every rule (each of the three
+/// that would let her session go on: reads, setpoint writes and
+/// operator-sessions).
 fn old_session_and_rule_with() -> (MemLab, smoltcp::iface::SocketHandle, impl Fn(&str) -> dataplane::snapshot::Snapshot)
 {
     let mut lab = lab();
     lab.rewind(120);
     let h = session(&mut lab);
     assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11);
-    let from = "operations = [\"read\"]\n\n[[rule]]\nname = \"operator-setpoints\"";
-    assert_eq!(LAB.matches(from).count(), 1);
+    assert_eq!(LAB.matches("\n[[rule]]\n").count(), 9);
     let config = move |line: &str| {
-        let to = format!("operations = [\"read\"]\n{line}\n\n[[rule]]\nname = \"operator-setpoints\"");
-        config::parse("lab.toml", &LAB.replace(from, &to)).expect("config").snapshot
+        let text = LAB.replace("\n[[rule]]\n", &format!("\n[[rule]]\n{line}\n"));
+        config::parse("lab.toml", &text).expect("config").snapshot
     };
     (lab, h, config)
 }
@@ -699,6 +700,49 @@ fn a_reload_that_lowers_ticket_lifetime_secs_ends_sessions_on_older_tickets() {
     assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11, "a ticket younger than the new lifetime");
     lab.control.publish(config("ticket_lifetime_secs = 60")).unwrap();
     wait_closed(&mut lab, CloseReason::SessionExpired, 1);
+}
+
+/// A reload that lowers the gate's `ticket_lifetime_secs` below the age of
+/// an open session's ticket ends that session (`session_expired`); one it
+/// is still within keeps it (found by a review: tickets and their sessions
+/// kept the lifetime they were issued with).
+#[test]
+fn a_reload_that_lowers_the_gate_ticket_lifetime_ends_sessions_on_older_tickets() {
+    let mut lab = lab();
+    lab.rewind(120);
+    let h = session(&mut lab);
+    let from = "ticket_lifetime_secs = 28800";
+    assert_eq!(LAB.matches(from).count(), 1);
+    let with = |secs: u32| {
+        let text = LAB.replace(from, &format!("ticket_lifetime_secs = {secs}"));
+        config::parse("lab.toml", &text).expect("config").snapshot
+    };
+    lab.control.publish(with(3600)).unwrap();
+    assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11, "a ticket younger than the new lifetime");
+    lab.control.publish(with(60)).unwrap();
+    wait_closed(&mut lab, CloseReason::SessionExpired, 1);
+}
+
+/// A write rule that wants a fresh login (`ticket_lifetime_secs = 60`)
+/// holds for a session that connected through another rule: with a
+/// two-minute-old ticket the write is answered exception 01 and never
+/// reaches the PLC, while reads and the session go on (found by a review:
+/// only the rule that permitted the connect had its limits applied).
+#[test]
+fn a_write_rules_ticket_lifetime_holds_in_a_session_it_did_not_open() {
+    let mut lab = lab();
+    lab.rewind(120);
+    let h = session(&mut lab);
+    let write = "operations = [\"write\"]\nschedule = \"shift\"\n[rule.modbus]";
+    assert_eq!(LAB.matches(write).count(), 1);
+    let text = LAB.replace(write, &write.replace("[rule.modbus]", "ticket_lifetime_secs = 60\n[rule.modbus]"));
+    lab.control.publish(config::parse("lab.toml", &text).expect("config").snapshot).unwrap();
+    let mut adu = [0u8; 260];
+    let n = request(&mut adu, 2, 1, 6, &[0, 100, 0x04, 0xD2]);
+    assert_eq!(exchange(&mut lab, h, &adu[..n]), [0, 2, 0, 0, 0, 3, 1, 0x86, 0x01], "exception 01");
+    assert_ne!(lab.sim.holding[100], 1234, "the write reached the PLC");
+    assert_eq!(read(&mut lab, h, 3, 100, 1).len(), 11, "reads go on");
+    assert_eq!(lab.control.totals().sessions_active, 1);
 }
 
 /// A session whose auth verdict never comes (lost to a full queue, say)

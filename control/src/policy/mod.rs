@@ -153,6 +153,9 @@ pub fn explain(config: &Config, q: &Question<'_>) -> Result<Explanation, String>
             op: q.op,
             modbus: q.modbus,
             now: q.at,
+            // A question about no session: the rules' session limits are
+            // shown, not applied.
+            since: None,
         }),
         None => Decision::Deny(Denial::NoRule),
     };
@@ -206,6 +209,7 @@ impl fmt::Display for Explanation {
                     Denial::OutsideWindow(_) => "outside the rule's schedule",
                     Denial::AddressOutOfRange(_) => "address out of the rule's ranges",
                     Denial::ValueOutOfBounds(_) => "value out of the rule's bounds",
+                    Denial::LimitReached(_) => "the rule's session or ticket limit has passed",
                 };
                 write!(f, "decision: deny: {why}")?;
                 if let Some(e) = self.exception {

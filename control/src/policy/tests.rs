@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config;
+use dataplane::policy::Since;
 
 const BASE: &str = r#"
 [gate]
@@ -213,7 +214,7 @@ fn decide(p: &Policy, roles: &[&str], asset: &str, op: Op, modbus: Modbus, when:
     let protocol = if asset == "hmi-4" { Protocol::Tcp } else { Protocol::Modbus };
     let modbus =
         modbus.map(|(unit, function, read, write, values)| ModbusDetail { unit, function, read, write, values });
-    let q = Query { roles: &ids, asset: p.asset_id(asset).unwrap(), protocol, op, modbus, now };
+    let q = Query { roles: &ids, asset: p.asset_id(asset).unwrap(), protocol, op, modbus, now, since: None };
     let name = |r: RuleId| p.rules[r as usize].clone();
     match p.check(&q) {
         Decision::Permit(pm) if pm.until == u64::MAX => format!("permit {} always", name(pm.rule)),
@@ -334,6 +335,7 @@ fn granted_operations_and_rule_limits() {
         op: Op::Connect,
         modbus: None,
         now: at("2026-11-30T10:00:00+01:00"),
+        since: None,
     };
     let ops = |asset| p.granted(&q(asset)).iter().map(Op::as_str).collect::<Vec<_>>();
     assert_eq!(ops("plc-7"), ["read", "write"]);
@@ -365,6 +367,7 @@ fn refresh_moves_the_horizon_and_keeps_indices() {
         op: Op::Write,
         modbus: Some(ModbusDetail { unit: 1, function: 6, read: None, write: Some((HR, 150, 1)), values: &[0, 1] }),
         now: monday_in_a_month,
+        since: None,
     };
     assert!(matches!(p.check(&q), Decision::Deny(Denial::OutsideWindow(_))));
     assert!(matches!(later.check(&q), Decision::Permit(_)));
@@ -381,7 +384,7 @@ fn lab_policy() {
         let write = matches!(function, 5 | 6).then_some((if function == 5 { Table::Coils } else { HR }, addr, 1));
         let read = (function == 3).then_some((HR, addr, 1));
         let modbus = (op != Op::Connect).then_some(ModbusDetail { unit: 1, function, read, write, values: &values });
-        let q = Query { roles: &roles, asset: 0, protocol: Protocol::Modbus, op, modbus, now: at(when) };
+        let q = Query { roles: &roles, asset: 0, protocol: Protocol::Modbus, op, modbus, now: at(when), since: None };
         refresh(p, at(when)).check(&q)
     };
     let t = "2026-11-29T12:00:00Z";
@@ -402,6 +405,44 @@ fn lab_policy() {
     assert_eq!(ask("operator", Op::Diagnostic, 8, 0, 0, t), Decision::Deny(Denial::NoRule));
     // Always open, whatever the season.
     assert!(permit(ask("operator", Op::Write, 6, 150, 42, "2026-03-29T01:30:00Z")));
+}
+
+/// A rule's `ticket_lifetime_secs` and `max_session_secs` hold for every
+/// request it would permit, whichever rule let the session connect (found
+/// by a review: a write rule requiring a fresh login was bypassed by a
+/// session opened through the read rule, which has no limit).
+#[test]
+fn a_rules_session_limits_hold_per_request_whichever_rule_connected() {
+    let write = "operations = [\"write\"]\nschedule = \"shift\"\n[rule.modbus]";
+    let lab = include_str!("../../../config/lab.toml");
+    assert_eq!(lab.matches(write).count(), 1);
+    let limits = "ticket_lifetime_secs = 60\nmax_session_secs = 600\n[rule.modbus]";
+    let text = lab.replace(write, &write.replace("[rule.modbus]", limits));
+    let now = at("2026-11-29T12:00:00Z");
+    let p = refresh(&config::parse_at("lab.toml", &text, now).unwrap().snapshot.policy, now);
+    let roles = p.role_ids(&["operator".to_string()]);
+    let values = 42u16.to_be_bytes();
+    let ask = |op: Op, since: Option<Since>| {
+        let (function, read, write) =
+            if op == Op::Write { (6, None, Some((HR, 150, 1))) } else { (3, Some((HR, 150, 1)), None) };
+        let modbus = Some(ModbusDetail { unit: 1, function, read, write, values: &values });
+        p.check(&Query { roles: &roles, asset: 0, protocol: Protocol::Modbus, op, modbus, now, since })
+    };
+    let setpoints = 1;
+    // A fresh ticket, a new session: the write is permitted until the
+    // ticket is 60 s old.
+    let fresh = Some(Since { granted: now - 10, ticket_issued: now - 10 });
+    assert_eq!(ask(Op::Write, fresh), Decision::Permit(Permit { rule: setpoints, until: now + 50 }));
+    // An hour-old ticket (the session connected through line3-read): no
+    // write, reads go on.
+    let old_ticket = Some(Since { granted: now - 10, ticket_issued: now - 3600 });
+    assert_eq!(ask(Op::Write, old_ticket), Decision::Deny(Denial::LimitReached(setpoints)));
+    assert!(matches!(ask(Op::Read, old_ticket), Decision::Permit(_)));
+    // A fresh ticket but a session open for longer than max_session_secs.
+    let long_session = Some(Since { granted: now - 601, ticket_issued: now - 30 });
+    assert_eq!(ask(Op::Write, long_session), Decision::Deny(Denial::LimitReached(setpoints)));
+    // `policy explain` asks about no session: the limits are not applied.
+    assert!(matches!(ask(Op::Write, None), Decision::Permit(_)));
 }
 
 #[test]

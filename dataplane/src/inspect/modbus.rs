@@ -330,7 +330,7 @@ pub fn exception_for(denial: Denial) -> u8 {
     match denial {
         Denial::AddressOutOfRange(_) => 0x02,
         Denial::ValueOutOfBounds(_) => 0x03,
-        Denial::NoRule | Denial::DenyRule(_) | Denial::OutsideWindow(_) => 0x01,
+        Denial::NoRule | Denial::DenyRule(_) | Denial::OutsideWindow(_) | Denial::LimitReached(_) => 0x01,
     }
 }
 

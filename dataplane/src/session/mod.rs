@@ -28,7 +28,7 @@ use crate::inspect::enip::EnipInspector;
 use crate::inspect::modbus::{Broken, ModbusInspector, Verdict};
 use crate::inspect::s7::S7Inspector;
 use crate::inspect::{Answer as UnitAnswer, Downstream, Protocol as UnitProtocol, Sink, Units, Verdict as UnitVerdict};
-use crate::policy::{Decision, Denial, ModbusDetail, Op, Policy, Query, RoleId};
+use crate::policy::{Decision, Denial, ModbusDetail, Op, Policy, Query, RoleId, Since};
 use crate::snapshot::Protocol;
 use crate::tls::Tls;
 use crate::wire::hello::{self, Auth, Framing, Message, Reason};
@@ -216,6 +216,9 @@ pub struct StepCtx<'a> {
     pub users: Option<&'a crate::snapshot::UserStates>,
     /// The snapshot generation in force.
     pub generation: u64,
+    /// The gate's `ticket_lifetime_secs` in force: a session ends when its
+    /// ticket reaches it, also when a reload lowered it.
+    pub ticket_lifetime: u64,
     /// The core's plaintext buffer.
     pub scratch: &'a mut [u8],
     pub counters: &'a CoreCounters,
@@ -715,6 +718,7 @@ impl Session {
         if ctx.audit.terminate {
             return Err(CloseReason::AuditUnavailable);
         }
+        let since = self.since();
         let Inspector::Modbus(insp) = &mut self.inspector else { return Ok((0, 0)) };
         let (roles, asset, protocol) = (&self.role_ids[..], self.asset_id, self.protocol);
         let (policy, unix, micros, counters) = (ctx.policy, ctx.unix, ctx.now.total_micros() as u64, ctx.counters);
@@ -731,7 +735,7 @@ impl Session {
         let mut up = 0;
         let mut wires = Wires { tls, north: &mut *north, south: &mut *south };
         let mut decide = |op: Op, detail: &ModbusDetail<'_>| match asset {
-            Some(asset) => policy.check(&Query { roles, asset, protocol, op, modbus: Some(*detail), now: unix }),
+            Some(asset) => policy.check(&Query { roles, asset, protocol, op, modbus: Some(*detail), now: unix, since }),
             None => Decision::Deny(Denial::NoRule),
         };
         let exception = |d: Denial| policy.exception(d);
@@ -744,7 +748,7 @@ impl Session {
                 }
                 Verdict::Denied { denial, exception } => {
                     bump(&counters.modbus_denied, 1);
-                    (AuditVerdict::Deny, denial_rule(denial), Some(exception))
+                    (AuditVerdict::Deny, denial.rule(), Some(exception))
                 }
                 Verdict::Flood => {
                     bump(&counters.modbus_denied, 1);
@@ -802,8 +806,9 @@ impl Session {
         if ctx.audit.terminate {
             return Err(CloseReason::AuditUnavailable);
         }
+        let since = self.since();
         let Self { inspector, role_ids, asset_id, protocol, id, tls, detail, .. } = self;
-        let party = Party { id: *id, roles: &role_ids[..], asset: *asset_id, protocol: *protocol };
+        let party = Party { id: *id, roles: &role_ids[..], asset: *asset_id, protocol: *protocol, since };
         let mut wires = Wires { tls, north, south };
         let counters = ctx.counters;
         let result = match inspector {
@@ -856,27 +861,32 @@ impl Session {
             op: Op::Connect,
             modbus: None,
             now: ctx.unix,
+            since: self.since(),
         };
+        // The rules' max_session_secs and ticket_lifetime_secs as the policy
+        // in force has them: a reload that lowers either shortens the
+        // sessions already open (the grant had the old ones). A permit
+        // lasts until its rule's limit, if sooner than its window's end.
+        let ticket_end =
+            self.grant.as_deref().map_or(u64::MAX, |g| g.ticket_issued_unix.saturating_add(ctx.ticket_lifetime));
+        if ctx.unix >= ticket_end {
+            return Some(CloseReason::SessionExpired);
+        }
         match ctx.policy.check(&q) {
             Decision::Permit(p) => {
-                // The permitting rule's max_session_secs and
-                // ticket_lifetime_secs as the policy in force has them: a
-                // reload that lowers either shortens the sessions already
-                // open (the grant had the old ones).
-                let end = self
-                    .grant
-                    .as_deref()
-                    .zip(ctx.policy.rule(p.rule))
-                    .map_or(u64::MAX, |(g, r)| r.session_end(g.issued_unix, g.ticket_issued_unix));
-                if ctx.unix >= end {
-                    return Some(CloseReason::SessionExpired);
-                }
-                self.permit_until = p.until.min(end);
+                self.permit_until = p.until.min(ticket_end);
                 None
             }
+            Decision::Deny(Denial::LimitReached(_)) => Some(CloseReason::SessionExpired),
             Decision::Deny(Denial::OutsideWindow(_)) => Some(CloseReason::WindowClosed),
             Decision::Deny(_) => Some(CloseReason::PolicyRevoked),
         }
+    }
+
+    /// When the session was granted and its ticket issued, for the rules'
+    /// limits (`None` before the verdict).
+    fn since(&self) -> Option<Since> {
+        self.grant.as_deref().map(|g| Since { granted: g.issued_unix, ticket_issued: g.ticket_issued_unix })
     }
 
     /// Resolves the user's roles and the asset in the policy in force
@@ -937,6 +947,7 @@ impl Session {
 /// Who a session is, for the policy and the audit trail.
 struct Party<'a> {
     id: u64,
+    since: Option<Since>,
     roles: &'a [RoleId],
     asset: Option<u32>,
     protocol: Protocol,
@@ -954,7 +965,7 @@ fn pump_units<P: UnitProtocol, const N: usize>(
     wires: &mut Wires<'_, '_, '_>,
     counters: &InspectCounters,
 ) -> Result<(usize, usize), String> {
-    let (roles, asset, protocol, id) = (party.roles, party.asset, party.protocol, party.id);
+    let (roles, asset, protocol, id, since) = (party.roles, party.asset, party.protocol, party.id, party.since);
     let (policy, unix, micros, ts) = (ctx.policy, ctx.unix, ctx.now.total_micros() as u64, ctx.unix_us);
     let audit = &mut ctx.audit;
     // A unit may take a request record and its overflow in data records.
@@ -964,7 +975,7 @@ fn pump_units<P: UnitProtocol, const N: usize>(
     }
     let mut up = 0;
     let mut decide = |op: Op| match asset {
-        Some(asset) => policy.check(&Query { roles, asset, protocol, op, modbus: None, now: unix }),
+        Some(asset) => policy.check(&Query { roles, asset, protocol, op, modbus: None, now: unix, since }),
         None => Decision::Deny(Denial::NoRule),
     };
     let result = insp.requests(wires, &mut decide, micros, &mut |i, unit| {
@@ -980,7 +991,7 @@ fn pump_units<P: UnitProtocol, const N: usize>(
             }
             UnitVerdict::Denied { denial, .. } => {
                 bump(&counters.denied, 1);
-                (AuditVerdict::Deny, denial_rule(denial))
+                (AuditVerdict::Deny, denial.rule())
             }
             UnitVerdict::Flood { .. } => {
                 bump(&counters.denied, 1);
@@ -1033,16 +1044,6 @@ fn audit_overflow(audit: &mut AuditOut<'_>, id: u64, ts: u64, direction: Directi
     if let Some(rest) = unit.get(crate::audit::PAYLOAD_LEN..) {
         for r in AuditRecord::data_chunks(id, ts, direction, rest) {
             audit.push(r);
-        }
-    }
-}
-
-/// The rule a denial names, if any.
-fn denial_rule(d: Denial) -> Option<u32> {
-    match d {
-        Denial::NoRule => None,
-        Denial::DenyRule(r) | Denial::OutsideWindow(r) | Denial::AddressOutOfRange(r) | Denial::ValueOutOfBounds(r) => {
-            Some(r)
         }
     }
 }

@@ -15,7 +15,7 @@ use dataplane::inspect::enip::Enip;
 use dataplane::inspect::modbus::{exception_for, ModbusInspector};
 use dataplane::inspect::s7::S7;
 use dataplane::inspect::{Downstream, Protocol as UnitProtocol, Sink, Units};
-use dataplane::policy::{ModbusDetail, Op, Query};
+use dataplane::policy::{ModbusDetail, Op, Query, Since};
 use dataplane::snapshot::Protocol;
 use dataplane::wire::{dnp3 as dnp3w, enip as enipw, s7 as s7w};
 use perf::sim::{read_holding, request};
@@ -124,6 +124,8 @@ pub fn inspect(args: &InspectArgs) -> Result<(), String> {
                         op,
                         modbus: Some(*d),
                         now: 1_800_000_000,
+                        // As a session asks (the lab's rules have no limits).
+                        since: Some(Since { granted: 1_800_000_000, ticket_issued: 1_800_000_000 }),
                     })
                 };
                 done += insp
@@ -258,6 +260,8 @@ fn units<P: UnitProtocol + Default, const N: usize>(
                         op,
                         modbus: None,
                         now: 1_800_000_000,
+                        // As a session asks (the lab's rules have no limits).
+                        since: Some(Since { granted: 1_800_000_000, ticket_issued: 1_800_000_000 }),
                     })
                 };
                 done += insp.requests(&mut sink, &mut decide, 0, &mut |_, _| {}).map_err(|e| format!("{e:?}"))?;

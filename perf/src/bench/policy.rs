@@ -16,7 +16,7 @@ use std::time::Instant;
 use clap::Args;
 use control::config;
 use control::policy;
-use dataplane::policy::{Decision, ModbusDetail, Op, Query, RoleId, Table};
+use dataplane::policy::{Decision, ModbusDetail, Op, Query, RoleId, Since, Table};
 use dataplane::snapshot::Protocol;
 
 use super::{build_profile, median, si};
@@ -271,6 +271,8 @@ pub fn policy(args: &PolicyArgs) -> Result<(), String> {
             op: q.op,
             modbus: Some(ModbusDetail { unit: 1, function: q.function, read, write, values: &q.values }),
             now: q.now,
+            // As a session asks.
+            since: Some(Since { granted: q.now, ticket_issued: q.now }),
         }
     }
     let permits = queries.iter().filter(|q| matches!(p.check(&ask(q)), Decision::Permit(_))).count();
