@@ -11,15 +11,19 @@
 //!
 //! Local times become UTC through the time-zone database bundled into the
 //! binary (jiff's `tzdb-bundle-always`: no `/usr/share/zoneinfo` needed, and
-//! every gate of one build agrees). A local time that a daylight-saving
-//! jump skips is taken as the same wall-clock distance after the jump; a
-//! repeated one as its first occurrence (RFC 5545's rule, jiff's
-//! `compatible`). All the time-zone work happens here, on the control
-//! thread, never on a dp core.
+//! every gate of one build agrees). A repeated local time (the hour a
+//! daylight-saving change repeats) is its first occurrence. A local time
+//! the change skips is, for a window's start, the same wall-clock distance
+//! after the jump (RFC 5545's rule, jiff's `compatible`), and for a
+//! window's end or a holiday's start, the jump itself: the first real time
+//! at or after the written one, so neither keeps a window open past the
+//! wall clock's reading of its end (`Sun 00:00-02:30` on the spring-forward
+//! day in Berlin closes at 03:00 CEST, not at 03:30). All the time-zone work
+//! happens here, on the control thread, never on a dp core.
 
 use dataplane::policy::{ScheduleSpec, ScheduleTimes, WeeklyWindow, HORIZON_AHEAD, HORIZON_BEFORE};
 use jiff::civil::{Date, Weekday};
-use jiff::tz::TimeZone;
+use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::Timestamp;
 
 use crate::config::nearest;
@@ -161,12 +165,24 @@ pub fn always_open(spec: &ScheduleSpec) -> bool {
 /// The open intervals of `spec` in `[from, to)`, sorted, merged, as Unix
 /// seconds.
 pub fn intervals(spec: &ScheduleSpec, tz: &TimeZone, from: u64, to: u64) -> Vec<(u64, u64)> {
-    let at = |d: Date, minutes: u16| -> Option<u64> {
+    // `closing`: the time closes access (a window's end, a holiday's
+    // start), so a skipped local time is the jump itself.
+    let at_edge = |d: Date, minutes: u16, closing: bool| -> Option<u64> {
         let (d, minutes) = if minutes >= 1440 { (d.tomorrow().ok()?, minutes - 1440) } else { (d, minutes) };
         let dt = d.at((minutes / 60) as i8, (minutes % 60) as i8, 0, 0);
-        let ts = tz.to_timestamp(dt).ok()?;
+        let amb = tz.to_ambiguous_timestamp(dt);
+        let ts = match amb.offset() {
+            AmbiguousOffset::Gap { .. } if closing => {
+                // Before the jump by the gap's offset; the jump follows.
+                let before = amb.earlier().ok()?;
+                tz.following(before).next().map(|t| t.timestamp())?
+            }
+            _ => amb.compatible().ok()?,
+        };
         Some(u64::try_from(ts.as_second()).unwrap_or(0))
     };
+    let at = |d: Date, minutes: u16| at_edge(d, minutes, false);
+    let until = |d: Date, minutes: u16| at_edge(d, minutes, true);
     let local_date =
         |unix: u64| Timestamp::from_second(i64::try_from(unix).unwrap_or(i64::MAX)).map(|ts| tz.to_datetime(ts).date());
     let (Ok(first), Ok(last)) = (local_date(from), local_date(to)) else { return Vec::new() };
@@ -177,7 +193,7 @@ pub fn intervals(spec: &ScheduleSpec, tz: &TimeZone, from: u64, to: u64) -> Vec<
         let wd = weekday_index(d.weekday());
         for w in spec.windows.iter().filter(|w| w.days & (1 << wd) != 0) {
             let end_minutes = if w.end > w.start { w.end } else { 1440 + w.end };
-            if let (Some(a), Some(b)) = (at(d, w.start), at(d, end_minutes)) {
+            if let (Some(a), Some(b)) = (at(d, w.start), until(d, end_minutes)) {
                 if a < b && b > from && a < to {
                     open.push((a, b));
                 }
@@ -191,7 +207,7 @@ pub fn intervals(spec: &ScheduleSpec, tz: &TimeZone, from: u64, to: u64) -> Vec<
         .iter()
         .filter_map(|&(y, m, day)| {
             let h = Date::new(y, m, day).ok()?;
-            Some((at(h, 0)?, at(h, 1440)?))
+            Some((until(h, 0)?, at(h, 1440)?))
         })
         .collect();
     closed.sort_unstable();
@@ -312,4 +328,49 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     unix.and_then(|s| u64::try_from(s).ok()).ok_or_else(|| {
         format!("{text:?} is not a time: use 2026-12-01T10:00:00+01:00, 2026-12-01T09:00:00Z or 2026-12-01T10:00[Europe/Berlin]")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn berlin_spring(window: &str) -> impl Fn(&str) -> bool {
+        let spec = ScheduleSpec {
+            name: "night".into(),
+            timezone: "Europe/Berlin".into(),
+            windows: vec![parse_window(window).unwrap()],
+            holidays: vec![],
+        };
+        let tz = time_zone("Europe/Berlin").unwrap();
+        // 2026-03-29 02:00 CET -> 03:00 CEST, at 01:00Z.
+        let jump = parse_time("2026-03-29T01:00:00Z").unwrap();
+        let iv = intervals(&spec, &tz, jump - 86_400, jump + 86_400);
+        move |t: &str| {
+            let t = parse_time(t).unwrap();
+            iv.iter().any(|&(a, b)| a <= t && t < b)
+        }
+    }
+
+    /// A window ending at a local time the spring-forward jump skips closes
+    /// at the jump, the first real time at or after its end (found by a
+    /// review: it closed the gap's length later, 03:30 CEST for 02:30).
+    #[test]
+    fn a_window_ending_in_a_dst_gap_closes_at_the_jump() {
+        let open = berlin_spring("Sun 00:00-02:30");
+        assert!(open("2026-03-28T23:00:00Z"), "00:00 CET opens");
+        assert!(open("2026-03-29T00:59:59Z"), "01:59:59 CET is inside");
+        assert!(!open("2026-03-29T01:00:00Z"), "03:00 CEST is past 02:30");
+        assert!(!open("2026-03-29T01:15:00Z"), "03:15 CEST is past 02:30");
+    }
+
+    /// A window starting in the gap opens the same wall-clock distance
+    /// after the jump (RFC 5545), never before its written start.
+    #[test]
+    fn a_window_starting_in_a_dst_gap_opens_after_the_jump() {
+        let open = berlin_spring("Sun 02:30-05:00");
+        assert!(!open("2026-03-29T00:59:59Z"), "01:59:59 CET is before 02:30");
+        assert!(!open("2026-03-29T01:15:00Z"), "03:15 CEST: not yet");
+        assert!(open("2026-03-29T01:30:00Z"), "03:30 CEST");
+        assert!(!open("2026-03-29T03:00:00Z"), "05:00 CEST closes");
+    }
 }
