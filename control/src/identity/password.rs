@@ -104,6 +104,16 @@ pub fn is_weak(phc: &str) -> bool {
         .is_none_or(|p| p.m_cost() < M_COST || p.t_cost() < T_COST)
 }
 
+/// Whether a stored hash costs more than the production parameters: a
+/// login for its user takes longer than one for an unknown name, which
+/// tells that the name exists.
+pub fn is_costlier(phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .ok()
+        .and_then(|h| Params::try_from(&h).ok())
+        .is_some_and(|p| p.m_cost() > M_COST || p.t_cost() > T_COST || p.p_cost() > P_COST)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -317,6 +317,10 @@ impl UserDb {
                     log::warn!(
                         "{file}: user {name:?}: password hash is weaker than argon2id m=19456,t=2 (run accessgate user passwd {name})"
                     );
+                } else if password::is_costlier(p.get_ref()) {
+                    log::warn!(
+                        "{file}: user {name:?}: password hash costs more than argon2id m=19456,t=2,p=1, so a login for this name takes longer than for an unknown one and tells that it exists (run accessgate user passwd {name})"
+                    );
                 }
             }
             let totp = match u.totp.as_ref().map(|t| Secret::from_base32(t.get_ref())) {
