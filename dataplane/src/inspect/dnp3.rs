@@ -10,10 +10,11 @@
 //!
 //! | function                                             | operation    |
 //! |------------------------------------------------------|--------------|
-//! | read; enable/disable unsolicited; assign class       | `read`       |
+//! | read                                                 | `read`       |
 //! | write (anything but a lone time or IIN object)       | `write`      |
 //! | write of just the time (g50v1/v3) or IIN bits (g80v1), in one segment; delay measure; record current time | `diagnostic` |
 //! | select, operate, direct operate (+ no ack); freezes  | `control`    |
+//! | enable/disable unsolicited; assign class (what the outstation reports, to every master) | `control` |
 //! | cold/warm restart; initialize, start, stop application | `control`  |
 //! | save configuration; file transfer; activate configuration | `program` |
 //! | authentication and anything else                     | `other`      |
@@ -583,7 +584,11 @@ fn expects_response(function: u8) -> bool {
 /// `objects`: the request's objects when the fragment is this one segment.
 fn op_of(app: &AppHeader, objects: Option<&[u8]>) -> Op {
     match app.function {
-        wire::READ | wire::ENABLE_UNSOLICITED | wire::DISABLE_UNSOLICITED | wire::ASSIGN_CLASS => Op::Read,
+        wire::READ => Op::Read,
+        // They change what the outstation reports to every master (a
+        // read-only user could silence the alarms the SCADA master
+        // relies on): control, not read.
+        wire::ENABLE_UNSOLICITED | wire::DISABLE_UNSOLICITED | wire::ASSIGN_CLASS => Op::Control,
         // Time synchronisation and clearing the restart bit, and nothing
         // more in the same request.
         wire::WRITE if objects.is_some_and(wire::housekeeping) => Op::Diagnostic,

@@ -97,6 +97,31 @@ fn a_viewer_polls_and_syncs_time_and_is_refused_the_rest() {
     assert_eq!((insp.stats.allowed, insp.stats.denied), (4, 4));
 }
 
+/// A viewer cannot silence or re-route the outstation's event reports:
+/// enable/disable unsolicited and assign class are control (found by a
+/// review: they were reads, so a read-only user could turn off the alarms
+/// the SCADA master depends on).
+#[test]
+fn a_viewer_cannot_change_what_the_outstation_reports() {
+    // Classes 1-3 (g60v2..v4, all objects).
+    let classes = [60, 2, 6, 60, 3, 6, 60, 4, 6];
+    let stream = [
+        request(1, wire::DISABLE_UNSOLICITED, &classes),
+        request(2, wire::ENABLE_UNSOLICITED, &classes),
+        // Binary inputs (g1, all) to class 0: no more events from them.
+        request(3, wire::ASSIGN_CLASS, &[60, 1, 6, 1, 0, 6]),
+    ]
+    .concat();
+    let mut w = Wires::default();
+    let seen = feed(&mut Dnp3Inspector::new(), &mut w, &stream, viewer);
+    let no = Verdict::Denied { denial: Denial::NoRule, error: 1 };
+    let got: Vec<_> = seen.iter().map(|i| (i.op, i.verdict)).collect();
+    assert_eq!(got, [(Op::Control, no); 3]);
+    assert!(w.asset.is_empty(), "the outstation was reconfigured");
+    // Each refused with IIN2.0 (function not supported), its own sequence.
+    assert_eq!(apps(&w.user), [vec![0xc1, 0x81, 0, 1], vec![0xc2, 0x81, 0, 1], vec![0xc3, 0x81, 0, 1]]);
+}
+
 #[test]
 fn every_split_gives_the_same_verdicts_and_bytes() {
     let stream =
@@ -282,7 +307,9 @@ fn operations_follow_the_table() {
     }
     for (function, op) in [
         (wire::READ, Op::Read),
-        (wire::DISABLE_UNSOLICITED, Op::Read),
+        (wire::DISABLE_UNSOLICITED, Op::Control),
+        (wire::ENABLE_UNSOLICITED, Op::Control),
+        (wire::ASSIGN_CLASS, Op::Control),
         (wire::WRITE, Op::Write),
         (wire::SELECT, Op::Control),
         (wire::OPERATE, Op::Control),
