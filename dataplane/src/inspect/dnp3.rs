@@ -122,18 +122,15 @@ pub struct Dnp3 {
     last_segment: Option<(u8, Fate)>,
     /// What the last unit does to `link`, made when it is sent. `Some`
     /// between `request` and `sent`: a unit decided again (it found no
-    /// room) was already rewritten.
+    /// room) may have been rewritten, and is put back first.
     link_step: Option<LinkStep>,
 }
 
-/// What a unit does to the link count, as decided on its first try: its
-/// control byte as the master sent it, whether it was forwarded and
-/// whether the gate ACKed it, and the count after it.
+/// What a unit does to the link count: its control byte as the master
+/// sent it, and the count after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LinkStep {
     control: u8,
-    forwarded: bool,
-    acked: bool,
     count: Option<LinkCount>,
 }
 
@@ -475,22 +472,21 @@ impl Protocol for Dnp3 {
         decide: &mut dyn FnMut(Op) -> Decision,
         out: &mut [u8; MAX_REFUSAL],
     ) -> Result<(Inspected, Option<usize>), Anomaly> {
+        // A frame that waited for room is decided again on the bytes the
+        // master sent: the first try may have rewritten its FCB, and a
+        // repeat is known by the master's FCB (found by a review: a
+        // rewritten repeat was taken for a stray segment and dropped).
+        if let Some(step) = self.link_step {
+            wire::set_fcb(unit, step.control & wire::FCB != 0);
+        }
         let (i, refusal, segment) = self.inspect(unit, decide);
         self.segment = segment;
-        let (forwarded, acked) = (refusal == Refusal::None, refusal.acks());
-        // Counted once, on the first try; again only if a new decision (a
-        // reload while the frame waited for room) changed its fate, from
-        // the control byte the master sent.
-        match self.link_step {
-            Some(step) if (step.forwarded, step.acked) == (forwarded, acked) => {}
-            step => {
-                if let Some(original) = step.map(|s| s.control) {
-                    wire::set_fcb(unit, original & wire::FCB != 0);
-                }
-                let control = unit.get(3).copied().unwrap_or_default();
-                self.link_step = Some(LinkStep { control, forwarded, acked, count: self.count(unit, refusal) });
-            }
-        }
+        // Counted again on each try: the count depends only on the link
+        // state, which changes when the frame goes (`sent`), so an
+        // unchanged fate gives the same rewrite and a new one (a reload
+        // while it waited) its own.
+        let control = unit.get(3).copied().unwrap_or_default();
+        self.link_step = Some(LinkStep { control, count: self.count(unit, refusal) });
         Ok((i, (refusal != Refusal::None).then(|| refusal.emit(&self.user, out))))
     }
 

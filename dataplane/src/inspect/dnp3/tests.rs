@@ -615,3 +615,33 @@ fn a_frame_decided_again_is_counted_by_its_new_fate() {
     feed(&mut insp, &mut w, &counted(true, 3, wire::READ, &POLL), |_| ALLOW);
     assert_eq!(counts(&w.asset), [(false, None), (true, Some(1)), (false, Some(2)), (true, Some(3))]);
 }
+
+/// A link-layer repeat of a later segment that waits for room at the
+/// outstation is still a repeat on its next try, and goes on as its
+/// original went (found by a review: the first try rewrote its FCB to the
+/// outstation's count, the second took the rewritten FCB for the master's,
+/// saw no repeat, and dropped the frame as a stray segment).
+#[test]
+fn a_rewritten_repeat_that_waits_for_room_is_still_a_repeat() {
+    let reset = frame(DIR | PRM | wire::LINK_RESET_LINK_STATES, &[]);
+    // Refused and ACKed by the gate: the master's count moves, the
+    // outstation's does not, so later FCBs are rewritten.
+    let refused = counted(true, 1, wire::COLD_RESTART, &[]);
+    let first = counted_user(false, &[&[0x40, 0xc2, wire::READ][..], &POLL[..6]].concat());
+    let last = counted_user(true, &[&[0x81][..], &POLL[6..]].concat());
+    let mut insp = Dnp3Inspector::new();
+    let mut w = Wires::default();
+    feed(&mut insp, &mut w, &[reset, refused, first, last.clone()].concat(), viewer);
+    let forwarded = w.asset.len();
+    let original = w.asset[forwarded - last.len()..].to_vec();
+    assert_ne!(original, last, "the FCB was rewritten");
+    // The master missed the ACK of `last` and sends it again; no room at
+    // the outstation on the first try.
+    w.asset_room = Some(forwarded);
+    assert!(feed(&mut insp, &mut w, &last, viewer).is_empty());
+    w.asset_room = None;
+    let mut seen = Vec::new();
+    insp.requests(&mut w, &mut viewer, 0, &mut |i, _| seen.push(*i)).unwrap();
+    assert_eq!(seen[0].verdict, Verdict::Allowed { rule: 7 }, "{seen:?}");
+    assert_eq!(w.asset[forwarded..], original[..], "the repeat goes on as its original went");
+}
