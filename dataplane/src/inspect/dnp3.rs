@@ -508,6 +508,11 @@ impl Protocol for Dnp3 {
         }
     }
 
+    fn expire(&mut self, _deadline: u64) {
+        // One request waits at a time, and the master's next one takes its
+        // place: nothing piles up.
+    }
+
     fn answer(&mut self, unit: &[u8], now: u64) -> Result<Answer, Anomaly> {
         Ok(self.classify(unit, now))
     }

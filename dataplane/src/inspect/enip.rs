@@ -44,9 +44,6 @@ const _: () = assert!(wire::MAX_REFUSAL <= MAX_REFUSAL);
 
 /// Requests in flight per session; more is a flood.
 pub const MAX_OUTSTANDING: usize = 16;
-/// How long a request may go unanswered before its slot is taken back
-/// (µs): CIP explicit messages time out on the client long before.
-pub const EXPIRE_US: u64 = 30_000_000;
 /// Connections per session (Forward Opens through the gate).
 const MAX_CONNECTIONS: usize = 8;
 
@@ -90,11 +87,9 @@ pub type EnipInspector = Units<Enip, { 2 * MAX_MESSAGE }>;
 
 /// EtherNet/IP's side of an inspector: requests in flight, connections.
 pub struct Enip {
-    /// Requests in flight; one unanswered for [`EXPIRE_US`] gives up its
+    /// Requests in flight; one unanswered for [`super::EXPIRE_US`] gives up its
     /// slot (a target that drops requests does not wedge the session).
     pending: [Option<Pending>; MAX_OUTSTANDING],
-    /// The latest time seen (µs), for expiry.
-    clock: u64,
     /// Open connections.
     connections: Connections,
     /// What the last request's reply will be matched by.
@@ -103,7 +98,7 @@ pub struct Enip {
 
 impl Default for Enip {
     fn default() -> Self {
-        Self { pending: [None; MAX_OUTSTANDING], clock: 0, connections: Connections::default(), last: None }
+        Self { pending: [None; MAX_OUTSTANDING], connections: Connections::default(), last: None }
     }
 }
 
@@ -359,12 +354,10 @@ impl Enip {
         }
     }
 
-    /// A slot for a request in flight: a free one, or one whose request has
-    /// gone unanswered for [`EXPIRE_US`] (its answer, if it ever comes, is
-    /// then a stray).
+    /// A slot for a request in flight (requests unanswered for
+    /// [`super::EXPIRE_US`] have given theirs up: [`Protocol::expire`]).
     fn free_slot(&self) -> Option<usize> {
-        let expired = |p: &Pending| self.clock.saturating_sub(p.sent_at) >= EXPIRE_US;
-        self.pending.iter().position(|p| p.as_ref().is_none_or(expired))
+        self.pending.iter().position(Option::is_none)
     }
 
     /// What a message from the target is.
@@ -410,14 +403,20 @@ impl Protocol for Enip {
     }
 
     fn sent(&mut self, i: &Inspected, now: u64) {
-        self.clock = self.clock.max(now);
         if let (Some(p), Some(k)) = (self.last.take(), self.free_slot()) {
             self.pending[k] = Some(Pending { seq: i.seq, sent_at: now, ..p });
         }
     }
 
+    fn expire(&mut self, deadline: u64) {
+        for slot in &mut self.pending {
+            if slot.is_some_and(|p| p.sent_at <= deadline) {
+                *slot = None;
+            }
+        }
+    }
+
     fn answer(&mut self, unit: &[u8], now: u64) -> Result<Answer, Anomaly> {
-        self.clock = self.clock.max(now);
         Ok(self.classify_answer(unit, now))
     }
 

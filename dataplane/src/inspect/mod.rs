@@ -86,6 +86,13 @@ pub enum Answer {
 /// 967 bytes; DNP3: a link ACK and a response frame).
 pub const MAX_REFUSAL: usize = 1024;
 
+/// How long a request may go unanswered before its slot is taken back
+/// (µs): a broadcast, or a request the asset dropped, is never answered,
+/// and clients give up on theirs long before. Without it, such requests
+/// would fill the session's slots and every later one be refused as a
+/// flood.
+pub const EXPIRE_US: u64 = 30_000_000;
+
 /// One protocol framed into units and decided unit by unit on the
 /// operation (S7comm, DNP3, EtherNet/IP), as [`Units`] drives it. Every
 /// method sees one whole unit; state that depends on a unit having left the
@@ -121,6 +128,11 @@ pub trait Protocol {
     /// The unit [`Protocol::request`] decided has left the gate (numbered
     /// `i.seq`; forwarded if its verdict says so) at `now`.
     fn sent(&mut self, i: &Inspected, now: u64);
+
+    /// Forgets the requests sent at or before `deadline` (µs, [`EXPIRE_US`]
+    /// ago) that are still unanswered: their slots are free again, and
+    /// their answers, if they ever come, strays.
+    fn expire(&mut self, deadline: u64);
 
     /// What a unit from the asset is, matched against what was sent.
     ///
@@ -194,6 +206,9 @@ impl<P: Protocol, const N: usize> Units<P, N> {
         on: &mut dyn FnMut(&Inspected, &[u8]),
     ) -> Result<usize, P::Anomaly> {
         let mut done = 0;
+        if let Some(deadline) = now.checked_sub(EXPIRE_US) {
+            self.proto.expire(deadline);
+        }
         while let Some(len) = P::frame(&self.up.data[..self.up.len])? {
             let mut out = [0u8; MAX_REFUSAL];
             let (mut inspected, answer) = self.proto.request(&mut self.up.data[..len], decide, &mut out)?;

@@ -15,7 +15,7 @@
 //! Buffers are fixed (two ADUs per direction); when the other side has no
 //! room, reading stops (TCP backpressure). Nothing here allocates.
 
-use super::{Buf, Downstream, Sink};
+use super::{Buf, Downstream, Sink, EXPIRE_US};
 use crate::policy::{Decision, Denial, ModbusDetail, Op, Table};
 use crate::wire::modbus::{
     self as wire, emit_exception, Entry, ExceptionCode, Framer, OpClass, Packet, Progress, Request, Transactions,
@@ -24,9 +24,6 @@ use crate::wire::modbus::{
 
 /// Outstanding requests per session; more is a flood (anomaly).
 pub const MAX_OUTSTANDING: usize = 32;
-/// How long a request may go unanswered before its slot is taken back
-/// (µs): a broadcast, or a request the PLC dropped, is never answered.
-pub const EXPIRE_US: u64 = 30_000_000;
 
 /// What happened to one request (for counters and the audit trail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -275,6 +275,18 @@ impl Protocol for S7 {
         }
     }
 
+    fn expire(&mut self, deadline: u64) {
+        let mut k = 0;
+        while k < self.outstanding {
+            if self.pending[k].sent_at <= deadline {
+                self.pending.copy_within(k + 1..self.outstanding, k);
+                self.outstanding -= 1;
+            } else {
+                k += 1;
+            }
+        }
+    }
+
     fn answer(&mut self, unit: &[u8], now: u64) -> Result<Answer, Anomaly> {
         let kind = match Unit::parse(unit, &mut self.scratch) {
             // The PLC confirms, refuses or ends the connection.

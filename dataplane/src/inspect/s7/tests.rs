@@ -175,6 +175,27 @@ fn too_many_jobs_in_flight_are_answered_busy() {
     assert_eq!(seen[1].verdict, Verdict::Flood { error: 0x8302 });
 }
 
+/// Jobs the PLC never answers give their slots back after EXPIRE_US: a
+/// PLC that drops requests does not leave the session refused busy for
+/// ever (found by a review: Modbus and CIP expired theirs, S7 did not).
+/// The expired job's answer, if it comes after all, is a stray.
+#[test]
+fn unanswered_jobs_expire() {
+    let mut insp = S7Inspector::new();
+    let mut w = Wires::default();
+    let stream: Vec<u8> = (0..=MAX_OUTSTANDING as u16).flat_map(read).collect();
+    let seen = feed(&mut insp, &mut w, &stream, |_| ALLOW);
+    assert_eq!(seen.last().map(|i| i.verdict), Some(Verdict::Flood { error: 0x8302 }));
+    let before = w.asset.len();
+    let again = read(100);
+    insp.up_spare()[..again.len()].copy_from_slice(&again);
+    insp.up_filled(again.len());
+    let mut seen = Vec::new();
+    insp.requests(&mut w, &mut |_| ALLOW, crate::inspect::EXPIRE_US, &mut |i, _| seen.push(*i)).unwrap();
+    assert_eq!(seen[0].verdict, Verdict::Allowed { rule: 7 });
+    assert_eq!(w.asset.len(), before + again.len());
+}
+
 #[test]
 fn no_room_at_the_asset_keeps_the_unit_for_later() {
     let mut insp = S7Inspector::new();
