@@ -23,7 +23,7 @@ use crate::classify::{classify, dropped_flow, Disposition, DropReason};
 use crate::counters::{bump, bump_over, set, CoreCounters};
 use crate::io::{self, FramePort, BATCH, MAX_FRAME};
 use crate::session::{CloseReason, Deadlines, Flow, Kind, Next, Phase, Session, Step, StepCtx, Target, NO_ASSET};
-use crate::shard::{ShardedStack, Sock, Touch, NO_OWNER};
+use crate::shard::{FlowKey, ShardedStack, Sock, Touch, NO_OWNER};
 use crate::snapshot::{Ipv4Net, Protocol, SharedSnapshot, Side, Snapshot};
 use crate::stack::{Stack, StackAddressing, TxStats, Wire};
 use crate::tls::Tls;
@@ -221,8 +221,9 @@ struct Segment {
     /// Next slot the sweep looks at, and when the next slice is due.
     sweep_at: usize,
     next_sweep: Instant,
-    /// Retired sockets waiting for their last segments: (north side?, socket).
-    lingering: Vec<(bool, Sock)>,
+    /// Retired sockets waiting for their last segments: (north side?,
+    /// socket, when it was retired).
+    lingering: Vec<(bool, Sock, Instant)>,
     next_port: u16,
     /// Connection requests in this batch: listeners to have ready before
     /// smoltcp sees them (it answers a SYN no socket listens for with RST).
@@ -320,6 +321,10 @@ const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
 /// Most listening sockets one endpoint keeps (its SYN backlog).
 pub const MAX_LISTENERS: usize = 256;
+
+/// How long a retired, reset socket may wait to send its RST (it waits for
+/// ARP when the peer is gone) before it is removed anyway.
+const RST_GRACE: Duration = Duration::from_secs(2);
 
 /// How often a slice of every segment's sessions is stepped regardless of
 /// traffic; all of them are visited within ten slices.
@@ -739,7 +744,7 @@ impl Core {
             seg.sweep_at = (seg.sweep_at + slice) % n;
         }
         work += self.step_ready(s, now);
-        self.reap(s);
+        self.reap(s, now);
         let Self { ports, segments, scratch, tx, .. } = self;
         let seg = &mut segments[s];
         let mut touched = Touched { ready: &mut seg.ready, accept: &mut seg.accept };
@@ -929,7 +934,7 @@ impl Core {
         }
         self.index.remove(&sess.id);
         let seg = &mut self.segments[s];
-        retire(seg, &sess);
+        retire(seg, &sess, now);
         bump(&self.counters.closes[reason as usize], 1);
         self.update_active();
         let _ = self.events.push(SessionEvent::Closed {
@@ -971,7 +976,21 @@ impl Core {
         let asset = sess.flow.asset;
         let mut sock = new_socket(&opts);
         sock.set_timeout(Some(opts.connect_timeout));
-        let local_port = next_port(&mut seg.next_port);
+        // A port whose last connection to this asset still lingers (or is
+        // live) would collide with it: the next free one.
+        let key = |local_port| FlowKey {
+            remote_ip: u32::from(*asset.ip()),
+            local_ip: u32::from(seg.south_address),
+            remote_port: asset.port(),
+            local_port,
+        };
+        let mut local_port = next_port(&mut seg.next_port);
+        for _ in EPHEMERAL {
+            if !seg.south.in_use(key(local_port)) {
+                break;
+            }
+            local_port = next_port(&mut seg.next_port);
+        }
         let remote = IpEndpoint::new(IpAddress::Ipv4(*asset.ip()), asset.port());
         let local = IpListenEndpoint { addr: Some(IpAddress::Ipv4(seg.south_address)), port: local_port };
         let connected = sock.connect(seg.south.iface.context(), remote, local);
@@ -1017,21 +1036,28 @@ impl Core {
     /// Removes retired sockets that are done.
     ///
     /// An aborted socket is Closed at once but still owes its RST: smoltcp
-    /// forgets the remote endpoint only after sending it. A socket in
-    /// TIME-WAIT is removed at once: a client reusing its port should get a
-    /// SYN-ACK, and a late retransmitted FIN now meets a RST instead, which
-    /// ends nothing that was still open.
-    fn reap(&mut self, s: usize) {
+    /// forgets the remote endpoint only after sending it, which it never
+    /// does when the peer does not answer ARP (an asset switched off), so
+    /// the RST gets [`RST_GRACE`] and the socket goes after it either way.
+    /// A socket in TIME-WAIT is removed at once: a client reusing its port
+    /// should get a SYN-ACK, and a late retransmitted FIN now meets a RST
+    /// instead, which ends nothing that was still open. An entry whose
+    /// socket the stack evicted (the client reused its addresses; its
+    /// handle may name the new connection's socket now) is forgotten.
+    fn reap(&mut self, s: usize, now: Instant) {
         let seg = &mut self.segments[s];
         if seg.lingering.is_empty() {
             return;
         }
         let Segment { north, south, lingering, .. } = seg;
-        lingering.retain(|&(is_north, h)| {
+        lingering.retain(|&(is_north, h, since)| {
             let stack = if is_north { &mut *north } else { &mut *south };
+            if !stack.lingers(h) {
+                return false;
+            }
             let sock = stack.peek(h);
             let done = match sock.state() {
-                tcp::State::Closed => sock.remote_endpoint().is_none(),
+                tcp::State::Closed => sock.remote_endpoint().is_none() || now - since >= RST_GRACE,
                 tcp::State::TimeWait => true,
                 _ => false,
             };
@@ -1051,12 +1077,19 @@ impl Core {
         let want = (opts.backlog + burst).min(MAX_LISTENERS);
         let login = if s == 0 { self.snap.login } else { None };
         for ep in self.snap.endpoints.iter().filter(|e| e.segment == s).map(|e| e.overlay).chain(login) {
-            let ready = seg
-                .listeners
-                .iter()
-                .filter(|l| l.endpoint == ep && seg.north.peek(l.sock).state() == tcp::State::Listen)
-                .count();
-            for _ in ready..want {
+            // Half-open connections hold their listener (SYN-RECEIVED,
+            // up to its 5 s timeout): they count against the bound too, or
+            // a SYN flood would get a new socket per SYN.
+            let (mut ready, mut held) = (0, 0);
+            for l in seg.listeners.iter().filter(|l| l.endpoint == ep) {
+                match seg.north.peek(l.sock).state() {
+                    tcp::State::Listen => ready += 1,
+                    tcp::State::SynReceived => held += 1,
+                    _ => {}
+                }
+            }
+            let room = MAX_LISTENERS.saturating_sub(ready + held);
+            for _ in 0..want.saturating_sub(ready).min(room) {
                 let mut sock = new_socket(&opts);
                 sock.set_timeout(Some(Duration::from_secs(5)));
                 if sock.listen(IpListenEndpoint { addr: Some(IpAddress::Ipv4(*ep.ip())), port: ep.port() }).is_ok() {
@@ -1075,7 +1108,7 @@ impl Core {
             let seg = &mut core.segments[s];
             let north = seg.north.promote(north, NO_OWNER);
             seg.north.socket(north).abort();
-            seg.lingering.push((true, north));
+            seg.lingering.push((true, north, now));
             bump(&core.counters.closes[reason as usize], 1);
         };
         let (target, asset) = match (login, found) {
@@ -1120,19 +1153,19 @@ impl Core {
     /// the policy).
     fn reconcile(&mut self, snap: &Snapshot) {
         set(&self.counters.generation, snap.generation);
+        let now = self.clock.now();
         for seg in &mut self.segments {
             let Segment { listeners, north, lingering, .. } = seg;
             listeners.retain(|l| {
                 let keep = snap.is_endpoint(*l.endpoint.ip(), l.endpoint.port());
                 if !keep {
                     north.socket(l.sock).abort();
-                    lingering.push((true, l.sock));
+                    lingering.push((true, l.sock, now));
                 }
                 keep
             });
             seg.accept = true;
         }
-        let now = self.clock.now();
         for s in 0..self.segments.len() {
             for slot in self.segments[s].live_slots() {
                 let seg = &mut self.segments[s];
@@ -1291,18 +1324,18 @@ fn admit(segments: &mut [Segment], segment: usize, north: bool, frame: &[u8], vl
 ///
 /// A closing peer that stops answering (never sends its FIN) must not pin a
 /// socket forever: keep-alives every 5 s, and a reset after 15 s of silence.
-fn retire(seg: &mut Segment, sess: &Session) {
+fn retire(seg: &mut Segment, sess: &Session, now: Instant) {
     let bound = |s: &mut tcp::Socket<'_>| {
         s.set_keep_alive(Some(Duration::from_secs(5)));
         s.set_timeout(Some(Duration::from_secs(15)));
     };
     bound(seg.north.socket(sess.north));
     seg.north.set_owner(sess.north, NO_OWNER);
-    seg.lingering.push((true, sess.north));
+    seg.lingering.push((true, sess.north, now));
     if let Some(south) = sess.south {
         bound(seg.south.socket(south));
         seg.south.set_owner(south, NO_OWNER);
-        seg.lingering.push((false, south));
+        seg.lingering.push((false, south, now));
     }
 }
 

@@ -352,6 +352,21 @@ impl ShardedStack {
         }
     }
 
+    /// Whether a socket of these addresses is in the stack (live or
+    /// lingering): a new connection from `local` must not reuse them.
+    pub fn in_use(&self, key: FlowKey) -> bool {
+        self.buckets[key.bucket()].members.iter().any(|m| m.key == key)
+    }
+
+    /// Whether `s` still names a socket no session owns (a retired one, or
+    /// a listener). A retired socket that `add` evicted (its peer reused
+    /// its addresses) does not, even when the new socket took its handle:
+    /// whoever kept `s` must forget it, not touch or remove it.
+    pub fn lingers(&self, s: Sock) -> bool {
+        s.bucket as usize == LISTEN
+            || self.buckets[s.bucket as usize].members.iter().any(|m| m.handle == s.handle && m.owner == NO_OWNER)
+    }
+
     /// Removes a socket.
     pub fn remove(&mut self, s: Sock) {
         let b = &mut self.buckets[s.bucket as usize];
@@ -609,5 +624,49 @@ mod tests {
                 assert!((1..=BUCKETS).contains(&key.bucket()));
             }
         }
+    }
+
+    /// REVIEW: `add` evicts a lingering socket with the same addresses from
+    /// its set but the core still lists its handle in `Segment::lingering`;
+    /// the new socket takes the freed slot, so the core's lingering entry
+    /// now names the new session's live socket (and `reap` later removes it,
+    /// or panics on the second entry `retire` pushes).
+    /// A retired socket evicted by a new connection with its addresses is
+    /// not lingering any more, even when the new socket took its handle:
+    /// the core forgets its entry instead of reaping the new one (found by
+    /// a review: the stale entry named a live session's socket, and the
+    /// reap that followed would remove it or panic).
+    #[test]
+    fn an_evicted_lingering_socket_lingers_no_more() {
+        use crate::snapshot::Ipv4Net;
+        use crate::stack::{Stack, StackAddressing};
+        use smoltcp::wire::IpListenEndpoint;
+        let now = Instant::from_millis(0);
+        let addressing = StackAddressing {
+            mac: [2, 0, 0, 0, 0, 1],
+            address: Ipv4Net { addr: std::net::Ipv4Addr::new(10, 0, 0, 1), len: 24 },
+            gateway: None,
+            any_ip: Vec::new(),
+        };
+        let mut st = ShardedStack::new(Stack::new(1, None, &addressing, 4, 1, now));
+        let connected = |st: &mut ShardedStack| {
+            let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 64]), tcp::SocketBuffer::new(vec![0; 64]));
+            let remote = IpEndpoint::new(IpAddress::v4(10, 0, 0, 7), 502);
+            let local = IpListenEndpoint { addr: Some(IpAddress::v4(10, 0, 0, 1)), port: 50000 };
+            s.connect(st.iface.context(), remote, local).unwrap();
+            s
+        };
+        // Session in slot 3 connects from local port 50000, ends; core::retire
+        // marks the socket NO_OWNER and keeps `old` on its lingering list.
+        let s = connected(&mut st);
+        let old = st.add(s, 3);
+        st.set_owner(old, NO_OWNER);
+        // 16384 connects later the port counter is back at 50000 (same asset).
+        let s = connected(&mut st);
+        let new = st.add(s, 5);
+        assert!(!st.lingers(old), "the core's lingering entry would name slot 5's live socket");
+        assert!(!st.lingers(new));
+        st.set_owner(new, NO_OWNER);
+        assert!(st.lingers(new), "retired in its turn");
     }
 }
