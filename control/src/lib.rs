@@ -333,10 +333,12 @@ impl Control {
         result
     }
 
-    /// Publishes `snap` as the next generation if it keeps links and segments.
+    /// Publishes `snap` as the next generation if it keeps links and
+    /// segments, and what the cores built their stacks with.
     ///
     /// # Errors
-    /// Links or segments differ from the running ones.
+    /// Links or segments differ from the running ones, or the north
+    /// gateway, or the login endpoint's address (its port may change).
     pub fn publish(&mut self, mut snap: Snapshot) -> Result<u64, ReloadError> {
         let old = self.shared.load();
         if snap.links != old.links {
@@ -345,6 +347,15 @@ impl Control {
         if snap.segments != old.segments || snap.north_address != old.north_address || snap.north_vlan != old.north_vlan
         {
             return Err(ReloadError::NeedsRestart("a segment or the north addressing".into()));
+        }
+        // The stacks route by the north gateway and answer for the login
+        // address (built once, `core::build_segments`): a reload accepted
+        // with new ones would be in force everywhere but there.
+        if snap.north_gateway != old.north_gateway {
+            return Err(ReloadError::NeedsRestart("the north gateway".into()));
+        }
+        if snap.login.map(|l| *l.ip()) != old.login.map(|l| *l.ip()) {
+            return Err(ReloadError::NeedsRestart("the login endpoint's address".into()));
         }
         snap.generation = old.generation + 1;
         snap.tls = self.tls.clone();

@@ -723,6 +723,35 @@ fn a_reload_that_lowers_the_gate_ticket_lifetime_ends_sessions_on_older_tickets(
     wait_closed(&mut lab, CloseReason::SessionExpired, 1);
 }
 
+/// A reload that moves the login endpoint to another address (or changes
+/// the north gateway) needs a restart: it is refused and logins go on at
+/// the running address (found by a review: it was accepted, and the
+/// stacks, built with the old address, answered neither). A new port on
+/// the same address is applied.
+#[test]
+fn a_reload_that_moves_the_login_address_is_refused_and_logins_go_on() {
+    let mut lab = lab();
+    lab.login("alice", WAIT).expect("login works before");
+    let from = "login = \"100.64.0.1:443\"";
+    assert_eq!(LAB.matches(from).count(), 1);
+    let with = |to: &str| config::parse("lab.toml", &LAB.replace(from, to)).expect("config").snapshot;
+    let refused = lab.control.publish(with("login = \"100.64.0.2:443\"")).expect_err("a new login address");
+    assert!(refused.to_string().contains("needs a restart"), "{refused}");
+    // Each login below in a new TOTP step (a code is good once).
+    lab.advance(30);
+    lab.login("alice", WAIT).expect("login at the running address");
+    let gateway = LAB.replace(
+        "north_address = \"198.18.0.1/24\"",
+        "north_address = \"198.18.0.1/24\"\nnorth_gateway = \"198.18.0.254\"",
+    );
+    let snap = config::parse("lab.toml", &gateway).expect("config").snapshot;
+    assert!(lab.control.publish(snap).is_err(), "a new north gateway");
+    lab.control.publish(with("login = \"100.64.0.1:4443\"")).expect("a new port");
+    lab.login = "100.64.0.1:4443".parse().unwrap();
+    lab.advance(30);
+    lab.login("alice", WAIT).expect("login at the new port");
+}
+
 /// A write rule that wants a fresh login (`ticket_lifetime_secs = 60`)
 /// holds for a session that connected through another rule: with a
 /// two-minute-old ticket the write is answered exception 01 and never
