@@ -122,9 +122,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
 fn start(args: &RunArgs) -> Result<(), String> {
     let config =
         control::config::load(&args.config).map_err(|e| format!("{} has errors:\n{e}", args.config.display()))?;
-    if args.backend == Backend::Memory {
-        return Err("the memory backend has no wire; use `accessgate demo`".into());
-    }
+    check_backend(args.backend, &args.cores)?;
     let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
     for c in &args.cores {
         if !available.contains(c) {
@@ -369,6 +367,21 @@ fn paced_cpu(shares_dp_cpu: bool, idle: IdleMode, pacing: &str, cores: &[usize])
     (shares_dp_cpu && idle == IdleMode::Busy && pacing == "auto").then(|| cores.first().copied()).flatten()
 }
 
+/// Whether the backend can serve these cores.
+fn check_backend(backend: Backend, cores: &[usize]) -> Result<(), String> {
+    match backend {
+        Backend::Memory => Err("the memory backend has no wire; use `accessgate demo`".into()),
+        // Each core would open its own AF_PACKET socket on every interface
+        // and receive every frame: two cores answer each ARP and SYN, and
+        // one resets the other's connections.
+        Backend::Packet if cores.len() > 1 => Err(format!(
+            "--backend packet serves one core (each would receive every frame); got --cores {}: use one CPU, or --backend xsk for one queue per core",
+            cores.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What [`place_housekeeping`] does: the CPUs for the other threads (none:
 /// they share the dp CPUs), and the warnings for a busy core.
 #[derive(Debug, PartialEq, Eq)]
@@ -429,6 +442,18 @@ fn mac_text(m: [u8; 6]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// AF_PACKET has no per-core queue: more than one core is refused
+    /// before anything starts (found by a review: each core received every
+    /// frame, and connections were reset by the other core).
+    #[test]
+    fn the_packet_backend_serves_one_core() {
+        assert_eq!(check_backend(Backend::Packet, &[0]), Ok(()));
+        let e = check_backend(Backend::Packet, &[0, 1]).unwrap_err();
+        assert!(e.contains("--backend packet serves one core") && e.contains("--cores 0,1"), "{e}");
+        assert_eq!(check_backend(Backend::Xsk, &[0, 1]), Ok(()));
+        assert!(check_backend(Backend::Memory, &[0]).unwrap_err().contains("accessgate demo"));
+    }
 
     const ADAPTIVE: IdleMode = IdleMode::Adaptive { spin_us: 50, share_pct: 5 };
 
