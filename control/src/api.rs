@@ -21,16 +21,20 @@ pub struct Api {
 }
 
 impl Api {
-    /// Binds `path` (a stale socket file is replaced).
+    /// Binds `path` (a stale socket file is replaced). The socket is 0600
+    /// and a directory made for it 0700, whatever the umask: its commands
+    /// (revoke, reload) are the operator's.
     ///
     /// # Errors
     /// The directory is missing or not writable.
     pub fn bind(path: &Path) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         }
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
         Ok(Self { listener, path: path.to_path_buf() })
     }
@@ -151,6 +155,20 @@ mod tests {
     /// read timeout, cannot hold the control thread (signals, reloads,
     /// session events, the audit's denied flows) past the timeout for the
     /// whole command (found by a review: the 500 ms bounded each read).
+    /// Only the gate's own user reaches the socket, whatever the umask
+    /// (found by a review: with umask 000 any local user could revoke,
+    /// reload and read the counters).
+    #[test]
+    fn the_socket_and_a_directory_made_for_it_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::audit::testdir("api-mode");
+        let sock = dir.join("run").join("ctl.sock");
+        // Under the usual umask 022 both would be 0755 without the chmod.
+        let _api = Api::bind(&sock).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&sock), mode(&dir.join("run"))), (0o600, 0o700));
+    }
+
     #[test]
     fn a_trickling_client_cannot_hold_the_control_thread_past_the_read_timeout() {
         let (mut control, api, sock, _dir) = lab_control("api-slow");

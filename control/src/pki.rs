@@ -37,23 +37,45 @@ pub fn generate(names: &[String]) -> Result<LabPki, String> {
     Ok(LabPki { ca_cert: ca_cert.pem(), gate_cert: gate_cert.pem(), gate_key: gate_key.serialize_pem() })
 }
 
-/// Writes `ca.crt`, `gate.crt` and `gate.key` (mode 0600) into `dir`.
+/// Writes `ca.crt`, `gate.crt` and `gate.key` (mode 0600) into `dir`. The
+/// key goes into a new file renamed over the old one, so it is 0600 even
+/// where a `gate.key` of another mode was, and a symlink in its place is
+/// replaced, not followed.
 ///
 /// # Errors
 /// The directory cannot be created or written.
 pub fn write(dir: &Path, pki: &LabPki) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("ca.crt"), &pki.ca_cert)?;
     std::fs::write(dir.join("gate.crt"), &pki.gate_cert)?;
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(dir.join("gate.key"))?;
-    std::io::Write::write_all(&mut f, pki.gate_key.as_bytes())?;
-    f.sync_all()
+    crate::identity::users::replace_file(&dir.join("gate.key"), pki.gate_key.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
+    /// A new key never lands in an old file's mode or through a symlink
+    /// (found by a review: `cert init` over a 0644 `gate.key` wrote the new
+    /// key readable by every local user).
+    #[test]
+    fn the_key_is_written_0600_whatever_was_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::audit::testdir("pki-key");
+        let key = dir.join("gate.key");
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let elsewhere = dir.join("elsewhere");
+        std::fs::write(&elsewhere, "not a key").unwrap();
+        let pki = super::generate(&["gate.lab".into()]).unwrap();
+        super::write(&dir, &pki).unwrap();
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), pki.gate_key);
+        std::fs::remove_file(&key).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &key).unwrap();
+        super::write(&dir, &pki).unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "not a key", "the link was followed");
+        assert!(!std::fs::symlink_metadata(&key).unwrap().file_type().is_symlink());
+    }
+
     #[test]
     fn lab_pki_makes_a_usable_server_config() {
         let pki = super::generate(&["gate.lab".into(), "100.64.0.1".into()]).unwrap();
