@@ -6,7 +6,9 @@
 //! with `--password-stdin`) and never printed. Enrolling a TOTP secret prints
 //! it once, as an `otpauth://` URI and a QR code to scan, or as JSON with
 //! `--json`. `list` never prints a secret. Every change is saved atomically
-//! with mode 0600.
+//! with mode 0600, under an exclusive lock on `SECRETS.lock` taken after
+//! any password prompt, on the file as it is then: two admins' commands do
+//! not undo each other's changes.
 
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
@@ -128,16 +130,56 @@ fn add_cert(path: &Path, name: &str, cert: &Path) -> Result<(), String> {
         .ok_or_else(|| format!("{}: no PEM certificate in it", cert.display()))?
         .map_err(|e| format!("{}: {e}", cert.display()))?;
     let fp = users::cert_fingerprint(&der);
-    let mut db = load(path)?;
-    let user = db.require_mut(name).map_err(|e| e.to_string())?;
-    if user.cert_fingerprints.contains(&fp) {
+    let added = change(path, Missing::Refuse, |db| {
+        let user = db.require_mut(name).map_err(|e| e.to_string())?;
+        let new = !user.cert_fingerprints.contains(&fp);
+        if new {
+            user.cert_fingerprints.push(fp.clone());
+        }
+        Ok(new)
+    })?;
+    if added {
+        println!("user {name:?}: certificate {fp} enrolled (reload the gate to use it)");
+    } else {
         println!("user {name:?} already has certificate {fp}");
-        return Ok(());
     }
-    user.cert_fingerprints.push(fp.clone());
-    db.save(path).map_err(|e| e.to_string())?;
-    println!("user {name:?}: certificate {fp} enrolled (reload the gate to use it)");
     Ok(())
+}
+
+/// What [`change`] does when the secrets file does not exist.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Start an empty one (`add`).
+    Create,
+    /// Refuse, saying how to start one.
+    Refuse,
+}
+
+/// Applies `apply` to the secrets file as it is now and saves it, under an
+/// exclusive lock on `PATH.lock` held from the load to the save: a change
+/// another `user` command saved meanwhile (while this one waited for a
+/// password, say) is kept, not undone. Nothing is saved when `apply`
+/// fails.
+fn change<T>(path: &Path, missing: Missing, apply: impl FnOnce(&mut UserDb) -> Result<T, String>) -> Result<T, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut lock_path = path.as_os_str().to_os_string();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock().map_err(|e| format!("{}: cannot lock: {e}", lock_path.display()))?;
+    let mut db = match missing {
+        Missing::Create => UserDb::load_or_empty(path).map_err(|e| e.to_string())?,
+        Missing::Refuse => load(path)?,
+    };
+    let out = apply(&mut db)?;
+    db.save(path).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// Loads an existing secrets file, saying how to start one if missing.
@@ -161,20 +203,25 @@ fn add(path: &Path, name: &str, roles: &[String], password_stdin: bool, json: bo
             unique.push(role.clone());
         }
     }
-    let mut db = UserDb::load_or_empty(path).map_err(|e| e.to_string())?;
-    if db.get(name).is_some() {
-        return Err(format!(
-            "user {name:?} already exists in {} (change it with passwd, reset-totp, enable or disable)",
-            path.display()
-        ));
-    }
+    let exists = |db: &UserDb| {
+        db.get(name).map_or(Ok(()), |_| {
+            Err(format!(
+                "user {name:?} already exists in {} (change it with passwd, reset-totp, enable or disable)",
+                path.display()
+            ))
+        })
+    };
+    // Before the prompt, to fail early; again under the lock.
+    exists(&UserDb::load_or_empty(path).map_err(|e| e.to_string())?)?;
     let phc = new_password_hash(name, password_stdin)?;
     let secret = Secret::generate().map_err(|e| format!("cannot generate a TOTP secret: {e}"))?;
     let mut user = User::new(name, &unique);
     user.password = Some(phc);
     user.totp = Some(secret.clone());
-    db.add(user).map_err(|e| e.to_string())?;
-    db.save(path).map_err(|e| e.to_string())?;
+    change(path, Missing::Create, |db| {
+        exists(db)?;
+        db.add(user).map_err(|e| e.to_string())
+    })?;
     if !json {
         println!("user {name:?} added to {} with roles {}", path.display(), unique.join(", "));
     }
@@ -220,25 +267,25 @@ fn list(path: &Path, json: bool) -> Result<(), String> {
 }
 
 fn set_disabled(path: &Path, name: &str, disabled: bool) -> Result<(), String> {
-    let mut db = load(path)?;
-    let user = db.require_mut(name).map_err(|e| e.to_string())?;
     let word = if disabled { "disabled" } else { "enabled" };
-    if user.disabled == disabled {
+    let changed = change(path, Missing::Refuse, |db| {
+        let user = db.require_mut(name).map_err(|e| e.to_string())?;
+        Ok(std::mem::replace(&mut user.disabled, disabled) != disabled)
+    })?;
+    if changed {
+        println!("user {name:?} {word}");
+    } else {
         println!("user {name:?} is already {word}");
-        return Ok(());
     }
-    user.disabled = disabled;
-    db.save(path).map_err(|e| e.to_string())?;
-    println!("user {name:?} {word}");
     Ok(())
 }
 
 fn reset_totp(path: &Path, name: &str, json: bool) -> Result<(), String> {
-    let mut db = load(path)?;
-    let user = db.require_mut(name).map_err(|e| e.to_string())?;
     let secret = Secret::generate().map_err(|e| format!("cannot generate a TOTP secret: {e}"))?;
-    user.totp = Some(secret.clone());
-    db.save(path).map_err(|e| e.to_string())?;
+    change(path, Missing::Refuse, |db| {
+        db.require_mut(name).map_err(|e| e.to_string())?.totp = Some(secret.clone());
+        Ok(())
+    })?;
     if !json {
         println!("user {name:?} has a new TOTP secret; the old one no longer works");
     }
@@ -246,12 +293,13 @@ fn reset_totp(path: &Path, name: &str, json: bool) -> Result<(), String> {
 }
 
 fn passwd(path: &Path, name: &str, password_stdin: bool) -> Result<(), String> {
-    let mut db = load(path)?;
     // Fail on an unknown name before asking for a password.
-    db.require(name).map_err(|e| e.to_string())?;
+    load(path)?.require(name).map_err(|e| e.to_string())?;
     let phc = new_password_hash(name, password_stdin)?;
-    db.require_mut(name).map_err(|e| e.to_string())?.password = Some(phc);
-    db.save(path).map_err(|e| e.to_string())?;
+    change(path, Missing::Refuse, |db| {
+        db.require_mut(name).map_err(|e| e.to_string())?.password = Some(phc);
+        Ok(())
+    })?;
     println!("password of user {name:?} changed");
     Ok(())
 }

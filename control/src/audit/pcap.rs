@@ -287,7 +287,7 @@ impl Block {
         self
     }
     fn pad(&mut self) -> &mut Self {
-        while self.0.len() % 4 != 0 {
+        while !self.0.len().is_multiple_of(4) {
             self.0.push(0);
         }
         self
@@ -319,7 +319,7 @@ pub fn blocks(bytes: &[u8]) -> Result<Vec<(u32, &[u8])>, String> {
         };
         let kind = word(at)?;
         let len = word(at + 4)? as usize;
-        if len < 12 || len % 4 != 0 || at + len > bytes.len() {
+        if len < 12 || !len.is_multiple_of(4) || at + len > bytes.len() {
             return Err(format!("block at {at}: bad length {len}"));
         }
         if word(at + len - 4)? as usize != len {

@@ -297,7 +297,7 @@ impl Slices {
     /// `work` records ingested so far in this pass: a look at the slice
     /// every [`INGEST_PER_CHECK`].
     fn ingested(&mut self, work: usize) {
-        if work % INGEST_PER_CHECK == 0 {
+        if work.is_multiple_of(INGEST_PER_CHECK) {
             self.check();
         }
     }
