@@ -315,15 +315,22 @@ mod tests {
     const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
     fn worker(clock: Arc<AtomicU64>) -> AuthWorker {
-        let cfg = crate::config::parse_at("lab.toml", &config(), T0).expect("config");
+        worker_on(&config(), clock).0
+    }
+
+    /// A worker for alice (operator) on the config `text`, its clock read
+    /// from `clock`, and the snapshot it decides by (for reloads).
+    fn worker_on(text: &str, clock: Arc<AtomicU64>) -> (AuthWorker, SharedSnapshot) {
+        let cfg = crate::config::parse_at("lab.toml", text, T0).expect("config");
         let shared: SharedSnapshot = Arc::new(ArcSwap::from_pointee(cfg.snapshot));
         let mut db = UserDb::new();
         let mut u = User::new("alice", &["operator".to_string()]);
         u.password = Some(password::tests::cheap(b"pw"));
         u.totp = Some(totp::Secret::from_base32(SECRET).unwrap());
         db.add(u).unwrap();
-        AuthWorker::new(Arc::new(Authenticator::new(db)), shared, Vec::new())
-            .with_clock(Arc::new(move || clock.load(Ordering::Relaxed)))
+        let w = AuthWorker::new(Arc::new(Authenticator::new(db)), shared.clone(), Vec::new())
+            .with_clock(Arc::new(move || clock.load(Ordering::Relaxed)));
+        (w, shared)
     }
 
     fn request(credentials: Credentials, purpose: Purpose, endpoint: SocketAddrV4) -> AuthRequest {
@@ -376,16 +383,7 @@ mod tests {
     #[test]
     fn a_lowered_gate_ticket_lifetime_bounds_tickets_already_issued() {
         let clock = Arc::new(AtomicU64::new(T0));
-        let cfg = crate::config::parse_at("lab.toml", include_str!("../../config/lab.toml"), T0).expect("config");
-        let shared: SharedSnapshot = Arc::new(ArcSwap::from_pointee(cfg.snapshot));
-        let mut db = UserDb::new();
-        let mut u = User::new("alice", &["operator".to_string()]);
-        u.password = Some(password::tests::cheap(b"pw"));
-        u.totp = Some(totp::Secret::from_base32(SECRET).unwrap());
-        db.add(u).unwrap();
-        let clock_fn = clock.clone();
-        let mut w = AuthWorker::new(Arc::new(Authenticator::new(db)), shared.clone(), Vec::new())
-            .with_clock(Arc::new(move || clock_fn.load(Ordering::Relaxed)));
+        let (mut w, shared) = worker_on(include_str!("../../config/lab.toml"), clock.clone());
         let login = SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 1), 443);
         let AuthVerdict::Accept { grant, .. } = w.decide(request(password_at(T0), Purpose::Login, login)) else {
             panic!("login")
