@@ -76,6 +76,13 @@ pub struct RunArgs {
     /// off lets it run whenever the scheduler picks (for comparison).
     #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
     audit_pacing: String,
+    /// Scheduling policy of the threads other than the dp cores (audit
+    /// writer and its sync and syslog threads, auth worker, control):
+    /// normal, or idle (SCHED_IDLE: they run only when a dp core on their
+    /// CPU does not want it, which suits adaptive cores sharing their CPU;
+    /// a busy core never leaves them any).
+    #[arg(long, default_value = "normal", value_parser = ["normal", "idle"])]
+    housekeeping_sched: String,
     /// One decrypted pcapng per session under DIR/pcap (on), or none (off:
     /// the journal still carries every request and response with its
     /// payload, and the captures' share of the writer's work goes away).
@@ -130,6 +137,18 @@ fn start(args: &RunArgs) -> Result<(), String> {
         }
     }
     let writer_shares_dp_cpu = place_housekeeping(&available, &args.cores, args.idle);
+    // Set on this thread before it spawns the others, which inherit it; each
+    // dp thread sets the normal policy back for itself.
+    let idle_housekeeping = args.housekeeping_sched == "idle";
+    if idle_housekeeping {
+        if args.idle == IdleMode::Busy {
+            return Err(
+                "--housekeeping-sched idle with --idle busy: a busy core never leaves the audit writer a turn".into()
+            );
+        }
+        io::set_thread_sched_idle(true).map_err(|e| format!("--housekeeping-sched idle: {e}"))?;
+        log::info!("audit writer, auth worker and control under SCHED_IDLE");
+    }
     let mut control = Control::new(Some(args.config.clone()), &config);
     control
         .set_tls(TlsSource {
@@ -208,6 +227,11 @@ fn start(args: &RunArgs) -> Result<(), String> {
             .spawn(move || {
                 if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
                     log::warn!("core {k}: could not pin to CPU {cpu}");
+                }
+                if idle_housekeeping {
+                    if let Err(e) = io::set_thread_sched_idle(false) {
+                        log::warn!("core {k}: could not leave SCHED_IDLE: {e}");
+                    }
                 }
                 core.run(&stop);
             })

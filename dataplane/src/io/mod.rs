@@ -231,6 +231,26 @@ pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
     }
 }
 
+/// Runs the calling thread (and the threads it spawns after this) under
+/// `SCHED_IDLE` (`idle`: it runs only when nothing else on its CPU wants to,
+/// and any other thread that wakes there takes the CPU at once) or the
+/// normal policy (`SCHED_OTHER`).
+///
+/// # Errors
+/// The kernel refused (a normal policy from idle needs `CAP_SYS_NICE` or an
+/// `RLIMIT_NICE` allowing it).
+pub fn set_thread_sched_idle(idle: bool) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    let policy = if idle { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
+    // SAFETY: `param` is a valid sched_param; 0 = this thread.
+    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The CPUs of a kernel CPU mask as `/sys` prints it: hex words, most
 /// significant first, comma separated (`3`, `ff,ffffffff`). `None` if it is
 /// not one.
