@@ -139,13 +139,8 @@ fn start(args: &RunArgs) -> Result<(), String> {
     let writer_shares_dp_cpu = place_housekeeping(&available, &args.cores, args.idle);
     // Set on this thread before it spawns the others, which inherit it; each
     // dp thread sets the normal policy back for itself.
-    let idle_housekeeping = args.housekeeping_sched == "idle";
+    let idle_housekeeping = idle_housekeeping(&args.housekeeping_sched, args.idle)?;
     if idle_housekeeping {
-        if args.idle == IdleMode::Busy {
-            return Err(
-                "--housekeeping-sched idle with --idle busy: a busy core never leaves the audit writer a turn".into()
-            );
-        }
         io::set_thread_sched_idle(true).map_err(|e| format!("--housekeeping-sched idle: {e}"))?;
         log::info!("audit writer, auth worker and control under SCHED_IDLE");
     }
@@ -391,6 +386,16 @@ fn paced_cpu(shares_dp_cpu: bool, idle: IdleMode, pacing: &str, cores: &[usize])
     (shares_dp_cpu && idle == IdleMode::Busy && pacing == "auto").then(|| cores.first().copied()).flatten()
 }
 
+/// Whether the housekeeping threads run SCHED_IDLE (`--housekeeping-sched`).
+fn idle_housekeeping(sched: &str, idle: IdleMode) -> Result<bool, String> {
+    match (sched, idle) {
+        ("idle", IdleMode::Busy) => {
+            Err("--housekeeping-sched idle with --idle busy: a busy core never leaves the audit writer a turn".into())
+        }
+        (s, _) => Ok(s == "idle"),
+    }
+}
+
 /// Whether the backend can serve these cores.
 fn check_backend(backend: Backend, cores: &[usize]) -> Result<(), String> {
     match backend {
@@ -470,6 +475,13 @@ mod tests {
     /// AF_PACKET has no per-core queue: more than one core is refused
     /// before anything starts (found by a review: each core received every
     /// frame, and connections were reset by the other core).
+    #[test]
+    fn idle_housekeeping_needs_cores_that_sleep() {
+        assert_eq!(idle_housekeeping("normal", IdleMode::Busy), Ok(false));
+        assert_eq!(idle_housekeeping("idle", IdleMode::default()), Ok(true));
+        assert!(idle_housekeeping("idle", IdleMode::Busy).unwrap_err().contains("never leaves"));
+    }
+
     #[test]
     fn the_packet_backend_serves_one_core() {
         assert_eq!(check_backend(Backend::Packet, &[0]), Ok(()));
