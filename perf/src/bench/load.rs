@@ -422,6 +422,54 @@ fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid histogram bounds")
 }
 
+/// How an engine reaches its target: the mode, and for TLS the client
+/// config, the server name and the hello to send.
+struct Reach {
+    mode: Mode,
+    tls: Option<Arc<ClientConfig>>,
+    server_name: ServerName<'static>,
+    hello: Vec<u8>,
+}
+
+impl<'a> Engine<'a> {
+    /// An engine with no session open yet, room for `sessions`.
+    fn new(args: &'a RunArgs, target: SocketAddr, reach: Reach, sessions: usize) -> Result<Self, String> {
+        let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
+        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
+            .map_err(|e| format!("timerfd: {e}"))?;
+        poll.registry()
+            .register(&mut SourceFd(&timer.as_fd().as_raw_fd()), TIMER, Interest::READABLE)
+            .map_err(|e| format!("epoll register: {e}"))?;
+        let Reach { mode, tls, server_name, hello } = reach;
+        Ok(Self {
+            args,
+            mode,
+            target,
+            poll,
+            events: Events::with_capacity(1024),
+            timer,
+            armed: None,
+            sessions: Vec::with_capacity(sessions),
+            active: Vec::new(),
+            tls,
+            server_name,
+            hello,
+            hist: new_hist(),
+            lag: new_hist(),
+            loop_time: LoopTime::new(),
+            tally: Tally::default(),
+            outstanding: 0,
+            first_error: None,
+            plain: vec![0u8; 64 * 1024],
+            dirty: Vec::new(),
+            tokens: Vec::new(),
+            anomalies: Vec::new(),
+            opening: false,
+            refusals_retried: 0,
+        })
+    }
+}
+
 impl Engine<'_> {
     fn note_error(&mut self, e: String) {
         if self.first_error.is_none() {
@@ -1361,38 +1409,8 @@ fn run(args: &RunArgs) -> Result<(), String> {
         args.seconds
     );
 
-    let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
-    let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
-        .map_err(|e| format!("timerfd: {e}"))?;
-    poll.registry()
-        .register(&mut SourceFd(&timer.as_fd().as_raw_fd()), TIMER, Interest::READABLE)
-        .map_err(|e| format!("epoll register: {e}"))?;
-    let mut engine = Engine {
-        args,
-        mode,
-        target,
-        poll,
-        events: Events::with_capacity(1024),
-        timer,
-        armed: None,
-        sessions: Vec::with_capacity(args.sessions + args.idle_sessions),
-        active: Vec::new(),
-        tls,
-        server_name,
-        hello,
-        hist: new_hist(),
-        lag: new_hist(),
-        loop_time: LoopTime::new(),
-        tally: Tally::default(),
-        outstanding: 0,
-        first_error: None,
-        plain: vec![0u8; 64 * 1024],
-        dirty: Vec::new(),
-        tokens: Vec::new(),
-        anomalies: Vec::new(),
-        opening: false,
-        refusals_retried: 0,
-    };
+    let reach = Reach { mode, tls, server_name, hello };
+    let mut engine = Engine::new(args, target, reach, args.sessions + args.idle_sessions)?;
 
     let rss0 = args.server_pid.and_then(procfs::vm_rss_kb);
     let plc_rss0 = args.plc_pid.and_then(procfs::vm_rss_kb);
@@ -3022,17 +3040,19 @@ mod tests {
         assert!(md.contains("vs haproxy 30.00 k (the sweep's top): **0.67×** (target ≥ 1.3×: not met"), "{md}");
     }
 
+    /// A sweep step of 10,000 samples spread evenly over `us` .. 2 × `us`
+    /// µs: its p99 is 1.99 × `us`, its interval a few tenths of a % wide.
+    fn even_step(rate: f64, us: u64) -> Value {
+        let mut h = new_hist();
+        for i in 0..10_000 {
+            h.record(us * 1000 + us * i / 10).unwrap();
+        }
+        json!({"total_rate": rate, "histogram": hist_pairs(&h)})
+    }
+
     #[test]
     fn the_report_judges_the_idle_target_per_rate() {
-        // A sweep step of 10,000 samples spread evenly over `us` .. 2 × `us`
-        // µs: its p99 is 1.99 × `us`, its interval a few tenths of a % wide.
-        let step = |rate: f64, us: u64| {
-            let mut h = new_hist();
-            for i in 0..10_000 {
-                h.record(us * 1000 + us * i / 10).unwrap();
-            }
-            json!({"total_rate": rate, "histogram": hist_pairs(&h)})
-        };
+        let step = even_step;
         let run = |label: &str, idle: u64, steps: Vec<Value>| Run {
             label: label.into(),
             scenario: if idle > 0 { "s4-idle".into() } else { "sweep-100".into() },
@@ -3133,35 +3153,9 @@ mod tests {
     }
 
     fn engine(args: &RunArgs, target: SocketAddr) -> Engine<'_> {
-        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC).unwrap();
-        let poll = Poll::new().unwrap();
-        poll.registry().register(&mut SourceFd(&timer.as_fd().as_raw_fd()), TIMER, Interest::READABLE).unwrap();
-        let mut e = Engine {
-            args,
-            mode: Mode::Plain,
-            target,
-            poll,
-            events: Events::with_capacity(64),
-            timer,
-            armed: None,
-            sessions: Vec::new(),
-            active: Vec::new(),
-            tls: None,
-            server_name: ServerName::try_from("x".to_string()).unwrap(),
-            hello: Vec::new(),
-            hist: new_hist(),
-            lag: new_hist(),
-            loop_time: LoopTime::new(),
-            tally: Tally::default(),
-            outstanding: 0,
-            first_error: None,
-            plain: vec![0u8; 65536],
-            dirty: Vec::new(),
-            tokens: Vec::new(),
-            anomalies: Vec::new(),
-            opening: false,
-            refusals_retried: 0,
-        };
+        let server_name = ServerName::try_from("x".to_string()).unwrap();
+        let reach = Reach { mode: Mode::Plain, tls: None, server_name, hello: Vec::new() };
+        let mut e = Engine::new(args, target, reach, 1).unwrap();
         e.open_all(1, 0).unwrap();
         e
     }
@@ -3232,13 +3226,7 @@ mod tests {
     /// it was, and a 3× worse p99 with idle sessions was judged met).
     #[test]
     fn the_idle_target_ignores_the_capped_sweep() {
-        let step = |rate: f64, us: u64| {
-            let mut h = new_hist();
-            for i in 0..10_000 {
-                h.record(us * 1000 + us * i / 10).unwrap();
-            }
-            json!({"total_rate": rate, "histogram": hist_pairs(&h)})
-        };
+        let step = even_step;
         let run = |scenario: &str, idle: u64, us: u64| Run {
             label: "gate-nospin".into(),
             scenario: scenario.into(),
