@@ -141,6 +141,16 @@ fn start(args: &RunArgs) -> Result<(), String> {
     // dp thread sets the normal policy back for itself.
     let idle_housekeeping = idle_housekeeping(&args.housekeeping_sched, args.idle)?;
     if idle_housekeeping {
+        // The dp threads inherit SCHED_IDLE and must be able to leave it
+        // (CAP_SYS_NICE, or RLIMIT_NICE 20): tried first on a thread of its
+        // own, so a gate that could not is refused here, not run with its
+        // cores under SCHED_IDLE.
+        std::thread::spawn(|| io::set_thread_sched_idle(true).and_then(|()| io::set_thread_sched_idle(false)))
+            .join()
+            .map_err(|_| "--housekeeping-sched idle: the policy probe panicked".to_string())?
+            .map_err(|e| {
+                format!("--housekeeping-sched idle: a thread cannot leave SCHED_IDLE here ({e}); it needs CAP_SYS_NICE")
+            })?;
         io::set_thread_sched_idle(true).map_err(|e| format!("--housekeeping-sched idle: {e}"))?;
         log::info!("audit writer, auth worker and control under SCHED_IDLE");
     }
@@ -225,7 +235,7 @@ fn start(args: &RunArgs) -> Result<(), String> {
                 }
                 if idle_housekeeping {
                     if let Err(e) = io::set_thread_sched_idle(false) {
-                        log::warn!("core {k}: could not leave SCHED_IDLE: {e}");
+                        log::error!("core {k}: could not leave SCHED_IDLE (it runs only when its CPU is idle): {e}");
                     }
                 }
                 core.run(&stop);

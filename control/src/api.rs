@@ -23,18 +23,32 @@ pub struct Api {
 impl Api {
     /// Binds `path` (a stale socket file is replaced). The socket is 0600
     /// and a directory made for it 0700, whatever the umask: its commands
-    /// (revoke, reload) are the operator's.
+    /// (revoke, reload) are the operator's. It is bound in a private
+    /// directory beside `path`, made 0600 there and renamed into place, so
+    /// it is never reachable with the umask's mode.
     ///
     /// # Errors
     /// The directory is missing or not writable.
     pub fn bind(path: &Path) -> std::io::Result<Self> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.exists() {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         }
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let name = path.file_name().map_or_else(|| "ctl.sock".into(), |n| n.to_string_lossy().into_owned());
+        let private = dir.join(format!(".{name}.{}.d", std::process::id()));
+        let _ = std::fs::remove_dir_all(&private);
+        std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+        let bound = (|| {
+            let staged = private.join("s");
+            let listener = UnixListener::bind(&staged)?;
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+            let _ = std::fs::remove_file(path);
+            std::fs::rename(&staged, path)?;
+            Ok::<_, std::io::Error>(listener)
+        })();
+        let _ = std::fs::remove_dir_all(&private);
+        let listener = bound?;
         listener.set_nonblocking(true)?;
         Ok(Self { listener, path: path.to_path_buf() })
     }
@@ -167,6 +181,8 @@ mod tests {
         let _api = Api::bind(&sock).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode(&sock), mode(&dir.join("run"))), (0o600, 0o700));
+        let left: Vec<_> = std::fs::read_dir(dir.join("run")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["ctl.sock"], "the private directory it was bound in is gone");
     }
 
     #[test]

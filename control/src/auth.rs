@@ -164,6 +164,9 @@ impl AuthWorker {
                 None => refuse(Reason::UnknownAsset, None),
                 Some(e) => {
                     match permitted(&snap, e, &identity, now, Some(Since { granted: now, ticket_issued: issued })) {
+                        // As at connect: the rules want a younger ticket,
+                        // and logging in again is the answer.
+                        Err(Denial::LimitReached(_)) => refuse(Reason::TicketExpired, None),
                         Err(_) => refuse(Reason::NotAuthorized, None),
                         Ok(_) => accept(
                             session,
@@ -374,6 +377,24 @@ mod tests {
         clock.store(t, Ordering::Relaxed);
         let AuthVerdict::Accept { grant, .. } = w.decide(connect(password_at(t))) else { panic!("password refused") };
         assert_eq!(grant.expires_unix, t + 60);
+    }
+
+    /// Resolving an asset with a ticket too old for every rule that would
+    /// let the user in says the ticket expired, as connecting does, not
+    /// "not authorized" (found by a review of this change).
+    #[test]
+    fn resolve_with_a_ticket_too_old_for_the_rules_says_expired() {
+        let clock = Arc::new(AtomicU64::new(T0));
+        let mut w = worker(clock.clone());
+        let login = SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 1), 443);
+        let AuthVerdict::Accept { grant, .. } = w.decide(request(password_at(T0), Purpose::Login, login)) else {
+            panic!("login refused")
+        };
+        let ticket = grant.ticket.expect("a ticket");
+        clock.store(T0 + 120, Ordering::Relaxed);
+        let purpose = Purpose::Resolve { asset: "plc-7".into(), service: "modbus".into() };
+        let v = w.decide(request(Credentials::Ticket(ticket), purpose, login));
+        assert!(matches!(v, AuthVerdict::Refuse { reason: Reason::TicketExpired, .. }), "{v:?}");
     }
 
     /// A reload that lowers the gate's `ticket_lifetime_secs` bounds the

@@ -5,14 +5,16 @@
 //! Only a finished file counts: a write closed (`CLOSE_WRITE`) or a file
 //! renamed into place (`MOVED_TO`), never a file created and still being
 //! written. A config reached through a symlink is watched at both ends:
-//! the link (swapped by `ln -sfn` or a ConfigMap update) and the file it
-//! resolves to (edited in place or renamed over), which is resolved again
-//! after every event.
+//! the link (swapped by `ln -sfn`, recreated by `rm` and `ln -s`, or a
+//! ConfigMap update) and the file it resolves to (edited in place or
+//! renamed over), which is resolved again after every event: a path that
+//! now resolves to another file is a change (`CREATE` is watched for that
+//! alone; a symlink is never half written).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use inotify::{Inotify, WatchDescriptor, WatchMask};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 /// A watch on one file.
 pub struct FileWatch {
@@ -42,7 +44,7 @@ impl FileWatch {
     fn watch(&mut self, path: &Path) -> std::io::Result<()> {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let name = path.file_name().map(OsString::from).unwrap_or_default();
-        let wd = self.inotify.watches().add(dir, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO)?;
+        let wd = self.inotify.watches().add(dir, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::CREATE)?;
         if !self.names.iter().any(|(w, n)| *w == wd && *n == name) {
             self.names.push((wd, name));
         }
@@ -50,7 +52,8 @@ impl FileWatch {
     }
 
     /// Resolves the path again; a new target is watched too. Returns
-    /// whether it resolves elsewhere than before.
+    /// whether it now resolves to a file, another than before (not when
+    /// it resolves to nothing: a link removed to be made again).
     fn follow(&mut self) -> bool {
         let target = std::fs::canonicalize(&self.path).ok();
         if target == self.target {
@@ -63,9 +66,8 @@ impl FileWatch {
                 log::warn!("config {}: cannot watch {}: {e} (reload with SIGHUP)", self.path.display(), t.display());
             }
         }
-        let moved = self.target.is_some();
         self.target = target;
-        moved
+        self.target.is_some()
     }
 
     /// Whether the file changed since the last call (never blocks).
@@ -76,6 +78,11 @@ impl FileWatch {
             let mut any = false;
             for e in events {
                 any = true;
+                // A created file is still being written: only `follow`
+                // judges a CREATE (a new link target).
+                if e.mask.contains(EventMask::CREATE) {
+                    continue;
+                }
                 changed |= e.name.is_some_and(|n| self.names.iter().any(|(wd, name)| *wd == e.wd && name == n));
             }
             seen |= any;
@@ -130,6 +137,27 @@ mod tests {
         f.write_all(b"rest = 1\n").unwrap();
         drop(f);
         assert!(w.changed(), "the close is seen");
+    }
+
+    /// A link removed and made again to another file (`rm` and `ln -s`,
+    /// busybox's `ln -sf`) is a change, seen by its CREATE alone (found by a
+    /// review: without CREATE in the mask it went unseen).
+    #[test]
+    fn a_link_made_again_in_place_is_seen() {
+        let dir = crate::audit::testdir("watch-relink");
+        let (a, b, link) = (dir.join("a.toml"), dir.join("b.toml"), dir.join("gate.toml"));
+        std::fs::write(&a, "a").unwrap();
+        std::fs::write(&b, "b").unwrap();
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        let mut w = FileWatch::new(&link).unwrap();
+        assert!(!w.changed());
+        std::fs::remove_file(&link).unwrap();
+        assert!(!w.changed(), "gone: nothing to reload yet");
+        std::os::unix::fs::symlink(&b, &link).unwrap();
+        assert!(w.changed(), "the config now resolves to b.toml");
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        assert!(w.changed(), "made again with no look in between");
     }
 
     /// A config reached through a symlink is re-read when the file it

@@ -296,6 +296,31 @@ pub fn wait_readable_mask(fds: &[RawFd], timeout_ms: i32) -> u16 {
 mod tests {
     use super::*;
 
+    /// A thread spawned under SCHED_IDLE inherits it, and (with the
+    /// privilege a gate has) goes back to the normal policy: what a dp core
+    /// does under `--housekeeping-sched idle`.
+    #[test]
+    fn a_thread_spawned_under_sched_idle_inherits_it_and_can_leave_it() {
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let (inherited, back, after) = std::thread::spawn(move || {
+            set_thread_sched_idle(true).unwrap();
+            std::thread::spawn(move || {
+                let inherited = policy();
+                (inherited, set_thread_sched_idle(false), policy())
+            })
+            .join()
+            .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inherited, libc::SCHED_IDLE);
+        match back {
+            Ok(()) => assert_eq!(after, libc::SCHED_OTHER),
+            // Without CAP_SYS_NICE: what `run` refuses at start.
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM)),
+        }
+    }
+
     #[test]
     fn the_wait_says_which_fds_are_readable() {
         let (a, b) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());

@@ -2001,7 +2001,7 @@ fn write_rate_targets(md: &mut String, groups: &[Group]) -> Value {
     // A round with no step sustained held less than the sweep's first rate:
     // 0 here (a lower bound), not left out of the median.
     let round_rate = |r: &Run| r.doc["max_sustainable_rate"].as_f64().unwrap_or(0.0);
-    let rate = |g: &Group| median_of(g.runs.iter().map(|r| round_rate(r)));
+    let rate = |g: &Group| g.max_rate_median();
     let at_top = |g: &Group, r: f64| {
         let top = g.runs.iter().filter_map(|run| run.doc["params"]["rates_total"].as_array()).flatten();
         top.filter_map(Value::as_f64).fold(f64::NAN, f64::max) <= r
@@ -2449,8 +2449,14 @@ impl Group<'_> {
         median_of(self.steps().iter().filter_map(|st| key.iter().fold(*st, |v, k| &v[*k]).as_f64()))
     }
 
-    fn median_doc(&self, key: &[&str]) -> Option<f64> {
-        median_of(self.runs.iter().filter_map(|r| key.iter().fold(&r.doc, |v, k| &v[*k]).as_f64()))
+    /// The median of the rounds' max sustainable rates (sweeps only); a
+    /// round with no step held counts as 0 (below the sweep's first rate),
+    /// not left out, everywhere the report shows or judges it.
+    fn max_rate_median(&self) -> Option<f64> {
+        if !self.runs.iter().any(|r| r.is_sweep()) {
+            return None;
+        }
+        median_of(self.runs.iter().map(|r| r.doc["max_sustainable_rate"].as_f64().unwrap_or(0.0)))
     }
 
     fn errors(&self) -> u64 {
@@ -2631,7 +2637,7 @@ fn report(args: &ReportArgs) -> Result<(), String> {
                 "rss_kb_per_session": rss,
                 "max_sustainable_rate_per_round":
                     g.runs.iter().map(|r| r.doc["max_sustainable_rate"].clone()).collect::<Vec<_>>(),
-                "max_sustainable_rate_median": g.median_doc(&["max_sustainable_rate"]),
+                "max_sustainable_rate_median": g.max_rate_median(),
                 "files_unix_time": g.runs.iter().map(|r| r.doc["unix_time"].clone()).collect::<Vec<_>>(),
             }));
         }
@@ -2675,7 +2681,7 @@ fn report(args: &ReportArgs) -> Result<(), String> {
                     md,
                     "- **{}**: {} req/s (rounds: {})",
                     g.label,
-                    g.median_doc(&["max_sustainable_rate"]).map_or("none".into(), si),
+                    g.max_rate_median().map_or("none".into(), si),
                     maxes.join(", ")
                 );
                 for (n, r) in g.runs.iter().enumerate() {
