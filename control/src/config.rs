@@ -75,7 +75,7 @@ struct RawGate {
     north_interface: Spanned<String>,
     north_address: Spanned<String>,
     north_gateway: Option<Spanned<String>>,
-    north_vlan: Option<Spanned<u16>>,
+    north_vlan: Option<Spanned<i64>>,
     /// The gate's own login endpoint, `ip:port` (default: overlay .1, port 443).
     login: Option<Spanned<String>>,
     /// Lifetime of tickets minted at login (default 8 h, at most 7 days).
@@ -90,7 +90,7 @@ struct RawSegment {
     south_interface: Spanned<String>,
     south_address: Spanned<String>,
     south_gateway: Option<Spanned<String>>,
-    vlan: Option<Spanned<u16>>,
+    vlan: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -111,8 +111,8 @@ struct RawService {
     protocol: Spanned<String>,
     /// Port on the endpoint; defaults to the protocol's IANA secure port
     /// (Modbus/TCP Security 802, DNP3-TLS 19999, EtherNet/IP-TLS 2221).
-    port: Option<Spanned<u16>>,
-    asset_port: Option<Spanned<u16>>,
+    port: Option<Spanned<i64>>,
+    asset_port: Option<Spanned<i64>>,
     /// Obsolete: who may connect is a `[[rule]]` now. Accepted only to
     /// say so.
     roles: Option<Spanned<toml::Value>>,
@@ -196,7 +196,7 @@ impl Errors<'_> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before[before.rfind('\n').map_or(0, |nl| nl + 1)..].chars().count() + 1;
     (line, column)
 }
 
@@ -247,6 +247,16 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
         }
     }
     let north_gateway = gate.north_gateway.as_ref().and_then(|g| address(&mut err, g, "north gateway"));
+    if let Some(n) = north_address {
+        if let Some(why) = not_a_host(n, n.addr) {
+            err.at(gate.north_address.span(), format!("north address: {why}"));
+        }
+        if let (Some(g), Some(span)) = (north_gateway, gate.north_gateway.as_ref().map(Spanned::span)) {
+            if let Some(why) = gateway_problem(n, g) {
+                err.at(span, format!("north gateway: {why}"));
+            }
+        }
+    }
     let north_vlan = gate.north_vlan.as_ref().and_then(|v| vlan(&mut err, v));
     let north_if = gate.north_interface.get_ref().clone();
     if north_if.is_empty() {
@@ -285,6 +295,16 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
             }
         }
         let south_gateway = s.south_gateway.as_ref().and_then(|g| address(&mut err, g, "south gateway"));
+        if let Some(sa) = south_address {
+            if let Some(why) = not_a_host(sa, sa.addr) {
+                err.at(s.south_address.span(), format!("segment {name:?}: south address {why}"));
+            }
+            if let (Some(g), Some(span)) = (south_gateway, s.south_gateway.as_ref().map(Spanned::span)) {
+                if let Some(why) = gateway_problem(sa, g) {
+                    err.at(span, format!("segment {name:?}: south gateway {why}"));
+                }
+            }
+        }
         let seg_vlan = s.vlan.as_ref().and_then(|v| vlan(&mut err, v));
         let ifname = s.south_interface.get_ref().clone();
         if ifname == north_if && north_vlan == seg_vlan {
@@ -303,6 +323,24 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
                 interfaces.len() - 1
             }
         };
+        if let Some(sa) = south_address {
+            // The dataplane tells segments on one link apart by their south
+            // address: an asset's reply would go to the first one.
+            let same_link = segments.iter().find(|x: &&SegmentSpec| {
+                x.south_link == link
+                    && x.south_vlan == seg_vlan
+                    && (x.south_address.contains(sa.addr) || sa.contains(x.south_address.addr))
+            });
+            if let Some(other) = same_link {
+                err.at(
+                    s.south_address.span(),
+                    format!(
+                        "segment {name:?}: south subnet {sa} overlaps segment {:?} ({}) on the same link; give each segment its own subnet or VLAN",
+                        other.name, other.south_address
+                    ),
+                );
+            }
+        }
         if let (Some(o), Some(sa)) = (seg_overlay, south_address) {
             seg_index.insert(name.clone(), segments.len());
             segments.push(SegmentSpec {
@@ -333,9 +371,13 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
         }
     }
     let mut endpoint_spans: HashMap<(Ipv4Addr, u16), String> = HashMap::new();
+    let mut underlay_users: HashMap<(usize, Ipv4Addr, u16), (String, String)> = HashMap::new();
     for a in &raw.asset {
         let a = a.get_ref();
         let name = a.name.get_ref().clone();
+        if !valid_name(&name) {
+            err.at(a.name.span(), format!("asset name {name:?}: use 1..=32 letters, digits, '-' or '_'"));
+        }
         let first_definition = asset_names.insert(name.clone());
         if !first_definition {
             err.at(a.name.span(), format!("asset {name:?} is defined twice"));
@@ -352,6 +394,24 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
         };
         let ov = address(&mut err, &a.overlay, "asset overlay address");
         let un = address(&mut err, &a.underlay, "asset underlay address");
+        if let (Some(spec), Some(un)) = (seg.and_then(|i| segments.get(i)), un) {
+            let south = spec.south_address;
+            let why = if un == south.addr {
+                Some(format!("{un} is the gate's own south address"))
+            } else if south.contains(un) {
+                not_a_host(south, un)
+            } else if spec.south_gateway.is_none() {
+                Some(format!(
+                    "{un} is outside segment {:?}'s south subnet {south} and the segment has no south_gateway: the gate could not reach it",
+                    spec.name
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                err.at(a.underlay.span(), format!("asset {name:?}: underlay address {why}"));
+            }
+        }
         if let (Some(i), Some(ov)) = (seg, ov) {
             if let Some(spec) = segments.get(i) {
                 if !spec.overlay.contains(ov) {
@@ -379,6 +439,15 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
         let mut protocols = 0u8;
         for svc in &a.service {
             let svc = svc.get_ref();
+            if !valid_name(svc.name.get_ref()) {
+                err.at(
+                    svc.name.span(),
+                    format!(
+                        "asset {name:?}: service name {:?}: use 1..=32 letters, digits, '-' or '_'",
+                        svc.name.get_ref()
+                    ),
+                );
+            }
             if !service_names.insert(svc.name.get_ref().clone()) {
                 err.at(svc.name.span(), format!("asset {name:?}: service {:?} is defined twice", svc.name.get_ref()));
             }
@@ -399,7 +468,7 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
                 }
             };
             let port = match (&svc.port, protocol) {
-                (Some(p), _) => *p.get_ref(),
+                (Some(p), _) => tcp_port(&mut err, p, "port").unwrap_or(0),
                 (None, Some(p)) => match secure_port(p) {
                     Some(port) => port,
                     None => {
@@ -417,23 +486,17 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
                 (None, None) => 0,
             };
             let port_span = svc.port.as_ref().map_or(svc.name.span(), Spanned::span);
-            if port == 0 && svc.port.is_some() {
-                err.at(port_span.clone(), "port 0 is not a TCP port");
-            }
-            let Some(asset_port) = svc.asset_port.as_ref().map(|p| *p.get_ref()).or(protocol.and_then(plain_port))
-            else {
+            let asset_port = match &svc.asset_port {
+                Some(p) => Some(tcp_port(&mut err, p, "asset_port").unwrap_or(0)),
+                None => protocol.and_then(plain_port),
+            };
+            let Some(asset_port) = asset_port else {
                 err.at(
                     svc.name.span(),
                     format!("service {:?}: set `asset_port` (the port the asset listens on)", svc.name.get_ref()),
                 );
                 continue;
             };
-            if asset_port == 0 {
-                err.at(
-                    svc.asset_port.as_ref().map_or(port_span.clone(), Spanned::span),
-                    "asset_port 0 is not a TCP port",
-                );
-            }
             if let Some(r) = &svc.roles {
                 err.at(
                     r.span(),
@@ -447,6 +510,21 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
             if let Some(ov) = ov {
                 if let Some(prev) = endpoint_spans.insert((ov, port), name.clone()) {
                     err.at(port_span.clone(), format!("endpoint {ov}:{port} is already used by asset {prev:?}"));
+                }
+            }
+            // Two endpoints to one asset service would be two names for it,
+            // and a rule written for one would not cover the other.
+            if let (Some(segment), Some(un)) = (seg, un) {
+                let svc_name = svc.name.get_ref();
+                if let Some((prev, prev_svc)) =
+                    underlay_users.insert((segment, un, asset_port), (name.clone(), svc_name.clone()))
+                {
+                    err.at(
+                        svc.asset_port.as_ref().map_or(svc.name.span(), Spanned::span),
+                        format!(
+                            "asset {name:?} service {svc_name:?}: {un}:{asset_port} is already asset {prev:?} service {prev_svc:?}; one asset service has one endpoint"
+                        ),
+                    );
                 }
             }
             if let (Some(segment), Some(ov), Some(un), Some(protocol)) = (seg, ov, un, protocol) {
@@ -471,6 +549,10 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
 
     let login = match (&gate.login, overlay) {
         (Some(l), _) => match l.get_ref().parse::<SocketAddrV4>() {
+            Ok(a) if a.port() == 0 => {
+                err.at(l.span(), "login: port 0 is not a TCP port; use 443");
+                None
+            }
             Ok(a) => Some((a, l.span())),
             Err(_) => {
                 err.at(l.span(), format!("login: {:?} is not an ip:port", l.get_ref()));
@@ -596,14 +678,47 @@ fn address(err: &mut Errors<'_>, s: &Spanned<String>, what: &str) -> Option<Ipv4
     }
 }
 
-fn vlan(err: &mut Errors<'_>, v: &Spanned<u16>) -> Option<u16> {
+fn vlan(err: &mut Errors<'_>, v: &Spanned<i64>) -> Option<u16> {
     let id = *v.get_ref();
-    if (1..=4094).contains(&id) {
-        Some(id)
-    } else {
-        err.at(v.span(), format!("VLAN id {id} is out of range 1..=4094"));
-        None
+    match u16::try_from(id) {
+        Ok(id) if (1..=4094).contains(&id) => Some(id),
+        _ => {
+            err.at(v.span(), format!("VLAN id {id} is out of range 1..=4094"));
+            None
+        }
     }
+}
+
+/// A TCP port (1..=65535); `what` names it in the error.
+fn tcp_port(err: &mut Errors<'_>, v: &Spanned<i64>, what: &str) -> Option<u16> {
+    match u16::try_from(*v.get_ref()) {
+        Ok(0) => {
+            err.at(v.span(), format!("{what} 0 is not a TCP port (1..=65535)"));
+            None
+        }
+        Ok(p) => Some(p),
+        Err(_) => {
+            err.at(v.span(), format!("{what} {} is out of range 1..=65535", v.get_ref()));
+            None
+        }
+    }
+}
+
+/// Why `g` cannot be the gateway of the gate's interface `net`, if it
+/// cannot: outside the subnet, an edge address, or the gate itself.
+fn gateway_problem(net: Ipv4Net, g: Ipv4Addr) -> Option<String> {
+    if !net.contains(g) {
+        Some(format!("{g} is outside the interface's subnet {net}: the gate could not reach it"))
+    } else if g == net.addr {
+        Some(format!("{g} is the gate's own address"))
+    } else {
+        not_a_host(net, g)
+    }
+}
+
+/// Why `ip` cannot be a host's address in `net`, if it cannot.
+fn not_a_host(net: Ipv4Net, ip: Ipv4Addr) -> Option<String> {
+    net.is_edge(ip).then(|| format!("{ip} is the network or broadcast address of {net}"))
 }
 
 /// The closest name within edit distance 2, for "did you mean" hints.
@@ -744,5 +859,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each of these configs loaded, and each would have made a gate that
+    /// cannot work or a policy that says less than it reads (found by a
+    /// review of config validation); each is refused with its line and the
+    /// fix.
+    #[test]
+    fn configs_the_dataplane_could_not_serve_are_refused() {
+        let line3 = "[[segment]]\nname = \"line4\"\noverlay = \"100.64.4.0/24\"\nsouth_interface = \"south0\"\n";
+        let plc8 = "[[asset]]\nname = \"plc-8\"\nsegment = \"line4\"\noverlay = \"100.64.4.8\"\nunderlay = \"198.19.3.8\"\n[[asset.service]]\nname = \"modbus\"\nprotocol = \"modbus\"\n\n[[asset]]";
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "two segments on one link with one south subnet (the second's replies went to the first)",
+                LAB.replacen("[[asset]]", &format!("{line3}south_address = \"198.19.3.1/24\"\n\n{plc8}"), 1),
+                "overlaps segment \"line3\"",
+            ),
+            ("the gate's own south address as an asset", LAB.replace("underlay = \"198.19.3.7\"", "underlay = \"198.19.3.1\""), "the gate's own south address"),
+            ("a broadcast underlay", LAB.replace("underlay = \"198.19.3.7\"", "underlay = \"198.19.3.255\""), "network or broadcast"),
+            ("an underlay with no route", LAB.replace("underlay = \"198.19.3.7\"", "underlay = \"10.9.9.9\""), "no south_gateway"),
+            (
+                "a second endpoint for one asset service (a rule for one would not cover the other)",
+                format!("{LAB}\n[[asset]]\nname = \"plc-7b\"\nsegment = \"line3\"\noverlay = \"100.64.3.17\"\nunderlay = \"198.19.3.7\"\n[[asset.service]]\nname = \"modbus\"\nprotocol = \"modbus\"\n"),
+                "is already asset \"plc-7\" service \"modbus\"",
+            ),
+            ("a south gateway off the subnet", LAB.replace("south_address = \"198.19.3.1/24\"", "south_address = \"198.19.3.1/24\"\nsouth_gateway = \"10.0.0.1\""), "outside the interface's subnet"),
+            ("a north gateway off the subnet", LAB.replace("north_address = \"198.18.0.1/24\"", "north_address = \"198.18.0.1/24\"\nnorth_gateway = \"10.0.0.1\""), "outside the interface's subnet"),
+            ("a south address that is the network", LAB.replace("south_address = \"198.19.3.1/24\"", "south_address = \"198.19.3.0/24\""), "network or broadcast"),
+            ("login on port 0", LAB.replace("login = \"100.64.0.1:443\"", "login = \"100.64.0.1:0\""), "port 0 is not a TCP port"),
+            ("an asset named like a glob (a rule for it matched every plc-)", LAB.replace("name = \"plc-7\"", "name = \"plc-*\"").replace("assets = [\"plc-7\"]", "assets = [\"plc-*\"]"), "asset name \"plc-*\""),
+            ("a newline in an asset name (forged log lines)", LAB.replace("name = \"plc-7\"", "name = \"plc 7\\nforged\""), "use 1..=32 letters"),
+            ("an empty service name", LAB.replace("name = \"s7\"", "name = \"\""), "service name \"\""),
+            ("a port out of range, with the range", LAB.replace("port = 802 ", "port = 70000 "), "port 70000 is out of range 1..=65535"),
+            ("a VLAN out of u16, with the range", LAB.replace("south_address = \"198.19.3.1/24\"", "south_address = \"198.19.3.1/24\"\nvlan = 70000"), "VLAN id 70000 is out of range 1..=4094"),
+        ];
+        for (what, text, says) in cases {
+            let e = parse("lab.toml", &text).err().unwrap_or_else(|| panic!("{what}: accepted"));
+            assert!(e.to_string().contains(says), "{what}: {e}");
+            assert!(e.0.iter().all(|x| x.line > 0), "{what}: {e}");
+        }
+    }
+
+    /// A syntax error's column counts characters, as every other error's
+    /// does (found by a review: it counted bytes).
+    #[test]
+    fn a_syntax_error_column_counts_characters() {
+        let text = LAB.replace("name = \"line3\"\n", "name = \"L\u{e4}ne3\" x\n");
+        let e = parse("lab.toml", &text).unwrap_err();
+        assert_eq!(e.0[0].column, 16, "{e}");
     }
 }

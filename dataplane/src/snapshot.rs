@@ -46,6 +46,12 @@ impl Ipv4Net {
         (u32::from(ip) ^ u32::from(self.addr)) & self.mask() == 0
     }
 
+    /// Whether `ip` is this prefix's network or broadcast address (no host
+    /// may have them; a /31 or /32 has neither).
+    pub fn is_edge(self, ip: Ipv4Addr) -> bool {
+        self.len < 31 && self.contains(ip) && (ip == self.network() || u32::from(ip) | self.mask() == u32::MAX)
+    }
+
     /// Whether `other` lies entirely inside this prefix.
     pub fn covers(self, other: Ipv4Net) -> bool {
         other.len >= self.len && self.contains(other.addr)
