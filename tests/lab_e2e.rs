@@ -20,6 +20,19 @@ const GATE: &str = env!("CARGO_BIN_EXE_accessgate");
 const PASSWORD: &str = "lab password for alice";
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// `n` in base 36 (lowercase).
+fn base36(mut n: u32) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit(n % 36, 36).unwrap_or('0'));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -73,7 +86,9 @@ impl Lab {
                 .is_ok_and(|o| o.status.success());
             assert!(found, "{tool} missing: run scripts/bootstrap first");
         }
-        let prefix = format!("agt{}{}-", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::SeqCst));
+        // Unique per process and lab: the full pid in base 36 and a
+        // separator (12 characters at most, as `scripts/lab` wants).
+        let prefix = format!("agt{}.{}-", base36(std::process::id()), NEXT.fetch_add(1, Ordering::SeqCst));
         let run = PathBuf::from(format!("/run/accessgate-lab/{prefix}"));
         let mut lab = Self {
             ctl: run.join("ctl.sock"),
@@ -85,7 +100,13 @@ impl Lab {
             secrets: Vec::new(),
             tmpfs: None,
         };
-        let out = Command::new(repo().join("scripts/lab")).args(["up", "--prefix", &lab.prefix]).output().unwrap();
+        // The watchdog takes the lab down if this process dies without
+        // running `Drop` (a signal, nextest's timeout).
+        let owner = std::process::id().to_string();
+        let out = Command::new(repo().join("scripts/lab"))
+            .args(["up", "--prefix", &lab.prefix, "--owner-pid", &owner])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "lab up failed:\n{}", text(&out));
         let out = Command::new(GATE).args(["cert", "init", "--dir"]).arg(lab.run.join("tls")).output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
@@ -161,7 +182,18 @@ impl Lab {
     fn restart_gate(&mut self) {
         if let Some(mut g) = self.gate.take() {
             let _ = Command::new("kill").args(["-INT", &g.id().to_string()]).status();
-            let status = g.wait().unwrap();
+            let t0 = Instant::now();
+            let status = loop {
+                if let Some(status) = g.try_wait().unwrap() {
+                    break status;
+                }
+                if t0.elapsed() > Duration::from_secs(10) {
+                    let _ = g.kill();
+                    let _ = g.wait();
+                    panic!("gate did not stop within 10 s of SIGINT:\n{}", self.gate_log());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
             assert!(status.success(), "gate stopped with {status}:\n{}", self.gate_log());
         }
         self.start_gate();
@@ -1195,4 +1227,16 @@ fn xsk_enip_inspection_with_real_cpppo_and_pycomm3_peers() {
     let on = refusal[0].split(',').next().unwrap();
     assert!(t_to_o.contains(&on), "the refusal went on {on}, not a T->O id of {t_to_o:?}: {resets}");
     assert!(!request[0].starts_with(on), "the request and its refusal share a connection id: {resets}");
+}
+
+/// A lab's prefix is unique per process and lab, and fits `scripts/lab`'s
+/// 12 characters with the largest pid Linux hands out (found by a review:
+/// without a separator, pid 1234's lab 10 and pid 12341's lab 0 were one
+/// name, and `lab up` tears an existing lab down).
+#[test]
+fn lab_prefixes_are_unique_and_short() {
+    let prefix = |pid, n| format!("agt{}.{n}-", base36(pid));
+    assert_ne!(prefix(1234, 10), prefix(12341, 0));
+    assert!(prefix(4_194_304, 99).len() <= 12, "{}", prefix(4_194_304, 99));
+    assert_eq!(base36(36 * 36 + 35), "10z");
 }
