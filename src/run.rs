@@ -127,6 +127,16 @@ pub fn run(args: &RunArgs) -> ExitCode {
 }
 
 fn start(args: &RunArgs) -> Result<(), String> {
+    // First: a SIGHUP or SIGTERM while the gate starts (loading the audit
+    // trail can take a while) is a reload or a stop in its turn, not the
+    // default action that kills the process mid-start (found by a review).
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .map_err(|e| format!("signal handler: {e}"))?;
     let config =
         control::config::load(&args.config).map_err(|e| format!("{} has errors:\n{e}", args.config.display()))?;
     check_backend(args.backend, &args.cores)?;
@@ -196,14 +206,6 @@ fn start(args: &RunArgs) -> Result<(), String> {
         ack_delay: (args.tcp_ack_delay_ms > 0).then(|| smoltcp::time::Duration::from_millis(args.tcp_ack_delay_ms)),
         ..CoreOptions::default()
     };
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let reload = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
-        .map_err(|e| format!("signal handler: {e}"))?;
 
     let mut threads = Vec::new();
     for (k, &cpu) in args.cores.iter().enumerate() {
@@ -290,23 +292,13 @@ fn start(args: &RunArgs) -> Result<(), String> {
         }
         control.drain_events(|ev| log::info!("{}", control::describe(ev)));
         control.refresh_policy(control::identity::unix_now());
-        for q in &drop_logs {
-            while let Some((src, dst, port, reason)) = q.pop() {
-                denied.add(src.into(), dst.into(), port, reason.as_str(), 1);
-            }
-        }
+        drain_denied(&drop_logs, &mut denied);
         denied.flush(&sink, Instant::now(), false);
         if watch.as_mut().is_some_and(|w| w.changed()) {
-            match control.reload() {
-                Ok(g) => log::info!("{} changed: config generation {g} in force", args.config.display()),
-                Err(e) => log::error!("{} changed but was refused, running config kept:\n{e}", args.config.display()),
-            }
+            log_reload(&format!("{} changed", args.config.display()), control.reload());
         }
         if reload.swap(false, Ordering::Relaxed) {
-            match control.reload() {
-                Ok(g) => log::info!("SIGHUP: config generation {g} in force"),
-                Err(e) => log::error!("SIGHUP: reload refused, running config kept:\n{e}"),
-            }
+            log_reload("SIGHUP", control.reload());
         }
         api.serve_pending(&mut control);
         if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
@@ -324,7 +316,9 @@ fn start(args: &RunArgs) -> Result<(), String> {
         p.close();
     }
     // The cores and the auth worker are done: everything they queued is
-    // written before the audit writer stops.
+    // written before the audit writer stops, the flows they denied since
+    // the loop's last pass too (found by a review: those were lost).
+    drain_denied(&drop_logs, &mut denied);
     denied.flush(&sink, Instant::now(), true);
     audit.shutdown();
     control.drain_events(|ev| log::info!("{}", control::describe(ev)));
@@ -394,6 +388,24 @@ fn place_housekeeping(available: &[usize], cores: &[usize], idle: IdleMode) -> b
 /// With several dp CPUs the writer takes turns with the first one's core.
 fn paced_cpu(shares_dp_cpu: bool, idle: IdleMode, pacing: &str, cores: &[usize]) -> Option<usize> {
     (shares_dp_cpu && idle == IdleMode::Busy && pacing == "auto").then(|| cores.first().copied()).flatten()
+}
+
+/// Takes the flows the cores denied into `denied`'s counts.
+fn drain_denied(drop_logs: &[Arc<ArrayQueue<dataplane::core::DroppedFlow>>], denied: &mut DeniedFlows) {
+    for q in drop_logs {
+        while let Some((src, dst, port, reason)) = q.pop() {
+            denied.add(src.into(), dst.into(), port, reason.as_str(), 1);
+        }
+    }
+}
+
+/// Logs what a reload did, `why` naming its cause.
+fn log_reload(why: &str, result: Result<u64, control::ReloadError>) {
+    match result {
+        Ok(g) => log::info!("{why}: config generation {g} in force"),
+        Err(e @ control::ReloadError::Partial { .. }) => log::error!("{why}: {e}"),
+        Err(e) => log::error!("{why}: reload refused, running config kept:\n{e}"),
+    }
 }
 
 /// Whether the housekeeping threads run SCHED_IDLE (`--housekeeping-sched`).

@@ -86,6 +86,9 @@ pub enum ReloadError {
     NeedsRestart(String),
     /// The gate was started without a config file.
     NoFile,
+    /// The config was published as `generation`, but the secrets file or
+    /// the TLS material named in `what` was refused: the running ones stay.
+    Partial { generation: u64, what: String },
 }
 
 impl std::fmt::Display for ReloadError {
@@ -94,6 +97,9 @@ impl std::fmt::Display for ReloadError {
             Self::Invalid(e) => write!(f, "{e}"),
             Self::NeedsRestart(what) => write!(f, "{what} changed: that needs a restart (the running config is kept)"),
             Self::NoFile => write!(f, "the gate runs on an embedded config; there is no file to reload"),
+            Self::Partial { generation, what } => {
+                write!(f, "the config is in force as generation {generation}, but {what}")
+            }
         }
     }
 }
@@ -280,6 +286,8 @@ impl Control {
             return Err(ReloadError::NoFile);
         };
         let standing = self.user_states();
+        // What was refused besides the config: the answer says so, not "ok".
+        let mut refused: Vec<String> = Vec::new();
         if let Some((auth, Some(secrets))) = &self.authenticator {
             match identity::UserDb::load(secrets) {
                 Ok(users) => {
@@ -295,22 +303,32 @@ impl Control {
                     let revoked = auth.set_users(users);
                     log::info!("reload: {n} user(s) from {}; {revoked} ticket(s) revoked", secrets.display());
                 }
-                Err(e) => log::error!("reload: users not reloaded, keeping the running ones: {e}"),
+                Err(e) => {
+                    log::error!("reload: users not reloaded, keeping the running ones: {e}");
+                    refused.push(format!("the users were not reloaded ({e}); the running ones stay"));
+                }
             }
         }
         if let Some(source) = &self.tls_source {
             match source.load() {
                 Ok(c) => self.tls = Some(c),
-                Err(e) => log::error!("reload: TLS material not reloaded, keeping the running certificate: {e}"),
+                Err(e) => {
+                    log::error!("reload: TLS material not reloaded, keeping the running certificate: {e}");
+                    refused.push(format!("the TLS material was not reloaded ({e}); the running certificate stays"));
+                }
             }
         }
         let result = config::load(&path).map_err(ReloadError::Invalid).and_then(|c| self.publish(c.snapshot));
+        let result = match result {
+            Ok(generation) if !refused.is_empty() => Err(ReloadError::Partial { generation, what: refused.join("; ") }),
+            other => other,
+        };
         if let Err(e) = &result {
             self.reload_failures += 1;
             log::error!("reload of {} refused: {e}", path.display());
             // The running config stays; a change of the users does not wait
             // (without one, nothing is published).
-            if self.user_states() != standing {
+            if !matches!(e, ReloadError::Partial { .. }) && self.user_states() != standing {
                 self.republish();
             }
         }
@@ -403,6 +421,40 @@ pub fn describe(ev: &SessionEvent) -> String {
 mod tests {
     use super::*;
     use identity::{password, User, UserDb};
+
+    /// A reload whose secrets file is refused does not answer "ok": the
+    /// operator who disabled bob learns the change did not take (found by a
+    /// review: the config was published and the answer was "ok generation
+    /// 2" while bob stayed enabled), and it counts as a reload failure.
+    #[test]
+    fn a_reload_whose_users_were_refused_is_not_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::audit::testdir("control-secrets-refused");
+        let (cfg_path, secrets) = (dir.join("lab.toml"), dir.join("users.secrets"));
+        std::fs::write(&cfg_path, include_str!("../../config/lab.toml")).unwrap();
+        let users = |bob_disabled: bool| {
+            let mut db = UserDb::new();
+            for (name, role) in [("alice", "operator"), ("bob", "viewer")] {
+                let mut u = User::new(name, &[role.to_string()]);
+                u.password = Some(password::tests::cheap(b"pw"));
+                u.disabled = name == "bob" && bob_disabled;
+                db.add(u).unwrap();
+            }
+            db.save(&secrets).unwrap();
+            db
+        };
+        let config = config::load(&cfg_path).unwrap();
+        let mut control = Control::new(Some(cfg_path.clone()), &config);
+        control.set_authenticator(Arc::new(identity::Authenticator::new(users(false))), Some(secrets.clone()));
+        users(true);
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let result = control.reload();
+        assert!(control.snapshot().users.as_ref().unwrap().get("bob").is_some(), "bob is still enabled");
+        let e = result.expect_err("not ok");
+        assert!(matches!(e, ReloadError::Partial { .. }), "{e}");
+        assert!(e.to_string().contains("the users were not reloaded"), "{e}");
+        assert_eq!(control.reload_failures(), 1);
+    }
 
     /// The users' standing a reload or a revocation publishes for the open
     /// sessions: removed or disabled users are gone, and come back marked

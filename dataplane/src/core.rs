@@ -972,7 +972,7 @@ impl Core {
         // The protocol the session was accepted for: a reload that changed
         // it (or the asset's address) has ended the session (`reconcile`).
         let protocol = sess.target().protocol;
-        sess.bind_policy(&snap.policy, snap.generation, protocol);
+        sess.bind_policy(&snap.policy, protocol);
         let asset = sess.flow.asset;
         let mut sock = new_socket(&opts);
         sock.set_timeout(Some(opts.connect_timeout));

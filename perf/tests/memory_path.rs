@@ -756,6 +756,33 @@ fn a_reload_that_moves_the_login_address_is_refused_and_logins_go_on() {
     lab.login("alice", WAIT).expect("login at the new port");
 }
 
+/// A revocation published after the auth worker accepted a session but
+/// before the core bound it still ends it: the user hears no "accept" and
+/// nothing reaches the PLC (found by a review: the session was bound at the
+/// new generation and never checked the user's standing).
+#[test]
+fn a_revoke_between_verdict_and_bind_still_ends_the_session() {
+    let mut lab = lab();
+    let ticket = lab.login("alice", WAIT).expect("login");
+    lab.auth_paused = true;
+    let ep = lab.endpoint;
+    let h = lab.open(ep, Auth::Ticket(&ticket), Some(("plc-7", "modbus"))).expect("open");
+    let mut decided = 0;
+    let start = std::time::Instant::now();
+    while decided == 0 && start.elapsed() < WAIT {
+        lab.step();
+        decided = lab.auth.serve_pending();
+    }
+    assert_eq!(decided, 1, "the auth worker decided the session");
+    assert!(lab.control.revoke_user("alice").is_some());
+    lab.auth_paused = false;
+    let answer = lab.answer(h, Duration::from_secs(2));
+    assert!(!matches!(answer, Some(Answer::Accept { .. })), "accepted after the revoke: {answer:?}");
+    let (resp, reached) = read_after_change(&mut lab, h);
+    assert!(resp.is_none() && !reached, "a revoked user's session is still served: {resp:?} reached PLC: {reached}");
+    wait_closed(&mut lab, CloseReason::UserRevoked, 1);
+}
+
 /// A write rule that wants a fresh login (`ticket_lifetime_secs = 60`)
 /// holds for a session that connected through another rule: with a
 /// two-minute-old ticket the write is answered exception 01 and never

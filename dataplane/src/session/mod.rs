@@ -369,6 +369,14 @@ impl Session {
                         // session may stay quiet for hours.
                         south.set_timeout(None);
                         self.phase = Phase::Open;
+                        // The verdict was decided on the snapshot the auth
+                        // worker saw; a revocation published since then is
+                        // checked before the user hears "accept" (and before
+                        // a byte it pipelined moves).
+                        if let Some(reason) = self.reauthorize(ctx) {
+                            south.abort();
+                            return self.finish_now(north, reason);
+                        }
                         self.reply_accept();
                         self.tls.push(north);
                         self.pump(ctx, north, south)
@@ -891,13 +899,17 @@ impl Session {
 
     /// Resolves the user's roles and the asset in the policy in force
     /// (once, when the session is authorised).
-    pub fn bind_policy(&mut self, policy: &Policy, generation: u64, protocol: Protocol) {
+    pub fn bind_policy(&mut self, policy: &Policy, protocol: Protocol) {
         if let Some(grant) = self.grant.as_deref() {
             self.role_ids = policy.role_ids(&grant.roles);
         }
         self.asset_id = policy.asset_id(&self.target.asset);
         self.protocol = protocol;
-        self.checked_generation = generation;
+        // Not checked yet (no generation is u64::MAX): the first step
+        // re-checks the user's standing and the policy in force, since a
+        // revocation may have come after the verdict was decided (found by a
+        // review).
+        self.checked_generation = u64::MAX;
         self.permit_until = 0;
         self.inspector = match protocol {
             Protocol::Modbus => Inspector::Modbus(Box::default()),
