@@ -54,9 +54,15 @@ pub struct ConnectArgs {
     /// The asset's service (default: its first one in the gate's config).
     #[arg(long, default_value = "*")]
     service: String,
-    /// Local address the engineering tool connects to.
+    /// Local address the engineering tool connects to. Whoever connects
+    /// there uses your session (and the trail names you): keep it on
+    /// loopback, on a machine only you use.
     #[arg(long, default_value = "127.0.0.1:5020")]
     listen: SocketAddr,
+    /// Allow --listen on an address other than loopback (the session is
+    /// then open to whoever reaches that address).
+    #[arg(long)]
+    allow_remote: bool,
     /// Serve one local connection, then exit (scripts, tests).
     #[arg(long)]
     once: bool,
@@ -113,6 +119,20 @@ impl TicketFile {
     }
 
     fn load(path: &Path) -> Result<Self, String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta =
+            std::fs::metadata(path).map_err(|_| format!("no ticket at {}: run accessgate login", path.display()))?;
+        // A ticket file names the gate, its CA and its name: one planted by
+        // someone else would send the tool's traffic to their endpoint.
+        let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+        if meta.mode() & 0o077 != 0 || me.is_some_and(|uid| uid != meta.uid()) {
+            return Err(format!(
+                "{} is not private to you (owner uid {}, mode {:o}): remove it and run accessgate login",
+                path.display(),
+                meta.uid(),
+                meta.mode() & 0o777
+            ));
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|_| format!("no ticket at {}: run accessgate login", path.display()))?;
         let get = |k: &str| {
@@ -181,6 +201,9 @@ fn advice(reason: Reason, retry_after: Option<u32>, asset: &str) -> String {
         Reason::OutsideWindow => format!("refused: {asset} is outside your access window now"),
         Reason::AuditUnavailable => "refused: the gate cannot record sessions right now (audit unavailable)".into(),
         Reason::UnknownAsset => format!("refused: no asset/service {asset} behind this endpoint"),
+        Reason::MalformedHello => "refused: the gate could not read the request: check the TOTP code (6 digits), \
+             the password (at most 256 bytes) and the asset and service names, or update accessgate"
+            .into(),
         other => format!("refused: {}", other.as_str()),
     }
 }
@@ -221,14 +244,21 @@ fn do_login(args: &LoginArgs) -> Result<String, String> {
     } else {
         rpassword::prompt_password(format!("password for {}: ", args.user)).map_err(|e| e.to_string())?
     };
-    let totp = match &args.totp {
+    // "123 456" as an authenticator app shows it is the code 123456.
+    let totp: String = match &args.totp {
         Some(t) => t.clone(),
         None => prompt("TOTP code: ")?,
-    };
+    }
+    .chars()
+    .filter(|c| !c.is_whitespace())
+    .collect();
     let cert = args.cert.as_deref().zip(args.key.as_deref());
     let mut stream = tls_to(gate, &args.server_name, &args.ca, cert)?;
-    let hello =
-        client::hello_frame(Auth::Credentials { user: &args.user, password: password.as_bytes(), totp: &totp }, None);
+    // What the gate would refuse as malformed is said here, with the fix.
+    let hello = client::checked_hello(
+        Auth::Credentials { user: &args.user, password: password.as_bytes(), totp: &totp },
+        None,
+    )?;
     match client::exchange(&mut stream, &hello)? {
         Answer::Accept { expires_unix, ticket: Some(ticket), .. } => {
             let file = TicketFile {
@@ -278,6 +308,12 @@ fn do_connect(args: &ConnectArgs) -> Result<(), String> {
         Answer::Refuse { reason, retry_after } => return Err(advice(reason, retry_after, &args.asset)),
     };
     drop(stream);
+    if !args.listen.ip().is_loopback() && !args.allow_remote {
+        return Err(format!(
+            "--listen {}: not a loopback address; whoever reaches it would use your session (add --allow-remote to mean it)",
+            args.listen
+        ));
+    }
     let listener = TcpListener::bind(args.listen).map_err(|e| format!("--listen {}: {e}", args.listen))?;
     eprintln!(
         "accessgate connect: {} ({}) via {endpoint} as {}; listening on {}",
@@ -300,6 +336,19 @@ fn do_connect(args: &ConnectArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Moves the plaintext rustls holds into `out`; whether the gate closed
+/// (close_notify: no more will come).
+fn take_plaintext(c: &mut rustls::ClientConnection, out: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match c.reader().read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(k) => out.extend_from_slice(&chunk[..k]),
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Carries one local connection over TLS to the asset's endpoint.
 fn carry(
     local: TcpStream,
@@ -315,48 +364,52 @@ fn carry(
         Answer::Accept { .. } => {}
         Answer::Refuse { reason, retry_after } => return Err(advice(reason, retry_after, asset)),
     }
-    let rustls::StreamOwned { conn, sock } = stream;
+    let rustls::StreamOwned { mut conn, sock } = stream;
     sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+    // What the asset sent with the accept (it may speak first) goes to the
+    // tool now, not when the next record comes.
+    let mut first = Vec::new();
+    let closed = take_plaintext(&mut conn, &mut first);
+    let mut local = local;
+    local.write_all(&first).map_err(|e| e.to_string())?;
+    if closed {
+        let _ = local.shutdown(std::net::Shutdown::Write);
+    }
     let conn = Arc::new(Mutex::new(conn));
     let (mut tls_rd, mut tls_wr) = (sock.try_clone().map_err(|e| e.to_string())?, sock);
     let (mut local_rd, mut local_wr) = (local.try_clone().map_err(|e| e.to_string())?, local);
 
-    // Gate -> tool: raw records read without the lock, fed to rustls under it.
+    // No socket is written while the TLS state is locked: a write that
+    // blocks (the gate or the tool not reading) would stop the other
+    // direction from draining, and both would wait for good (found by a
+    // review). Only this thread writes TLS records, so they leave in the
+    // order rustls sealed them; what the gate's records ask back (a key
+    // update) leaves with the next write, or at the close.
     let down_conn = conn.clone();
-    let mut ack_sock = tls_wr.try_clone().map_err(|e| e.to_string())?;
     let down = std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
-        let mut plain = [0u8; 16 * 1024];
+        let mut plain = Vec::with_capacity(32 * 1024);
         loop {
             let n = match tls_rd.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let Ok(mut c) = down_conn.lock() else { break };
-            let mut rd: &[u8] = &buf[..n];
-            while !rd.is_empty() {
-                if c.read_tls(&mut rd).is_err() || c.process_new_packets().is_err() {
-                    return;
-                }
-            }
-            loop {
-                match c.reader().read(&mut plain) {
-                    Ok(0) => {
-                        let _ = local_wr.shutdown(std::net::Shutdown::Write);
+            let closed = {
+                let Ok(mut c) = down_conn.lock() else { break };
+                let mut rd: &[u8] = &buf[..n];
+                while !rd.is_empty() {
+                    if c.read_tls(&mut rd).is_err() || c.process_new_packets().is_err() {
                         return;
                     }
-                    Ok(k) => {
-                        if local_wr.write_all(&plain[..k]).is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => break,
                 }
+                take_plaintext(&mut c, &mut plain)
+            };
+            if !plain.is_empty() && local_wr.write_all(&plain).is_err() {
+                return;
             }
-            while c.wants_write() {
-                if c.write_tls(&mut ack_sock).is_err() {
-                    return;
-                }
+            plain.clear();
+            if closed {
+                break;
             }
         }
         let _ = local_wr.shutdown(std::net::Shutdown::Write);
@@ -364,29 +417,29 @@ fn carry(
 
     // Tool -> gate.
     let mut buf = [0u8; 16 * 1024];
+    let mut sealed = Vec::with_capacity(32 * 1024);
     loop {
         let n = match local_rd.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let Ok(mut c) = conn.lock() else { break };
-        if c.writer().write_all(&buf[..n]).is_err() {
-            break;
-        }
-        while c.wants_write() {
-            if c.write_tls(&mut tls_wr).is_err() {
+        {
+            let Ok(mut c) = conn.lock() else { break };
+            if c.writer().write_all(&buf[..n]).is_err() {
                 break;
             }
+            while c.wants_write() && c.write_tls(&mut sealed).is_ok() {}
         }
+        if tls_wr.write_all(&sealed).is_err() {
+            break;
+        }
+        sealed.clear();
     }
     if let Ok(mut c) = conn.lock() {
         c.send_close_notify();
-        while c.wants_write() {
-            if c.write_tls(&mut tls_wr).is_err() {
-                break;
-            }
-        }
+        while c.wants_write() && c.write_tls(&mut sealed).is_ok() {}
     }
+    let _ = tls_wr.write_all(&sealed);
     let _ = down.join();
     Ok(())
 }
@@ -405,9 +458,175 @@ mod tests {
         let text =
             format!("gate=100.64.0.1:443\nserver_name=gate.lab\nca=/x\nuser=alice\nticket={hex}\nexpires_unix=1\n");
         std::fs::write(&path, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let loaded = TicketFile::load(&path);
         std::fs::remove_dir_all(&dir).unwrap();
         loaded
+    }
+
+    /// A TLS "gate" on loopback that accepts one hello, answers Accept
+    /// followed by `first` (an asset that speaks first), then echoes
+    /// everything; and the CA file to trust it.
+    fn echo_gate(name: &str, first: &'static [u8]) -> (SocketAddrV4, PathBuf) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let pki = control::pki::generate(&["gate.lab".into()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("ag-echo-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.crt");
+        std::fs::write(&ca, &pki.ca_cert).unwrap();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pki.gate_cert.as_bytes()).collect::<Result<_, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_slice(pki.gate_key.as_bytes()).unwrap();
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let SocketAddr::V4(addr) = listener.local_addr().unwrap() else { unreachable!() };
+        std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            // The client read the CA before it connected.
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut s = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), tcp);
+            let (mut hello, mut b) = (Vec::new(), [0u8; 1]);
+            while !matches!(dataplane::wire::hello::frame_len(&hello), dataplane::wire::hello::Framing::Complete(_)) {
+                s.read_exact(&mut b).unwrap();
+                hello.push(b[0]);
+            }
+            let accept = dataplane::wire::hello::Message::Accept {
+                session_id: 1,
+                expires_unix: u64::MAX,
+                granted: "read,write",
+                ticket: None,
+            };
+            let mut frame = vec![0u8; accept.buffer_len()];
+            let n = accept.emit(&mut frame);
+            frame.truncate(n);
+            frame.extend_from_slice(first);
+            s.write_all(&frame).unwrap();
+            s.flush().unwrap();
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).and_then(|()| s.flush()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        (addr, ca)
+    }
+
+    /// `carry` between a local tool and the echo gate, the tool's socket.
+    fn carried(name: &str, first: &'static [u8]) -> TcpStream {
+        let (gate, ca) = echo_gate(name, first);
+        let ticket = TicketFile {
+            gate,
+            server_name: "gate.lab".into(),
+            ca,
+            user: "alice".into(),
+            ticket: [7; 32],
+            expires_unix: u64::MAX,
+        };
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tool = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (local, _) = l.accept().unwrap();
+        std::thread::spawn(move || carry(local, gate, &ticket, "plc-7", "tcp"));
+        tool
+    }
+
+    /// Both directions busy at once do not stall the forwarder (found by a
+    /// review: it wrote to a socket while holding the TLS state, and with
+    /// both sides' buffers full neither direction moved again, after 4 to
+    /// 28 MB).
+    #[test]
+    fn a_busy_session_in_both_directions_does_not_stall() {
+        let tool = carried("busy", b"");
+        const TOTAL: usize = 256 << 20;
+        let mut wr = tool.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let chunk = [0x55u8; 16 * 1024];
+            for _ in 0..TOTAL / chunk.len() {
+                if wr.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut rd = tool;
+        std::thread::spawn(move || {
+            let (mut buf, mut got) = ([0u8; 64 * 1024], 0usize);
+            while let Ok(n @ 1..) = rd.read(&mut buf) {
+                got += n;
+                let _ = tx.send(got);
+            }
+        });
+        let mut got = 0;
+        while let Ok(n) = rx.recv_timeout(Duration::from_secs(10)) {
+            got = n;
+            if got >= 64 << 20 {
+                break;
+            }
+        }
+        assert!(got >= 64 << 20, "stalled: {got} bytes echoed back, then nothing for 10 s");
+    }
+
+    /// What the asset sends with the accept (it speaks first) reaches the
+    /// tool at once (found by a review: `exchange` read past the answer and
+    /// dropped it, or it waited in rustls for the next record).
+    #[test]
+    fn the_assets_first_bytes_reach_the_tool() {
+        let mut tool = carried("first", b"BANNER");
+        tool.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = [0u8; 6];
+        tool.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"BANNER");
+    }
+
+    /// A ticket file others can read or write is refused: one planted by
+    /// someone else names their gate, CA and server name, and the tool's
+    /// traffic would go there (found by a review).
+    #[test]
+    fn a_ticket_file_others_can_touch_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ag-ticket-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ticket");
+        let mut file = load_with(&"0".repeat(64)).unwrap();
+        file.ticket[0] = 1;
+        file.save(&path).unwrap();
+        assert!(TicketFile::load(&path).is_ok(), "saved 0600: good");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = TicketFile::load(&path).map(|_| ()).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.contains("is not private to you") && e.contains("mode 644"), "{e}");
+    }
+
+    /// What a user types as an authenticator app shows it ("123 456"), or a
+    /// password too long, is fixed or refused before sending, with the
+    /// reason, rather than refused by the gate as malformed (found by a
+    /// review); the malformed refusal itself says what to check.
+    #[test]
+    fn the_client_sends_only_hellos_the_gate_reads() {
+        let long = vec![b'p'; 300];
+        let send = |password: &[u8], totp: &str| {
+            client::checked_hello(Auth::Credentials { user: "alice", password, totp }, None)
+        };
+        let ok = send(b"s3cret!!", "123456").unwrap();
+        assert!(dataplane::wire::hello::Message::parse(&ok).is_ok());
+        assert!(send(b"s3cret!!", "123 456").unwrap_err().contains("TOTP code"));
+        assert!(send(&long, "123456").is_err());
+        let advice = advice(Reason::MalformedHello, None, "plc-7");
+        assert!(advice.contains("TOTP code (6 digits)"), "{advice}");
     }
 
     #[test]

@@ -72,6 +72,18 @@ pub fn hello_frame(auth: Auth<'_>, target: Option<(&str, &str)>) -> Vec<u8> {
     buf
 }
 
+/// Encodes a hello frame the gate will be able to read, or says what to
+/// fix (a TOTP code that is not six digits, a password over 256 bytes, a
+/// name with control characters) instead of sending one it refuses as
+/// malformed.
+///
+/// # Errors
+/// What the gate's parser would refuse, in words for the user.
+pub fn checked_hello(auth: Auth<'_>, target: Option<(&str, &str)>) -> Result<Vec<u8>, String> {
+    Message::Hello { auth, target }.check().map_err(|e| format!("cannot send this request: {e}"))?;
+    Ok(hello_frame(auth, target))
+}
+
 /// Decodes the gate's reply from the start of `buf`: `Ok(Some((answer,
 /// consumed)))`, `Ok(None)` if more bytes are needed.
 ///
@@ -92,7 +104,9 @@ pub fn parse_answer(buf: &[u8]) -> Result<Option<(Answer, usize)>, String> {
     }
 }
 
-/// Sends `hello` over an established TLS stream and reads the answer.
+/// Sends `hello` over an established TLS stream and reads the answer, and
+/// not a byte more: what follows it (an asset that speaks first, a DNP3
+/// outstation's unsolicited response) stays in `stream` for the caller.
 ///
 /// # Errors
 /// I/O errors, or the gate closed without a valid answer.
@@ -100,15 +114,19 @@ pub fn exchange<S: Read + Write>(stream: &mut S, hello: &[u8]) -> Result<Answer,
     stream.write_all(hello).map_err(|e| format!("sending hello: {e}"))?;
     stream.flush().map_err(|e| format!("sending hello: {e}"))?;
     let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 512];
     loop {
-        if let Some((answer, _)) = parse_answer(&buf)? {
-            return Ok(answer);
-        }
-        let n = stream.read(&mut chunk).map_err(|e| format!("reading the gate's answer: {e}"))?;
-        if n == 0 {
-            return Err("the gate closed the connection without answering".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        let want = match hello::frame_len(&buf) {
+            Framing::NeedMore(n) => n,
+            _ => match parse_answer(&buf)? {
+                Some((answer, _)) => return Ok(answer),
+                None => return Err("bad reply from the gate".into()),
+            },
+        };
+        let at = buf.len();
+        buf.resize(at + want, 0);
+        stream.read_exact(&mut buf[at..]).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => "the gate closed the connection without answering".to_string(),
+            _ => format!("reading the gate's answer: {e}"),
+        })?;
     }
 }
