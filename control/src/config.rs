@@ -248,14 +248,8 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
     }
     let north_gateway = gate.north_gateway.as_ref().and_then(|g| address(&mut err, g, "north gateway"));
     if let Some(n) = north_address {
-        if let Some(why) = not_a_host(n, n.addr) {
-            err.at(gate.north_address.span(), format!("north address: {why}"));
-        }
-        if let (Some(g), Some(span)) = (north_gateway, gate.north_gateway.as_ref().map(Spanned::span)) {
-            if let Some(why) = gateway_problem(n, g) {
-                err.at(span, format!("north gateway: {why}"));
-            }
-        }
+        let gateway = north_gateway.zip(gate.north_gateway.as_ref().map(Spanned::span));
+        check_interface(&mut err, "north", n, gate.north_address.span(), gateway);
     }
     let north_vlan = gate.north_vlan.as_ref().and_then(|v| vlan(&mut err, v));
     let north_if = gate.north_interface.get_ref().clone();
@@ -296,14 +290,8 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
         }
         let south_gateway = s.south_gateway.as_ref().and_then(|g| address(&mut err, g, "south gateway"));
         if let Some(sa) = south_address {
-            if let Some(why) = not_a_host(sa, sa.addr) {
-                err.at(s.south_address.span(), format!("segment {name:?}: south address {why}"));
-            }
-            if let (Some(g), Some(span)) = (south_gateway, s.south_gateway.as_ref().map(Spanned::span)) {
-                if let Some(why) = gateway_problem(sa, g) {
-                    err.at(span, format!("segment {name:?}: south gateway {why}"));
-                }
-            }
+            let gateway = south_gateway.zip(s.south_gateway.as_ref().map(Spanned::span));
+            check_interface(&mut err, &format!("segment {name:?}: south"), sa, s.south_address.span(), gateway);
         }
         let seg_vlan = s.vlan.as_ref().and_then(|v| vlan(&mut err, v));
         let ifname = s.south_interface.get_ref().clone();
@@ -700,6 +688,25 @@ fn tcp_port(err: &mut Errors<'_>, v: &Spanned<i64>, what: &str) -> Option<u16> {
         Err(_) => {
             err.at(v.span(), format!("{what} {} is out of range 1..=65535", v.get_ref()));
             None
+        }
+    }
+}
+
+/// Checks a gate interface's address `net` (written at `at`) and its
+/// gateway, if any; `side` names them in the errors.
+fn check_interface(
+    err: &mut Errors<'_>,
+    side: &str,
+    net: Ipv4Net,
+    at: std::ops::Range<usize>,
+    gateway: Option<(Ipv4Addr, std::ops::Range<usize>)>,
+) {
+    if let Some(why) = not_a_host(net, net.addr) {
+        err.at(at, format!("{side} address: {why}"));
+    }
+    if let Some((g, span)) = gateway {
+        if let Some(why) = gateway_problem(net, g) {
+            err.at(span, format!("{side} gateway: {why}"));
         }
     }
 }
