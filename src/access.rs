@@ -394,21 +394,27 @@ fn carry(
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let closed = {
+            // rustls takes at most 4 KiB a call and holds at most 16 KiB of
+            // plaintext: the plaintext is taken after every call, or a burst
+            // of records fills it and reading fails (found by a review).
+            let (closed, failed) = {
                 let Ok(mut c) = down_conn.lock() else { break };
                 let mut rd: &[u8] = &buf[..n];
-                while !rd.is_empty() {
+                let (mut closed, mut failed) = (false, false);
+                while !rd.is_empty() && !closed {
                     if c.read_tls(&mut rd).is_err() || c.process_new_packets().is_err() {
-                        return;
+                        failed = true;
+                        break;
                     }
+                    closed = take_plaintext(&mut c, &mut plain);
                 }
-                take_plaintext(&mut c, &mut plain)
+                (closed, failed)
             };
             if !plain.is_empty() && local_wr.write_all(&plain).is_err() {
                 return;
             }
             plain.clear();
-            if closed {
+            if closed || failed {
                 break;
             }
         }

@@ -35,8 +35,9 @@ impl Api {
         if !dir.exists() {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         }
-        let name = path.file_name().map_or_else(|| "ctl.sock".into(), |n| n.to_string_lossy().into_owned());
-        let private = dir.join(format!(".{name}.{}.d", std::process::id()));
+        // Short: the staged path must fit a socket address (108 bytes) as
+        // well as `path` does.
+        let private = dir.join(format!(".{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&private);
         std::fs::DirBuilder::new().mode(0o700).create(&private)?;
         let bound = (|| {

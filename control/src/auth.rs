@@ -101,9 +101,18 @@ impl AuthWorker {
     }
 
     /// Decides one request. Never logs secrets: user names and reasons only.
-    pub fn decide(&mut self, mut req: AuthRequest) -> AuthVerdict {
-        let now = (self.clock)();
+    pub fn decide(&mut self, req: AuthRequest) -> AuthVerdict {
         let snap = self.shared.load_full();
+        let mut verdict = self.decide_on(&snap, req);
+        if let AuthVerdict::Accept { grant, .. } = &mut verdict {
+            grant.generation = snap.generation;
+        }
+        verdict
+    }
+
+    fn decide_on(&mut self, snap: &Arc<Snapshot>, mut req: AuthRequest) -> AuthVerdict {
+        let now = (self.clock)();
+        let snap = snap.clone();
         let session = req.session;
         let refuse = |reason: Reason, retry_after: Option<u32>| AuthVerdict::Refuse { session, reason, retry_after };
         let source = IpAddr::V4(req.source);
@@ -237,6 +246,8 @@ fn accept(
             granted,
             ticket,
             ticket_id,
+            // Set by `decide`, which knows the snapshot.
+            generation: 0,
         }),
     }
 }

@@ -52,8 +52,10 @@ impl FileWatch {
     }
 
     /// Resolves the path again; a new target is watched too. Returns
-    /// whether it now resolves to a file, another than before (not when
-    /// it resolves to nothing: a link removed to be made again).
+    /// whether it is a symlink that now resolves to a file, another than
+    /// before (not when it resolves to nothing: a link removed to be made
+    /// again; and never for a plain file, which may still be being
+    /// written: `CLOSE_WRITE` says when it is done).
     fn follow(&mut self) -> bool {
         let target = std::fs::canonicalize(&self.path).ok();
         if target == self.target {
@@ -67,7 +69,7 @@ impl FileWatch {
             }
         }
         self.target = target;
-        self.target.is_some()
+        self.target.is_some() && std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_symlink())
     }
 
     /// Whether the file changed since the last call (never blocks).
@@ -158,6 +160,27 @@ mod tests {
         std::fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink(&a, &link).unwrap();
         assert!(w.changed(), "made again with no look in between");
+    }
+
+    /// A plain config removed and written again is a change only when the
+    /// writing is done, also with other events in the directory meanwhile
+    /// (found by a review: `follow` took the new file for a new target).
+    #[test]
+    fn a_plain_file_written_again_is_seen_when_done() {
+        use std::io::Write as _;
+        let dir = crate::audit::testdir("watch-rewrite");
+        let path = dir.join("gate.toml");
+        std::fs::write(&path, "a").unwrap();
+        let mut w = FileWatch::new(&path).unwrap();
+        assert!(!w.changed());
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(dir.join(".gate.toml.swp"), "x").unwrap();
+        assert!(!w.changed());
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"[gate]\n").unwrap();
+        assert!(!w.changed(), "still being written");
+        drop(f);
+        assert!(w.changed(), "written");
     }
 
     /// A config reached through a symlink is re-read when the file it

@@ -82,6 +82,10 @@ pub struct Grant {
     pub ticket: Option<[u8; 32]>,
     /// Identifies the ticket in logs (a hash prefix, never the ticket).
     pub ticket_id: Option<String>,
+    /// The snapshot generation the verdict was decided on: a session bound
+    /// under a later one re-checks its user's standing first (a revocation
+    /// may have come in between).
+    pub generation: u64,
 }
 
 impl std::fmt::Debug for Grant {
@@ -156,6 +160,7 @@ mod debug_tests {
             granted: "read".into(),
             ticket: Some([0xab; 32]),
             ticket_id: Some("t-1234".into()),
+            generation: 1,
         };
         let text = format!("{:?}", AuthVerdict::Accept { session: 1, grant: Box::new(grant) });
         assert!(!text.to_lowercase().contains("ab, ") && !text.contains("171"), "{text}");

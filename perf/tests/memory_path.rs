@@ -783,6 +783,22 @@ fn a_revoke_between_verdict_and_bind_still_ends_the_session() {
     wait_closed(&mut lab, CloseReason::UserRevoked, 1);
 }
 
+/// A user revoked and logging in again within the same second gets the
+/// session: the verdict was decided after the revocation (found by a review
+/// of the fix above: the whole-second comparison refused it).
+#[test]
+fn a_login_right_after_a_revoke_is_served() {
+    let mut lab = lab();
+    // Just after a second boundary, so revoke, login and connect share it.
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    std::thread::sleep(Duration::from_nanos(u64::from(1_000_000_000 - t.subsec_nanos())) + Duration::from_millis(5));
+    assert_eq!(lab.control.revoke_user("bob"), Some(0), "bob had no ticket yet");
+    let ticket = lab.login("bob", WAIT).expect("login after the revoke");
+    let h = lab.session(&ticket, WAIT).expect("a session after the revoke");
+    assert_eq!(read(&mut lab, h, 1, 0, 1).len(), 11);
+    assert_eq!(lab.control.totals().closed(CloseReason::UserRevoked), 0);
+}
+
 /// A write rule that wants a fresh login (`ticket_lifetime_secs = 60`)
 /// holds for a session that connected through another rule: with a
 /// two-minute-old ticket the write is answered exception 01 and never

@@ -905,11 +905,10 @@ impl Session {
         }
         self.asset_id = policy.asset_id(&self.target.asset);
         self.protocol = protocol;
-        // Not checked yet (no generation is u64::MAX): the first step
-        // re-checks the user's standing and the policy in force, since a
-        // revocation may have come after the verdict was decided (found by a
-        // review).
-        self.checked_generation = u64::MAX;
+        // Checked as of the snapshot the verdict was decided on: a later
+        // generation (a revocation may have come after the decision; found
+        // by a review) makes the first step re-check the user's standing.
+        self.checked_generation = self.grant.as_deref().map_or(u64::MAX, |g| g.generation);
         self.permit_until = 0;
         self.inspector = match protocol {
             Protocol::Modbus => Inspector::Modbus(Box::default()),
