@@ -501,7 +501,7 @@ mod tests {
         let config = AuthConfig { user_limits: lenient, address_limits: lenient, ..AuthConfig::default() };
         let a = Authenticator::with_config(db, config);
         let time = |user: &str| {
-            (0..3)
+            (0..5)
                 .map(|_| {
                     let t = std::time::Instant::now();
                     let _ = a.login(user, b"guess", "123456", IP, T0);
@@ -511,7 +511,10 @@ mod tests {
                 .unwrap()
         };
         let (known, unknown) = (time("alice"), time("nobody"));
-        assert!(known * 2 >= unknown, "known user {known:?} against unknown {unknown:?}");
+        // The fastest of five each (a loaded machine only slows some); the
+        // old code answered 300x faster for the known name, so a factor of 4
+        // still tells the fix from the defect.
+        assert!(known * 4 >= unknown, "known user {known:?} against unknown {unknown:?}");
     }
 
     /// A user removed and added back keeps the step of their last login:
