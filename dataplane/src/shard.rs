@@ -626,11 +626,6 @@ mod tests {
         }
     }
 
-    /// REVIEW: `add` evicts a lingering socket with the same addresses from
-    /// its set but the core still lists its handle in `Segment::lingering`;
-    /// the new socket takes the freed slot, so the core's lingering entry
-    /// now names the new session's live socket (and `reap` later removes it,
-    /// or panics on the second entry `retire` pushes).
     /// A retired socket evicted by a new connection with its addresses is
     /// not lingering any more, even when the new socket took its handle:
     /// the core forgets its entry instead of reaping the new one (found by

@@ -862,10 +862,6 @@ fn a_tls_error_while_authenticating_opens_no_asset_connection() {
     assert_eq!((t.sessions_active, lab.plc.port.stats().rx_frames), (0, 0), "no asset connection: {t:?}");
 }
 
-/// REVIEW: a south socket retired while its asset's ARP is unresolved
-/// (asset unreachable) is aborted but can never send its RST, so it stays
-/// `Closed` with a remote endpoint and `reap` never removes it: one socket
-/// per failed attempt, kept (and ARPing) for as long as the asset is away.
 /// Sessions to an asset that is switched off (no ARP answer) leave no
 /// sockets behind: a reset socket that cannot send its RST goes after
 /// `RST_GRACE`. No ARP for it after that, and no stale RSTs when the asset
@@ -912,9 +908,6 @@ fn sockets_to_an_unreachable_asset_are_reaped() {
     assert_eq!((arps, rsts), (0, 0), "ARPs for the asset / RSTs for sessions that ended seconds ago");
 }
 
-/// REVIEW: design.md says at most 256 listening sockets per endpoint; a
-/// SYN flood (handshakes never completed) gets a SYN-ACK, i.e. a socket
-/// with two buffers, for every SYN.
 /// Half-open connections count against the 256 listeners of an endpoint:
 /// a SYN flood gets 256 SYN-ACKs and RSTs after that, not a socket per SYN
 /// (found by a review: only listeners still in LISTEN were counted).
