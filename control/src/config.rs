@@ -363,9 +363,7 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
     for a in &raw.asset {
         let a = a.get_ref();
         let name = a.name.get_ref().clone();
-        if !valid_name(&name) {
-            err.at(a.name.span(), format!("asset name {name:?}: use 1..=32 letters, digits, '-' or '_'"));
-        }
+        check_name(&mut err, "asset name", &a.name);
         let first_definition = asset_names.insert(name.clone());
         if !first_definition {
             err.at(a.name.span(), format!("asset {name:?} is defined twice"));
@@ -410,9 +408,7 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
                             spec.name, spec.overlay
                         ),
                     );
-                } else if ov == spec.overlay.network()
-                    || (spec.overlay.len < 31 && u32::from(ov) | (u32::MAX >> spec.overlay.len) == u32::from(ov))
-                {
+                } else if ov == spec.overlay.network() || spec.overlay.is_edge(ov) {
                     err.at(
                         a.overlay.span(),
                         format!("asset {name:?}: {ov} is the network or broadcast address of {}", spec.overlay),
@@ -427,15 +423,7 @@ pub fn parse_at(file: &str, text: &str, now: u64) -> Result<Config, ConfigErrors
         let mut protocols = 0u8;
         for svc in &a.service {
             let svc = svc.get_ref();
-            if !valid_name(svc.name.get_ref()) {
-                err.at(
-                    svc.name.span(),
-                    format!(
-                        "asset {name:?}: service name {:?}: use 1..=32 letters, digits, '-' or '_'",
-                        svc.name.get_ref()
-                    ),
-                );
-            }
+            check_name(&mut err, &format!("asset {name:?}: service name"), &svc.name);
             if !service_names.insert(svc.name.get_ref().clone()) {
                 err.at(svc.name.span(), format!("asset {name:?}: service {:?} is defined twice", svc.name.get_ref()));
             }
@@ -644,6 +632,16 @@ fn plain_port(p: Protocol) -> Option<u16> {
 /// User, role and service names: letters, digits, `-`, `_`, 1..=32.
 pub fn valid_name(s: &str) -> bool {
     (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Reports `name` unless it is a [`valid_name`]; `what` says whose
+/// (`"role"`, `"asset \"plc-7\": service name"`). Returns whether it is.
+pub(crate) fn check_name(err: &mut Errors<'_>, what: &str, name: &Spanned<String>) -> bool {
+    let ok = valid_name(name.get_ref());
+    if !ok {
+        err.at(name.span(), format!("{what} {:?}: use 1..=32 letters, digits, '-' or '_'", name.get_ref()));
+    }
+    ok
 }
 
 fn prefix(err: &mut Errors<'_>, s: &Spanned<String>, what: &str) -> Option<Ipv4Net> {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::schedule;
-use crate::config::{nearest, valid_name, Errors};
+use crate::config::{check_name, nearest, Errors};
 
 /// `[[role]]`.
 #[derive(Deserialize)]
@@ -170,8 +170,7 @@ pub(crate) fn validate(
     let mut role_index: HashMap<String, (RoleId, usize)> = HashMap::new();
     for r in raw_roles {
         let name = &r.get_ref().name;
-        if !valid_name(name.get_ref()) {
-            err.at(name.span(), format!("role {:?}: use letters, digits, '-', '_' (1..=32)", name.get_ref()));
+        if !check_name(err, "role", name) {
             continue;
         }
         if let Some((_, line)) = role_index.get(name.get_ref()) {
@@ -192,9 +191,7 @@ pub(crate) fn validate(
     for s in raw_schedules {
         let s = s.get_ref();
         let name = s.name.get_ref();
-        if !valid_name(name) {
-            err.at(s.name.span(), format!("schedule {name:?}: use letters, digits, '-', '_' (1..=32)"));
-        }
+        check_name(err, "schedule", &s.name);
         if let Some((_, line)) = schedule_index.get(name) {
             err.at(s.name.span(), format!("schedule {name:?} is defined twice (first at line {line})"));
             continue;
