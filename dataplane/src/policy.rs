@@ -288,6 +288,18 @@ impl Denial {
         }
     }
 
+    /// The Modbus exception code it is answered with when no rule overrides
+    /// it (Modbus Application Protocol 1.1b3 §7): 01 (illegal function) for
+    /// a function not allowed, 02 (illegal data address) for an address out
+    /// of range, 03 (illegal data value) for a value out of bounds.
+    pub fn modbus_exception(self) -> u8 {
+        match self {
+            Self::AddressOutOfRange(_) => 0x02,
+            Self::ValueOutOfBounds(_) => 0x03,
+            Self::NoRule | Self::DenyRule(_) | Self::OutsideWindow(_) | Self::LimitReached(_) => 0x01,
+        }
+    }
+
     /// How close the request came to being permitted (for choosing which
     /// denial to report).
     fn rank(self) -> u8 {
@@ -881,17 +893,12 @@ impl Policy {
     /// data value) for a value out of bounds (Modbus Application Protocol
     /// 1.1b3 §7).
     pub fn exception(&self, denial: Denial) -> u8 {
-        let default = match denial {
-            Denial::AddressOutOfRange(_) => 0x02,
-            Denial::ValueOutOfBounds(_) => 0x03,
-            Denial::NoRule | Denial::DenyRule(_) | Denial::OutsideWindow(_) | Denial::LimitReached(_) => 0x01,
-        };
         denial
             .rule()
             .and_then(|r| self.compiled.tables.specs.get(r as usize))
             .and_then(|s| s.modbus.as_ref())
             .and_then(|m| m.exception)
-            .unwrap_or(default)
+            .unwrap_or_else(|| denial.modbus_exception())
     }
 
     /// The role ids of role names (unknown names are skipped).

@@ -321,14 +321,11 @@ fn table(t: wire::Table) -> Table {
     }
 }
 
-/// The exception a denial is answered with (Modbus Application Protocol
-/// 1.1b3 §7: 01 function not allowed, 02 address not allowed, 03 value).
+/// The exception a denial is answered with when no rule overrides it
+/// ([`Denial::modbus_exception`]; as a function for the inspector's
+/// `exception` argument).
 pub fn exception_for(denial: Denial) -> u8 {
-    match denial {
-        Denial::AddressOutOfRange(_) => 0x02,
-        Denial::ValueOutOfBounds(_) => 0x03,
-        Denial::NoRule | Denial::DenyRule(_) | Denial::OutsideWindow(_) | Denial::LimitReached(_) => 0x01,
-    }
+    denial.modbus_exception()
 }
 
 /// The register values a write carries, big-endian pairs (6, 16, 23).
