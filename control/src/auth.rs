@@ -110,9 +110,8 @@ impl AuthWorker {
         verdict
     }
 
-    fn decide_on(&mut self, snap: &Arc<Snapshot>, mut req: AuthRequest) -> AuthVerdict {
+    fn decide_on(&mut self, snap: &Snapshot, mut req: AuthRequest) -> AuthVerdict {
         let now = (self.clock)();
-        let snap = snap.clone();
         let session = req.session;
         let refuse = |reason: Reason, retry_after: Option<u32>| AuthVerdict::Refuse { session, reason, retry_after };
         let source = IpAddr::V4(req.source);
@@ -144,6 +143,8 @@ impl AuthWorker {
             log::warn!("auth: {:?}'s ticket is older than the gate's ticket lifetime now", identity.user);
             return refuse(Reason::TicketExpired, None);
         }
+        // For the rules' session limits: a session granted now.
+        let since = Since { granted: now, ticket_issued: issued };
         match req.purpose {
             Purpose::Login => {
                 let Credentials::Password { .. } = req.credentials else {
@@ -169,10 +170,10 @@ impl AuthWorker {
                     }
                 }
             }
-            Purpose::Resolve { asset, service } => match find_service(&snap, &asset, &service) {
+            Purpose::Resolve { asset, service } => match find_service(snap, &asset, &service) {
                 None => refuse(Reason::UnknownAsset, None),
                 Some(e) => {
-                    match permitted(&snap, e, &identity, now, Some(Since { granted: now, ticket_issued: issued })) {
+                    match permitted(snap, e, &identity, now, Some(since)) {
                         // As at connect: the rules want a younger ticket,
                         // and logging in again is the answer.
                         Err(Denial::LimitReached(_)) => refuse(Reason::TicketExpired, None),
@@ -197,8 +198,7 @@ impl AuthWorker {
                 if ep.asset != asset || ep.service != service {
                     return refuse(Reason::UnknownAsset, None);
                 }
-                let since = Since { granted: now, ticket_issued: issued };
-                let permit = match permitted(&snap, e, &identity, now, Some(since)) {
+                let permit = match permitted(snap, e, &identity, now, Some(since)) {
                     Ok(p) => p,
                     Err(Denial::LimitReached(_)) => {
                         // Every rule that would let the user in accepts
@@ -218,7 +218,7 @@ impl AuthWorker {
                 // The permit lasts until the end of its window and of its
                 // rule's max_session_secs and ticket_lifetime_secs.
                 let expires = ticket_expires.min(permit.until);
-                let granted = granted(&snap, e, &identity, now, since);
+                let granted = granted(snap, e, &identity, now, since);
                 accept(session, (now, issued), &identity, expires, granted, None, ticket_id_text)
             }
         }
