@@ -475,24 +475,14 @@ mod tests {
     /// followed by `first` (an asset that speaks first), then echoes
     /// everything; and the CA file to trust it.
     fn echo_gate(name: &str, first: &'static [u8]) -> (SocketAddrV4, PathBuf) {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let pki = control::pki::generate(&["gate.lab".into()]).unwrap();
         let dir = std::env::temp_dir().join(format!("ag-echo-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca = dir.join("ca.crt");
         std::fs::write(&ca, &pki.ca_cert).unwrap();
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(pki.gate_cert.as_bytes()).collect::<Result<_, _>>().unwrap();
-        let key = PrivateKeyDer::from_pem_slice(pki.gate_key.as_bytes()).unwrap();
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .unwrap(),
-        );
+        // The gate's own TLS configuration (TLS 1.3, its certificate).
+        let config =
+            dataplane::tls::server_config(pki.gate_cert.as_bytes(), pki.gate_key.as_bytes(), None, false).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let SocketAddr::V4(addr) = listener.local_addr().unwrap() else { unreachable!() };
         std::thread::spawn(move || {

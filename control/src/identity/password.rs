@@ -98,20 +98,19 @@ pub fn check_phc(phc: &str) -> Result<(), String> {
 
 /// Whether a stored hash is weaker than the production parameters.
 pub fn is_weak(phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .ok()
-        .and_then(|h| Params::try_from(&h).ok())
-        .is_none_or(|p| p.m_cost() < M_COST || p.t_cost() < T_COST)
+    stored_params(phc).is_none_or(|p| p.m_cost() < M_COST || p.t_cost() < T_COST)
 }
 
 /// Whether a stored hash costs more than the production parameters: a
 /// login for its user takes longer than one for an unknown name, which
 /// tells that the name exists.
 pub fn is_costlier(phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .ok()
-        .and_then(|h| Params::try_from(&h).ok())
-        .is_some_and(|p| p.m_cost() > M_COST || p.t_cost() > T_COST || p.p_cost() > P_COST)
+    stored_params(phc).is_some_and(|p| p.m_cost() > M_COST || p.t_cost() > T_COST || p.p_cost() > P_COST)
+}
+
+/// The argon2 parameters of a stored PHC string, if it has usable ones.
+fn stored_params(phc: &str) -> Option<Params> {
+    PasswordHash::new(phc).ok().and_then(|h| Params::try_from(&h).ok())
 }
 
 #[cfg(test)]
