@@ -1998,15 +1998,12 @@ fn write_idle_target(md: &mut String, runs: &[Run]) -> Value {
 /// the sweep's top step may hold more: a ratio that such a server would
 /// change is not resolved.
 fn write_rate_targets(md: &mut String, groups: &[Group]) -> Value {
-    // A round with no step sustained held less than the sweep's first rate:
-    // 0 here (a lower bound), not left out of the median.
-    let round_rate = |r: &Run| r.doc["max_sustainable_rate"].as_f64().unwrap_or(0.0);
     let rate = |g: &Group| g.max_rate_median();
     let at_top = |g: &Group, r: f64| {
         let top = g.runs.iter().filter_map(|run| run.doc["params"]["rates_total"].as_array()).flatten();
         top.filter_map(Value::as_f64).fold(f64::NAN, f64::max) <= r
     };
-    let per_round = |g: &Group| -> Vec<Option<f64>> { g.runs.iter().map(|r| Some(round_rate(r))).collect() };
+    let per_round = |g: &Group| -> Vec<f64> { g.runs.iter().map(|r| r.max_rate()).collect() };
     let mut out = Vec::new();
     let mut lines = String::new();
     for (peer_label, factor) in [("haproxy", 1.3), ("stunnel", 2.0)] {
@@ -2016,10 +2013,7 @@ fn write_rate_targets(md: &mut String, groups: &[Group]) -> Value {
             let rounds: Vec<String> = per_round(g)
                 .iter()
                 .zip(per_round(peer))
-                .map(|(a, b)| match (a, b) {
-                    (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
-                    _ => "-".into(),
-                })
+                .map(|(a, b)| if b > 0.0 { format!("{:.2}×", a / b) } else { "-".into() })
                 .collect();
             let ratio = if theirs > 0.0 { mine / theirs } else { f64::INFINITY };
             let (mine_top, theirs_top) = (at_top(g, mine), at_top(peer, theirs));
@@ -2286,6 +2280,12 @@ impl Run {
         }
     }
 
+    /// The sweep's max sustainable rate; a round with no step sustained held
+    /// less than the sweep's first rate: 0 (a lower bound), not left out.
+    fn max_rate(&self) -> f64 {
+        self.doc["max_sustainable_rate"].as_f64().unwrap_or(0.0)
+    }
+
     fn is_sweep(&self) -> bool {
         self.doc["params"]["sweep"].as_bool() == Some(true)
     }
@@ -2456,7 +2456,7 @@ impl Group<'_> {
         if !self.runs.iter().any(|r| r.is_sweep()) {
             return None;
         }
-        median_of(self.runs.iter().map(|r| r.doc["max_sustainable_rate"].as_f64().unwrap_or(0.0)))
+        median_of(self.runs.iter().map(|r| r.max_rate()))
     }
 
     fn errors(&self) -> u64 {
