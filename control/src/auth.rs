@@ -352,6 +352,17 @@ mod tests {
         AuthRequest { core: 0, session: 1, source, endpoint, credentials, purpose, client_cert: None }
     }
 
+    /// The gate's login endpoint in the lab.
+    const LOGIN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 1), 443);
+
+    /// alice's password login at T0, accepted: its grant (with the ticket).
+    fn login_at_t0(w: &mut AuthWorker) -> Box<Grant> {
+        let AuthVerdict::Accept { grant, .. } = w.decide(request(password_at(T0), Purpose::Login, LOGIN)) else {
+            panic!("login refused")
+        };
+        grant
+    }
+
     fn password_at(t: u64) -> Credentials {
         let code = totp::code_at(&totp::Secret::from_base32(SECRET).unwrap(), t, totp::DIGITS);
         Credentials::Password { user: "alice".into(), password: b"pw".to_vec(), totp: code }
@@ -363,10 +374,7 @@ mod tests {
     fn a_rules_ticket_lifetime_bounds_the_tickets_it_accepts() {
         let clock = Arc::new(AtomicU64::new(T0));
         let mut w = worker(clock.clone());
-        let login = SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 1), 443);
-        let AuthVerdict::Accept { grant, .. } = w.decide(request(password_at(T0), Purpose::Login, login)) else {
-            panic!("login refused")
-        };
+        let grant = login_at_t0(&mut w);
         assert_eq!(grant.expires_unix, T0 + 28800, "the gate's ticket lifetime");
         let ticket = grant.ticket.expect("a ticket");
         let plc = SocketAddrV4::new(Ipv4Addr::new(100, 64, 3, 7), 802);
@@ -397,14 +405,10 @@ mod tests {
     fn resolve_with_a_ticket_too_old_for_the_rules_says_expired() {
         let clock = Arc::new(AtomicU64::new(T0));
         let mut w = worker(clock.clone());
-        let login = SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 1), 443);
-        let AuthVerdict::Accept { grant, .. } = w.decide(request(password_at(T0), Purpose::Login, login)) else {
-            panic!("login refused")
-        };
-        let ticket = grant.ticket.expect("a ticket");
+        let ticket = login_at_t0(&mut w).ticket.expect("a ticket");
         clock.store(T0 + 120, Ordering::Relaxed);
         let purpose = Purpose::Resolve { asset: "plc-7".into(), service: "modbus".into() };
-        let v = w.decide(request(Credentials::Ticket(ticket), purpose, login));
+        let v = w.decide(request(Credentials::Ticket(ticket), purpose, LOGIN));
         assert!(matches!(v, AuthVerdict::Refuse { reason: Reason::TicketExpired, .. }), "{v:?}");
     }
 
@@ -416,11 +420,7 @@ mod tests {
     fn a_lowered_gate_ticket_lifetime_bounds_tickets_already_issued() {
         let clock = Arc::new(AtomicU64::new(T0));
         let (mut w, shared) = worker_on(include_str!("../../config/lab.toml"), clock.clone());
-        let login = SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 1), 443);
-        let AuthVerdict::Accept { grant, .. } = w.decide(request(password_at(T0), Purpose::Login, login)) else {
-            panic!("login")
-        };
-        let ticket = grant.ticket.unwrap();
+        let ticket = login_at_t0(&mut w).ticket.expect("a ticket");
         let plc = SocketAddrV4::new(Ipv4Addr::new(100, 64, 3, 7), 802);
         let connect = || {
             let purpose = Purpose::Connect { asset: "plc-7".into(), service: "modbus".into() };

@@ -756,6 +756,15 @@ fn a_reload_that_moves_the_login_address_is_refused_and_logins_go_on() {
     lab.login("alice", WAIT).expect("login at the new port");
 }
 
+/// alice logged in, the auth worker paused, and her session to plc-7
+/// opened: its verdict waits until `auth_paused` is lifted.
+fn session_awaiting_verdict(lab: &mut MemLab) -> smoltcp::iface::SocketHandle {
+    let ticket = lab.login("alice", WAIT).expect("login");
+    lab.auth_paused = true;
+    let ep = lab.endpoint;
+    lab.open(ep, Auth::Ticket(&ticket), Some(("plc-7", "modbus"))).expect("open")
+}
+
 /// A revocation published after the auth worker accepted a session but
 /// before the core bound it still ends it: the user hears no "accept" and
 /// nothing reaches the PLC (found by a review: the session was bound at the
@@ -763,10 +772,7 @@ fn a_reload_that_moves_the_login_address_is_refused_and_logins_go_on() {
 #[test]
 fn a_revoke_between_verdict_and_bind_still_ends_the_session() {
     let mut lab = lab();
-    let ticket = lab.login("alice", WAIT).expect("login");
-    lab.auth_paused = true;
-    let ep = lab.endpoint;
-    let h = lab.open(ep, Auth::Ticket(&ticket), Some(("plc-7", "modbus"))).expect("open");
+    let h = session_awaiting_verdict(&mut lab);
     let mut decided = 0;
     let start = std::time::Instant::now();
     while decided == 0 && start.elapsed() < WAIT {
@@ -845,10 +851,7 @@ fn a_session_without_a_verdict_is_dropped_at_the_auth_deadline() {
 #[test]
 fn a_tls_error_while_authenticating_opens_no_asset_connection() {
     let mut lab = lab();
-    let ticket = lab.login("alice", WAIT).expect("login");
-    lab.auth_paused = true;
-    let ep = lab.endpoint;
-    let h = lab.open(ep, Auth::Ticket(&ticket), Some(("plc-7", "modbus"))).expect("open");
+    let h = session_awaiting_verdict(&mut lab);
     assert!(lab.run_until(WAIT, |l| !l.clients[&h].conn.is_handshaking() && !l.clients[&h].conn.wants_write()));
     lab.run_until(Duration::from_millis(200), |_| false);
     // A forged application-data record: bad_record_mac at the gate.
